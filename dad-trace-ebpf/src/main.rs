@@ -1,0 +1,194 @@
+//! Kernel programs of dad-trace. Stateless by design: each program reads one
+//! `struct inet6_ifaddr` and emits a [`RawEvent`]; phases are derived in userspace,
+//! so no in-flight map can leak when an address dies unseen.
+#![no_std]
+#![no_main]
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    macros::{kprobe, kretprobe, map, raw_tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+};
+use aya_log_ebpf::debug;
+use dad_trace_common::{Config, DEFAULT_RING_BYTES, Hook, RawEvent};
+
+/// Filled in by the loader from the running kernel's BTF and kallsyms.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    dad_work_fn: 0,
+    ifa_addr: 0,
+    ifa_state: 0,
+    ifa_flags: 0,
+    ifa_dad_probes: 0,
+    ifa_idev: 0,
+    ifa_dad_work: 0,
+    work_data: 0,
+    work_func: 0,
+    idev_dev: 0,
+    dev_name: 0,
+    dev_ifindex: 0,
+    dev_nd_net: 0,
+    net_ns_inum: 0,
+    net_cookie: Config::ABSENT,
+};
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: CONFIG is a valid static; the volatile read keeps the compiler from
+    // constant-folding the zeros above (the loader rewrites them at load time).
+    unsafe { read_volatile(&raw const CONFIG) }
+}
+
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel copes with any address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }
+}
+
+/// Reads the address and its device, then emits one event. Any read failure drops the event
+/// quietly (logged at debug level): a half-read address would only mislead the state machine.
+#[inline(always)]
+fn emit<C: EbpfContext>(ctx: &C, cfg: &Config, hook: Hook, ifa: u64) {
+    if let Err(code) = try_emit(cfg, hook, ifa) {
+        debug!(ctx, "dad-trace: hook {} could not read ifa: {}", hook as u8, code);
+    }
+}
+
+#[inline(always)]
+fn try_emit(cfg: &Config, hook: Hook, ifa: u64) -> Result<(), i32> {
+    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { *lost += 1 };
+        }
+        return Ok(());
+    };
+    match fill(cfg, hook, ifa) {
+        Ok(event) => {
+            entry.write(event);
+            entry.submit(0);
+            Ok(())
+        }
+        Err(code) => {
+            entry.discard(0);
+            Err(code)
+        }
+    }
+}
+
+#[inline(always)]
+fn fill(cfg: &Config, hook: Hook, ifa: u64) -> Result<RawEvent, i32> {
+    let mut event = RawEvent {
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ifa,
+        hook: hook as u8,
+        ..RawEvent::default()
+    };
+    event.addr = read(ifa, cfg.ifa_addr)?;
+    event.state = read::<u32>(ifa, cfg.ifa_state)? as u8;
+    event.flags = read(ifa, cfg.ifa_flags)?;
+    event.dad_probes = read(ifa, cfg.ifa_dad_probes)?;
+    let work_data: u64 = read(ifa, cfg.ifa_dad_work + cfg.work_data)?;
+    // WORK_STRUCT_PENDING_BIT is bit 0 of work_struct.data.
+    event.work_pending = (work_data & 1) as u8;
+
+    let idev: u64 = read(ifa, cfg.ifa_idev)?;
+    let dev: u64 = read(idev, cfg.idev_dev)?;
+    // SAFETY: see `read`; the destination is a local buffer of the right size.
+    unsafe {
+        bpf_probe_read_kernel_buf((dev + u64::from(cfg.dev_name)) as *const u8, &mut event.ifname)?;
+    }
+    event.ifindex = read(dev, cfg.dev_ifindex)?;
+    let net: u64 = read(dev, cfg.dev_nd_net)?;
+    event.netns_inum = read(net, cfg.net_ns_inum)?;
+    if cfg.net_cookie != Config::ABSENT {
+        event.netns_cookie = read(net, cfg.net_cookie)?;
+    }
+    Ok(event)
+}
+
+/// `workqueue_queue_work(int req_cpu, struct pool_workqueue *pwq, struct work_struct *work)`.
+/// Runs for every work item on the node: the filter (one read, one compare) comes first.
+#[raw_tracepoint(tracepoint = "workqueue_queue_work")]
+pub fn dad_work_queued(ctx: RawTracePointContext) -> i32 {
+    let cfg = config();
+    let work: u64 = ctx.arg(2);
+    match read::<u64>(work, cfg.work_func) {
+        Ok(func) if func == cfg.dad_work_fn => {
+            emit(&ctx, &cfg, Hook::WorkQueued, work - u64::from(cfg.ifa_dad_work));
+        }
+        _ => {}
+    }
+    0
+}
+
+/// `workqueue_execute_end(struct work_struct *work, work_func_t function)`: the function
+/// comes as an argument, so the filter needs no read at all.
+#[raw_tracepoint(tracepoint = "workqueue_execute_end")]
+pub fn dad_work_done(ctx: RawTracePointContext) -> i32 {
+    let cfg = config();
+    let function: u64 = ctx.arg(1);
+    if function == cfg.dad_work_fn {
+        let work: u64 = ctx.arg(0);
+        emit(&ctx, &cfg, Hook::WorkDone, work - u64::from(cfg.ifa_dad_work));
+    }
+    0
+}
+
+/// One kprobe program per hook: the hook id is a constant, so each program stays tiny.
+macro_rules! ifa_kprobe {
+    ($name:ident, $hook:expr, $arg:literal) => {
+        #[kprobe]
+        pub fn $name(ctx: ProbeContext) -> u32 {
+            let cfg = config();
+            if let Some(ifa) = ctx.arg::<u64>($arg) {
+                emit(&ctx, &cfg, $hook, ifa);
+            }
+            0
+        }
+    };
+}
+
+ifa_kprobe!(dad_start, Hook::DadStart, 0);
+ifa_kprobe!(dad_begin, Hook::DadBegin, 0);
+ifa_kprobe!(dad_kick, Hook::DadKick, 0);
+ifa_kprobe!(dad_completed, Hook::DadCompleted, 0);
+// addrconf_dad_failure(struct sk_buff *skb, struct inet6_ifaddr *ifp)
+ifa_kprobe!(dad_failure, Hook::DadFailure, 1);
+ifa_kprobe!(dad_stop, Hook::DadStop, 0);
+ifa_kprobe!(addr_deleted, Hook::AddrDeleted, 0);
+ifa_kprobe!(addr_destroyed, Hook::AddrDestroyed, 0);
+
+/// `ipv6_add_addr` returns the new address or an `ERR_PTR`.
+#[kretprobe]
+pub fn addr_added(ctx: RetProbeContext) -> u32 {
+    let cfg = config();
+    let ifa: u64 = ctx.ret();
+    // ERR_PTR values are the top 4095 addresses.
+    if ifa != 0 && ifa < (-4095i64) as u64 {
+        emit(&ctx, &cfg, Hook::AddrAdded, ifa);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program with a reachable panic path.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

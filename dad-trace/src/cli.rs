@@ -1,0 +1,175 @@
+//! Command line.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    offsets::{KernelTypes, VMLINUX_BTF},
+    probes::{self, Backend, KernelSupport},
+    record::{self, BackendChoice, RecordOptions},
+    report,
+    session::Session,
+};
+
+#[derive(Parser)]
+#[command(name = "dad-trace", version, about = "How long IPv6 addresses stay tentative (DAD), per pod")]
+pub struct Cli {
+    /// More output: -v shows debug logs (including the kernel programs'), -vv traces every event.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Trace DAD on this node (root); print each address as it settles and histograms at the end.
+    Record {
+        /// kprobe (precise, needs CONFIG_KPROBES), tracepoint (workqueue events, any kernel), or auto.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Stop after this many addresses finished.
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
+        /// Save the session as JSON (atomically; also on Ctrl-C).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Also print a table of every pod's delay.
+        #[arg(long)]
+        per_pod: bool,
+        /// Create N synthetic pods (netns + veth + IPv6 address) while tracing, stop when they
+        /// settled, and remove them.
+        #[arg(long, value_name = "N")]
+        synthetic_pods: Option<usize>,
+        /// Name prefix of synthetic pod namespaces.
+        #[arg(long, default_value = "dt-pod-", value_name = "PREFIX")]
+        synthetic_prefix: String,
+        /// Size of the kernel → userspace ring buffer (power of two).
+        #[arg(long, default_value_t = dad_trace_common::DEFAULT_RING_BYTES, value_name = "BYTES", value_parser = parse_ring_bytes)]
+        ring_bytes: u32,
+        /// Check an address for existence after this long without kernel events (seconds).
+        #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+        stale_after: f64,
+        /// Do not print a line per address.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show which kernel hook each backend uses for each DAD phase on this kernel, and why.
+    Probes {
+        /// Also load every program through the verifier (root; nothing is attached).
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Summarize a saved session (no root needed).
+    Report {
+        #[arg(value_name = "SESSION", required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        per_pod: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+fn parse_ring_bytes(text: &str) -> Result<u32, String> {
+    let bytes: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes.is_power_of_two() && bytes >= 4096 {
+        Ok(bytes)
+    } else {
+        Err(format!("{bytes} is not a power of two of at least 4096 (the kernel requires it)"))
+    }
+}
+
+fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{what} must be a positive number of seconds"))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Record {
+            backend,
+            duration,
+            count,
+            output,
+            per_pod,
+            synthetic_pods,
+            synthetic_prefix,
+            ring_bytes,
+            stale_after,
+            quiet,
+        } => {
+            let opts = RecordOptions {
+                backend,
+                duration: duration.map(|d| seconds(d, "--duration")).transpose()?,
+                count,
+                output,
+                per_pod,
+                synthetic_pods,
+                synthetic_prefix,
+                ring_bytes,
+                verbose: cli.verbose > 0,
+                stale_after: seconds(stale_after, "--stale-after")?,
+                lines: !quiet,
+            };
+            record::record(opts).await.map(drop)
+        }
+        Command::Probes { verify } => probes_command(verify),
+        Command::Report { files, per_pod, format } => {
+            for (index, file) in files.iter().enumerate() {
+                let session = Session::load(file)?;
+                match format {
+                    Format::Text => {
+                        if index > 0 {
+                            println!();
+                        }
+                        println!("== {}", file.display());
+                        print!("{}", report::render_text(&session, per_pod));
+                    }
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&report::summarize(&session))?),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn probes_command(verify: bool) -> anyhow::Result<()> {
+    let types = KernelTypes::load(std::path::Path::new(VMLINUX_BTF))?;
+    let support = KernelSupport::read(
+        std::path::Path::new("/proc/kallsyms"),
+        std::path::Path::new("/sys/bus/event_source/devices/kprobe"),
+        Some(&types),
+    )
+    .context("read /proc/kallsyms")?;
+    println!("kernel {}, BTF {}", nix::sys::utsname::uname()?.release().to_string_lossy(), types.path().display());
+    print!("{}", probes::render(&support));
+    if verify {
+        record::check_privileges()?;
+        let dad_work = support.symbols.get(probes::DAD_WORK_FN).copied().unwrap_or(0);
+        let config = types.config(dad_work)?;
+        let mut ebpf = crate::loader::load(&config, dad_trace_common::DEFAULT_RING_BYTES, false)?;
+        for backend in [Backend::Kprobe, Backend::Tracepoint] {
+            for spec in probes::table(backend) {
+                for hook in spec.hooks {
+                    let verdict = match crate::loader::load_program(&mut ebpf, hook) {
+                        Ok(()) => "verifier OK".to_string(),
+                        Err(crate::loader::AttachError::Program { source: aya::programs::ProgramError::AlreadyLoaded, .. }) => continue,
+                        Err(e) => format!("FAILED: {e}"),
+                    };
+                    println!("{backend:<10} {:<18} {verdict}", hook.program);
+                }
+            }
+        }
+    }
+    Ok(())
+}

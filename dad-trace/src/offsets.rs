@@ -1,0 +1,111 @@
+//! Struct field offsets from the running kernel's BTF, handed to the kernel programs in
+//! [`Config`]. Nothing is hard-coded for one kernel.
+use std::path::{Path, PathBuf};
+
+use btfparse::{ErrorKind, Offset, Readable, TypeInformation};
+use dad_trace_common::Config;
+
+/// Where the kernel publishes its own type information.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error(
+        "cannot read kernel BTF at {path}: {source}. dad-trace needs a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4 are)"
+    )]
+    Missing { path: PathBuf, source: std::io::Error },
+    #[error("cannot parse kernel BTF at {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("kernel BTF has no `{path}` in struct {type_name}: this kernel's layout is not supported")]
+    Field { type_name: &'static str, path: &'static str },
+    #[error("struct {type_name}.{path} is {actual} bytes here, dad-trace reads {expected}")]
+    Size { type_name: &'static str, path: &'static str, expected: usize, actual: usize },
+}
+
+/// BTF read into memory once; btfparse reads it through this.
+struct Bytes(Vec<u8>);
+
+impl Readable for Bytes {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let source = start
+            .checked_add(buffer.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or_else(|| btfparse::Error::new(ErrorKind::IOError, "read past the end of BTF"))?;
+        buffer.copy_from_slice(source);
+        Ok(())
+    }
+}
+
+/// Parsed BTF of one kernel.
+pub struct KernelTypes {
+    path: PathBuf,
+    types: TypeInformation,
+}
+
+impl KernelTypes {
+    pub fn load(path: &Path) -> Result<Self, BtfError> {
+        let bytes = std::fs::read(path).map_err(|source| BtfError::Missing { path: path.into(), source })?;
+        let types = TypeInformation::new(&Bytes(bytes))
+            .map_err(|e| BtfError::Parse { path: path.into(), message: format!("{e:?}") })?;
+        Ok(Self { path: path.into(), types })
+    }
+
+    /// Whether BTF knows a function of that name (BTF keeps static functions that were
+    /// inlined everywhere only on some kernels, so absence proves little).
+    #[must_use]
+    pub fn has_function(&self, name: &str) -> bool {
+        self.types.id_of(name).is_some()
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Byte offset and size of `path` (dotted, e.g. `nd_net.net`) in `struct type_name`.
+    fn field(&self, type_name: &'static str, path: &'static str) -> Result<(u32, usize), BtfError> {
+        let missing = || BtfError::Field { type_name, path };
+        let tid = self.types.id_of(type_name).ok_or_else(missing)?;
+        match self.types.offset_of(tid, path) {
+            Ok((member_tid, Offset::ByteOffset(offset))) => {
+                let size = self.types.size_of(member_tid).map_err(|_| missing())?;
+                Ok((offset, size))
+            }
+            _ => Err(missing()),
+        }
+    }
+
+    fn sized(&self, type_name: &'static str, path: &'static str, expected: usize) -> Result<u32, BtfError> {
+        let (offset, actual) = self.field(type_name, path)?;
+        if actual == expected {
+            Ok(offset)
+        } else {
+            Err(BtfError::Size { type_name, path, expected, actual })
+        }
+    }
+
+    /// Everything the programs read, checked for the sizes they read it with.
+    pub fn config(&self, dad_work_fn: u64) -> Result<Config, BtfError> {
+        let pointer = size_of::<u64>();
+        let dad_work = self.sized("inet6_ifaddr", "dad_work.work", 32)?;
+        Ok(Config {
+            dad_work_fn,
+            ifa_addr: self.sized("inet6_ifaddr", "addr", 16)?,
+            ifa_state: self.sized("inet6_ifaddr", "state", 4)?,
+            ifa_flags: self.sized("inet6_ifaddr", "flags", 4)?,
+            ifa_dad_probes: self.sized("inet6_ifaddr", "dad_probes", 1)?,
+            ifa_idev: self.sized("inet6_ifaddr", "idev", pointer)?,
+            ifa_dad_work: dad_work,
+            work_data: self.sized("work_struct", "data", 8)?,
+            work_func: self.sized("work_struct", "func", pointer)?,
+            idev_dev: self.sized("inet6_dev", "dev", pointer)?,
+            dev_name: self.sized("net_device", "name", 16)?,
+            dev_ifindex: self.sized("net_device", "ifindex", 4)?,
+            dev_nd_net: self.sized("net_device", "nd_net.net", pointer)?,
+            net_ns_inum: self.sized("net", "ns.inum", 4)?,
+            net_cookie: self.sized("net", "net_cookie", 8).unwrap_or(Config::ABSENT),
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! Which kernel hook observes which DAD phase, per backend, with fallbacks and the reason
+//! for each choice. `dad-trace probes` prints this table resolved against the running kernel.
+use std::{collections::HashMap, fmt, path::Path};
+
+use dad_trace_common::Hook;
+use serde::Serialize;
+
+/// The kernel functions dad-trace may hook; anything else in /proc/kallsyms is ignored.
+pub const KERNEL_FUNCTIONS: &[&str] = &[
+    "addrconf_dad_work",
+    "ipv6_add_addr",
+    "addrconf_dad_start",
+    "addrconf_dad_begin",
+    "addrconf_dad_kick",
+    "addrconf_dad_completed",
+    "addrconf_dad_failure",
+    "addrconf_dad_stop",
+    "ipv6_del_addr",
+    "inet6_ifa_finish_destroy",
+];
+
+/// The DAD work function: the tracepoint backend filters workqueue events on its address.
+pub const DAD_WORK_FN: &str = "addrconf_dad_work";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Kprobe,
+    Tracepoint,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Kprobe => "kprobe",
+            Backend::Tracepoint => "tracepoint",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    TentativeStart,
+    DadBegin,
+    Completed,
+    Failed,
+    Aborted,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::TentativeStart => "tentative start",
+            Phase::DadBegin => "DAD begin",
+            Phase::Completed => "completed",
+            Phase::Failed => "failed",
+            Phase::Aborted => "aborted",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramKind {
+    Kprobe,
+    Kretprobe,
+    RawTracepoint,
+}
+
+/// One kernel program and where it attaches.
+#[derive(Clone, Copy, Debug)]
+pub struct HookSpec {
+    /// Program name in the eBPF object.
+    pub program: &'static str,
+    pub kind: ProgramKind,
+    /// Kernel function or tracepoint name.
+    pub target: &'static str,
+    pub hook: Hook,
+    pub why: &'static str,
+}
+
+/// How many of a phase's hooks to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// The first that exists: later entries are fallbacks.
+    First,
+    /// Every one that exists: each sees a different way for the phase to happen.
+    All,
+}
+
+pub struct PhaseSpec {
+    pub phase: Phase,
+    pub pick: Pick,
+    pub hooks: &'static [HookSpec],
+}
+
+const fn kprobe(program: &'static str, target: &'static str, hook: Hook, why: &'static str) -> HookSpec {
+    HookSpec { program, kind: ProgramKind::Kprobe, target, hook, why }
+}
+
+const QUEUED: HookSpec = HookSpec {
+    program: "dad_work_queued",
+    kind: ProgramKind::RawTracepoint,
+    target: "workqueue_queue_work",
+    hook: Hook::WorkQueued,
+    why: "dad_work queued: the address state at each DAD step",
+};
+const DONE: HookSpec = HookSpec {
+    program: "dad_work_done",
+    kind: ProgramKind::RawTracepoint,
+    target: "workqueue_execute_end",
+    hook: Hook::WorkDone,
+    why: "addrconf_dad_work returned: flags and state after each DAD step",
+};
+
+pub const KPROBE_TABLE: &[PhaseSpec] = &[
+    PhaseSpec {
+        phase: Phase::TentativeStart,
+        pick: Pick::First,
+        hooks: &[
+            HookSpec {
+                program: "addr_added",
+                kind: ProgramKind::Kretprobe,
+                target: "ipv6_add_addr",
+                hook: Hook::AddrAdded,
+                why: "returns the new inet6_ifaddr, tentative from birth",
+            },
+            kprobe("dad_start", "addrconf_dad_start", Hook::DadStart, "DAD is armed right after the address is added"),
+        ],
+    },
+    PhaseSpec {
+        phase: Phase::DadBegin,
+        pick: Pick::First,
+        hooks: &[
+            kprobe("dad_begin", "addrconf_dad_begin", Hook::DadBegin, "the DAD state machine starts"),
+            kprobe("dad_kick", "addrconf_dad_kick", Hook::DadKick, "schedules the first neighbour solicitation"),
+        ],
+    },
+    PhaseSpec {
+        phase: Phase::Completed,
+        pick: Pick::First,
+        hooks: &[kprobe("dad_completed", "addrconf_dad_completed", Hook::DadCompleted, "tentative flag cleared")],
+    },
+    PhaseSpec {
+        phase: Phase::Failed,
+        pick: Pick::First,
+        hooks: &[kprobe("dad_failure", "addrconf_dad_failure", Hook::DadFailure, "a neighbour claimed the address")],
+    },
+    PhaseSpec {
+        phase: Phase::Aborted,
+        pick: Pick::All,
+        hooks: &[
+            kprobe("addr_deleted", "ipv6_del_addr", Hook::AddrDeleted, "address removed by a user or the stack"),
+            kprobe("addr_destroyed", "inet6_ifa_finish_destroy", Hook::AddrDestroyed, "address freed (interface or netns gone)"),
+            kprobe("dad_stop", "addrconf_dad_stop", Hook::DadStop, "DAD stopped (link not ready): it restarts later"),
+        ],
+    },
+];
+
+pub const TRACEPOINT_TABLE: &[PhaseSpec] = &[
+    PhaseSpec { phase: Phase::TentativeStart, pick: Pick::All, hooks: &[QUEUED] },
+    PhaseSpec { phase: Phase::DadBegin, pick: Pick::All, hooks: &[DONE, QUEUED] },
+    PhaseSpec { phase: Phase::Completed, pick: Pick::All, hooks: &[DONE] },
+    PhaseSpec { phase: Phase::Failed, pick: Pick::All, hooks: &[QUEUED] },
+    PhaseSpec { phase: Phase::Aborted, pick: Pick::All, hooks: &[QUEUED, DONE] },
+];
+
+#[must_use]
+pub fn table(backend: Backend) -> &'static [PhaseSpec] {
+    match backend {
+        Backend::Kprobe => KPROBE_TABLE,
+        Backend::Tracepoint => TRACEPOINT_TABLE,
+    }
+}
+
+/// What the running kernel offers, read once at start.
+#[derive(Clone, Debug, Default)]
+pub struct KernelSupport {
+    /// Addresses of [`KERNEL_FUNCTIONS`] found in /proc/kallsyms.
+    pub symbols: HashMap<String, u64>,
+    /// A kprobe PMU exists (CONFIG_KPROBES with perf support).
+    pub kprobes: bool,
+    /// Functions BTF knows; a function there but not in kallsyms was inlined.
+    pub btf_functions: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "detail")]
+pub enum HookStatus {
+    Available,
+    Inlined,
+    Missing,
+    Refused(String),
+}
+
+impl fmt::Display for HookStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookStatus::Available => f.write_str("available"),
+            HookStatus::Inlined => f.write_str("inlined (in BTF, not in /proc/kallsyms)"),
+            HookStatus::Missing => f.write_str("not in /proc/kallsyms (inlined?)"),
+            HookStatus::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+impl KernelSupport {
+    pub fn read(kallsyms: &Path, kprobe_pmu: &Path, btf: Option<&crate::offsets::KernelTypes>) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(kallsyms)?;
+        Ok(Self {
+            symbols: parse_kallsyms(&text),
+            kprobes: kprobe_pmu.exists(),
+            btf_functions: KERNEL_FUNCTIONS
+                .iter()
+                .filter(|name| btf.is_some_and(|btf| btf.has_function(name)))
+                .map(ToString::to_string)
+                .collect(),
+        })
+    }
+
+    #[must_use]
+    pub fn status(&self, spec: &HookSpec) -> HookStatus {
+        match spec.kind {
+            ProgramKind::RawTracepoint => HookStatus::Available,
+            ProgramKind::Kprobe | ProgramKind::Kretprobe => {
+                if self.symbols.contains_key(spec.target) {
+                    if self.kprobes {
+                        HookStatus::Available
+                    } else {
+                        HookStatus::Refused("no kprobe PMU (CONFIG_KPROBES off or locked down)".into())
+                    }
+                } else if self.btf_functions.iter().any(|f| f == spec.target) {
+                    HookStatus::Inlined
+                } else {
+                    HookStatus::Missing
+                }
+            }
+        }
+    }
+
+    /// The hooks a backend attaches on this kernel, with phases it cannot observe.
+    #[must_use]
+    pub fn plan(&self, backend: Backend) -> Plan {
+        let mut plan = Plan::default();
+        for spec in table(backend) {
+            let usable: Vec<&HookSpec> =
+                spec.hooks.iter().filter(|hook| self.status(hook) == HookStatus::Available).collect();
+            let chosen: Vec<&HookSpec> = match spec.pick {
+                Pick::First => usable.into_iter().take(1).collect(),
+                Pick::All => usable,
+            };
+            if chosen.is_empty() {
+                plan.unobservable.push(spec.phase);
+            }
+            for hook in chosen {
+                if !plan.hooks.iter().any(|h| h.program == hook.program) {
+                    plan.hooks.push(*hook);
+                }
+            }
+        }
+        plan
+    }
+}
+
+/// The programs to attach for one backend.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub hooks: Vec<HookSpec>,
+    pub unobservable: Vec<Phase>,
+}
+
+impl Plan {
+    /// A backend is usable when it sees an address appear and settle.
+    #[must_use]
+    pub fn usable(&self) -> bool {
+        !self.unobservable.contains(&Phase::TentativeStart) && !self.unobservable.contains(&Phase::Completed)
+    }
+}
+
+/// Picks the addresses of the functions dad-trace cares about; `.cold` parts and module
+/// symbols are skipped. Addresses read as 0 without CAP_SYSLOG (kptr_restrict).
+#[must_use]
+pub fn parse_kallsyms(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let _kind = fields.next()?;
+            let name = fields.next()?;
+            (fields.next().is_none() && KERNEL_FUNCTIONS.contains(&name)).then(|| (name.to_string(), address))
+        })
+        .collect()
+}
+
+/// Renders the per-phase table for `dad-trace probes`.
+#[must_use]
+pub fn render(support: &KernelSupport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for backend in [Backend::Kprobe, Backend::Tracepoint] {
+        let plan = support.plan(backend);
+        let verdict = if plan.usable() { "usable" } else { "NOT usable on this kernel" };
+        let _ = writeln!(out, "{backend} backend: {verdict}");
+        for spec in table(backend) {
+            let _ = writeln!(out, "  {}:", spec.phase);
+            for hook in spec.hooks {
+                let chosen = plan.hooks.iter().any(|h| h.program == hook.program)
+                    && !plan.unobservable.contains(&spec.phase);
+                let mark = if chosen { "*" } else { " " };
+                let _ = writeln!(
+                    out,
+                    "   {mark} {:<26} {:<11} {:<40} {}",
+                    hook.target,
+                    match hook.kind {
+                        ProgramKind::Kprobe => "kprobe",
+                        ProgramKind::Kretprobe => "kretprobe",
+                        ProgramKind::RawTracepoint => "raw_tp",
+                    },
+                    support.status(hook).to_string(),
+                    hook.why
+                );
+            }
+        }
+    }
+    out.push_str("(* = attached by that backend on this kernel)\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KALLSYMS: &str = "ffffffff8124493a t addrconf_dad_work.cold\n\
+        ffffffff820dd960 t ipv6_add_addr\n\
+        ffffffff820dfca0 t addrconf_dad_kick\n\
+        ffffffff820e2e10 t addrconf_dad_completed\n\
+        ffffffff820e3200 t addrconf_dad_work\n\
+        ffffffffc0001000 t veth_open\t[veth]\n";
+
+    #[test]
+    fn kallsyms_keeps_exact_names_only() {
+        let symbols = parse_kallsyms(KALLSYMS);
+        assert_eq!(symbols.get("addrconf_dad_work"), Some(&0xffff_ffff_820e_3200));
+        assert_eq!(symbols.len(), 4);
+    }
+
+    #[test]
+    fn kprobe_plan_falls_back_when_begin_is_inlined() {
+        let support = KernelSupport {
+            symbols: parse_kallsyms(KALLSYMS),
+            kprobes: true,
+            btf_functions: vec!["addrconf_dad_begin".into()],
+        };
+        let plan = support.plan(Backend::Kprobe);
+        let targets: Vec<_> = plan.hooks.iter().map(|h| h.target).collect();
+        assert_eq!(targets, ["ipv6_add_addr", "addrconf_dad_kick", "addrconf_dad_completed"]);
+        assert_eq!(plan.unobservable, [Phase::Failed, Phase::Aborted]);
+        assert!(plan.usable());
+        assert_eq!(support.status(&KPROBE_TABLE[1].hooks[0]), HookStatus::Inlined);
+    }
+
+    #[test]
+    fn kprobes_refused_without_pmu() {
+        let support = KernelSupport { symbols: parse_kallsyms(KALLSYMS), kprobes: false, btf_functions: vec![] };
+        assert!(!support.plan(Backend::Kprobe).usable());
+        assert!(support.plan(Backend::Tracepoint).usable());
+        assert!(matches!(support.status(&KPROBE_TABLE[0].hooks[0]), HookStatus::Refused(_)));
+    }
+}

@@ -1,0 +1,339 @@
+//! `dad-trace record`: attach a backend, follow addresses through DAD, save the session.
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use nix::time::{ClockId, clock_gettime};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    enrich::{Enricher, Presence},
+    loader::{self, LostCounter, Reading},
+    offsets::{KernelTypes, VMLINUX_BTF},
+    probes::{Backend, DAD_WORK_FN, KernelSupport},
+    report,
+    session::{AddressEvent, Session, Unfinished},
+    synthetic::{self, SyntheticPod},
+    track::{Finished, Tracker},
+};
+
+/// Which backend `record` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// kprobe when it attaches, else tracepoint.
+    Auto,
+    Kprobe,
+    Tracepoint,
+}
+
+pub struct RecordOptions {
+    pub backend: BackendChoice,
+    pub duration: Option<Duration>,
+    pub count: Option<usize>,
+    pub output: Option<PathBuf>,
+    pub per_pod: bool,
+    pub synthetic_pods: Option<usize>,
+    pub synthetic_prefix: String,
+    pub ring_bytes: u32,
+    pub verbose: bool,
+    /// An in-flight address unseen this long is checked for existence.
+    pub stale_after: Duration,
+    /// Print one line per finished address.
+    pub lines: bool,
+}
+
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+/// Capabilities from include/uapi/linux/capability.h.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Refuses early, with what to do, when the process cannot load tracing programs.
+pub fn check_privileges() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!(
+        "dad-trace record needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels \
+         before 5.8): run it with sudo, or in a pod with those capabilities (see README, Privileges)"
+    )
+}
+
+fn monotonic_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
+    })
+}
+
+/// Maps kernel timestamps (CLOCK_MONOTONIC) to wall-clock time.
+#[derive(Clone, Copy)]
+struct Clock {
+    wall_at_zero: DateTime<Utc>,
+}
+
+impl Clock {
+    fn now() -> Self {
+        let mono = monotonic_ns();
+        let wall = Utc::now();
+        Self { wall_at_zero: wall - chrono::Duration::nanoseconds(i64::try_from(mono).unwrap_or(0)) }
+    }
+
+    fn wall(self, mono_ns: u64) -> DateTime<Utc> {
+        self.wall_at_zero + chrono::Duration::nanoseconds(i64::try_from(mono_ns).unwrap_or(0))
+    }
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname().map_or_else(|_| "unknown".into(), |u| u.release().to_string_lossy().into_owned())
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned())
+}
+
+/// A loaded and attached backend.
+struct Attached {
+    ebpf: aya::Ebpf,
+    backend: Backend,
+}
+
+fn attach_backend(choice: BackendChoice, opts: &RecordOptions) -> anyhow::Result<Attached> {
+    let types = KernelTypes::load(Path::new(VMLINUX_BTF))?;
+    let support = KernelSupport::read(Path::new("/proc/kallsyms"), Path::new(KPROBE_PMU), Some(&types))
+        .context("read /proc/kallsyms")?;
+    let dad_work = support.symbols.get(DAD_WORK_FN).copied().unwrap_or(0);
+    if dad_work == 0 {
+        bail!(
+            "{DAD_WORK_FN} not found in /proc/kallsyms (or its address is hidden): is IPv6 built in or loaded \
+             (modprobe ipv6), and is dad-trace running as root?"
+        );
+    }
+    let config = types.config(dad_work)?;
+    let candidates: &[Backend] = match choice {
+        BackendChoice::Auto => &[Backend::Kprobe, Backend::Tracepoint],
+        BackendChoice::Kprobe => &[Backend::Kprobe],
+        BackendChoice::Tracepoint => &[Backend::Tracepoint],
+    };
+    let mut failures = Vec::new();
+    for &backend in candidates {
+        let plan = support.plan(backend);
+        if !plan.usable() {
+            failures.push(format!(
+                "{backend}: cannot observe {:?} on this kernel (see `dad-trace probes`)",
+                plan.unobservable
+            ));
+            continue;
+        }
+        let mut ebpf = loader::load(&config, opts.ring_bytes, opts.verbose)?;
+        match loader::attach(&mut ebpf, &plan) {
+            Ok(()) => {
+                for phase in &plan.unobservable {
+                    log::warn!("{backend} backend cannot observe phase '{phase}' on this kernel");
+                }
+                return Ok(Attached { ebpf, backend });
+            }
+            Err(e) => failures.push(format!("{backend}: {e}")),
+        }
+    }
+    bail!("no backend could attach:\n  {}\nRun `dad-trace probes` to see what this kernel offers", failures.join("\n  "))
+}
+
+/// Turns a finished address into a session event with everything userspace knows.
+fn to_event(finished: &Finished, clock: Clock, enricher: &mut Enricher) -> AddressEvent {
+    let obs = &finished.last;
+    let info = enricher.netns(obs.netns.inode);
+    let host = enricher.is_host(obs.netns.inode);
+    let peer = if finished.outcome == crate::track::Outcome::Aborted { None } else { enricher.peer(obs.netns, obs.ifindex) };
+    AddressEvent {
+        time: clock.wall(finished.end_ns),
+        netns_inode: obs.netns.inode,
+        netns_cookie: (obs.netns.cookie != 0).then_some(obs.netns.cookie),
+        netns_name: info.name,
+        host_netns: host,
+        pod: info.pod,
+        ifname: obs.ifname.clone(),
+        ifindex: obs.ifindex,
+        peer,
+        addr: obs.addr,
+        tentative_ns: finished.tentative_ns(),
+        dad_ns: finished.dad_ns(),
+        outcome: finished.outcome,
+        partial: finished.partial,
+    }
+}
+
+/// When synthetic pods are traced, the run is done once every pod's link-local and global
+/// address and every host-side veth's link-local address has finished.
+struct SyntheticProgress {
+    pending: HashSet<(String, bool)>,
+}
+
+fn link_local(addr: std::net::Ipv6Addr) -> bool {
+    addr.segments()[0] & 0xffc0 == 0xfe80
+}
+
+impl SyntheticProgress {
+    fn new(pods: &[SyntheticPod]) -> Self {
+        let mut pending = HashSet::new();
+        for pod in pods {
+            pending.insert((pod.name.clone(), true));
+            pending.insert((pod.name.clone(), false));
+            pending.insert((pod.host_veth.clone(), true));
+        }
+        Self { pending }
+    }
+
+    fn see(&mut self, event: &AddressEvent) {
+        let owner = if event.host_netns { Some(&event.ifname) } else { event.netns_name.as_ref() };
+        if let Some(owner) = owner {
+            self.pending.remove(&(owner.clone(), link_local(event.addr)));
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count`, or all synthetic pods
+/// settled), then saves the session (if asked) and prints the report.
+pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
+    check_privileges()?;
+    // Kernels since 5.11 charge BPF memory to the cgroup; the old limit only matters before.
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error());
+    }
+    let Attached { mut ebpf, backend } = attach_backend(opts.backend, &opts)?;
+    loader::start_kernel_logs(&mut ebpf);
+    let lost = LostCounter::take(&mut ebpf)?;
+    let mut readings = loader::spawn_reader(&mut ebpf, 4096)?;
+    let mut enricher = Enricher::new(Path::new("/proc"), Path::new(synthetic::NETNS_DIR))?;
+    let clock = Clock::now();
+    let mut session = Session::new(backend, kernel_release(), hostname(), Utc::now());
+    eprintln!(
+        "Tracing IPv6 DAD with the {backend} backend on kernel {}. {}",
+        session.kernel_release,
+        if opts.duration.is_some() || opts.count.is_some() || opts.synthetic_pods.is_some() {
+            "Ctrl-C stops early."
+        } else {
+            "Ctrl-C to stop."
+        }
+    );
+
+    let pods = match opts.synthetic_pods {
+        Some(count) => {
+            let prefix = opts.synthetic_prefix.clone();
+            let pods = tokio::task::spawn_blocking(move || synthetic::create_pods(&prefix, count)).await??;
+            eprintln!("Created {count} synthetic pods ({}0..{}).", opts.synthetic_prefix, count.saturating_sub(1));
+            pods
+        }
+        None => Vec::new(),
+    };
+    let mut progress = (!pods.is_empty()).then(|| SyntheticProgress::new(&pods));
+    let synthetic_deadline = tokio::time::sleep(Duration::from_secs(60));
+    tokio::pin!(synthetic_deadline);
+
+    let mut tracker = Tracker::default();
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    let stale_ns = u64::try_from(opts.stale_after.as_nanos()).unwrap_or(u64::MAX);
+    let mut undecodable = 0u64;
+
+    loop {
+        let finished: Vec<Finished> = tokio::select! {
+            reading = readings.recv() => match reading {
+                Some(Reading::Observation(obs)) => {
+                    log::trace!("{obs}");
+                    tracker.observe(obs).into_iter().collect()
+                }
+                Some(Reading::Undecodable(e)) => {
+                    undecodable += 1;
+                    log::warn!("{e}");
+                    Vec::new()
+                }
+                None => bail!("the ring buffer reader stopped"),
+            },
+            _ = sweep.tick() => {
+                let now = monotonic_ns();
+                let stale: Vec<_> = tracker
+                    .in_flight()
+                    .filter(|entry| now.saturating_sub(entry.last_seen_ns) > stale_ns)
+                    .map(|entry| entry.first.clone())
+                    .collect();
+                let mut gone = Vec::new();
+                for first in stale {
+                    match tokio::task::block_in_place(|| enricher.presence(first.netns, first.ifindex, first.addr)) {
+                        Presence::Tentative => {}
+                        Presence::Gone => gone.extend(tracker.abort(first.ifa, now)),
+                        Presence::Settled => {
+                            log::warn!("{} on {} settled unseen (events lost?)", first.addr, first.ifname);
+                            tracker.abort(first.ifa, now);
+                        }
+                    }
+                }
+                gone
+            },
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            () = &mut deadline => break,
+            () = &mut synthetic_deadline, if progress.is_some() => {
+                eprintln!("Synthetic pods did not all settle within 60 s; stopping.");
+                break;
+            }
+        };
+        for done in &finished {
+            let event = tokio::task::block_in_place(|| to_event(done, clock, &mut enricher));
+            if opts.lines {
+                println!("{}", report::event_line(&event));
+            }
+            if let Some(progress) = progress.as_mut() {
+                progress.see(&event);
+            }
+            session.events.push(event);
+        }
+        if opts.count.is_some_and(|count| session.events.len() >= count) || progress.as_ref().is_some_and(SyntheticProgress::done) {
+            break;
+        }
+    }
+
+    let now = monotonic_ns();
+    session.ended_at = Utc::now();
+    session.lost_events = lost.total();
+    session.unfinished = tracker
+        .drain()
+        .into_iter()
+        .map(|entry| Unfinished {
+            netns_inode: entry.first.netns.inode,
+            ifname: entry.first.ifname.clone(),
+            addr: entry.first.addr,
+            tentative_so_far_ns: now.saturating_sub(entry.start_ns),
+        })
+        .collect();
+    if undecodable > 0 {
+        log::warn!("{undecodable} ring buffer records could not be decoded");
+    }
+    drop(ebpf);
+    drop(pods);
+    if let Some(path) = &opts.output {
+        session.save(path)?;
+        eprintln!("Session saved to {}", path.display());
+    }
+    print!("{}", report::render_text(&session, opts.per_pod));
+    Ok(session)
+}

@@ -1,0 +1,276 @@
+//! Summaries of a session for people (bcc-style histograms) and machines (JSON).
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{
+    hist::{Delays, Summary, Unit, human, render_log2, render_summary},
+    session::{AddressEvent, Session},
+    track::Outcome,
+};
+
+/// What a pod waited for: its first tentative address → its last address settled,
+/// the wait a CNI plugin that checks for tentative addresses pays.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PodDelay {
+    pub pod: String,
+    pub netns_inode: u32,
+    pub addresses: usize,
+    pub failed: usize,
+    pub aborted: usize,
+    pub first_tentative: DateTime<Utc>,
+    pub last_settled: DateTime<Utc>,
+    pub delay_ns: u64,
+}
+
+/// Groups the events of pod namespaces (not the host's) by namespace.
+#[must_use]
+pub fn pod_delays(events: &[AddressEvent]) -> Vec<PodDelay> {
+    let mut by_netns: BTreeMap<(u32, Option<u64>), Vec<&AddressEvent>> = BTreeMap::new();
+    for event in events.iter().filter(|event| !event.host_netns) {
+        by_netns.entry((event.netns_inode, event.netns_cookie)).or_default().push(event);
+    }
+    let mut pods: Vec<PodDelay> = by_netns
+        .into_values()
+        .filter_map(|group| {
+            let first = group.iter().map(|event| event.started()).min()?;
+            let last = group.iter().map(|event| event.time).max()?;
+            let count = |outcome| group.iter().filter(|event| event.outcome == outcome).count();
+            Some(PodDelay {
+                pod: group[0].pod_label(),
+                netns_inode: group[0].netns_inode,
+                addresses: group.len(),
+                failed: count(Outcome::Failed),
+                aborted: count(Outcome::Aborted),
+                first_tentative: first,
+                last_settled: last,
+                delay_ns: u64::try_from((last - first).num_nanoseconds().unwrap_or(0)).unwrap_or(0),
+            })
+        })
+        .collect();
+    pods.sort_by(|a, b| a.first_tentative.cmp(&b.first_tentative).then_with(|| a.pod.cmp(&b.pod)));
+    pods
+}
+
+/// The machine-readable summary of one session.
+#[derive(Debug, Serialize)]
+pub struct SessionSummary {
+    pub backend: crate::probes::Backend,
+    pub kernel_release: String,
+    pub hostname: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub addresses: usize,
+    pub settled: usize,
+    pub failed: usize,
+    pub aborted: usize,
+    pub partial: usize,
+    pub unfinished: usize,
+    pub lost_events: u64,
+    pub tentative: Option<Summary>,
+    pub dad: Option<Summary>,
+    pub pod: Option<Summary>,
+    pub pods: Vec<PodDelay>,
+}
+
+fn settled_values(events: &[AddressEvent], pick: impl Fn(&AddressEvent) -> Option<u64>) -> Vec<u64> {
+    events.iter().filter(|event| event.outcome == Outcome::Settled).filter_map(pick).collect()
+}
+
+#[must_use]
+pub fn summarize(session: &Session) -> SessionSummary {
+    let events = &session.events;
+    let count = |outcome| events.iter().filter(|event| event.outcome == outcome).count();
+    let pods = pod_delays(events);
+    SessionSummary {
+        backend: session.backend,
+        kernel_release: session.kernel_release.clone(),
+        hostname: session.hostname.clone(),
+        started_at: session.started_at,
+        ended_at: session.ended_at,
+        addresses: events.len(),
+        settled: count(Outcome::Settled),
+        failed: count(Outcome::Failed),
+        aborted: count(Outcome::Aborted),
+        partial: events.iter().filter(|event| event.partial).count(),
+        unfinished: session.unfinished.len(),
+        lost_events: session.lost_events,
+        tentative: Delays::from_values(settled_values(events, |e| Some(e.tentative_ns))).summary(),
+        dad: Delays::from_values(settled_values(events, |e| e.dad_ns)).summary(),
+        pod: Delays::from_values(pods.iter().map(|pod| pod.delay_ns)).summary(),
+        pods,
+    }
+}
+
+fn section(out: &mut String, title: &str, values: &[u64]) {
+    let _ = writeln!(out, "\n{title}");
+    if values.is_empty() {
+        out.push_str("  (none)\n");
+        return;
+    }
+    out.push_str(&render_log2(values, Unit::for_values(values)));
+    if let Some(summary) = Delays::from_values(values.iter().copied()).summary() {
+        out.push_str(&render_summary(&summary));
+    }
+}
+
+/// The terminal report: counts, then histograms of tentative, DAD and per-pod delay.
+#[must_use]
+pub fn render_text(session: &Session, per_pod: bool) -> String {
+    let summary = summarize(session);
+    let mut out = String::new();
+    let seconds = (session.ended_at - session.started_at).num_milliseconds() as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "dad-trace session: {} backend, kernel {}, host {}, {:.1} s from {}",
+        session.backend,
+        session.kernel_release,
+        session.hostname,
+        seconds,
+        session.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let _ = writeln!(
+        out,
+        "addresses: {} (settled {}, failed {}, aborted {}; partial {}); still tentative at end: {}; lost events: {}",
+        summary.addresses,
+        summary.settled,
+        summary.failed,
+        summary.aborted,
+        summary.partial,
+        summary.unfinished,
+        summary.lost_events
+    );
+    if summary.lost_events > 0 {
+        out.push_str("WARNING: the kernel dropped events (ring buffer full): raise --ring-bytes\n");
+    }
+    let events = &session.events;
+    section(&mut out, "Tentative-state delay (address created -> tentative cleared), settled addresses:", &settled_values(events, |e| Some(e.tentative_ns)));
+    section(&mut out, "DAD delay (DAD begin -> completed), settled addresses that ran DAD:", &settled_values(events, |e| e.dad_ns));
+    let pod_values: Vec<u64> = summary.pods.iter().map(|pod| pod.delay_ns).collect();
+    section(
+        &mut out,
+        &format!("Per-pod delay (first tentative address -> last settled), {} pods:", summary.pods.len()),
+        &pod_values,
+    );
+    if per_pod && !summary.pods.is_empty() {
+        let width = summary.pods.iter().map(|pod| pod.pod.len()).max().unwrap_or(3).max(3);
+        let _ = writeln!(out, "\n{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}", "POD", "ADDRS", "DELAY", "FAILED", "ABORTED");
+        for pod in &summary.pods {
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}",
+                pod.pod,
+                pod.addresses,
+                human(pod.delay_ns),
+                pod.failed,
+                pod.aborted
+            );
+        }
+    }
+    out
+}
+
+/// One line per finished address, as `record` prints them while it runs.
+#[must_use]
+pub fn event_line(event: &AddressEvent) -> String {
+    let dad = event.dad_ns.map_or_else(|| "-".to_string(), human);
+    let peer = event
+        .peer
+        .as_ref()
+        .map(|peer| format!(" peer {}", peer.ifname.clone().unwrap_or_else(|| format!("#{}", peer.ifindex))))
+        .unwrap_or_default();
+    let partial = if event.partial { " (partial)" } else { "" };
+    format!(
+        "{}  {:<16} {:<10} {:<28} tentative {:>9}  DAD {:>9}  {}{partial}{peer}",
+        event.time.format("%H:%M:%S%.3f"),
+        event.pod_label(),
+        event.ifname,
+        event.addr,
+        human(event.tentative_ns),
+        dad,
+        event.outcome,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{probes::Backend, session::Session};
+
+    fn event(netns: u32, start_ms: i64, tentative_ms: u64, dad_ms: Option<u64>, outcome: Outcome) -> AddressEvent {
+        let base: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");
+        AddressEvent {
+            time: base + chrono::Duration::milliseconds(start_ms + i64::try_from(tentative_ms).expect("small")),
+            netns_inode: netns,
+            netns_cookie: None,
+            netns_name: Some(format!("pod-{netns}")),
+            host_netns: netns == 1,
+            pod: None,
+            ifname: "eth0".into(),
+            ifindex: 2,
+            peer: None,
+            addr: "fe80::1".parse().expect("literal address"),
+            tentative_ns: tentative_ms * 1_000_000,
+            dad_ns: dad_ms.map(|ms| ms * 1_000_000),
+            outcome,
+            partial: false,
+        }
+    }
+
+    fn session(events: Vec<AddressEvent>) -> Session {
+        let base: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");
+        let mut session = Session::new(Backend::Tracepoint, "6.18.44".into(), "node-a".into(), base);
+        session.ended_at = base + chrono::Duration::seconds(10);
+        session.events = events;
+        session
+    }
+
+    #[test]
+    fn pod_delay_spans_first_start_to_last_end() {
+        let events = vec![
+            event(10, 0, 1500, Some(1400), Outcome::Settled),
+            event(10, 100, 2000, Some(1900), Outcome::Settled),
+            event(11, 50, 1000, None, Outcome::Settled),
+            event(1, 0, 3000, Some(2900), Outcome::Settled),
+        ];
+        let pods = pod_delays(&events);
+        assert_eq!(pods.len(), 2, "host namespace is not a pod");
+        assert_eq!((pods[0].pod.as_str(), pods[0].addresses, pods[0].delay_ns), ("pod-10", 2, 2_100_000_000));
+        assert_eq!((pods[1].pod.as_str(), pods[1].delay_ns), ("pod-11", 1_000_000_000));
+    }
+
+    #[test]
+    fn summary_counts_outcomes_and_ignores_unsettled_delays() {
+        let summary = summarize(&session(vec![
+            event(10, 0, 1500, Some(1400), Outcome::Settled),
+            event(11, 0, 300, Some(200), Outcome::Failed),
+            event(12, 0, 10, None, Outcome::Aborted),
+        ]));
+        assert_eq!((summary.addresses, summary.settled, summary.failed, summary.aborted), (3, 1, 1, 1));
+        assert_eq!(summary.tentative.expect("one settled").count, 1);
+        assert_eq!(summary.dad.expect("one ran DAD").count, 1);
+        assert_eq!(summary.pod.expect("three pods").count, 3);
+    }
+
+    #[test]
+    fn text_report_has_histograms_and_pod_table() {
+        let mut s = session(vec![
+            event(10, 0, 1500, Some(1400), Outcome::Settled),
+            event(11, 0, 1800, Some(1700), Outcome::Settled),
+        ]);
+        s.lost_events = 3;
+        let text = render_text(&s, true);
+        assert!(text.contains("Tentative-state delay"), "{text}");
+        assert!(text.contains("1024 -> 2047"), "{text}");
+        assert!(text.contains("lost events: 3") && text.contains("WARNING"), "{text}");
+        assert!(text.contains("POD") && text.contains("pod-11"), "{text}");
+        assert!(text.contains("p99 1.80 s"), "{text}");
+    }
+
+    #[test]
+    fn event_line_shows_dad_dash_when_no_dad() {
+        let line = event_line(&event(11, 0, 0, None, Outcome::Settled));
+        assert!(line.contains("pod-11") && line.contains("DAD         -") && line.ends_with("settled"), "{line}");
+    }
+}

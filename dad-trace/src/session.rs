@@ -1,0 +1,266 @@
+//! The session file: what `record` saw, in a form `report` reads without root.
+//! Written atomically (temp file + rename), so a crash never leaves half a file.
+use std::{
+    io::Write as _,
+    net::Ipv6Addr,
+    path::{Path, PathBuf},
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{probes::Backend, track::Outcome};
+
+/// Marks a JSON document as a dad-trace session.
+pub const FORMAT: &str = "dad-trace-session";
+/// Bumped on incompatible changes; readers refuse other versions with a clear message.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read session file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("session file {path} is empty: was the recording killed before it saved?")]
+    Empty { path: PathBuf },
+    #[error("session file {path} is not valid JSON ({source}); it may be truncated or not a dad-trace session")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("session file {path} does not match the session format: {source}")]
+    Schema { path: PathBuf, source: serde_json::Error },
+    #[error("{path} is not a dad-trace session (format is {found:?}, expected {FORMAT:?})")]
+    NotASession { path: PathBuf, found: Option<String> },
+    #[error(
+        "session file {path} has format version {found}; this dad-trace reads version {FORMAT_VERSION}. \
+         Use the dad-trace release that recorded it"
+    )]
+    Version { path: PathBuf, found: u64 },
+    #[error("cannot write session file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Where the processes of a pod's network namespace say they belong.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    /// Kubernetes pod UID from a kubepods cgroup path.
+    pub uid: Option<String>,
+    /// Container (sandbox) id from the same path.
+    pub container_id: Option<String>,
+    /// A process living in the namespace, and its command name.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+/// The other end of a veth pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub ifindex: u32,
+    /// Known when the peer lives in the host namespace.
+    pub ifname: Option<String>,
+}
+
+/// One IPv6 address that left the tentative state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddressEvent {
+    /// When the address settled, failed or was aborted.
+    pub time: DateTime<Utc>,
+    pub netns_inode: u32,
+    /// The namespace's cookie where the kernel has one (inodes are reused, cookies are not).
+    pub netns_cookie: Option<u64>,
+    /// Name under /run/netns (`ip netns`, containerd's `cni-<uuid>`).
+    pub netns_name: Option<String>,
+    /// The node's own namespace (host side of veth pairs, physical NICs).
+    pub host_netns: bool,
+    pub pod: Option<Pod>,
+    pub ifname: String,
+    pub ifindex: i32,
+    pub peer: Option<Peer>,
+    pub addr: Ipv6Addr,
+    /// Created tentative → tentative cleared (or failed/aborted).
+    pub tentative_ns: u64,
+    /// DAD begin → completed; null when no DAD ran (e.g. accept_dad=0).
+    pub dad_ns: Option<u64>,
+    pub outcome: Outcome,
+    /// First seen mid-flight: the delays are lower bounds.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+impl AddressEvent {
+    /// When the address was first seen tentative.
+    #[must_use]
+    pub fn started(&self) -> DateTime<Utc> {
+        self.time - chrono::Duration::nanoseconds(i64::try_from(self.tentative_ns).unwrap_or(i64::MAX))
+    }
+
+    /// The label a person reads for this address's pod: netns name, pod UID, or inode.
+    #[must_use]
+    pub fn pod_label(&self) -> String {
+        if self.host_netns {
+            return "host".into();
+        }
+        if let Some(name) = &self.netns_name {
+            return name.clone();
+        }
+        if let Some(uid) = self.pod.as_ref().and_then(|pod| pod.uid.as_ref()) {
+            return format!("pod:{uid}");
+        }
+        format!("netns:{}", self.netns_inode)
+    }
+}
+
+/// An address still tentative when recording stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unfinished {
+    pub netns_inode: u32,
+    pub ifname: String,
+    pub addr: Ipv6Addr,
+    pub tentative_so_far_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub format: String,
+    pub format_version: u32,
+    pub tool_version: String,
+    pub hostname: String,
+    pub kernel_release: String,
+    pub backend: Backend,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    /// Events the kernel could not queue (ring buffer full).
+    pub lost_events: u64,
+    pub events: Vec<AddressEvent>,
+    #[serde(default)]
+    pub unfinished: Vec<Unfinished>,
+}
+
+impl Session {
+    #[must_use]
+    pub fn new(backend: Backend, kernel_release: String, hostname: String, started_at: DateTime<Utc>) -> Self {
+        Self {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            hostname,
+            kernel_release,
+            backend,
+            started_at,
+            ended_at: started_at,
+            lost_events: 0,
+            events: Vec::new(),
+            unfinished: Vec::new(),
+        }
+    }
+
+    /// Reads and validates a session file.
+    pub fn load(path: &Path) -> Result<Self, SessionError> {
+        let bytes = std::fs::read(path).map_err(|source| SessionError::Read { path: path.into(), source })?;
+        Self::parse(path, &bytes)
+    }
+
+    /// Validates `bytes` as the session at `path` (named in errors).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, SessionError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(SessionError::Empty { path: path.into() });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|source| SessionError::Parse { path: path.into(), source })?;
+        let format = value.get("format").and_then(serde_json::Value::as_str);
+        if format != Some(FORMAT) {
+            return Err(SessionError::NotASession { path: path.into(), found: format.map(str::to_string) });
+        }
+        match value.get("format_version").and_then(serde_json::Value::as_u64) {
+            Some(version) if version == u64::from(FORMAT_VERSION) => {}
+            found => return Err(SessionError::Version { path: path.into(), found: found.unwrap_or(0) }),
+        }
+        serde_json::from_value(value).map_err(|source| SessionError::Schema { path: path.into(), source })
+    }
+
+    /// Writes the session atomically: a reader sees the old file or the new one, never half.
+    pub fn save(&self, path: &Path) -> Result<(), SessionError> {
+        let error = |source| SessionError::Write { path: path.into(), source };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut file = tempfile::Builder::new().prefix(".dad-trace-").suffix(".tmp").tempfile_in(dir).map_err(error)?;
+        serde_json::to_writer_pretty(&mut file, self).map_err(|e| error(e.into()))?;
+        file.write_all(b"\n").map_err(error)?;
+        file.as_file().sync_all().map_err(error)?;
+        file.persist(path).map_err(|e| error(e.error))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Session {
+        let start: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");
+        let mut session = Session::new(Backend::Tracepoint, "6.18.44".into(), "node-a".into(), start);
+        session.ended_at = start + chrono::Duration::seconds(5);
+        session.lost_events = 2;
+        session.events.push(AddressEvent {
+            time: start + chrono::Duration::milliseconds(1500),
+            netns_inode: 4_026_532_300,
+            netns_cookie: Some(12),
+            netns_name: Some("dt-pod-0".into()),
+            host_netns: false,
+            pod: Some(Pod { uid: Some("0c5b9d1e-aaaa-bbbb-cccc-0123456789ab".into()), ..Pod::default() }),
+            ifname: "eth0".into(),
+            ifindex: 2,
+            peer: Some(Peer { ifindex: 17, ifname: Some("dt-h0".into()) }),
+            addr: "fd00:dad::1".parse().expect("literal address"),
+            tentative_ns: 1_400_000_000,
+            dad_ns: None,
+            outcome: Outcome::Settled,
+            partial: false,
+        });
+        session
+    }
+
+    #[test]
+    fn json_round_trip_and_atomic_save() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.json");
+        let session = sample();
+        session.save(&path).expect("save");
+        assert_eq!(Session::load(&path).expect("load"), session);
+        let text = std::fs::read_to_string(&path).expect("read");
+        for key in ["\"netns_inode\"", "\"netns_name\"", "\"ifname\"", "\"ifindex\"", "\"addr\"", "\"tentative_ns\"", "\"dad_ns\": null", "\"outcome\": \"settled\"", "\"lost_events\": 2", "\"backend\": \"tracepoint\"", "\"kernel_release\""] {
+            assert!(text.contains(key), "{key} missing in {text}");
+        }
+        // Only the target remains: no temp files left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        assert_eq!(session.events[0].started().to_rfc3339(), "2026-11-25T20:00:00.100+00:00");
+    }
+
+    #[test]
+    fn bad_input_names_file_and_problem() {
+        let path = Path::new("bad.json");
+        let text = serde_json::to_string(&sample()).expect("serialize");
+        let cases: [(&[u8], &str); 5] = [
+            (b"", "is empty"),
+            (&text.as_bytes()[..text.len() / 2], "not valid JSON"),
+            (br#"{"format":"other"}"#, "not a dad-trace session"),
+            (br#"{"format":"dad-trace-session","format_version":99}"#, "format version 99"),
+            (br#"{"format":"dad-trace-session","format_version":1,"events":3}"#, "does not match"),
+        ];
+        for (bytes, expected) in cases {
+            let message = Session::parse(path, bytes).expect_err("must fail").to_string();
+            assert!(message.contains("bad.json") && message.contains(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn pod_label_prefers_names() {
+        let mut event = sample().events.remove(0);
+        assert_eq!(event.pod_label(), "dt-pod-0");
+        event.netns_name = None;
+        assert_eq!(event.pod_label(), "pod:0c5b9d1e-aaaa-bbbb-cccc-0123456789ab");
+        event.pod = None;
+        assert_eq!(event.pod_label(), "netns:4026532300");
+        event.host_netns = true;
+        assert_eq!(event.pod_label(), "host");
+    }
+}
