@@ -1,1 +1,149 @@
-fn main(){}
+//! `cargo xtask <task>`: everything the README and CI run, in one place.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// Debian's rustc ships `rust-src` (rustup's toolchains here cannot fetch it), which
+/// `-Z build-std=core` needs for the BPF target. dad-trace/build.rs uses this name.
+const EBPF_TOOLCHAIN: &str = "dad-trace-bpf";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// What building and testing needs on a Debian 12 machine.
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "iproute2",
+];
+
+#[derive(Parser)]
+#[command(about = "dad-trace project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain (Debian packages, bpf-linker, rustup link). Idempotent.
+    Setup,
+    /// Set up, build, and trace 20 synthetic pods coming up (root). Extra args go to `record`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run every test tier available on this machine.
+    Test,
+    /// rustfmt check and clippy (userspace and the eBPF crate separately).
+    Lint,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {command:?}");
+    let status = command.status().with_context(|| format!("spawn {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(command: &mut Command) -> bool {
+    command.output().is_ok_and(|output| output.status.success())
+}
+
+/// A cargo command in the workspace, with unstable flags allowed for the eBPF build.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root()).env("RUSTC_BOOTSTRAP", "1");
+    command
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}
+
+fn setup() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !succeeds(Command::new("dpkg-query").args(["-W", "-f=${Status}", package])))
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!("missing Debian packages {missing:?}: run `sudo cargo xtask setup` or install them");
+        }
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    let linker_ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(BPF_LINKER_VERSION));
+    if !linker_ok {
+        run(Command::new("cargo")
+            .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    if !succeeds(Command::new("rustup").args(["run", EBPF_TOOLCHAIN, "rustc", "--version"])) {
+        run(Command::new("rustup").args(["toolchain", "link", EBPF_TOOLCHAIN, "/usr"]))?;
+    }
+    eprintln!("setup: Debian rustc, rust-src, bpf-linker {BPF_LINKER_VERSION} and toolchain `{EBPF_TOOLCHAIN}` ready");
+    Ok(())
+}
+
+fn build_release() -> anyhow::Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--package", "dad-trace"]))?;
+    Ok(workspace_root().join("target/release/dad-trace"))
+}
+
+fn test() -> anyhow::Result<()> {
+    setup()?;
+    // Unit tests: no privileges needed.
+    run(cargo().args(["test", "--workspace", "--exclude", "integration-tests"]))?;
+    // Kernel tests: they print why they skip when not root.
+    run(cargo().args(["test", "--package", "integration-tests", "--", "--test-threads=1", "--nocapture"]))?;
+    Ok(())
+}
+
+fn lint() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).env("AYA_BUILD_SKIP", "1"))?;
+    // The eBPF crate builds for another target with another toolchain: lint it there.
+    run(Command::new("rustup")
+        .args(["run", EBPF_TOOLCHAIN, "cargo", "clippy", "--release", "--target", "bpfel-unknown-none"])
+        .args(["-Z", "build-std=core", "--", "-D", "warnings"])
+        .current_dir(workspace_root().join("dad-trace-ebpf"))
+        .env("RUSTC_BOOTSTRAP", "1"))
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Run { args } => {
+            setup()?;
+            let binary = build_release()?;
+            let mut command = if is_root() { Command::new(&binary) } else { Command::new("sudo") };
+            if !is_root() {
+                command.arg(&binary);
+            }
+            if args.is_empty() {
+                command.args(["record", "--synthetic-pods", "20", "--per-pod"]);
+            } else {
+                command.args(&args);
+            }
+            run(&mut command)
+        }
+        Task::Test => test(),
+        Task::Lint => lint(),
+    }
+}
