@@ -13,7 +13,11 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(name = "dad-trace", version, about = "How long IPv6 addresses stay tentative (DAD), per pod")]
+#[command(
+    name = "dad-trace",
+    version,
+    about = "How long IPv6 addresses stay tentative (DAD), per pod"
+)]
 pub struct Cli {
     /// More output: -v shows debug logs (including the kernel programs'), -vv traces every event.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -86,7 +90,9 @@ fn parse_ring_bytes(text: &str) -> Result<u32, String> {
     if bytes.is_power_of_two() && bytes >= 4096 {
         Ok(bytes)
     } else {
-        Err(format!("{bytes} is not a power of two of at least 4096 (the kernel requires it)"))
+        Err(format!(
+            "{bytes} is not a power of two of at least 4096 (the kernel requires it)"
+        ))
     }
 }
 
@@ -151,7 +157,11 @@ fn probes_command(verify: bool) -> anyhow::Result<()> {
         Some(&types),
     )
     .context("read /proc/kallsyms")?;
-    println!("kernel {}, BTF {}", nix::sys::utsname::uname()?.release().to_string_lossy(), types.path().display());
+    println!(
+        "kernel {}, BTF {}",
+        nix::sys::utsname::uname()?.release().to_string_lossy(),
+        types.path().display()
+    );
     print!("{}", probes::render(&support));
     if verify {
         record::check_privileges()?;
@@ -163,7 +173,10 @@ fn probes_command(verify: bool) -> anyhow::Result<()> {
                 for hook in spec.hooks {
                     let verdict = match crate::loader::load_program(&mut ebpf, hook) {
                         Ok(()) => "verifier OK".to_string(),
-                        Err(crate::loader::AttachError::Program { source: aya::programs::ProgramError::AlreadyLoaded, .. }) => continue,
+                        Err(crate::loader::AttachError::Program {
+                            source: aya::programs::ProgramError::AlreadyLoaded,
+                            ..
+                        }) => continue,
                         Err(e) => format!("FAILED: {e}"),
                     };
                     println!("{backend:<10} {:<18} {verdict}", hook.program);

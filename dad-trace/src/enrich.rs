@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use nix::sched::{CloneFlags, setns};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 
 use crate::{
     events::NetnsId,
@@ -59,11 +59,18 @@ pub fn parse_ns_link(target: &str) -> Option<u32> {
 /// (`/kubepods/besteffort/pod<uid>/<id>`) layouts.
 #[must_use]
 pub fn parse_kubepods_cgroup(text: &str) -> Option<(String, Option<String>)> {
-    let path = text.lines().find(|line| line.contains("kubepods"))?.splitn(3, ':').nth(2)?;
+    let path = text
+        .lines()
+        .find(|line| line.contains("kubepods"))?
+        .splitn(3, ':')
+        .nth(2)?;
     let mut uid = None;
     let mut container = None;
     for segment in path.split('/') {
-        let stem = segment.strip_suffix(".slice").or_else(|| segment.strip_suffix(".scope")).unwrap_or(segment);
+        let stem = segment
+            .strip_suffix(".slice")
+            .or_else(|| segment.strip_suffix(".scope"))
+            .unwrap_or(segment);
         if let Some(index) = stem.rfind("pod") {
             let candidate = stem[index + 3..].replace('_', "-");
             if candidate.len() == 36 && candidate.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
@@ -161,13 +168,21 @@ impl Enricher {
     /// Everything known about a namespace, resolving it on a miss.
     pub fn netns(&mut self, inode: u32) -> NetnsInfo {
         if inode == self.host_inode {
-            return NetnsInfo { handle: Some(self.proc_root.join("self/ns/net")), ..NetnsInfo::default() };
+            return NetnsInfo {
+                handle: Some(self.proc_root.join("self/ns/net")),
+                ..NetnsInfo::default()
+            };
         }
         if !self.cache.get(&inode).is_some_and(|info| info.handle.is_some()) {
             self.scan_names();
         }
         let scan_due = self.last_proc_scan.is_none_or(|at| at.elapsed() >= PROC_SCAN_INTERVAL);
-        if scan_due && !self.cache.get(&inode).is_some_and(|info| info.pod.is_some() || info.name.is_some()) {
+        if scan_due
+            && !self
+                .cache
+                .get(&inode)
+                .is_some_and(|info| info.pod.is_some() || info.name.is_some())
+        {
             self.scan_processes();
         }
         self.cache.get(&inode).cloned().unwrap_or_default()
@@ -175,7 +190,9 @@ impl Enricher {
 
     /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use).
     fn scan_names(&mut self) {
-        let Ok(entries) = std::fs::read_dir(&self.netns_dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.netns_dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if let Ok(meta) = std::fs::metadata(&path) {
@@ -189,9 +206,13 @@ impl Enricher {
     /// Processes and their cgroups: the pod sandbox (pause) process lives in the pod's netns.
     fn scan_processes(&mut self) {
         self.last_proc_scan = Some(Instant::now());
-        let Ok(entries) = std::fs::read_dir(&self.proc_root) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
+            return;
+        };
         for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             let dir = entry.path();
             let Some(inode) = std::fs::read_link(dir.join("ns/net"))
                 .ok()
@@ -209,10 +230,19 @@ impl Enricher {
             if info.pod.as_ref().is_some_and(|pod| pod.uid.is_some()) {
                 continue;
             }
-            let kube = std::fs::read_to_string(dir.join("cgroup")).ok().and_then(|text| parse_kubepods_cgroup(&text));
-            let comm = std::fs::read_to_string(dir.join("comm")).ok().map(|comm| comm.trim().to_string());
+            let kube = std::fs::read_to_string(dir.join("cgroup"))
+                .ok()
+                .and_then(|text| parse_kubepods_cgroup(&text));
+            let comm = std::fs::read_to_string(dir.join("comm"))
+                .ok()
+                .map(|comm| comm.trim().to_string());
             let (uid, container_id) = kube.map_or((None, None), |(uid, id)| (Some(uid), id));
-            info.pod = Some(Pod { uid, container_id, pid: Some(pid), comm });
+            info.pod = Some(Pod {
+                uid,
+                container_id,
+                pid: Some(pid),
+                comm,
+            });
         }
     }
 
@@ -223,13 +253,15 @@ impl Enricher {
         }
         let info = self.netns(netns.inode);
         let index = u32::try_from(ifindex).ok()?;
-        let peer = info.handle.and_then(|handle| match in_netns(&handle, move || veth_peer_here(index)) {
-            Ok(found) => found.map(|(peer_index, _)| peer_index),
-            Err(e) => {
-                log::debug!("veth peer of {ifindex} in netns {}: {e:#}", netns.inode);
-                None
-            }
-        })?;
+        let peer = info
+            .handle
+            .and_then(|handle| match in_netns(&handle, move || veth_peer_here(index)) {
+                Ok(found) => found.map(|(peer_index, _)| peer_index),
+                Err(e) => {
+                    log::debug!("veth peer of {ifindex} in netns {}: {e:#}", netns.inode);
+                    None
+                }
+            })?;
         // A pod's peer normally lives in the host namespace; confirm it points back at us.
         let host = self.proc_root.join("self/ns/net");
         let ifname = if self.is_host(netns.inode) {
@@ -250,7 +282,9 @@ impl Enricher {
     /// DAD). A namespace that cannot be opened any more is gone, and so is its address.
     pub fn presence(&mut self, netns: NetnsId, ifindex: i32, addr: Ipv6Addr) -> Presence {
         let info = self.netns(netns.inode);
-        let Some(handle) = info.handle else { return Presence::Gone };
+        let Some(handle) = info.handle else {
+            return Presence::Gone;
+        };
         match std::fs::metadata(&handle) {
             Ok(meta) if meta.ino() as u32 == netns.inode => {}
             _ => {
@@ -259,14 +293,20 @@ impl Enricher {
             }
         }
         let rows = in_netns(&handle, || {
-            Ok(parse_if_inet6(&std::fs::read_to_string("/proc/thread-self/net/if_inet6")?))
+            Ok(parse_if_inet6(&std::fs::read_to_string(
+                "/proc/thread-self/net/if_inet6",
+            )?))
         });
         match rows {
             Ok(rows) => rows
                 .into_iter()
                 .find(|(a, index, _)| *a == addr && i64::from(*index) == i64::from(ifindex))
                 .map_or(Presence::Gone, |(_, _, flags)| {
-                    if flags & dad_trace_common::IFA_F_TENTATIVE != 0 { Presence::Tentative } else { Presence::Settled }
+                    if flags & dad_trace_common::IFA_F_TENTATIVE != 0 {
+                        Presence::Tentative
+                    } else {
+                        Presence::Settled
+                    }
                 }),
             Err(e) => {
                 log::debug!("address check in netns {}: {e:#}", netns.inode);
@@ -311,7 +351,10 @@ mod tests {
                     fd000dad000000000000000000000001 02 40 00 80     eth0\n";
         let rows = parse_if_inet6(text);
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].0, "fe80::b0c1:ffff:fe2a:b01".parse::<Ipv6Addr>().expect("literal"));
+        assert_eq!(
+            rows[0].0,
+            "fe80::b0c1:ffff:fe2a:b01".parse::<Ipv6Addr>().expect("literal")
+        );
         assert_eq!((rows[0].1, rows[0].2), (2, 0xc0));
         assert_eq!(rows[1].0, "fd00:dad::1".parse::<Ipv6Addr>().expect("literal"));
     }

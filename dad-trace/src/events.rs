@@ -103,7 +103,10 @@ impl fmt::Display for Observation {
 pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
     let expected = size_of::<RawEvent>();
     if bytes.len() != expected {
-        return Err(DecodeError::Size { expected, actual: bytes.len() });
+        return Err(DecodeError::Size {
+            expected,
+            actual: bytes.len(),
+        });
     }
     // SAFETY: the length matches and RawEvent is plain integers, valid for any bit pattern.
     let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -117,7 +120,10 @@ pub fn from_raw(raw: &RawEvent) -> Result<Observation, DecodeError> {
         ts_ns: raw.ts_ns,
         hook,
         ifa: raw.ifa,
-        netns: NetnsId { inode: raw.netns_inum, cookie: raw.netns_cookie },
+        netns: NetnsId {
+            inode: raw.netns_inum,
+            cookie: raw.netns_cookie,
+        },
         ifindex: raw.ifindex,
         ifname: String::from_utf8_lossy(&raw.ifname[..name_len]).into_owned(),
         addr: Ipv6Addr::from(raw.addr),
@@ -168,7 +174,10 @@ mod tests {
             ts_ns: 42,
             hook: Hook::WorkQueued,
             ifa: 0xffff_8880_1234_5600,
-            netns: NetnsId { inode: 4_026_532_000, cookie: 7 },
+            netns: NetnsId {
+                inode: 4_026_532_000,
+                cookie: 7,
+            },
             ifindex: 2,
             ifname: "eth0".into(),
             addr: "fd00:dad::5".parse().expect("literal address"),
@@ -184,9 +193,7 @@ mod tests {
         let obs = sample();
         let raw = to_raw(&obs);
         // SAFETY: RawEvent is repr(C) plain data; viewing it as bytes is what the ring buffer does.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(std::ptr::from_ref(&raw).cast::<u8>(), size_of::<RawEvent>())
-        };
+        let bytes = unsafe { std::slice::from_raw_parts(std::ptr::from_ref(&raw).cast::<u8>(), size_of::<RawEvent>()) };
         assert_eq!(decode(bytes), Ok(obs.clone()));
         assert!(obs.tentative());
         assert!(!obs.dad_failed());
@@ -194,7 +201,13 @@ mod tests {
 
     #[test]
     fn rejects_wrong_size_and_unknown_hook() {
-        assert_eq!(decode(&[0u8; 3]), Err(DecodeError::Size { expected: size_of::<RawEvent>(), actual: 3 }));
+        assert_eq!(
+            decode(&[0u8; 3]),
+            Err(DecodeError::Size {
+                expected: size_of::<RawEvent>(),
+                actual: 3
+            })
+        );
         let mut raw = to_raw(&sample());
         raw.hook = 99;
         assert_eq!(from_raw(&raw), Err(DecodeError::Hook(99)));

@@ -18,7 +18,9 @@ pub struct Delays {
 
 impl Default for Delays {
     fn default() -> Self {
-        Self { histogram: new_histogram() }
+        Self {
+            histogram: new_histogram(),
+        }
     }
 }
 
@@ -88,13 +90,21 @@ impl Unit {
     /// Milliseconds unless everything is under 10 ms (then microseconds show the shape).
     #[must_use]
     pub fn for_values(values: &[u64]) -> Unit {
-        if values.iter().all(|&v| v < 10_000_000) { Unit::Usecs } else { Unit::Msecs }
+        if values.iter().all(|&v| v < 10_000_000) {
+            Unit::Usecs
+        } else {
+            Unit::Msecs
+        }
     }
 }
 
 /// bcc's slot: 0 and 1 share slot 0, then one slot per power of two.
 fn slot(value: u64) -> usize {
-    if value < 2 { 0 } else { (63 - value.leading_zeros()) as usize }
+    if value < 2 {
+        0
+    } else {
+        (63 - value.leading_zeros()) as usize
+    }
 }
 
 const BAR_WIDTH: u64 = 40;
@@ -159,7 +169,10 @@ mod tests {
 
     #[test]
     fn slots_follow_bcc() {
-        assert_eq!([slot(0), slot(1), slot(2), slot(3), slot(4), slot(1023), slot(1024)], [0, 0, 1, 1, 2, 9, 10]);
+        assert_eq!(
+            [slot(0), slot(1), slot(2), slot(3), slot(4), slot(1023), slot(1024)],
+            [0, 0, 1, 1, 2, 9, 10]
+        );
     }
 
     #[test]

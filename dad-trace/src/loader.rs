@@ -27,7 +27,10 @@ pub enum LoadError {
     #[error("cannot poll the events ring buffer: {0}")]
     Poll(std::io::Error),
     #[error("map {map}: {source}")]
-    Map { map: &'static str, source: aya::maps::MapError },
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +47,11 @@ pub fn load(config: &Config, ring_bytes: u32, verbose: bool) -> Result<Ebpf, Loa
         return Err(LoadError::NoObject);
     }
     // Kernel-side debug logs cost a ring buffer write each: only when asked for.
-    let log_level = if verbose { aya_log::Level::Debug } else { aya_log::Level::Warn } as u8;
+    let log_level = if verbose {
+        aya_log::Level::Debug
+    } else {
+        aya_log::Level::Warn
+    } as u8;
     let ebpf = EbpfLoader::new()
         .override_global(CONFIG_GLOBAL, config, true)
         .override_global(aya_log::LEVEL, &log_level, false)
@@ -65,8 +72,13 @@ fn probe_name(hook: &HookSpec) -> String {
 /// Runs the verifier on one program (no attach).
 pub fn load_program(ebpf: &mut Ebpf, hook: &HookSpec) -> Result<(), AttachError> {
     let program = hook.program;
-    let wrap = |source| AttachError::Program { probe: probe_name(hook), source };
-    let prog = ebpf.program_mut(program).ok_or(AttachError::MissingProgram { program })?;
+    let wrap = |source| AttachError::Program {
+        probe: probe_name(hook),
+        source,
+    };
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or(AttachError::MissingProgram { program })?;
     match hook.kind {
         ProgramKind::Kprobe | ProgramKind::Kretprobe => {
             let kprobe: &mut KProbe = prog.try_into().map_err(wrap)?;
@@ -83,8 +95,13 @@ pub fn load_program(ebpf: &mut Ebpf, hook: &HookSpec) -> Result<(), AttachError>
 pub fn attach(ebpf: &mut Ebpf, plan: &Plan) -> Result<(), AttachError> {
     for hook in &plan.hooks {
         load_program(ebpf, hook)?;
-        let wrap = |source| AttachError::Program { probe: probe_name(hook), source };
-        let prog = ebpf.program_mut(hook.program).ok_or(AttachError::MissingProgram { program: hook.program })?;
+        let wrap = |source| AttachError::Program {
+            probe: probe_name(hook),
+            source,
+        };
+        let prog = ebpf
+            .program_mut(hook.program)
+            .ok_or(AttachError::MissingProgram { program: hook.program })?;
         match hook.kind {
             ProgramKind::Kprobe | ProgramKind::Kretprobe => {
                 let kprobe: &mut KProbe = prog.try_into().map_err(wrap)?;
@@ -125,7 +142,9 @@ pub struct LostCounter(PerCpuArray<MapData, u64>);
 impl LostCounter {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
         let map = ebpf.take_map(LOST_MAP).ok_or(LoadError::MissingMap(LOST_MAP))?;
-        Ok(Self(PerCpuArray::try_from(map).map_err(|source| LoadError::Map { map: LOST_MAP, source })?))
+        Ok(Self(
+            PerCpuArray::try_from(map).map_err(|source| LoadError::Map { map: LOST_MAP, source })?,
+        ))
     }
 
     #[must_use]
@@ -144,7 +163,10 @@ pub enum Reading {
 /// Spawns the one reader of the events ring buffer. It ends when the receiver is dropped.
 pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<Reading>, LoadError> {
     let map = ebpf.take_map(EVENTS_MAP).ok_or(LoadError::MissingMap(EVENTS_MAP))?;
-    let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map { map: EVENTS_MAP, source })?;
+    let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map {
+        map: EVENTS_MAP,
+        source,
+    })?;
     // SAFETY: the AsyncFd owns the ring buffer, which owns the fd: it outlives the registration.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| LoadError::Poll(e.into()))?;
@@ -152,7 +174,9 @@ pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<R
     tokio::spawn(async move {
         let mut batch = Vec::new();
         loop {
-            let Ok(mut guard) = ring.readable_mut().await else { return };
+            let Ok(mut guard) = ring.readable_mut().await else {
+                return;
+            };
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
                 batch.push(match events::decode(&item) {

@@ -18,9 +18,17 @@ pub enum BtfError {
     #[error("cannot parse kernel BTF at {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("kernel BTF has no `{path}` in struct {type_name}: this kernel's layout is not supported")]
-    Field { type_name: &'static str, path: &'static str },
+    Field {
+        type_name: &'static str,
+        path: &'static str,
+    },
     #[error("struct {type_name}.{path} is {actual} bytes here, dad-trace reads {expected}")]
-    Size { type_name: &'static str, path: &'static str, expected: usize, actual: usize },
+    Size {
+        type_name: &'static str,
+        path: &'static str,
+        expected: usize,
+        actual: usize,
+    },
 }
 
 /// BTF read into memory once; btfparse reads it through this.
@@ -46,10 +54,18 @@ pub struct KernelTypes {
 
 impl KernelTypes {
     pub fn load(path: &Path) -> Result<Self, BtfError> {
-        let bytes = std::fs::read(path).map_err(|source| BtfError::Missing { path: path.into(), source })?;
-        let types = TypeInformation::new(&Bytes(bytes))
-            .map_err(|e| BtfError::Parse { path: path.into(), message: format!("{e:?}") })?;
-        Ok(Self { path: path.into(), types })
+        let bytes = std::fs::read(path).map_err(|source| BtfError::Missing {
+            path: path.into(),
+            source,
+        })?;
+        let types = TypeInformation::new(&Bytes(bytes)).map_err(|e| BtfError::Parse {
+            path: path.into(),
+            message: format!("{e:?}"),
+        })?;
+        Ok(Self {
+            path: path.into(),
+            types,
+        })
     }
 
     /// Whether BTF knows a function of that name (BTF keeps static functions that were
@@ -82,7 +98,12 @@ impl KernelTypes {
         if actual == expected {
             Ok(offset)
         } else {
-            Err(BtfError::Size { type_name, path, expected, actual })
+            Err(BtfError::Size {
+                type_name,
+                path,
+                expected,
+                actual,
+            })
         }
     }
 

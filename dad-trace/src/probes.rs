@@ -95,7 +95,13 @@ pub struct PhaseSpec {
 }
 
 const fn kprobe(program: &'static str, target: &'static str, hook: Hook, why: &'static str) -> HookSpec {
-    HookSpec { program, kind: ProgramKind::Kprobe, target, hook, why }
+    HookSpec {
+        program,
+        kind: ProgramKind::Kprobe,
+        target,
+        hook,
+        why,
+    }
 }
 
 const QUEUED: HookSpec = HookSpec {
@@ -125,44 +131,104 @@ pub const KPROBE_TABLE: &[PhaseSpec] = &[
                 hook: Hook::AddrAdded,
                 why: "returns the new inet6_ifaddr, tentative from birth",
             },
-            kprobe("dad_start", "addrconf_dad_start", Hook::DadStart, "DAD is armed right after the address is added"),
+            kprobe(
+                "dad_start",
+                "addrconf_dad_start",
+                Hook::DadStart,
+                "DAD is armed right after the address is added",
+            ),
         ],
     },
     PhaseSpec {
         phase: Phase::DadBegin,
         pick: Pick::First,
         hooks: &[
-            kprobe("dad_begin", "addrconf_dad_begin", Hook::DadBegin, "the DAD state machine starts"),
-            kprobe("dad_kick", "addrconf_dad_kick", Hook::DadKick, "schedules the first neighbour solicitation"),
+            kprobe(
+                "dad_begin",
+                "addrconf_dad_begin",
+                Hook::DadBegin,
+                "the DAD state machine starts",
+            ),
+            kprobe(
+                "dad_kick",
+                "addrconf_dad_kick",
+                Hook::DadKick,
+                "schedules the first neighbour solicitation",
+            ),
         ],
     },
     PhaseSpec {
         phase: Phase::Completed,
         pick: Pick::First,
-        hooks: &[kprobe("dad_completed", "addrconf_dad_completed", Hook::DadCompleted, "tentative flag cleared")],
+        hooks: &[kprobe(
+            "dad_completed",
+            "addrconf_dad_completed",
+            Hook::DadCompleted,
+            "tentative flag cleared",
+        )],
     },
     PhaseSpec {
         phase: Phase::Failed,
         pick: Pick::First,
-        hooks: &[kprobe("dad_failure", "addrconf_dad_failure", Hook::DadFailure, "a neighbour claimed the address")],
+        hooks: &[kprobe(
+            "dad_failure",
+            "addrconf_dad_failure",
+            Hook::DadFailure,
+            "a neighbour claimed the address",
+        )],
     },
     PhaseSpec {
         phase: Phase::Aborted,
         pick: Pick::All,
         hooks: &[
-            kprobe("addr_deleted", "ipv6_del_addr", Hook::AddrDeleted, "address removed by a user or the stack"),
-            kprobe("addr_destroyed", "inet6_ifa_finish_destroy", Hook::AddrDestroyed, "address freed (interface or netns gone)"),
-            kprobe("dad_stop", "addrconf_dad_stop", Hook::DadStop, "DAD stopped (link not ready): it restarts later"),
+            kprobe(
+                "addr_deleted",
+                "ipv6_del_addr",
+                Hook::AddrDeleted,
+                "address removed by a user or the stack",
+            ),
+            kprobe(
+                "addr_destroyed",
+                "inet6_ifa_finish_destroy",
+                Hook::AddrDestroyed,
+                "address freed (interface or netns gone)",
+            ),
+            kprobe(
+                "dad_stop",
+                "addrconf_dad_stop",
+                Hook::DadStop,
+                "DAD stopped (link not ready): it restarts later",
+            ),
         ],
     },
 ];
 
 pub const TRACEPOINT_TABLE: &[PhaseSpec] = &[
-    PhaseSpec { phase: Phase::TentativeStart, pick: Pick::All, hooks: &[QUEUED] },
-    PhaseSpec { phase: Phase::DadBegin, pick: Pick::All, hooks: &[DONE, QUEUED] },
-    PhaseSpec { phase: Phase::Completed, pick: Pick::All, hooks: &[DONE] },
-    PhaseSpec { phase: Phase::Failed, pick: Pick::All, hooks: &[QUEUED] },
-    PhaseSpec { phase: Phase::Aborted, pick: Pick::All, hooks: &[QUEUED, DONE] },
+    PhaseSpec {
+        phase: Phase::TentativeStart,
+        pick: Pick::All,
+        hooks: &[QUEUED],
+    },
+    PhaseSpec {
+        phase: Phase::DadBegin,
+        pick: Pick::All,
+        hooks: &[DONE, QUEUED],
+    },
+    PhaseSpec {
+        phase: Phase::Completed,
+        pick: Pick::All,
+        hooks: &[DONE],
+    },
+    PhaseSpec {
+        phase: Phase::Failed,
+        pick: Pick::All,
+        hooks: &[QUEUED],
+    },
+    PhaseSpec {
+        phase: Phase::Aborted,
+        pick: Pick::All,
+        hooks: &[QUEUED, DONE],
+    },
 ];
 
 #[must_use]
@@ -205,7 +271,11 @@ impl fmt::Display for HookStatus {
 }
 
 impl KernelSupport {
-    pub fn read(kallsyms: &Path, kprobe_pmu: &Path, btf: Option<&crate::offsets::KernelTypes>) -> std::io::Result<Self> {
+    pub fn read(
+        kallsyms: &Path,
+        kprobe_pmu: &Path,
+        btf: Option<&crate::offsets::KernelTypes>,
+    ) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(kallsyms)?;
         Ok(Self {
             symbols: parse_kallsyms(&text),
@@ -243,8 +313,11 @@ impl KernelSupport {
     pub fn plan(&self, backend: Backend) -> Plan {
         let mut plan = Plan::default();
         for spec in table(backend) {
-            let usable: Vec<&HookSpec> =
-                spec.hooks.iter().filter(|hook| self.status(hook) == HookStatus::Available).collect();
+            let usable: Vec<&HookSpec> = spec
+                .hooks
+                .iter()
+                .filter(|hook| self.status(hook) == HookStatus::Available)
+                .collect();
             let chosen: Vec<&HookSpec> = match spec.pick {
                 Pick::First => usable.into_iter().take(1).collect(),
                 Pick::All => usable,
@@ -299,13 +372,17 @@ pub fn render(support: &KernelSupport) -> String {
     let mut out = String::new();
     for backend in [Backend::Kprobe, Backend::Tracepoint] {
         let plan = support.plan(backend);
-        let verdict = if plan.usable() { "usable" } else { "NOT usable on this kernel" };
+        let verdict = if plan.usable() {
+            "usable"
+        } else {
+            "NOT usable on this kernel"
+        };
         let _ = writeln!(out, "{backend} backend: {verdict}");
         for spec in table(backend) {
             let _ = writeln!(out, "  {}:", spec.phase);
             for hook in spec.hooks {
-                let chosen = plan.hooks.iter().any(|h| h.program == hook.program)
-                    && !plan.unobservable.contains(&spec.phase);
+                let chosen =
+                    plan.hooks.iter().any(|h| h.program == hook.program) && !plan.unobservable.contains(&spec.phase);
                 let mark = if chosen { "*" } else { " " };
                 let _ = writeln!(
                     out,
@@ -353,7 +430,10 @@ mod tests {
         };
         let plan = support.plan(Backend::Kprobe);
         let targets: Vec<_> = plan.hooks.iter().map(|h| h.target).collect();
-        assert_eq!(targets, ["ipv6_add_addr", "addrconf_dad_kick", "addrconf_dad_completed"]);
+        assert_eq!(
+            targets,
+            ["ipv6_add_addr", "addrconf_dad_kick", "addrconf_dad_completed"]
+        );
         assert_eq!(plan.unobservable, [Phase::Failed, Phase::Aborted]);
         assert!(plan.usable());
         assert_eq!(support.status(&KPROBE_TABLE[1].hooks[0]), HookStatus::Inlined);
@@ -361,9 +441,16 @@ mod tests {
 
     #[test]
     fn kprobes_refused_without_pmu() {
-        let support = KernelSupport { symbols: parse_kallsyms(KALLSYMS), kprobes: false, btf_functions: vec![] };
+        let support = KernelSupport {
+            symbols: parse_kallsyms(KALLSYMS),
+            kprobes: false,
+            btf_functions: vec![],
+        };
         assert!(!support.plan(Backend::Kprobe).usable());
         assert!(support.plan(Backend::Tracepoint).usable());
-        assert!(matches!(support.status(&KPROBE_TABLE[0].hooks[0]), HookStatus::Refused(_)));
+        assert!(matches!(
+            support.status(&KPROBE_TABLE[0].hooks[0]),
+            HookStatus::Refused(_)
+        ));
     }
 }

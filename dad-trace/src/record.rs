@@ -86,7 +86,9 @@ impl Clock {
     fn now() -> Self {
         let mono = monotonic_ns();
         let wall = Utc::now();
-        Self { wall_at_zero: wall - chrono::Duration::nanoseconds(i64::try_from(mono).unwrap_or(0)) }
+        Self {
+            wall_at_zero: wall - chrono::Duration::nanoseconds(i64::try_from(mono).unwrap_or(0)),
+        }
     }
 
     fn wall(self, mono_ns: u64) -> DateTime<Utc> {
@@ -146,7 +148,10 @@ fn attach_backend(choice: BackendChoice, opts: &RecordOptions) -> anyhow::Result
             Err(e) => failures.push(format!("{backend}: {e}")),
         }
     }
-    bail!("no backend could attach:\n  {}\nRun `dad-trace probes` to see what this kernel offers", failures.join("\n  "))
+    bail!(
+        "no backend could attach:\n  {}\nRun `dad-trace probes` to see what this kernel offers",
+        failures.join("\n  ")
+    )
 }
 
 /// Turns a finished address into a session event with everything userspace knows.
@@ -154,7 +159,11 @@ fn to_event(finished: &Finished, clock: Clock, enricher: &mut Enricher) -> Addre
     let obs = &finished.last;
     let info = enricher.netns(obs.netns.inode);
     let host = enricher.is_host(obs.netns.inode);
-    let peer = if finished.outcome == crate::track::Outcome::Aborted { None } else { enricher.peer(obs.netns, obs.ifindex) };
+    let peer = if finished.outcome == crate::track::Outcome::Aborted {
+        None
+    } else {
+        enricher.peer(obs.netns, obs.ifindex)
+    };
     AddressEvent {
         time: clock.wall(finished.end_ns),
         netns_inode: obs.netns.inode,
@@ -195,7 +204,11 @@ impl SyntheticProgress {
     }
 
     fn see(&mut self, event: &AddressEvent) {
-        let owner = if event.host_netns { Some(&event.ifname) } else { event.netns_name.as_ref() };
+        let owner = if event.host_netns {
+            Some(&event.ifname)
+        } else {
+            event.netns_name.as_ref()
+        };
         if let Some(owner) = owner {
             self.pending.remove(&(owner.clone(), link_local(event.addr)));
         }
@@ -206,12 +219,83 @@ impl SyntheticProgress {
     }
 }
 
+/// The consumer side of a recording: phase tracking, enrichment, the growing session.
+struct Recorder {
+    tracker: Tracker,
+    enricher: Enricher,
+    session: Session,
+    progress: Option<SyntheticProgress>,
+    clock: Clock,
+    lines: bool,
+    undecodable: u64,
+}
+
+impl Recorder {
+    fn on_reading(&mut self, reading: Reading) {
+        match reading {
+            Reading::Observation(obs) => {
+                log::trace!("{obs}");
+                if let Some(finished) = self.tracker.observe(obs) {
+                    self.finish(&finished);
+                }
+            }
+            Reading::Undecodable(e) => {
+                self.undecodable += 1;
+                log::warn!("{e}");
+            }
+        }
+    }
+
+    fn finish(&mut self, finished: &Finished) {
+        let event = tokio::task::block_in_place(|| to_event(finished, self.clock, &mut self.enricher));
+        if self.lines {
+            println!("{}", report::event_line(&event));
+        }
+        if let Some(progress) = self.progress.as_mut() {
+            progress.see(&event);
+        }
+        self.session.events.push(event);
+    }
+
+    /// The tracepoint backend cannot see a DAD work item cancelled (address, interface or
+    /// namespace deleted): addresses silent for too long are checked in their namespace.
+    fn sweep(&mut self, stale_ns: u64) {
+        let now = monotonic_ns();
+        let stale: Vec<_> = self
+            .tracker
+            .in_flight()
+            .filter(|entry| now.saturating_sub(entry.last_seen_ns) > stale_ns)
+            .map(|entry| entry.first.clone())
+            .collect();
+        for first in stale {
+            match tokio::task::block_in_place(|| self.enricher.presence(first.netns, first.ifindex, first.addr)) {
+                Presence::Tentative => {}
+                Presence::Gone => {
+                    if let Some(finished) = self.tracker.abort(first.ifa, now) {
+                        self.finish(&finished);
+                    }
+                }
+                Presence::Settled => {
+                    log::warn!("{} on {} settled unseen (events lost?)", first.addr, first.ifname);
+                    self.tracker.abort(first.ifa, now);
+                }
+            }
+        }
+    }
+}
+
 /// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count`, or all synthetic pods
 /// settled), then saves the session (if asked) and prints the report.
 pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     check_privileges()?;
+    // First thing: a signal during start-up must still end in a saved session and no leftovers.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     // Kernels since 5.11 charge BPF memory to the cgroup; the old limit only matters before.
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
         log::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error());
@@ -220,9 +304,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     loader::start_kernel_logs(&mut ebpf);
     let lost = LostCounter::take(&mut ebpf)?;
     let mut readings = loader::spawn_reader(&mut ebpf, 4096)?;
-    let mut enricher = Enricher::new(Path::new("/proc"), Path::new(synthetic::NETNS_DIR))?;
+    let enricher = Enricher::new(Path::new("/proc"), Path::new(synthetic::NETNS_DIR))?;
     let clock = Clock::now();
-    let mut session = Session::new(backend, kernel_release(), hostname(), Utc::now());
+    let session = Session::new(backend, kernel_release(), hostname(), Utc::now());
     eprintln!(
         "Tracing IPv6 DAD with the {backend} backend on kernel {}. {}",
         session.kernel_release,
@@ -233,85 +317,78 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         }
     );
 
+    let mut stop = false;
     let pods = match opts.synthetic_pods {
         Some(count) => {
             let prefix = opts.synthetic_prefix.clone();
-            let pods = tokio::task::spawn_blocking(move || synthetic::create_pods(&prefix, count)).await??;
-            eprintln!("Created {count} synthetic pods ({}0..{}).", opts.synthetic_prefix, count.saturating_sub(1));
+            let creation = tokio::task::spawn_blocking(move || synthetic::create_pods(&prefix, count));
+            tokio::pin!(creation);
+            // On a signal, still wait for the creator: the pods it made are removed on drop.
+            let pods = tokio::select! {
+                pods = &mut creation => pods??,
+                _ = interrupt.recv() => { stop = true; creation.await?? }
+                _ = terminate.recv() => { stop = true; creation.await?? }
+            };
+            eprintln!(
+                "Created {count} synthetic pods ({}0..{}).",
+                opts.synthetic_prefix,
+                count.saturating_sub(1)
+            );
             pods
         }
         None => Vec::new(),
     };
-    let mut progress = (!pods.is_empty()).then(|| SyntheticProgress::new(&pods));
+
+    let mut recorder = Recorder {
+        tracker: Tracker::default(),
+        enricher,
+        session,
+        progress: (!pods.is_empty()).then(|| SyntheticProgress::new(&pods)),
+        clock,
+        lines: opts.lines,
+        undecodable: 0,
+    };
     let synthetic_deadline = tokio::time::sleep(Duration::from_secs(60));
     tokio::pin!(synthetic_deadline);
-
-    let mut tracker = Tracker::default();
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let stale_ns = u64::try_from(opts.stale_after.as_nanos()).unwrap_or(u64::MAX);
-    let mut undecodable = 0u64;
+    let mut failure = None;
 
-    loop {
-        let finished: Vec<Finished> = tokio::select! {
+    while !stop {
+        tokio::select! {
             reading = readings.recv() => match reading {
-                Some(Reading::Observation(obs)) => {
-                    log::trace!("{obs}");
-                    tracker.observe(obs).into_iter().collect()
+                Some(reading) => recorder.on_reading(reading),
+                None => {
+                    failure = Some(anyhow::anyhow!("the ring buffer reader stopped"));
+                    break;
                 }
-                Some(Reading::Undecodable(e)) => {
-                    undecodable += 1;
-                    log::warn!("{e}");
-                    Vec::new()
-                }
-                None => bail!("the ring buffer reader stopped"),
             },
-            _ = sweep.tick() => {
-                let now = monotonic_ns();
-                let stale: Vec<_> = tracker
-                    .in_flight()
-                    .filter(|entry| now.saturating_sub(entry.last_seen_ns) > stale_ns)
-                    .map(|entry| entry.first.clone())
-                    .collect();
-                let mut gone = Vec::new();
-                for first in stale {
-                    match tokio::task::block_in_place(|| enricher.presence(first.netns, first.ifindex, first.addr)) {
-                        Presence::Tentative => {}
-                        Presence::Gone => gone.extend(tracker.abort(first.ifa, now)),
-                        Presence::Settled => {
-                            log::warn!("{} on {} settled unseen (events lost?)", first.addr, first.ifname);
-                            tracker.abort(first.ifa, now);
-                        }
-                    }
-                }
-                gone
-            },
+            _ = sweep.tick() => recorder.sweep(stale_ns),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             () = &mut deadline => break,
-            () = &mut synthetic_deadline, if progress.is_some() => {
+            () = &mut synthetic_deadline, if recorder.progress.is_some() => {
                 eprintln!("Synthetic pods did not all settle within 60 s; stopping.");
                 break;
             }
-        };
-        for done in &finished {
-            let event = tokio::task::block_in_place(|| to_event(done, clock, &mut enricher));
-            if opts.lines {
-                println!("{}", report::event_line(&event));
-            }
-            if let Some(progress) = progress.as_mut() {
-                progress.see(&event);
-            }
-            session.events.push(event);
         }
-        if opts.count.is_some_and(|count| session.events.len() >= count) || progress.as_ref().is_some_and(SyntheticProgress::done) {
-            break;
-        }
+        stop = opts.count.is_some_and(|count| recorder.session.events.len() >= count)
+            || recorder.progress.as_ref().is_some_and(SyntheticProgress::done);
+    }
+    // Whatever the kernel already sent still counts: give the reader a moment, then drain.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while let Ok(reading) = readings.try_recv() {
+        recorder.on_reading(reading);
     }
 
+    let Recorder {
+        mut tracker,
+        mut session,
+        undecodable,
+        ..
+    } = recorder;
     let now = monotonic_ns();
     session.ended_at = Utc::now();
     session.lost_events = lost.total();
@@ -335,5 +412,5 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         eprintln!("Session saved to {}", path.display());
     }
     print!("{}", report::render_text(&session, opts.per_pod));
-    Ok(session)
+    failure.map_or(Ok(session), Err)
 }

@@ -29,7 +29,10 @@ pub struct PodDelay {
 pub fn pod_delays(events: &[AddressEvent]) -> Vec<PodDelay> {
     let mut by_netns: BTreeMap<(u32, Option<u64>), Vec<&AddressEvent>> = BTreeMap::new();
     for event in events.iter().filter(|event| !event.host_netns) {
-        by_netns.entry((event.netns_inode, event.netns_cookie)).or_default().push(event);
+        by_netns
+            .entry((event.netns_inode, event.netns_cookie))
+            .or_default()
+            .push(event);
     }
     let mut pods: Vec<PodDelay> = by_netns
         .into_values()
@@ -49,7 +52,11 @@ pub fn pod_delays(events: &[AddressEvent]) -> Vec<PodDelay> {
             })
         })
         .collect();
-    pods.sort_by(|a, b| a.first_tentative.cmp(&b.first_tentative).then_with(|| a.pod.cmp(&b.pod)));
+    pods.sort_by(|a, b| {
+        a.first_tentative
+            .cmp(&b.first_tentative)
+            .then_with(|| a.pod.cmp(&b.pod))
+    });
     pods
 }
 
@@ -75,7 +82,11 @@ pub struct SessionSummary {
 }
 
 fn settled_values(events: &[AddressEvent], pick: impl Fn(&AddressEvent) -> Option<u64>) -> Vec<u64> {
-    events.iter().filter(|event| event.outcome == Outcome::Settled).filter_map(pick).collect()
+    events
+        .iter()
+        .filter(|event| event.outcome == Outcome::Settled)
+        .filter_map(pick)
+        .collect()
 }
 
 #[must_use]
@@ -145,17 +156,32 @@ pub fn render_text(session: &Session, per_pod: bool) -> String {
         out.push_str("WARNING: the kernel dropped events (ring buffer full): raise --ring-bytes\n");
     }
     let events = &session.events;
-    section(&mut out, "Tentative-state delay (address created -> tentative cleared), settled addresses:", &settled_values(events, |e| Some(e.tentative_ns)));
-    section(&mut out, "DAD delay (DAD begin -> completed), settled addresses that ran DAD:", &settled_values(events, |e| e.dad_ns));
+    section(
+        &mut out,
+        "Tentative-state delay (address created -> tentative cleared), settled addresses:",
+        &settled_values(events, |e| Some(e.tentative_ns)),
+    );
+    section(
+        &mut out,
+        "DAD delay (DAD begin -> completed), settled addresses that ran DAD:",
+        &settled_values(events, |e| e.dad_ns),
+    );
     let pod_values: Vec<u64> = summary.pods.iter().map(|pod| pod.delay_ns).collect();
     section(
         &mut out,
-        &format!("Per-pod delay (first tentative address -> last settled), {} pods:", summary.pods.len()),
+        &format!(
+            "Per-pod delay (first tentative address -> last settled), {} pods:",
+            summary.pods.len()
+        ),
         &pod_values,
     );
     if per_pod && !summary.pods.is_empty() {
         let width = summary.pods.iter().map(|pod| pod.pod.len()).max().unwrap_or(3).max(3);
-        let _ = writeln!(out, "\n{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}", "POD", "ADDRS", "DELAY", "FAILED", "ABORTED");
+        let _ = writeln!(
+            out,
+            "\n{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}",
+            "POD", "ADDRS", "DELAY", "FAILED", "ABORTED"
+        );
         for pod in &summary.pods {
             let _ = writeln!(
                 out,
@@ -178,7 +204,12 @@ pub fn event_line(event: &AddressEvent) -> String {
     let peer = event
         .peer
         .as_ref()
-        .map(|peer| format!(" peer {}", peer.ifname.clone().unwrap_or_else(|| format!("#{}", peer.ifindex))))
+        .map(|peer| {
+            format!(
+                " peer {}",
+                peer.ifname.clone().unwrap_or_else(|| format!("#{}", peer.ifindex))
+            )
+        })
         .unwrap_or_default();
     let partial = if event.partial { " (partial)" } else { "" };
     format!(
@@ -236,7 +267,10 @@ mod tests {
         ];
         let pods = pod_delays(&events);
         assert_eq!(pods.len(), 2, "host namespace is not a pod");
-        assert_eq!((pods[0].pod.as_str(), pods[0].addresses, pods[0].delay_ns), ("pod-10", 2, 2_100_000_000));
+        assert_eq!(
+            (pods[0].pod.as_str(), pods[0].addresses, pods[0].delay_ns),
+            ("pod-10", 2, 2_100_000_000)
+        );
         assert_eq!((pods[1].pod.as_str(), pods[1].delay_ns), ("pod-11", 1_000_000_000));
     }
 
@@ -247,7 +281,10 @@ mod tests {
             event(11, 0, 300, Some(200), Outcome::Failed),
             event(12, 0, 10, None, Outcome::Aborted),
         ]));
-        assert_eq!((summary.addresses, summary.settled, summary.failed, summary.aborted), (3, 1, 1, 1));
+        assert_eq!(
+            (summary.addresses, summary.settled, summary.failed, summary.aborted),
+            (3, 1, 1, 1)
+        );
         assert_eq!(summary.tentative.expect("one settled").count, 1);
         assert_eq!(summary.dad.expect("one ran DAD").count, 1);
         assert_eq!(summary.pod.expect("three pods").count, 3);
@@ -271,6 +308,9 @@ mod tests {
     #[test]
     fn event_line_shows_dad_dash_when_no_dad() {
         let line = event_line(&event(11, 0, 0, None, Outcome::Settled));
-        assert!(line.contains("pod-11") && line.contains("DAD         -") && line.ends_with("settled"), "{line}");
+        assert!(
+            line.contains("pod-11") && line.contains("DAD         -") && line.ends_with("settled"),
+            "{line}"
+        );
     }
 }

@@ -153,7 +153,10 @@ impl Session {
 
     /// Reads and validates a session file.
     pub fn load(path: &Path) -> Result<Self, SessionError> {
-        let bytes = std::fs::read(path).map_err(|source| SessionError::Read { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| SessionError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(path, &bytes)
     }
 
@@ -162,27 +165,47 @@ impl Session {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(SessionError::Empty { path: path.into() });
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|source| SessionError::Parse { path: path.into(), source })?;
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|source| SessionError::Parse {
+            path: path.into(),
+            source,
+        })?;
         let format = value.get("format").and_then(serde_json::Value::as_str);
         if format != Some(FORMAT) {
-            return Err(SessionError::NotASession { path: path.into(), found: format.map(str::to_string) });
+            return Err(SessionError::NotASession {
+                path: path.into(),
+                found: format.map(str::to_string),
+            });
         }
         match value.get("format_version").and_then(serde_json::Value::as_u64) {
             Some(version) if version == u64::from(FORMAT_VERSION) => {}
-            found => return Err(SessionError::Version { path: path.into(), found: found.unwrap_or(0) }),
+            found => {
+                return Err(SessionError::Version {
+                    path: path.into(),
+                    found: found.unwrap_or(0),
+                });
+            }
         }
-        serde_json::from_value(value).map_err(|source| SessionError::Schema { path: path.into(), source })
+        serde_json::from_value(value).map_err(|source| SessionError::Schema {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Writes the session atomically: a reader sees the old file or the new one, never half.
     pub fn save(&self, path: &Path) -> Result<(), SessionError> {
-        let error = |source| SessionError::Write { path: path.into(), source };
+        let error = |source| SessionError::Write {
+            path: path.into(),
+            source,
+        };
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let mut file = tempfile::Builder::new().prefix(".dad-trace-").suffix(".tmp").tempfile_in(dir).map_err(error)?;
+        let mut file = tempfile::Builder::new()
+            .prefix(".dad-trace-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(error)?;
         serde_json::to_writer_pretty(&mut file, self).map_err(|e| error(e.into()))?;
         file.write_all(b"\n").map_err(error)?;
         file.as_file().sync_all().map_err(error)?;
@@ -206,10 +229,16 @@ mod tests {
             netns_cookie: Some(12),
             netns_name: Some("dt-pod-0".into()),
             host_netns: false,
-            pod: Some(Pod { uid: Some("0c5b9d1e-aaaa-bbbb-cccc-0123456789ab".into()), ..Pod::default() }),
+            pod: Some(Pod {
+                uid: Some("0c5b9d1e-aaaa-bbbb-cccc-0123456789ab".into()),
+                ..Pod::default()
+            }),
             ifname: "eth0".into(),
             ifindex: 2,
-            peer: Some(Peer { ifindex: 17, ifname: Some("dt-h0".into()) }),
+            peer: Some(Peer {
+                ifindex: 17,
+                ifname: Some("dt-h0".into()),
+            }),
             addr: "fd00:dad::1".parse().expect("literal address"),
             tentative_ns: 1_400_000_000,
             dad_ns: None,
@@ -227,12 +256,27 @@ mod tests {
         session.save(&path).expect("save");
         assert_eq!(Session::load(&path).expect("load"), session);
         let text = std::fs::read_to_string(&path).expect("read");
-        for key in ["\"netns_inode\"", "\"netns_name\"", "\"ifname\"", "\"ifindex\"", "\"addr\"", "\"tentative_ns\"", "\"dad_ns\": null", "\"outcome\": \"settled\"", "\"lost_events\": 2", "\"backend\": \"tracepoint\"", "\"kernel_release\""] {
+        for key in [
+            "\"netns_inode\"",
+            "\"netns_name\"",
+            "\"ifname\"",
+            "\"ifindex\"",
+            "\"addr\"",
+            "\"tentative_ns\"",
+            "\"dad_ns\": null",
+            "\"outcome\": \"settled\"",
+            "\"lost_events\": 2",
+            "\"backend\": \"tracepoint\"",
+            "\"kernel_release\"",
+        ] {
             assert!(text.contains(key), "{key} missing in {text}");
         }
         // Only the target remains: no temp files left behind.
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
-        assert_eq!(session.events[0].started().to_rfc3339(), "2026-11-25T20:00:00.100+00:00");
+        assert_eq!(
+            session.events[0].started().to_rfc3339(),
+            "2026-11-25T20:00:00.100+00:00"
+        );
     }
 
     #[test]
@@ -243,8 +287,14 @@ mod tests {
             (b"", "is empty"),
             (&text.as_bytes()[..text.len() / 2], "not valid JSON"),
             (br#"{"format":"other"}"#, "not a dad-trace session"),
-            (br#"{"format":"dad-trace-session","format_version":99}"#, "format version 99"),
-            (br#"{"format":"dad-trace-session","format_version":1,"events":3}"#, "does not match"),
+            (
+                br#"{"format":"dad-trace-session","format_version":99}"#,
+                "format version 99",
+            ),
+            (
+                br#"{"format":"dad-trace-session","format_version":1,"events":3}"#,
+                "does not match",
+            ),
         ];
         for (bytes, expected) in cases {
             let message = Session::parse(path, bytes).expect_err("must fail").to_string();

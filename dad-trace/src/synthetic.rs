@@ -34,8 +34,14 @@ impl NamedNetns {
         // unshare() changes only the calling thread: do it on a thread that then ends.
         std::thread::spawn(move || -> anyhow::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
-            mount(Some("/proc/thread-self/ns/net"), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .with_context(|| format!("bind-mount the new namespace on {}", path.display()))
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind-mount the new namespace on {}", path.display()))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("namespace creator panicked"))??;
@@ -90,22 +96,45 @@ impl SyntheticPod {
         let netns = NamedNetns::create(Path::new(NETNS_DIR), &name)?;
         let host_veth = format!("{prefix}h{index}");
         let peer_tmp = format!("{prefix}p{index}");
-        let addr = Ipv6Addr::new(0xfd00, 0x0dad, 0, 0, 0, 0, 0, u16::try_from(index + 1).context("too many pods")?);
+        let addr = Ipv6Addr::new(
+            0xfd00,
+            0x0dad,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::try_from(index + 1).context("too many pods")?,
+        );
 
         // Host side: create the pair and move one end into the pod namespace.
         let ns_file = std::fs::File::open(netns.path())?;
         let (runtime, mut handle) = netlink_runtime()?;
         runtime.block_on(async {
-            handle.link().add(LinkVeth::new(&host_veth, &peer_tmp).build()).execute().await.context("add veth pair")?;
+            handle
+                .link()
+                .add(LinkVeth::new(&host_veth, &peer_tmp).build())
+                .execute()
+                .await
+                .context("add veth pair")?;
             let peer = link_index(&mut handle, &peer_tmp).await?;
             handle
                 .link()
-                .set(LinkUnspec::new_with_index(peer).setns_by_fd(ns_file.as_raw_fd()).build())
+                .set(
+                    LinkUnspec::new_with_index(peer)
+                        .setns_by_fd(ns_file.as_raw_fd())
+                        .build(),
+                )
                 .execute()
                 .await
                 .context("move veth into the pod namespace")?;
             let host = link_index(&mut handle, &host_veth).await?;
-            handle.link().set(LinkUnspec::new_with_index(host).up().build()).execute().await.context("host veth up")?;
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(host).up().build())
+                .execute()
+                .await
+                .context("host veth up")?;
             anyhow::Ok(())
         })?;
 
@@ -114,7 +143,11 @@ impl SyntheticPod {
             let (runtime, mut handle) = netlink_runtime()?;
             runtime.block_on(async {
                 let lo = link_index(&mut handle, "lo").await?;
-                handle.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await?;
+                handle
+                    .link()
+                    .set(LinkUnspec::new_with_index(lo).up().build())
+                    .execute()
+                    .await?;
                 let eth = link_index(&mut handle, &peer_tmp).await?;
                 handle
                     .link()
@@ -122,11 +155,21 @@ impl SyntheticPod {
                     .execute()
                     .await
                     .context("eth0 up")?;
-                handle.address().add(eth, addr.into(), 64).execute().await.context("add pod address")?;
+                handle
+                    .address()
+                    .add(eth, addr.into(), 64)
+                    .execute()
+                    .await
+                    .context("add pod address")?;
                 anyhow::Ok(())
             })
         })?;
-        Ok(Self { netns, name, host_veth, addr })
+        Ok(Self {
+            netns,
+            name,
+            host_veth,
+            addr,
+        })
     }
 }
 

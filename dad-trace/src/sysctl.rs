@@ -57,6 +57,9 @@ impl Drop for SysctlGuard {
 mod tests {
     #[test]
     fn dotted_names_map_to_proc_sys() {
-        assert_eq!(super::path("net.ipv6.conf.all.accept_dad").to_str(), Some("/proc/sys/net/ipv6/conf/all/accept_dad"));
+        assert_eq!(
+            super::path("net.ipv6.conf.all.accept_dad").to_str(),
+            Some("/proc/sys/net/ipv6/conf/all/accept_dad")
+        );
     }
 }

@@ -93,7 +93,8 @@ fn terminal(obs: &Observation) -> Option<Outcome> {
 
 /// Whether the observation is the birth of a tentative period, not a look at one under way.
 fn fresh_start(obs: &Observation) -> bool {
-    matches!(obs.hook, Hook::AddrAdded | Hook::DadStart) || (obs.hook == Hook::WorkQueued && obs.state == IfaState::PreDad)
+    matches!(obs.hook, Hook::AddrAdded | Hook::DadStart)
+        || (obs.hook == Hook::WorkQueued && obs.state == IfaState::PreDad)
 }
 
 #[derive(Default)]
@@ -176,7 +177,13 @@ impl Tracker {
 
 impl InFlight {
     fn new(obs: &Observation, partial: bool) -> Self {
-        Self { first: obs.clone(), start_ns: obs.ts_ns, last_seen_ns: obs.ts_ns, dad_begin_ns: None, partial }
+        Self {
+            first: obs.clone(),
+            start_ns: obs.ts_ns,
+            last_seen_ns: obs.ts_ns,
+            dad_begin_ns: None,
+            partial,
+        }
     }
 }
 
@@ -192,7 +199,10 @@ mod tests {
             ts_ns: ts_ms * MS,
             hook,
             ifa: 0xffff_0000_0000_1000,
-            netns: NetnsId { inode: 4_026_532_100, cookie: 9 },
+            netns: NetnsId {
+                inode: 4_026_532_100,
+                cookie: 9,
+            },
             ifindex: 2,
             ifname: "eth0".into(),
             addr: "fe80::1".parse().expect("literal address"),
@@ -232,8 +242,13 @@ mod tests {
     #[test]
     fn accept_dad_zero_settles_without_dad() {
         let mut tracker = Tracker::default();
-        assert_eq!(tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true)), None);
-        let done = tracker.observe(obs(0, Hook::WorkDone, IfaState::Dad, 0x80, false)).expect("settled");
+        assert_eq!(
+            tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true)),
+            None
+        );
+        let done = tracker
+            .observe(obs(0, Hook::WorkDone, IfaState::Dad, 0x80, false))
+            .expect("settled");
         assert_eq!(done.dad_ns(), None);
         assert_eq!(done.tentative_ns(), 0);
     }
@@ -241,9 +256,14 @@ mod tests {
     #[test]
     fn kprobe_sequence_settles() {
         let mut tracker = Tracker::default();
-        assert_eq!(tracker.observe(obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false)), None);
+        assert_eq!(
+            tracker.observe(obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false)),
+            None
+        );
         assert_eq!(tracker.observe(obs(2, Hook::DadKick, IfaState::Dad, 0xc0, false)), None);
-        let done = tracker.observe(obs(1900, Hook::DadCompleted, IfaState::PostDad, 0x80, false)).expect("settled");
+        let done = tracker
+            .observe(obs(1900, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
         assert_eq!((done.tentative_ns(), done.dad_ns()), (1900 * MS, Some(1898 * MS)));
     }
 
@@ -252,11 +272,16 @@ mod tests {
         let mut tracker = Tracker::default();
         tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
         tracker.observe(obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true));
-        let failed = tracker.observe(obs(300, Hook::WorkQueued, IfaState::ErrDad, 0xc0, true)).expect("failed");
+        let failed = tracker
+            .observe(obs(300, Hook::WorkQueued, IfaState::ErrDad, 0xc0, true))
+            .expect("failed");
         assert_eq!(failed.outcome, Outcome::Failed);
         assert_eq!(failed.dad_ns(), Some(299 * MS));
         // The abort step that follows marks the address DADFAILED|TENTATIVE: not a new period.
-        assert_eq!(tracker.observe(obs(301, Hook::WorkDone, IfaState::PostDad, 0xc8, false)), None);
+        assert_eq!(
+            tracker.observe(obs(301, Hook::WorkDone, IfaState::PostDad, 0xc8, false)),
+            None
+        );
         assert_eq!(tracker.in_flight_len(), 0);
     }
 
@@ -264,9 +289,14 @@ mod tests {
     fn deletion_aborts_and_destroy_after_is_ignored() {
         let mut tracker = Tracker::default();
         tracker.observe(obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false));
-        let aborted = tracker.observe(obs(50, Hook::AddrDeleted, IfaState::Dead, 0xc0, false)).expect("aborted");
+        let aborted = tracker
+            .observe(obs(50, Hook::AddrDeleted, IfaState::Dead, 0xc0, false))
+            .expect("aborted");
         assert_eq!(aborted.outcome, Outcome::Aborted);
-        assert_eq!(tracker.observe(obs(60, Hook::AddrDestroyed, IfaState::Dead, 0xc0, false)), None);
+        assert_eq!(
+            tracker.observe(obs(60, Hook::AddrDestroyed, IfaState::Dead, 0xc0, false)),
+            None
+        );
     }
 
     #[test]
@@ -278,7 +308,9 @@ mod tests {
         // Link up 5 s later: kicked, the timer fires and probing runs.
         tracker.observe(obs(5000, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
         tracker.observe(obs(5001, Hook::WorkDone, IfaState::Dad, 0xc0, true));
-        let done = tracker.observe(obs(6001, Hook::WorkDone, IfaState::PostDad, 0x80, false)).expect("settled");
+        let done = tracker
+            .observe(obs(6001, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .expect("settled");
         assert_eq!((done.tentative_ns(), done.dad_ns()), (6001 * MS, Some(1001 * MS)));
     }
 
@@ -286,15 +318,23 @@ mod tests {
     fn mid_flight_start_is_partial() {
         let mut tracker = Tracker::default();
         tracker.observe(obs(10, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
-        let done = tracker.observe(obs(20, Hook::WorkDone, IfaState::PostDad, 0x80, false)).expect("settled");
+        let done = tracker
+            .observe(obs(20, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .expect("settled");
         assert!(done.partial);
     }
 
     #[test]
     fn non_tentative_activity_is_ignored() {
         let mut tracker = Tracker::default();
-        assert_eq!(tracker.observe(obs(0, Hook::WorkDone, IfaState::PostDad, 0x80, false)), None);
-        assert_eq!(tracker.observe(obs(0, Hook::AddrDestroyed, IfaState::Dead, 0x80, false)), None);
+        assert_eq!(
+            tracker.observe(obs(0, Hook::WorkDone, IfaState::PostDad, 0x80, false)),
+            None
+        );
+        assert_eq!(
+            tracker.observe(obs(0, Hook::AddrDestroyed, IfaState::Dead, 0x80, false)),
+            None
+        );
         assert_eq!(tracker.in_flight_len(), 0);
     }
 

@@ -18,7 +18,10 @@ pub fn kernel_tests_allowed(test: &str) -> bool {
 
 /// Records while `pods` synthetic pods come up, and returns the session.
 pub fn record_synthetic(prefix: &str, pods: usize, backend: BackendChoice) -> anyhow::Result<Session> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(dad_trace::record::record(RecordOptions {
         backend,
         duration: Some(Duration::from_secs(90)),
@@ -33,4 +36,3 @@ pub fn record_synthetic(prefix: &str, pods: usize, backend: BackendChoice) -> an
         lines: true,
     }))
 }
-

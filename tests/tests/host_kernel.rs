@@ -16,7 +16,16 @@ use integration_tests::{kernel_tests_allowed, record_synthetic};
 const PODS: usize = 20;
 
 fn pod_address(index: usize) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 0x0dad, 0, 0, 0, 0, 0, u16::try_from(index + 1).expect("small index"))
+    Ipv6Addr::new(
+        0xfd00,
+        0x0dad,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u16::try_from(index + 1).expect("small index"),
+    )
 }
 
 fn is_link_local(addr: Ipv6Addr) -> bool {
@@ -30,12 +39,21 @@ fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEvent> {
     let pod_events: Vec<&AddressEvent> = session.events.iter().filter(ours).collect();
     let mut seen: HashMap<(String, bool), usize> = HashMap::new();
     for event in &pod_events {
-        *seen.entry((event.netns_name.clone().expect("filtered on name"), is_link_local(event.addr))).or_default() += 1;
+        *seen
+            .entry((
+                event.netns_name.clone().expect("filtered on name"),
+                is_link_local(event.addr),
+            ))
+            .or_default() += 1;
     }
     for index in 0..PODS {
         let name = format!("{prefix}{index}");
         for link_local in [true, false] {
-            assert_eq!(seen.get(&(name.clone(), link_local)), Some(&1), "{name} link-local={link_local}: {seen:?}");
+            assert_eq!(
+                seen.get(&(name.clone(), link_local)),
+                Some(&1),
+                "{name} link-local={link_local}: {seen:?}"
+            );
         }
         let global = pod_events
             .iter()
@@ -46,14 +64,28 @@ fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEvent> {
         assert!(!global.host_netns);
         assert_eq!(global.outcome, Outcome::Settled);
         let peer = global.peer.as_ref().expect("veth peer resolved");
-        assert_eq!(peer.ifname.as_deref(), Some(format!("{prefix}h{index}").as_str()), "{global:?}");
+        assert_eq!(
+            peer.ifname.as_deref(),
+            Some(format!("{prefix}h{index}").as_str()),
+            "{global:?}"
+        );
         // The host side of the pair is traced too, in the host namespace.
-        let host_side: Vec<_> = session.events.iter().filter(|e| e.host_netns && e.ifname == format!("{prefix}h{index}")).collect();
+        let host_side: Vec<_> = session
+            .events
+            .iter()
+            .filter(|e| e.host_netns && e.ifname == format!("{prefix}h{index}"))
+            .collect();
         assert_eq!(host_side.len(), 1, "host veth {prefix}h{index}");
         assert_eq!(i64::from(peer.ifindex), i64::from(host_side[0].ifindex));
     }
     assert_eq!(session.lost_events, 0);
-    assert_eq!(dad_trace::report::pod_delays(&session.events).iter().filter(|pod| pod.pod.starts_with(prefix)).count(), PODS);
+    assert_eq!(
+        dad_trace::report::pod_delays(&session.events)
+            .iter()
+            .filter(|pod| pod.pod.starts_with(prefix))
+            .count(),
+        PODS
+    );
     pod_events
 }
 
@@ -63,7 +95,8 @@ fn every_program_passes_the_verifier() {
         return;
     }
     let types = KernelTypes::load(Path::new(VMLINUX_BTF)).expect("kernel BTF");
-    let support = KernelSupport::read(Path::new("/proc/kallsyms"), Path::new("/nonexistent"), Some(&types)).expect("kallsyms");
+    let support =
+        KernelSupport::read(Path::new("/proc/kallsyms"), Path::new("/nonexistent"), Some(&types)).expect("kallsyms");
     let config = types.config(support.symbols[DAD_WORK_FN]).expect("offsets from BTF");
     let mut ebpf = loader::load(&config, 4096, false).expect("object loads");
     let mut loaded = 0;
@@ -72,7 +105,10 @@ fn every_program_passes_the_verifier() {
             for hook in spec.hooks {
                 match loader::load_program(&mut ebpf, hook) {
                     Ok(()) => loaded += 1,
-                    Err(loader::AttachError::Program { source: aya::programs::ProgramError::AlreadyLoaded, .. }) => {}
+                    Err(loader::AttachError::Program {
+                        source: aya::programs::ProgramError::AlreadyLoaded,
+                        ..
+                    }) => {}
                     Err(e) => panic!("{backend} {}: {e}", hook.program),
                 }
             }
@@ -109,12 +145,19 @@ fn tuning_that_reaches_new_namespaces_removes_the_wait() {
     }
     let mut sysctls = SysctlGuard::default();
     for scope in ["all", "default"] {
-        sysctls.set(&format!("net.ipv6.conf.{scope}.accept_dad"), "0").expect("sysctl");
+        sysctls
+            .set(&format!("net.ipv6.conf.{scope}.accept_dad"), "0")
+            .expect("sysctl");
     }
     sysctls.set("net.core.devconf_inherit_init_net", "1").expect("sysctl");
     let session = record_synthetic("dtt-t", PODS, BackendChoice::Tracepoint).expect("record");
     for event in check_pods(&session, "dtt-t") {
-        assert!(event.tentative_ns < 50_000_000, "{} tentative {} ns", event.addr, event.tentative_ns);
+        assert!(
+            event.tentative_ns < 50_000_000,
+            "{} tentative {} ns",
+            event.addr,
+            event.tentative_ns
+        );
         assert_eq!(event.dad_ns, None, "no DAD ran for {}", event.addr);
     }
 }

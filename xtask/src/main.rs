@@ -44,7 +44,9 @@ enum Task {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
@@ -68,7 +70,10 @@ fn cargo() -> Command {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
 
 fn setup() -> anyhow::Result<()> {
@@ -82,7 +87,10 @@ fn setup() -> anyhow::Result<()> {
             bail!("missing Debian packages {missing:?}: run `sudo cargo xtask setup` or install them");
         }
         run(Command::new("apt-get").arg("update").arg("-q"))?;
-        run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     let linker_ok = Command::new("bpf-linker")
         .arg("--version")
@@ -111,16 +119,33 @@ fn test() -> anyhow::Result<()> {
     // Unit tests: no privileges needed.
     run(cargo().args(["test", "--workspace", "--exclude", "integration-tests"]))?;
     // Kernel tests: they print why they skip when not root.
-    run(cargo().args(["test", "--package", "integration-tests", "--", "--test-threads=1", "--nocapture"]))?;
+    run(cargo().args([
+        "test",
+        "--package",
+        "integration-tests",
+        "--",
+        "--test-threads=1",
+        "--nocapture",
+    ]))?;
     Ok(())
 }
 
 fn lint() -> anyhow::Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).env("AYA_BUILD_SKIP", "1"))?;
+    run(cargo()
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .env("AYA_BUILD_SKIP", "1"))?;
     // The eBPF crate builds for another target with another toolchain: lint it there.
     run(Command::new("rustup")
-        .args(["run", EBPF_TOOLCHAIN, "cargo", "clippy", "--release", "--target", "bpfel-unknown-none"])
+        .args([
+            "run",
+            EBPF_TOOLCHAIN,
+            "cargo",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
         .args(["-Z", "build-std=core", "--", "-D", "warnings"])
         .current_dir(workspace_root().join("dad-trace-ebpf"))
         .env("RUSTC_BOOTSTRAP", "1"))
@@ -132,7 +157,11 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => {
             setup()?;
             let binary = build_release()?;
-            let mut command = if is_root() { Command::new(&binary) } else { Command::new("sudo") };
+            let mut command = if is_root() {
+                Command::new(&binary)
+            } else {
+                Command::new("sudo")
+            };
             if !is_root() {
                 command.arg(&binary);
             }
