@@ -1,5 +1,5 @@
 //! Builds the kernel programs (`dad-trace-ebpf`) for the BPF target and leaves the object in
-//! OUT_DIR, where `main.rs` embeds it. Set AYA_BUILD_SKIP=1 to skip (e.g. for clippy).
+//! `OUT_DIR`, where `main.rs` embeds it. Set `AYA_BUILD_SKIP=1` to skip (e.g. for clippy).
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 

@@ -113,7 +113,7 @@ impl Hook {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawEvent {
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC`.
     pub ts_ns: u64,
     /// Kernel address of the `inet6_ifaddr`: identifies the address while it lives.
     pub ifa: u64,
@@ -131,7 +131,8 @@ pub struct RawEvent {
     pub dad_probes: u8,
     /// 1 when `dad_work` is still pending (another DAD step is scheduled).
     pub work_pending: u8,
-    pub _pad: u32,
+    /// Explicit, so the record has no uninitialised padding bytes.
+    pub padding: u32,
 }
 
 #[cfg(feature = "user")]

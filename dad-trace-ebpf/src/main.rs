@@ -3,6 +3,14 @@
 //! so no in-flight map can leak when an address dies unseen.
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::inline_always,
+    reason = "keep each program one function: simpler for the verifier on old kernels"
+)]
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context by value"
+)]
 
 use core::ptr::read_volatile;
 
@@ -175,8 +183,8 @@ ifa_kprobe!(addr_destroyed, Hook::AddrDestroyed, 0);
 pub fn addr_added(ctx: RetProbeContext) -> u32 {
     let cfg = config();
     let ifa: u64 = ctx.ret();
-    // ERR_PTR values are the top 4095 addresses.
-    if ifa != 0 && ifa < (-4095i64) as u64 {
+    // ERR_PTR values are the top MAX_ERRNO (4095) addresses.
+    if ifa != 0 && ifa < 0u64.wrapping_sub(4095) {
         emit(&ctx, &cfg, Hook::AddrAdded, ifa);
     }
     0

@@ -36,7 +36,7 @@ pub enum Format {
 pub enum Command {
     /// Trace DAD on this node (root); print each address as it settles and histograms at the end.
     Record {
-        /// kprobe (precise, needs CONFIG_KPROBES), tracepoint (workqueue events, any kernel), or auto.
+        /// kprobe (precise, needs `CONFIG_KPROBES`), tracepoint (workqueue events, any kernel), or auto.
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
         /// Stop after this many seconds.

@@ -86,7 +86,7 @@ pub fn parse_kubepods_cgroup(text: &str) -> Option<(String, Option<String>)> {
     Some((uid?, container))
 }
 
-/// (address, ifindex, flags) rows of /proc/net/if_inet6.
+/// (address, ifindex, flags) rows of /`proc/net/if_inet6`.
 #[must_use]
 pub fn parse_if_inet6(text: &str) -> Vec<(Ipv6Addr, u32, u32)> {
     text.lines()
@@ -173,7 +173,7 @@ impl Enricher {
                 ..NetnsInfo::default()
             };
         }
-        if !self.cache.get(&inode).is_some_and(|info| info.handle.is_some()) {
+        if self.cache.get(&inode).is_none_or(|info| info.handle.is_none()) {
             self.scan_names();
         }
         let scan_due = self.last_proc_scan.is_none_or(|at| at.elapsed() >= PROC_SCAN_INTERVAL);

@@ -11,7 +11,7 @@ pub enum DecodeError {
     Hook(u8),
 }
 
-/// `inet6_ifaddr.state` (`enum { INET6_IFADDR_STATE_* }` in include/net/if_inet6.h).
+/// `inet6_ifaddr.state` (`enum { INET6_IFADDR_STATE_* }` in `include/net/if_inet6.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IfaState {
     PreDad,
@@ -46,7 +46,7 @@ pub struct NetnsId {
 /// One look at an IPv6 address by one kernel hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
-    /// CLOCK_MONOTONIC nanoseconds.
+    /// `CLOCK_MONOTONIC` nanoseconds.
     pub ts_ns: u64,
     pub hook: Hook,
     /// Kernel address of the `inet6_ifaddr`.
@@ -110,7 +110,7 @@ pub fn decode(bytes: &[u8]) -> Result<Observation, DecodeError> {
     }
     // SAFETY: the length matches and RawEvent is plain integers, valid for any bit pattern.
     let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    Ok(from_raw(&raw)?)
+    from_raw(&raw)
 }
 
 pub fn from_raw(raw: &RawEvent) -> Result<Observation, DecodeError> {
@@ -161,7 +161,7 @@ pub fn to_raw(obs: &Observation) -> RawEvent {
         },
         dad_probes: obs.dad_probes,
         work_pending: u8::from(obs.work_pending),
-        _pad: 0,
+        padding: 0,
     }
 }
 

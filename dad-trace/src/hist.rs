@@ -100,11 +100,7 @@ impl Unit {
 
 /// bcc's slot: 0 and 1 share slot 0, then one slot per power of two.
 fn slot(value: u64) -> usize {
-    if value < 2 {
-        0
-    } else {
-        (63 - value.leading_zeros()) as usize
-    }
+    if value < 2 { 0 } else { value.ilog2() as usize }
 }
 
 const BAR_WIDTH: u64 = 40;
@@ -139,7 +135,6 @@ pub fn render_log2(values: &[u64], unit: Unit) -> String {
 /// A delay for people: `850 us`, `12.3 ms`, `1.52 s`.
 #[must_use]
 pub fn human(ns: u64) -> String {
-    #[expect(clippy::cast_precision_loss, reason = "display only")]
     let value = ns as f64;
     if ns < 1_000_000 {
         format!("{:.0} us", value / 1e3)

@@ -244,7 +244,7 @@ pub fn table(backend: Backend) -> &'static [PhaseSpec] {
 pub struct KernelSupport {
     /// Addresses of [`KERNEL_FUNCTIONS`] found in /proc/kallsyms.
     pub symbols: HashMap<String, u64>,
-    /// A kprobe PMU exists (CONFIG_KPROBES with perf support).
+    /// A kprobe PMU exists (`CONFIG_KPROBES` with perf support).
     pub kprobes: bool,
     /// Functions BTF knows; a function there but not in kallsyms was inlined.
     pub btf_functions: Vec<String>,
@@ -351,7 +351,7 @@ impl Plan {
 }
 
 /// Picks the addresses of the functions dad-trace cares about; `.cold` parts and module
-/// symbols are skipped. Addresses read as 0 without CAP_SYSLOG (kptr_restrict).
+/// symbols are skipped. Addresses read as 0 without `CAP_SYSLOG` (`kptr_restrict`).
 #[must_use]
 pub fn parse_kallsyms(text: &str) -> HashMap<String, u64> {
     text.lines()

@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use nix::time::{ClockId, clock_gettime};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     enrich::{Enricher, Presence},
@@ -76,7 +76,7 @@ fn monotonic_ns() -> u64 {
     })
 }
 
-/// Maps kernel timestamps (CLOCK_MONOTONIC) to wall-clock time.
+/// Maps kernel timestamps (`CLOCK_MONOTONIC`) to wall-clock time.
 #[derive(Clone, Copy)]
 struct Clock {
     wall_at_zero: DateTime<Utc>,
@@ -284,6 +284,29 @@ impl Recorder {
     }
 }
 
+/// Creates the synthetic pods; returns whether a signal asked to stop meanwhile. On a signal
+/// it still waits for the creator, so the pods it made are removed on drop.
+async fn create_synthetic_pods(
+    count: usize,
+    prefix: &str,
+    interrupt: &mut Signal,
+    terminate: &mut Signal,
+) -> anyhow::Result<(Vec<SyntheticPod>, bool)> {
+    let owned_prefix = prefix.to_string();
+    let creation = tokio::task::spawn_blocking(move || synthetic::create_pods(&owned_prefix, count));
+    tokio::pin!(creation);
+    let (pods, stop) = tokio::select! {
+        pods = &mut creation => (pods??, false),
+        _ = interrupt.recv() => (creation.await??, true),
+        _ = terminate.recv() => (creation.await??, true),
+    };
+    eprintln!(
+        "Created {count} synthetic pods ({prefix}0..{}).",
+        count.saturating_sub(1)
+    );
+    Ok((pods, stop))
+}
+
 /// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count`, or all synthetic pods
 /// settled), then saves the session (if asked) and prints the report.
 pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
@@ -317,28 +340,10 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         }
     );
 
-    let mut stop = false;
-    let pods = match opts.synthetic_pods {
-        Some(count) => {
-            let prefix = opts.synthetic_prefix.clone();
-            let creation = tokio::task::spawn_blocking(move || synthetic::create_pods(&prefix, count));
-            tokio::pin!(creation);
-            // On a signal, still wait for the creator: the pods it made are removed on drop.
-            let pods = tokio::select! {
-                pods = &mut creation => pods??,
-                _ = interrupt.recv() => { stop = true; creation.await?? }
-                _ = terminate.recv() => { stop = true; creation.await?? }
-            };
-            eprintln!(
-                "Created {count} synthetic pods ({}0..{}).",
-                opts.synthetic_prefix,
-                count.saturating_sub(1)
-            );
-            pods
-        }
-        None => Vec::new(),
+    let (pods, mut stop) = match opts.synthetic_pods {
+        Some(count) => create_synthetic_pods(count, &opts.synthetic_prefix, &mut interrupt, &mut terminate).await?,
+        None => (Vec::new(), false),
     };
-
     let mut recorder = Recorder {
         tracker: Tracker::default(),
         enricher,
@@ -348,7 +353,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         lines: opts.lines,
         undecodable: 0,
     };
-    let synthetic_deadline = tokio::time::sleep(Duration::from_secs(60));
+    let synthetic_deadline = tokio::time::sleep(Duration::from_mins(1));
     tokio::pin!(synthetic_deadline);
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
@@ -358,12 +363,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
 
     while !stop {
         tokio::select! {
-            reading = readings.recv() => match reading {
-                Some(reading) => recorder.on_reading(reading),
-                None => {
-                    failure = Some(anyhow::anyhow!("the ring buffer reader stopped"));
-                    break;
-                }
+            reading = readings.recv() => if let Some(reading) = reading { recorder.on_reading(reading) } else {
+                failure = Some(anyhow::anyhow!("the ring buffer reader stopped"));
+                break;
             },
             _ = sweep.tick() => recorder.sweep(stale_ns),
             _ = interrupt.recv() => break,

@@ -76,7 +76,7 @@ pub struct AddressEvent {
     pub addr: Ipv6Addr,
     /// Created tentative → tentative cleared (or failed/aborted).
     pub tentative_ns: u64,
-    /// DAD begin → completed; null when no DAD ran (e.g. accept_dad=0).
+    /// DAD begin → completed; null when no DAD ran (e.g. `accept_dad=0`).
     pub dad_ns: Option<u64>,
     pub outcome: Outcome,
     /// First seen mid-flight: the delays are lower bounds.

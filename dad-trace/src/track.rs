@@ -34,7 +34,7 @@ impl std::fmt::Display for Outcome {
 pub struct Finished {
     /// The last observation (for settled: the one that saw the flag cleared).
     pub last: Observation,
-    /// When the address was first seen tentative (CLOCK_MONOTONIC ns).
+    /// When the address was first seen tentative (`CLOCK_MONOTONIC` ns).
     pub start_ns: u64,
     pub end_ns: u64,
     /// When DAD probing began, if it did.
