@@ -117,7 +117,7 @@ pub fn render_log2(values: &[u64], unit: Unit) -> String {
         return out;
     };
     let peak = slots.iter().copied().max().unwrap_or(0).max(1);
-    let _ = writeln!(out, "{:>10} {:<13}: count    distribution", unit.label(), "");
+    let _ = writeln!(out, "{:>10}{:15}: count    distribution", unit.label(), "");
     for (index, &count) in slots.iter().enumerate().take(last + 1) {
         let high = (1u64 << (index + 1)) - 1;
         let low = if index == 0 { 0 } else { 1u64 << index };
