@@ -1,10 +1,19 @@
-//! Helpers for the kernel test tiers.
-use std::{path::PathBuf, time::Duration};
+//! The kernel test scenarios, shared by the host tier (this machine's kernel, tracepoint
+//! backend) and the VM tier (qemu kernels, kprobe backend).
+use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
 
 use dad_trace::{
+    loader,
+    offsets::{KernelTypes, VMLINUX_BTF},
+    probes::{self, Backend, DAD_WORK_FN, KernelSupport},
     record::{BackendChoice, RecordOptions},
-    session::Session,
+    session::{AddressEvent, Session},
+    sysctl::SysctlGuard,
+    track::Outcome,
 };
+
+/// Synthetic pods per scenario.
+pub const PODS: usize = 20;
 
 /// True when the test may touch the kernel; otherwise prints why it skips.
 #[must_use]
@@ -16,23 +25,193 @@ pub fn kernel_tests_allowed(test: &str) -> bool {
     true
 }
 
-/// Records while `pods` synthetic pods come up, and returns the session.
-pub fn record_synthetic(prefix: &str, pods: usize, backend: BackendChoice) -> anyhow::Result<Session> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(dad_trace::record::record(RecordOptions {
+#[must_use]
+pub fn options(backend: BackendChoice, prefix: &str, pods: Option<usize>, duration: Duration) -> RecordOptions {
+    RecordOptions {
         backend,
-        duration: Some(Duration::from_secs(90)),
+        duration: Some(duration),
         count: None,
-        output: None::<PathBuf>,
+        output: None,
         per_pod: true,
-        synthetic_pods: Some(pods),
+        synthetic_pods: pods,
         synthetic_prefix: prefix.to_string(),
-        ring_bytes: 256 * 1024,
+        ring_bytes: dad_trace_common::DEFAULT_RING_BYTES,
         verbose: false,
         stale_after: Duration::from_secs(3),
         lines: true,
-    }))
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Records while `PODS` synthetic pods come up, and returns the session.
+pub fn record_synthetic(prefix: &str, backend: BackendChoice) -> Session {
+    runtime()
+        .block_on(dad_trace::record::record(options(
+            backend,
+            prefix,
+            Some(PODS),
+            Duration::from_secs(90),
+        )))
+        .expect("record")
+}
+
+/// Records the same synthetic pods with two backends at once.
+pub fn record_both(prefix: &str) -> (Session, Session) {
+    // Polled first, the tracepoint recorder attaches (synchronously) before the kprobe one
+    // creates the pods; it stops once it has seen all of their addresses.
+    let mut tracepoint_options = options(BackendChoice::Tracepoint, prefix, None, Duration::from_secs(90));
+    tracepoint_options.count = Some(3 * PODS);
+    let kprobe_options = options(BackendChoice::Kprobe, prefix, Some(PODS), Duration::from_secs(90));
+    runtime().block_on(async {
+        let (tracepoint, kprobe) = tokio::join!(
+            dad_trace::record::record(tracepoint_options),
+            dad_trace::record::record(kprobe_options)
+        );
+        (
+            kprobe.expect("kprobe recording"),
+            tracepoint.expect("tracepoint recording"),
+        )
+    })
+}
+
+fn pod_address(index: usize) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfd00,
+        0x0dad,
+        0,
+        0,
+        0,
+        0,
+        0,
+        u16::try_from(index + 1).expect("small index"),
+    )
+}
+
+fn is_link_local(addr: Ipv6Addr) -> bool {
+    addr.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// Every synthetic pod's addresses appear exactly once, in the right namespace, with the
+/// right peer; returns the pod-side events.
+pub fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEvent> {
+    let ours = |event: &&AddressEvent| event.netns_name.as_deref().is_some_and(|name| name.starts_with(prefix));
+    let pod_events: Vec<&AddressEvent> = session.events.iter().filter(ours).collect();
+    let mut seen: HashMap<(String, bool), usize> = HashMap::new();
+    for event in &pod_events {
+        *seen
+            .entry((
+                event.netns_name.clone().expect("filtered on name"),
+                is_link_local(event.addr),
+            ))
+            .or_default() += 1;
+    }
+    for index in 0..PODS {
+        let name = format!("{prefix}{index}");
+        for link_local in [true, false] {
+            assert_eq!(
+                seen.get(&(name.clone(), link_local)),
+                Some(&1),
+                "{name} link-local={link_local}: {seen:?}"
+            );
+        }
+        let global = pod_events
+            .iter()
+            .find(|event| event.netns_name.as_deref() == Some(name.as_str()) && !is_link_local(event.addr))
+            .expect("global address seen");
+        assert_eq!(global.addr, pod_address(index));
+        assert_eq!(global.ifname, "eth0");
+        assert!(!global.host_netns);
+        assert_eq!(global.outcome, Outcome::Settled);
+        let peer = global.peer.as_ref().expect("veth peer resolved");
+        assert_eq!(
+            peer.ifname.as_deref(),
+            Some(format!("{prefix}h{index}").as_str()),
+            "{global:?}"
+        );
+        // The host side of the pair is traced too, in the host namespace.
+        let host_name = format!("{prefix}h{index}");
+        let host_side: Vec<_> = session
+            .events
+            .iter()
+            .filter(|e| e.host_netns && e.ifname == host_name)
+            .collect();
+        assert_eq!(host_side.len(), 1, "host veth {host_name}");
+        assert_eq!(i64::from(peer.ifindex), i64::from(host_side[0].ifindex));
+    }
+    assert_eq!(session.lost_events, 0);
+    let pods = dad_trace::report::pod_delays(&session.events);
+    assert_eq!(pods.iter().filter(|pod| pod.pod.starts_with(prefix)).count(), PODS);
+    pod_events
+}
+
+/// Kernel defaults: every pod address waits for DAD, 0.2–4 s.
+pub fn default_sysctls_scenario(prefix: &str, backend: BackendChoice) -> Session {
+    let mut sysctls = SysctlGuard::default();
+    // New namespaces get kernel defaults (DAD on); the host side follows default.*.
+    sysctls.set("net.core.devconf_inherit_init_net", "0").expect("sysctl");
+    sysctls.set("net.ipv6.conf.default.accept_dad", "1").expect("sysctl");
+    sysctls.set("net.ipv6.conf.default.dad_transmits", "1").expect("sysctl");
+    let session = record_synthetic(prefix, backend);
+    for event in check_pods(&session, prefix) {
+        let seconds = event.tentative_ns as f64 / 1e9;
+        assert!((0.2..=4.0).contains(&seconds), "{} tentative {seconds} s", event.addr);
+        assert!(event.dad_ns.is_some_and(|dad| dad <= event.tentative_ns), "{event:?}");
+        assert!(!event.partial);
+    }
+    session
+}
+
+/// `accept_dad=0` that reaches new namespaces: every address settles within 50 ms.
+pub fn tuned_sysctls_scenario(prefix: &str, backend: BackendChoice) -> Session {
+    let mut sysctls = SysctlGuard::default();
+    for scope in ["all", "default"] {
+        sysctls
+            .set(&format!("net.ipv6.conf.{scope}.accept_dad"), "0")
+            .expect("sysctl");
+    }
+    sysctls.set("net.core.devconf_inherit_init_net", "1").expect("sysctl");
+    let session = record_synthetic(prefix, backend);
+    for event in check_pods(&session, prefix) {
+        assert!(
+            event.tentative_ns < 50_000_000,
+            "{} tentative {} ns",
+            event.addr,
+            event.tentative_ns
+        );
+        assert_eq!(event.dad_ns, None, "no DAD ran for {}", event.addr);
+    }
+    session
+}
+
+/// Loads every program of both backends through the verifier; returns how many loaded.
+#[must_use]
+pub fn load_every_program() -> usize {
+    let types = KernelTypes::load(Path::new(VMLINUX_BTF)).expect("kernel BTF");
+    let support =
+        KernelSupport::read(Path::new("/proc/kallsyms"), Path::new("/nonexistent"), Some(&types)).expect("kallsyms");
+    let config = types.config(support.symbols[DAD_WORK_FN]).expect("offsets from BTF");
+    let mut ebpf = loader::load(&config, 4096, false).expect("object loads");
+    let mut loaded = 0;
+    for backend in [Backend::Kprobe, Backend::Tracepoint] {
+        for spec in probes::table(backend) {
+            for hook in spec.hooks {
+                match loader::load_program(&mut ebpf, hook) {
+                    Ok(()) => loaded += 1,
+                    Err(loader::AttachError::Program {
+                        source: aya::programs::ProgramError::AlreadyLoaded,
+                        ..
+                    }) => {}
+                    Err(e) => panic!("{backend} {}: {e}", hook.program),
+                }
+            }
+        }
+    }
+    loaded
 }

@@ -7,6 +7,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 /// Debian's rustc ships `rust-src` (rustup's toolchains here cannot fetch it), which
 /// `-Z build-std=core` needs for the BPF target. dad-trace/build.rs uses this name.
 const EBPF_TOOLCHAIN: &str = "dad-trace-bpf";
@@ -20,6 +22,10 @@ const APT_PACKAGES: &[&str] = &[
     "libpolly-22-dev",
     "rust-web-clippy",
     "iproute2",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
 ];
 
 #[derive(Parser)]
@@ -40,17 +46,19 @@ enum Task {
     },
     /// Set up, build, and run every test tier available on this machine.
     Test,
+    /// Boot the VM kernel matrix under qemu and run the kprobe tests there (root).
+    VmTest,
     /// rustfmt check and clippy (userspace and the eBPF crate separately).
     Lint,
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {command:?}");
     let status = command.status().with_context(|| format!("spawn {command:?}"))?;
     if !status.success() {
@@ -64,7 +72,7 @@ fn succeeds(command: &mut Command) -> bool {
 }
 
 /// A cargo command in the workspace, with unstable flags allowed for the eBPF build.
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root()).env("RUSTC_BOOTSTRAP", "1");
     command
@@ -203,6 +211,10 @@ fn main() -> anyhow::Result<()> {
             run(&mut command)
         }
         Task::Test => test(),
+        Task::VmTest => {
+            setup()?;
+            vm::vm_test()
+        }
         Task::Lint => lint(),
     }
 }

@@ -1,0 +1,77 @@
+//! Run inside the qemu guests of `cargo xtask vm-test` (kernels with kprobes). Elsewhere
+//! they skip with a reason: they need a throwaway kernel.
+use std::collections::HashMap;
+
+use dad_trace::{probes::Backend, record::BackendChoice, track::Outcome};
+use integration_tests::{
+    PODS, check_pods, default_sysctls_scenario, kernel_tests_allowed, load_every_program, record_both,
+    tuned_sysctls_scenario,
+};
+
+fn in_vm(test: &str) -> bool {
+    if std::env::var_os("DAD_TRACE_VM").is_none() {
+        println!("SKIP {test}: runs inside `cargo xtask vm-test` guests only");
+        return false;
+    }
+    kernel_tests_allowed(test)
+}
+
+#[test]
+fn vm_every_program_passes_the_verifier() {
+    if in_vm("vm_every_program_passes_the_verifier") {
+        assert_eq!(load_every_program(), 11);
+    }
+}
+
+#[test]
+fn vm_kprobe_backend_default_sysctls() {
+    if in_vm("vm_kprobe_backend_default_sysctls") {
+        let session = default_sysctls_scenario("dtv-d", BackendChoice::Kprobe);
+        assert_eq!(session.backend, Backend::Kprobe);
+    }
+}
+
+#[test]
+fn vm_kprobe_backend_tuned_sysctls() {
+    if in_vm("vm_kprobe_backend_tuned_sysctls") {
+        tuned_sysctls_scenario("dtv-t", BackendChoice::Kprobe);
+    }
+}
+
+#[test]
+fn vm_backends_agree_on_the_same_addresses() {
+    if !in_vm("vm_backends_agree_on_the_same_addresses") {
+        return;
+    }
+    let (kprobe, tracepoint) = record_both("dtv-b");
+    assert_eq!(
+        (kprobe.backend, tracepoint.backend),
+        (Backend::Kprobe, Backend::Tracepoint)
+    );
+    let kprobe_events = check_pods(&kprobe, "dtv-b");
+    let tracepoint_events = check_pods(&tracepoint, "dtv-b");
+    assert_eq!(kprobe_events.len(), 2 * PODS);
+    let by_address: HashMap<_, _> = tracepoint_events
+        .iter()
+        .map(|event| ((event.netns_name.clone(), event.addr), *event))
+        .collect();
+    let mut worst_ns = 0;
+    for event in kprobe_events {
+        let other = by_address[&(event.netns_name.clone(), event.addr)];
+        assert_eq!(event.outcome, other.outcome);
+        assert_eq!(event.outcome, Outcome::Settled);
+        let diff = event.tentative_ns.abs_diff(other.tentative_ns);
+        worst_ns = worst_ns.max(diff);
+        assert!(
+            diff <= 2_000_000,
+            "{}: kprobe {} ns vs tracepoint {} ns",
+            event.addr,
+            event.tentative_ns,
+            other.tentative_ns
+        );
+    }
+    println!(
+        "backends agree: worst tentative-delay difference {worst_ns} ns over {} addresses",
+        2 * PODS
+    );
+}
