@@ -1,5 +1,11 @@
 //! The kernel test scenarios, shared by the host tier (this machine's kernel, tracepoint
 //! backend) and the VM tier (qemu kernels, kprobe backend).
+#![allow(
+    clippy::missing_panics_doc,
+    clippy::must_use_candidate,
+    reason = "test helpers: panicking on a failed expectation is their job"
+)]
+
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
 
 use dad_trace::{
