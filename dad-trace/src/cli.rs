@@ -9,6 +9,7 @@ use crate::{
     probes::{self, Backend, KernelSupport},
     record::{self, BackendChoice, RecordOptions},
     report,
+    scenario::{self, Plugin, ScenarioOptions},
     session::Session,
 };
 
@@ -74,6 +75,26 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Reproduce slow IPv6 pod start on this node: pods set up by a real CNI plugin under
+    /// three sysctl phases (defaults, naive tuning, + devconf_inherit_init_net), traced by
+    /// dad-trace, with ADD times beside the traced delays (root). Sysctls are restored after.
+    Scenario {
+        #[arg(long, default_value_t = 20)]
+        pods: usize,
+        /// CNI plugin; falls back to plain veth pairs (and says so) when it is not installed.
+        #[arg(long, value_enum, default_value_t = Plugin::Ptp)]
+        plugin: Plugin,
+        #[arg(long, default_value = "/usr/lib/cni", value_name = "DIR")]
+        cni_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Phases to run, in order.
+        #[arg(long, value_delimiter = ',', default_values = ["defaults", "naive-tuning", "inherit"])]
+        phases: Vec<String>,
+        /// Save each phase's session (PHASE.json) and the results (scenario.json) here.
+        #[arg(short, long, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
     /// Summarize a saved session (no root needed).
     Report {
         #[arg(value_name = "SESSION", required = true)]
@@ -119,17 +140,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: duration.map(|d| seconds(d, "--duration")).transpose()?,
                 count,
                 output,
-                per_pod,
                 synthetic_pods,
                 synthetic_prefix,
                 ring_bytes,
                 verbose: cli.verbose > 0,
                 stale_after: seconds(stale_after, "--stale-after")?,
                 lines: !quiet,
+                stop: None,
             };
-            record::record(opts).await.map(drop)
+            let session = record::record(opts).await?;
+            print!("{}", report::render_text(&session, per_pod));
+            Ok(())
         }
         Command::Probes { verify } => probes_command(verify),
+        Command::Scenario {
+            pods,
+            plugin,
+            cni_dir,
+            backend,
+            phases,
+            output,
+        } => scenario_command(pods, plugin, cni_dir, backend, &phases, output.as_deref()).await,
         Command::Report { files, per_pod, format } => {
             for (index, file) in files.iter().enumerate() {
                 let session = Session::load(file)?;
@@ -146,6 +177,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+async fn scenario_command(
+    pods: usize,
+    mut plugin: Plugin,
+    cni_dir: PathBuf,
+    backend: BackendChoice,
+    phase_names: &[String],
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let phases = phase_names
+        .iter()
+        .map(|name| {
+            scenario::PHASES
+                .iter()
+                .find(|phase| phase.name == name)
+                .with_context(|| {
+                    let known: Vec<_> = scenario::PHASES.iter().map(|phase| phase.name).collect();
+                    format!("unknown phase {name:?}; phases are {known:?}")
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !plugin.available(&cni_dir) {
+        eprintln!(
+            "CNI plugin {plugin:?} not found in {} (install containernetworking-plugins): using plain veth pairs",
+            cni_dir.display()
+        );
+        plugin = Plugin::Veth;
+    }
+    let opts = ScenarioOptions {
+        plugin,
+        cni_dir,
+        pods,
+        backend,
+        phases,
+        prefix: "dts-".into(),
+    };
+    let results = scenario::run(&opts).await?;
+    if let Some(dir) = output {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        for result in &results {
+            result.session.save(&dir.join(format!("{}.json", result.phase)))?;
+        }
+        std::fs::write(dir.join("scenario.json"), serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("write {}", dir.join("scenario.json").display()))?;
+    }
+    for result in &results {
+        println!("\n== {} ({})", result.phase, result.plugin_label());
+        print!("{}", report::render_text(&result.session, false));
+    }
+    print!("{}", scenario::render(&results));
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|result| !result.problems.is_empty())
+        .map(|r| r.phase)
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("phases {failed:?} did not pass their gates")
     }
 }
 

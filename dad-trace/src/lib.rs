@@ -11,6 +11,7 @@ pub mod offsets;
 pub mod probes;
 pub mod record;
 pub mod report;
+pub mod scenario;
 pub mod session;
 pub mod synthetic;
 pub mod sysctl;

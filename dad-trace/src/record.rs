@@ -2,13 +2,17 @@
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use nix::time::{ClockId, clock_gettime};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::Notify,
+};
 
 use crate::{
     enrich::{Enricher, Presence},
@@ -35,7 +39,6 @@ pub struct RecordOptions {
     pub duration: Option<Duration>,
     pub count: Option<usize>,
     pub output: Option<PathBuf>,
-    pub per_pod: bool,
     pub synthetic_pods: Option<usize>,
     pub synthetic_prefix: String,
     pub ring_bytes: u32,
@@ -44,6 +47,8 @@ pub struct RecordOptions {
     pub stale_after: Duration,
     /// Print one line per finished address.
     pub lines: bool,
+    /// Stops the recording when notified (for callers that drive a workload meanwhile).
+    pub stop: Option<Arc<Notify>>,
 }
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
@@ -307,8 +312,8 @@ async fn create_synthetic_pods(
     Ok((pods, stop))
 }
 
-/// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count`, or all synthetic pods
-/// settled), then saves the session (if asked) and prints the report.
+/// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count`, all synthetic pods
+/// settled, or `stop`), then saves the session if asked.
 pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     check_privileges()?;
     // First thing: a signal during start-up must still end in a saved session and no leftovers.
@@ -360,6 +365,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let stale_ns = u64::try_from(opts.stale_after.as_nanos()).unwrap_or(u64::MAX);
     let mut failure = None;
+    let external_stop = opts.stop.clone().unwrap_or_default();
 
     while !stop {
         tokio::select! {
@@ -371,6 +377,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             () = &mut deadline => break,
+            () = external_stop.notified(), if opts.stop.is_some() => break,
             () = &mut synthetic_deadline, if recorder.progress.is_some() => {
                 eprintln!("Synthetic pods did not all settle within 60 s; stopping.");
                 break;
@@ -413,6 +420,5 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         session.save(path)?;
         eprintln!("Session saved to {}", path.display());
     }
-    print!("{}", report::render_text(&session, opts.per_pod));
     failure.map_or(Ok(session), Err)
 }

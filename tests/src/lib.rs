@@ -38,13 +38,13 @@ pub fn options(backend: BackendChoice, prefix: &str, pods: Option<usize>, durati
         duration: Some(duration),
         count: None,
         output: None,
-        per_pod: true,
         synthetic_pods: pods,
         synthetic_prefix: prefix.to_string(),
         ring_bytes: dad_trace_common::DEFAULT_RING_BYTES,
         verbose: false,
         stale_after: Duration::from_secs(3),
         lines: true,
+        stop: None,
     }
 }
 
