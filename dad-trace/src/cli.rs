@@ -76,7 +76,7 @@ pub enum Command {
         verify: bool,
     },
     /// Reproduce slow IPv6 pod start on this node: pods set up by a real CNI plugin under
-    /// three sysctl phases (defaults, naive tuning, + devconf_inherit_init_net), traced by
+    /// three sysctl phases (defaults, naive tuning, + `devconf_inherit_init_net`), traced by
     /// dad-trace, with ADD times beside the traced delays (root). Sysctls are restored after.
     Scenario {
         #[arg(long, default_value_t = 20)]

@@ -262,6 +262,25 @@ impl Recorder {
         self.session.events.push(event);
     }
 
+    /// Ends the session: addresses still tentative are listed, not lost.
+    fn into_session(mut self, lost_events: u64) -> Session {
+        let now = monotonic_ns();
+        self.session.ended_at = Utc::now();
+        self.session.lost_events = lost_events;
+        self.session.unfinished = self
+            .tracker
+            .drain()
+            .into_iter()
+            .map(|entry| Unfinished {
+                netns_inode: entry.first.netns.inode,
+                ifname: entry.first.ifname.clone(),
+                addr: entry.first.addr,
+                tentative_so_far_ns: now.saturating_sub(entry.start_ns),
+            })
+            .collect();
+        self.session
+    }
+
     /// The tracepoint backend cannot see a DAD work item cancelled (address, interface or
     /// namespace deleted): addresses silent for too long are checked in their namespace.
     fn sweep(&mut self, stale_ns: u64) {
@@ -392,25 +411,8 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         recorder.on_reading(reading);
     }
 
-    let Recorder {
-        mut tracker,
-        mut session,
-        undecodable,
-        ..
-    } = recorder;
-    let now = monotonic_ns();
-    session.ended_at = Utc::now();
-    session.lost_events = lost.total();
-    session.unfinished = tracker
-        .drain()
-        .into_iter()
-        .map(|entry| Unfinished {
-            netns_inode: entry.first.netns.inode,
-            ifname: entry.first.ifname.clone(),
-            addr: entry.first.addr,
-            tentative_so_far_ns: now.saturating_sub(entry.start_ns),
-        })
-        .collect();
+    let undecodable = recorder.undecodable;
+    let session = recorder.into_session(lost.total());
     if undecodable > 0 {
         log::warn!("{undecodable} ring buffer records could not be decoded");
     }

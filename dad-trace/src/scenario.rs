@@ -242,18 +242,15 @@ fn add_pods(
         }
         let name = format!("{prefix}{index}");
         let started = Instant::now();
-        let pod = match config {
-            Some(config) => {
-                let netns = NamedNetns::create(Path::new(NETNS_DIR), &name)?;
-                // On failure the namespace is dropped, and its interfaces with it.
-                cni(plugin, "ADD", cni_dir, config, &name)?;
-                Pod::Cni(netns)
-            }
-            None => {
-                let pod = SyntheticPod::create(prefix, index)?;
-                settle(pod.netns.path())?;
-                Pod::Veth(pod)
-            }
+        let pod = if let Some(config) = config {
+            let netns = NamedNetns::create(Path::new(NETNS_DIR), &name)?;
+            // On failure the namespace is dropped, and its interfaces with it.
+            cni(plugin, "ADD", cni_dir, config, &name)?;
+            Pod::Cni(netns)
+        } else {
+            let pod = SyntheticPod::create(prefix, index)?;
+            settle(pod.netns.path())?;
+            Pod::Veth(pod)
         };
         let add_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         pods.push((pod, name, add_ns));
@@ -414,6 +411,7 @@ pub async fn run(opts: &ScenarioOptions) -> anyhow::Result<Vec<PhaseResult>> {
         })
     };
     let mut results = Vec::new();
+    let mut failure = None;
     for phase in &opts.phases {
         if cancelled.load(Ordering::Relaxed) {
             break;
@@ -422,47 +420,39 @@ pub async fn run(opts: &ScenarioOptions) -> anyhow::Result<Vec<PhaseResult>> {
             "== phase {}: {} ({} pods, {:?})",
             phase.name, phase.description, opts.pods, opts.plugin
         );
-        let result = run_phase(phase, opts, cancelled.clone()).await;
-        match result {
+        match run_phase(phase, opts, cancelled.clone()).await {
             Ok(result) => results.push(result),
             Err(e) => {
-                watcher.abort();
-                return Err(e.context(format!("phase {}", phase.name)));
+                failure = Some(e.context(format!("phase {}", phase.name)));
+                break;
             }
         }
     }
     watcher.abort();
+    if opts.plugin == Plugin::BridgeDad {
+        remove_bridge().await;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
     if cancelled.load(Ordering::Relaxed) {
         bail!("interrupted; sysctls restored and pods removed");
-    }
-    if opts.plugin == Plugin::BridgeDad {
-        remove_bridge();
     }
     Ok(results)
 }
 
-fn remove_bridge() {
-    let removed = (|| -> anyhow::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    runtime.block_on(async {
-                        use futures::TryStreamExt as _;
-                        let (connection, handle, _) = rtnetlink::new_connection()?;
-                        tokio::spawn(connection);
-                        let link = handle.link().get().match_name(BRIDGE.into()).execute().try_next().await;
-                        if let Ok(Some(link)) = link {
-                            handle.link().del(link.header.index).execute().await?;
-                        }
-                        anyhow::Ok(())
-                    })
-                })
-                .join()
-                .map_err(|_| anyhow::anyhow!("bridge removal panicked"))?
-        })
-    })();
-    if let Err(e) = removed {
+async fn remove_bridge() {
+    let removed = async {
+        use futures::TryStreamExt as _;
+        let (connection, mut handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        let link = handle.link().get().match_name(BRIDGE.into()).execute().try_next().await;
+        if let Ok(Some(link)) = link {
+            handle.link().del(link.header.index).execute().await?;
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = removed.await {
         log::warn!("could not remove bridge {BRIDGE}: {e:#}");
     }
 }

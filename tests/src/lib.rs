@@ -221,3 +221,34 @@ pub fn load_every_program() -> usize {
     }
     loaded
 }
+
+/// Runs the CNI pod-start scenario and asserts every phase passes its gate; returns the
+/// results for printing.
+pub fn cni_scenario(
+    plugin: dad_trace::scenario::Plugin,
+    phases: &[&str],
+    pods: usize,
+    backend: BackendChoice,
+) -> String {
+    use dad_trace::scenario::{PHASES, ScenarioOptions, render, run};
+    let opts = ScenarioOptions {
+        plugin,
+        cni_dir: "/usr/lib/cni".into(),
+        pods,
+        backend,
+        phases: phases
+            .iter()
+            .map(|name| PHASES.iter().find(|p| p.name == *name).expect("known phase"))
+            .collect(),
+        prefix: "dtc-".into(),
+    };
+    let results = runtime().block_on(run(&opts)).expect("scenario runs");
+    let table = render(&results);
+    println!("{table}");
+    assert_eq!(results.len(), phases.len());
+    for result in &results {
+        assert_eq!(result.pods.len(), pods, "{}", result.phase);
+        assert!(result.problems.is_empty(), "{}: {:?}", result.phase, result.problems);
+    }
+    table
+}

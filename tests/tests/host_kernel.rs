@@ -1,7 +1,9 @@
 //! This machine's kernel (tracepoint backend). Root only; skips with a reason otherwise.
 //! Run with `--test-threads=1`: the scenarios share the kernel's sysctls.
-use dad_trace::{probes::Backend, record::BackendChoice};
-use integration_tests::{default_sysctls_scenario, kernel_tests_allowed, load_every_program, tuned_sysctls_scenario};
+use dad_trace::{probes::Backend, record::BackendChoice, scenario::Plugin};
+use integration_tests::{
+    PODS, cni_scenario, default_sysctls_scenario, kernel_tests_allowed, load_every_program, tuned_sysctls_scenario,
+};
 
 #[test]
 fn every_program_passes_the_verifier() {
@@ -24,4 +26,35 @@ fn tuning_that_reaches_new_namespaces_removes_the_wait() {
     if kernel_tests_allowed("tuning_that_reaches_new_namespaces_removes_the_wait") {
         tuned_sysctls_scenario("dtt-t", BackendChoice::Tracepoint);
     }
+}
+
+/// The pod-start story with the component that waits: a real CNI plugin (ptp, as kind uses).
+#[test]
+fn cni_ptp_scenario_tells_the_story() {
+    if !kernel_tests_allowed("cni_ptp_scenario_tells_the_story") {
+        return;
+    }
+    if !Plugin::Ptp.available(std::path::Path::new("/usr/lib/cni")) {
+        println!("SKIP cni_ptp_scenario_tells_the_story: containernetworking-plugins not installed");
+        return;
+    }
+    cni_scenario(
+        Plugin::Ptp,
+        &["defaults", "naive-tuning", "inherit"],
+        PODS,
+        BackendChoice::Tracepoint,
+    );
+}
+
+/// The bridge plugin runs DAD on the pod side only with `"enableDad": true`.
+#[test]
+fn cni_bridge_enable_dad_waits_for_dad() {
+    if !kernel_tests_allowed("cni_bridge_enable_dad_waits_for_dad") {
+        return;
+    }
+    if !Plugin::BridgeDad.available(std::path::Path::new("/usr/lib/cni")) {
+        println!("SKIP cni_bridge_enable_dad_waits_for_dad: containernetworking-plugins not installed");
+        return;
+    }
+    cni_scenario(Plugin::BridgeDad, &["defaults"], 5, BackendChoice::Tracepoint);
 }

@@ -22,6 +22,7 @@ const APT_PACKAGES: &[&str] = &[
     "libpolly-22-dev",
     "rust-web-clippy",
     "iproute2",
+    "containernetworking-plugins",
     "qemu-system-x86",
     "busybox-static",
     "cpio",
@@ -41,6 +42,16 @@ enum Task {
     Setup,
     /// Set up, build, and trace 20 synthetic pods coming up (root). Extra args go to `record`.
     Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run the pod-start scenario with a real CNI plugin: defaults, naive
+    /// tuning, and tuning that reaches new namespaces (root). Sysctls are restored after.
+    Demo {
+        /// Pods per phase.
+        #[arg(long, default_value_t = 20)]
+        pods: usize,
+        /// Extra `dad-trace scenario` arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -76,6 +87,17 @@ pub(crate) fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root()).env("RUSTC_BOOTSTRAP", "1");
     command
+}
+
+/// `binary` run as root: directly when we are, through sudo otherwise.
+fn as_root(binary: &Path) -> Command {
+    if is_root() {
+        Command::new(binary)
+    } else {
+        let mut command = Command::new("sudo");
+        command.arg(binary);
+        command
+    }
 }
 
 fn is_root() -> bool {
@@ -220,6 +242,13 @@ fn main() -> anyhow::Result<()> {
             } else {
                 command.args(&args);
             }
+            run(&mut command)
+        }
+        Task::Demo { pods, args } => {
+            setup()?;
+            let binary = build_release()?;
+            let mut command = as_root(&binary);
+            command.args(["scenario", "--pods", &pods.to_string()]).args(&args);
             run(&mut command)
         }
         Task::Test => test(),
