@@ -444,7 +444,7 @@ pub async fn run(opts: &ScenarioOptions) -> anyhow::Result<Vec<PhaseResult>> {
 async fn remove_bridge() {
     let removed = async {
         use futures::TryStreamExt as _;
-        let (connection, mut handle, _) = rtnetlink::new_connection()?;
+        let (connection, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(connection);
         let link = handle.link().get().match_name(BRIDGE.into()).execute().try_next().await;
         if let Ok(Some(link)) = link {

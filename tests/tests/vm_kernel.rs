@@ -75,3 +75,15 @@ fn vm_backends_agree_on_the_same_addresses() {
         2 * PODS
     );
 }
+
+#[test]
+fn vm_cni_ptp_scenario_with_kprobes() {
+    if in_vm("vm_cni_ptp_scenario_with_kprobes") {
+        integration_tests::cni_scenario(
+            dad_trace::scenario::Plugin::Ptp,
+            &["defaults", "naive-tuning", "inherit"],
+            PODS,
+            BackendChoice::Kprobe,
+        );
+    }
+}

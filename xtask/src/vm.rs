@@ -34,6 +34,7 @@ pub const KERNELS: &[Kernel] = &[
     },
 ];
 
+const CNI_PLUGINS: &[&str] = &["ptp", "bridge", "host-local", "loopback"];
 const RESULT_MARK: &str = "DAD-TRACE-VM-RESULT:";
 const GUEST_TIMEOUT: Duration = Duration::from_mins(20);
 
