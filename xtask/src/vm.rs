@@ -184,6 +184,14 @@ fn initramfs(kernel_root: &Path, tests: &Path, out: &Path) -> anyhow::Result<()>
     for library in shared_libraries(tests)? {
         copy_into(&staging, &library, &library)?;
     }
+    // Debian's CNI plugins, as the pod-start scenario calls them.
+    for plugin in CNI_PLUGINS {
+        let binary = Path::new("/usr/lib/cni").join(plugin);
+        copy_into(&staging, &binary, &binary)?;
+        for library in shared_libraries(&binary)? {
+            copy_into(&staging, &library, &library)?;
+        }
+    }
     let veth =
         find_file(kernel_root, &|name| name.starts_with("veth.ko")).context("veth module not in the kernel package")?;
     let module = staging.join("lib/modules/veth.ko");
