@@ -124,6 +124,14 @@ pub const KPROBE_TABLE: &[PhaseSpec] = &[
         phase: Phase::TentativeStart,
         pick: Pick::First,
         hooks: &[
+            // First choice: the instant the tracepoint backend also sees (DAD work queued),
+            // so both backends time the same span; the address was created microseconds before.
+            kprobe(
+                "dad_start",
+                "addrconf_dad_start",
+                Hook::DadStart,
+                "DAD armed for a new tentative address",
+            ),
             HookSpec {
                 program: "addr_added",
                 kind: ProgramKind::Kretprobe,
@@ -131,12 +139,6 @@ pub const KPROBE_TABLE: &[PhaseSpec] = &[
                 hook: Hook::AddrAdded,
                 why: "returns the new inet6_ifaddr, tentative from birth",
             },
-            kprobe(
-                "dad_start",
-                "addrconf_dad_start",
-                Hook::DadStart,
-                "DAD is armed right after the address is added",
-            ),
         ],
     },
     PhaseSpec {
@@ -449,7 +451,7 @@ mod tests {
         assert!(!support.plan(Backend::Kprobe).usable());
         assert!(support.plan(Backend::Tracepoint).usable());
         assert!(matches!(
-            support.status(&KPROBE_TABLE[0].hooks[0]),
+            support.status(&KPROBE_TABLE[0].hooks[1]),
             HookStatus::Refused(_)
         ));
     }

@@ -19,6 +19,19 @@ fn in_vm(test: &str) -> bool {
 #[test]
 fn vm_every_program_passes_the_verifier() {
     if in_vm("vm_every_program_passes_the_verifier") {
+        let types = dad_trace::offsets::KernelTypes::load(std::path::Path::new(dad_trace::offsets::VMLINUX_BTF))
+            .expect("kernel BTF");
+        let support = dad_trace::probes::KernelSupport::read(
+            std::path::Path::new("/proc/kallsyms"),
+            std::path::Path::new("/sys/bus/event_source/devices/kprobe"),
+            Some(&types),
+        )
+        .expect("kallsyms");
+        println!("{}", dad_trace::probes::render(&support));
+        assert!(
+            support.plan(Backend::Kprobe).usable(),
+            "kprobes must attach in the VM kernels"
+        );
         assert_eq!(load_every_program(), 11);
     }
 }
