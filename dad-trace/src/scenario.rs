@@ -234,13 +234,20 @@ fn add_pods(
     prefix: &str,
     count: usize,
     cancelled: &AtomicBool,
-) -> anyhow::Result<Vec<(Pod, String, u64)>> {
-    if let Some(config) = config {
-        // A runtime asks the plugin its version first; it also keeps the first timed ADD
-        // from paying for loading the plugin binaries.
-        cni(plugin, "VERSION", cni_dir, config, "warm-up")?;
-    }
+) -> anyhow::Result<Vec<(Pod, String, Option<u64>)>> {
+    let add_cni = |config: &str, name: &str| -> anyhow::Result<Pod> {
+        let netns = NamedNetns::create(Path::new(NETNS_DIR), name)?;
+        // On failure the namespace is dropped, and its interfaces with it.
+        cni(plugin, "ADD", cni_dir, config, name)?;
+        Ok(Pod::Cni(netns))
+    };
     let mut pods = Vec::new();
+    if let Some(config) = config {
+        // The first sandbox of a phase pays for cold caches (plugin binaries, IPAM store,
+        // the tracer's first lookups): set one up untimed, as a warm node would have.
+        let name = format!("{prefix}warm");
+        pods.push((add_cni(config, &name)?, name, None));
+    }
     for index in 0..count {
         if cancelled.load(Ordering::Relaxed) {
             break;
@@ -248,23 +255,20 @@ fn add_pods(
         let name = format!("{prefix}{index}");
         let started = Instant::now();
         let pod = if let Some(config) = config {
-            let netns = NamedNetns::create(Path::new(NETNS_DIR), &name)?;
-            // On failure the namespace is dropped, and its interfaces with it.
-            cni(plugin, "ADD", cni_dir, config, &name)?;
-            Pod::Cni(netns)
+            add_cni(config, &name)?
         } else {
             let pod = SyntheticPod::create(prefix, index)?;
             settle(pod.netns.path())?;
             Pod::Veth(pod)
         };
         let add_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        pods.push((pod, name, add_ns));
+        pods.push((pod, name, Some(add_ns)));
     }
     Ok(pods)
 }
 
 /// Tears pods down (CNI DEL first, so IPAM releases its addresses).
-fn remove_pods(plugin: Plugin, cni_dir: &Path, config: Option<&str>, pods: Vec<(Pod, String, u64)>) {
+fn remove_pods(plugin: Plugin, cni_dir: &Path, config: Option<&str>, pods: Vec<(Pod, String, Option<u64>)>) {
     for (pod, name, _) in pods {
         if let (Pod::Cni(_), Some(config)) = (&pod, config)
             && let Err(e) = cni(plugin, "DEL", cni_dir, config, &name)
@@ -392,9 +396,10 @@ pub async fn run_phase(
     let traced = pod_delays(&session.events);
     let runs: Vec<PodRun> = pods
         .iter()
-        .map(|(_, name, add_ns)| PodRun {
+        .filter_map(|(_, name, add_ns)| Some((name, (*add_ns)?)))
+        .map(|(name, add_ns)| PodRun {
             name: name.clone(),
-            add_ns: *add_ns,
+            add_ns,
             traced_ns: traced.iter().find(|pod| &pod.pod == name).map(|pod| pod.delay_ns),
         })
         .collect();

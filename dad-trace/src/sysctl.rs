@@ -63,3 +63,29 @@ mod tests {
         );
     }
 }
+
+/// The host-namespace settings that decide whether and how long DAD runs in new pods.
+pub const DAD_SETTINGS: &[&str] = &[
+    "net.core.devconf_inherit_init_net",
+    "net.ipv6.conf.all.accept_dad",
+    "net.ipv6.conf.default.accept_dad",
+    "net.ipv6.conf.all.dad_transmits",
+    "net.ipv6.conf.default.dad_transmits",
+    "net.ipv6.conf.all.optimistic_dad",
+    "net.ipv6.conf.default.optimistic_dad",
+    "net.ipv6.conf.all.use_optimistic",
+    "net.ipv6.conf.default.use_optimistic",
+    "net.ipv6.conf.all.enhanced_dad",
+    "net.ipv6.conf.default.enhanced_dad",
+    "net.ipv6.conf.default.rtr_solicit_delay",
+    "net.ipv6.neigh.default.retrans_time_ms",
+];
+
+/// Current values of [`DAD_SETTINGS`]; settings this kernel lacks are left out.
+#[must_use]
+pub fn snapshot() -> std::collections::BTreeMap<String, String> {
+    DAD_SETTINGS
+        .iter()
+        .filter_map(|name| read(name).ok().map(|value| ((*name).to_string(), value)))
+        .collect()
+}
