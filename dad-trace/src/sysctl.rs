@@ -53,17 +53,6 @@ impl Drop for SysctlGuard {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dotted_names_map_to_proc_sys() {
-        assert_eq!(
-            super::path("net.ipv6.conf.all.accept_dad").to_str(),
-            Some("/proc/sys/net/ipv6/conf/all/accept_dad")
-        );
-    }
-}
-
 /// The host-namespace settings that decide whether and how long DAD runs in new pods.
 pub const DAD_SETTINGS: &[&str] = &[
     "net.core.devconf_inherit_init_net",
@@ -88,4 +77,15 @@ pub fn snapshot() -> std::collections::BTreeMap<String, String> {
         .iter()
         .filter_map(|name| read(name).ok().map(|value| ((*name).to_string(), value)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dotted_names_map_to_proc_sys() {
+        assert_eq!(
+            super::path("net.ipv6.conf.all.accept_dad").to_str(),
+            Some("/proc/sys/net/ipv6/conf/all/accept_dad")
+        );
+    }
 }
