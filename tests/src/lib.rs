@@ -241,6 +241,7 @@ pub fn cni_scenario(
             .map(|name| PHASES.iter().find(|p| p.name == *name).expect("known phase"))
             .collect(),
         prefix: "dtc-".into(),
+        extra_slack_ms,
     };
     let results = runtime().block_on(run(&opts)).expect("scenario runs");
     let table = render(&results);

@@ -43,6 +43,7 @@ fn cni_ptp_scenario_tells_the_story() {
         &["defaults", "naive-tuning", "inherit"],
         PODS,
         BackendChoice::Tracepoint,
+        0,
     );
 }
 
@@ -56,5 +57,5 @@ fn cni_bridge_enable_dad_waits_for_dad() {
         println!("SKIP cni_bridge_enable_dad_waits_for_dad: containernetworking-plugins not installed");
         return;
     }
-    cni_scenario(Plugin::BridgeDad, &["defaults"], 5, BackendChoice::Tracepoint);
+    cni_scenario(Plugin::BridgeDad, &["defaults"], 5, BackendChoice::Tracepoint, 0);
 }

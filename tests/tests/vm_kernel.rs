@@ -102,6 +102,9 @@ fn vm_cni_ptp_scenario_with_kprobes() {
             &["defaults", "naive-tuning", "inherit"],
             PODS,
             BackendChoice::Kprobe,
+            // TCG emulation: ADD times jitter by a few hundred ms (plugin start-up at
+            // emulated speed); DAD still stands out at 1-2 s.
+            400,
         );
     }
 }
