@@ -214,6 +214,7 @@ async fn scenario_command(
         backend,
         phases,
         prefix: "dts-".into(),
+        extra_slack_ms: 0,
     };
     let results = scenario::run(&opts).await?;
     if let Some(dir) = output {
