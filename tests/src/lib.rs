@@ -229,6 +229,7 @@ pub fn cni_scenario(
     phases: &[&str],
     pods: usize,
     backend: BackendChoice,
+    extra_slack_ms: u64,
 ) -> String {
     use dad_trace::scenario::{PHASES, ScenarioOptions, render, run};
     let opts = ScenarioOptions {
