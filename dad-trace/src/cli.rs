@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
+    compare, doctor,
     offsets::{KernelTypes, VMLINUX_BTF},
     probes::{self, Backend, KernelSupport},
     record::{self, BackendChoice, RecordOptions},
@@ -30,6 +31,9 @@ pub struct Cli {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
+    Markdown,
+    /// One self-contained page with SVG charts (write it with -o).
+    Html,
     Json,
 }
 
@@ -95,14 +99,44 @@ pub enum Command {
         #[arg(short, long, value_name = "DIR")]
         output: Option<PathBuf>,
     },
+    /// Audit this node's DAD settings: why DAD still runs where it does, what each pod pays,
+    /// and the fix (Bottlerocket TOML, sysctl.d, kind). Root to look inside pod namespaces.
+    Doctor {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Apply the doctor's fix to the running node (needs --yes), or revert it exactly.
+    Tune {
+        /// Apply: all/default accept_dad=0 and net.core.devconf_inherit_init_net=1.
+        #[arg(long, conflicts_with = "revert", requires = "yes")]
+        apply: bool,
+        /// Put back the values saved by --apply.
+        #[arg(long)]
+        revert: bool,
+        /// Confirms --apply: DAD protects against duplicate addresses; only disable it in
+        /// networks you control.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, default_value = "/var/lib/dad-trace/tune-state.json", value_name = "FILE")]
+        state: PathBuf,
+    },
     /// Summarize a saved session (no root needed).
+    ///
+    /// One file: its histograms. Several: side by side (before/after, or nodes), with the
+    /// ratio last/first and the host settings that changed. `--merge` makes one of several.
     Report {
         #[arg(value_name = "SESSION", required = true)]
         files: Vec<PathBuf>,
         #[arg(long)]
         per_pod: bool,
+        /// Merge the sessions (e.g. one per node) into one before reporting.
+        #[arg(long)]
+        merge: bool,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Write the report here instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -153,6 +187,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Probes { verify } => probes_command(verify),
+        Command::Doctor { format } => {
+            let audit = doctor::audit(std::path::Path::new(crate::synthetic::NETNS_DIR));
+            let diagnosis = doctor::diagnose(&audit);
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&(&audit, &diagnosis))?),
+                Format::Text | Format::Markdown | Format::Html => print!("{}", doctor::render(&audit, &diagnosis)),
+            }
+            Ok(())
+        }
+        Command::Tune { apply, revert, yes: _, state } => {
+            let (verb, tune) = if apply {
+                ("applied; previous values saved in", doctor::apply(&state)?)
+            } else if revert {
+                ("reverted from", doctor::revert(&state)?)
+            } else {
+                anyhow::bail!("say --apply --yes to apply the fix, or --revert to undo it");
+            };
+            for (name, value) in &tune.previous {
+                println!("{name}: was {value}");
+            }
+            println!("{verb} {}", state.display());
+            Ok(())
+        }
         Command::Scenario {
             pods,
             plugin,
@@ -161,23 +218,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             phases,
             output,
         } => scenario_command(pods, plugin, cni_dir, backend, &phases, output.as_deref()).await,
-        Command::Report { files, per_pod, format } => {
-            for (index, file) in files.iter().enumerate() {
-                let session = Session::load(file)?;
-                match format {
-                    Format::Text => {
-                        if index > 0 {
-                            println!();
-                        }
-                        println!("== {}", file.display());
-                        print!("{}", report::render_text(&session, per_pod));
-                    }
-                    Format::Json => println!("{}", serde_json::to_string_pretty(&report::summarize(&session))?),
+        Command::Report { files, per_pod, merge, format, output } => {
+            let text = report_command(&files, per_pod, merge, format)?;
+            match output {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("write {}", path.display())),
+                None => {
+                    print!("{text}");
+                    Ok(())
                 }
             }
-            Ok(())
         }
     }
+}
+
+fn report_command(files: &[PathBuf], per_pod: bool, merge: bool, format: Format) -> anyhow::Result<String> {
+    let mut sessions = Vec::new();
+    for file in files {
+        let label = file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned());
+        sessions.push((label, Session::load(file)?));
+    }
+    if merge || sessions.len() == 1 {
+        let label = sessions.iter().map(|(label, _)| label.as_str()).collect::<Vec<_>>().join("+");
+        let session = compare::merge(sessions.into_iter().map(|(_, session)| session).collect())?;
+        return Ok(match format {
+            Format::Text => report::render_text(&session, per_pod),
+            Format::Markdown => compare::render_markdown(&compare::compare(&[(label, session)])),
+            Format::Html => crate::html::render(&compare::compare(&[(label, session)])),
+            Format::Json => serde_json::to_string_pretty(&report::summarize(&session))? + "\n",
+        });
+    }
+    let comparison = compare::compare(&sessions);
+    Ok(match format {
+        Format::Text => compare::render_text(&comparison),
+        Format::Markdown => compare::render_markdown(&comparison),
+        Format::Html => crate::html::render(&comparison),
+        Format::Json => serde_json::to_string_pretty(&comparison)? + "\n",
+    })
 }
 
 async fn scenario_command(

@@ -3,9 +3,12 @@
 //! Recording (`record`, root) and processing (`report`, any user) are separate: recording
 //! writes a [`session::Session`], everything else reads one.
 pub mod cli;
+pub mod compare;
+pub mod doctor;
 pub mod enrich;
 pub mod events;
 pub mod hist;
+pub mod html;
 pub mod loader;
 pub mod offsets;
 pub mod probes;

@@ -184,6 +184,7 @@ fn to_event(finished: &Finished, clock: Clock, enricher: &mut Enricher) -> Addre
         dad_ns: finished.dad_ns(),
         outcome: finished.outcome,
         partial: finished.partial,
+        node: None,
     }
 }
 
@@ -266,6 +267,7 @@ impl Recorder {
     fn into_session(mut self, lost_events: u64) -> Session {
         let now = monotonic_ns();
         self.session.ended_at = Utc::now();
+        self.session.sysctls_end = crate::sysctl::snapshot();
         self.session.lost_events = lost_events;
         self.session.unfinished = self
             .tracker
@@ -353,7 +355,8 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     let mut readings = loader::spawn_reader(&mut ebpf, 4096)?;
     let enricher = Enricher::new(Path::new("/proc"), Path::new(synthetic::NETNS_DIR))?;
     let clock = Clock::now();
-    let session = Session::new(backend, kernel_release(), hostname(), Utc::now());
+    let mut session = Session::new(backend, kernel_release(), hostname(), Utc::now());
+    session.sysctls_start = crate::sysctl::snapshot();
     eprintln!(
         "Tracing IPv6 DAD with the {backend} backend on kernel {}. {}",
         session.kernel_release,

@@ -246,6 +246,7 @@ mod tests {
             dad_ns: dad_ms.map(|ms| ms * 1_000_000),
             outcome,
             partial: false,
+            node: None,
         }
     }
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::{
+    doctor::{Verdict, audit, diagnose},
     enrich::{in_netns, parse_if_inet6},
     hist::{Delays, Summary, human},
     record::{self, BackendChoice, RecordOptions},
@@ -41,6 +42,8 @@ pub struct Phase {
     pub description: &'static str,
     pub sysctls: &'static [(&'static str, &'static str)],
     pub gate: Gate,
+    /// What `dad-trace doctor` must conclude while the phase's pods are up.
+    pub doctor: Verdict,
 }
 
 const NAIVE: [(&str, &str); 6] = [
@@ -59,6 +62,7 @@ pub const PHASES: [Phase; 3] = [
         description: "kernel defaults: every pod interface runs DAD",
         sysctls: &[("net.core.devconf_inherit_init_net", "0")],
         gate: Gate::TracksAddTime { within_ms: 150 },
+        doctor: Verdict::DadOn,
     },
     Phase {
         name: "naive-tuning",
@@ -73,6 +77,7 @@ pub const PHASES: [Phase; 3] = [
             NAIVE[5],
         ],
         gate: Gate::TracksAddTime { within_ms: 150 },
+        doctor: Verdict::NaiveTuningTrap,
     },
     Phase {
         name: "inherit",
@@ -87,6 +92,7 @@ pub const PHASES: [Phase; 3] = [
             NAIVE[5],
         ],
         gate: Gate::Fast { under_ms: 50 },
+        doctor: Verdict::Tuned,
     },
 ];
 
@@ -155,6 +161,9 @@ pub struct PhaseResult {
     pub phase: &'static str,
     pub plugin: Plugin,
     pub gate: Gate,
+    /// What doctor concluded while the pods were up, and what it should have.
+    pub doctor: Verdict,
+    pub expected_doctor: Verdict,
     pub pods: Vec<PodRun>,
     pub add: Option<Summary>,
     pub traced: Option<Summary>,
@@ -297,6 +306,9 @@ pub fn apply_gates(results: &mut [PhaseResult], extra_slack_ms: u64) {
     let baseline = add_baseline_ns(results) + extra_slack_ms * 1_000_000;
     for result in results {
         result.problems = check(result.gate, &result.pods, baseline);
+        if result.doctor != result.expected_doctor {
+            result.problems.push(format!("doctor said {:?}, expected {:?}", result.doctor, result.expected_doctor));
+        }
     }
 }
 
@@ -407,6 +419,7 @@ pub async fn run_phase(
             traced_ns: traced.iter().find(|pod| &pod.pod == name).map(|pod| pod.delay_ns),
         })
         .collect();
+    let doctor = tokio::task::block_in_place(|| diagnose(&audit(Path::new(NETNS_DIR))).verdict);
     let (plugin, cni_dir) = (opts.plugin, opts.cni_dir.clone());
     tokio::task::spawn_blocking(move || remove_pods(plugin, &cni_dir, config.as_deref(), pods)).await?;
     sysctls.restore()?;
@@ -414,6 +427,8 @@ pub async fn run_phase(
         phase: phase.name,
         plugin: opts.plugin,
         gate: phase.gate,
+        doctor,
+        expected_doctor: phase.doctor,
         add: Delays::from_values(runs.iter().map(|run| run.add_ns)).summary(),
         traced: Delays::from_values(runs.iter().filter_map(|run| run.traced_ns)).summary(),
         problems: Vec::new(),
@@ -504,7 +519,7 @@ pub fn render(results: &[PhaseResult]) -> String {
     for result in results {
         let _ = writeln!(
             out,
-            "{:<14} {:<10} {:>5} {:>9} {:>9} {:>11} {:>11}  {}",
+            "{:<14} {:<10} {:>5} {:>9} {:>9} {:>11} {:>11}  {:<16} {}",
             result.phase,
             result.plugin_label(),
             result.pods.len(),
@@ -512,6 +527,7 @@ pub fn render(results: &[PhaseResult]) -> String {
             cell(result.add, |s| s.p99_ns),
             cell(result.traced, |s| s.p50_ns),
             cell(result.traced, |s| s.p99_ns),
+            format!("{:?}", result.doctor),
             if result.problems.is_empty() {
                 "ok".to_string()
             } else {

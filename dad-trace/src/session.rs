@@ -1,6 +1,7 @@
 //! The session file: what `record` saw, in a form `report` reads without root.
 //! Written atomically (temp file + rename), so a crash never leaves half a file.
 use std::{
+    collections::BTreeMap,
     io::Write as _,
     net::Ipv6Addr,
     path::{Path, PathBuf},
@@ -82,13 +83,19 @@ pub struct AddressEvent {
     /// First seen mid-flight: the delays are lower bounds.
     #[serde(default)]
     pub partial: bool,
+    /// The node it was recorded on, set when sessions of several nodes are merged (namespace
+    /// inodes are only unique per node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl AddressEvent {
     /// When the address was first seen tentative.
     #[must_use]
     pub fn started(&self) -> DateTime<Utc> {
-        self.time - chrono::Duration::nanoseconds(i64::try_from(self.tentative_ns).unwrap_or(i64::MAX))
+        let tentative = chrono::Duration::nanoseconds(i64::try_from(self.tentative_ns).unwrap_or(i64::MAX));
+        // A corrupt file may hold any number: never panic on it.
+        self.time.checked_sub_signed(tentative).unwrap_or(self.time)
     }
 
     /// The label a person reads for this address's pod: netns name, pod UID, or inode.
@@ -131,6 +138,12 @@ pub struct Session {
     pub events: Vec<AddressEvent>,
     #[serde(default)]
     pub unfinished: Vec<Unfinished>,
+    /// Host-namespace DAD settings when recording started and ended (see
+    /// [`crate::sysctl::DAD_SETTINGS`]), so a report can say what changed between sessions.
+    #[serde(default)]
+    pub sysctls_start: BTreeMap<String, String>,
+    #[serde(default)]
+    pub sysctls_end: BTreeMap<String, String>,
 }
 
 impl Session {
@@ -148,6 +161,8 @@ impl Session {
             lost_events: 0,
             events: Vec::new(),
             unfinished: Vec::new(),
+            sysctls_start: BTreeMap::new(),
+            sysctls_end: BTreeMap::new(),
         }
     }
 
@@ -244,6 +259,7 @@ mod tests {
             dad_ns: None,
             outcome: Outcome::Settled,
             partial: false,
+            node: None,
         });
         session
     }

@@ -251,6 +251,7 @@ pub fn cni_scenario(
     for result in &results {
         assert_eq!(result.pods.len(), pods, "{}", result.phase);
         assert!(result.problems.is_empty(), "{}: {:?}", result.phase, result.problems);
+        assert_eq!(result.doctor, result.expected_doctor, "{}", result.phase);
     }
     table
 }

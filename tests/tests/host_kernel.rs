@@ -59,3 +59,29 @@ fn cni_bridge_enable_dad_waits_for_dad() {
     }
     cni_scenario(Plugin::BridgeDad, &["defaults"], 5, BackendChoice::Tracepoint, 0);
 }
+
+/// `tune --apply` changes exactly the recommended settings; `--revert` restores every one.
+#[test]
+fn tune_apply_then_revert_restores_every_setting() {
+    if !kernel_tests_allowed("tune_apply_then_revert_restores_every_setting") {
+        return;
+    }
+    // Belt and braces: whatever happens below, the guard puts the values back.
+    let mut guard = dad_trace::sysctl::SysctlGuard::default();
+    for (name, _) in dad_trace::doctor::RECOMMENDED {
+        let current = dad_trace::sysctl::read(name).expect("readable sysctl");
+        guard.set(name, &current).expect("sysctl");
+    }
+    let before = dad_trace::sysctl::snapshot();
+    let dir = std::env::temp_dir().join(format!("dad-trace-tune-{}", std::process::id()));
+    let state = dir.join("state.json");
+    dad_trace::doctor::apply(&state).expect("apply");
+    for (name, value) in dad_trace::doctor::RECOMMENDED {
+        assert_eq!(dad_trace::sysctl::read(name).expect("readable"), *value, "{name}");
+    }
+    assert!(dad_trace::doctor::apply(&state).is_err(), "a second apply must refuse");
+    dad_trace::doctor::revert(&state).expect("revert");
+    assert_eq!(dad_trace::sysctl::snapshot(), before);
+    assert!(!state.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -27,6 +27,7 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "cpio",
     "xz-utils",
+    "chromium",
 ];
 
 #[derive(Parser)]
@@ -57,6 +58,11 @@ enum Task {
     },
     /// Set up, build, and run every test tier available on this machine.
     Test,
+    /// Fuzz the session parser and every report renderer (cargo fuzz, nightly).
+    Fuzz {
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
     /// Boot the VM kernel matrix under qemu and run the kprobe tests there (root).
     VmTest,
     /// rustfmt check and clippy (userspace and the eBPF crate separately).
@@ -171,6 +177,8 @@ fn test() -> anyhow::Result<()> {
         "--test-threads=1",
         "--nocapture",
     ]))?;
+    // A short fuzz run: the parser must survive whatever a file holds.
+    fuzz(60)?;
     // VM kernels (kprobes): root only, as kernels are fetched into /var/cache/dad-trace.
     if is_root() {
         vm::vm_test()?;
@@ -178,6 +186,22 @@ fn test() -> anyhow::Result<()> {
         eprintln!("SKIP vm-test: needs root to fetch kernels into the cache");
     }
     Ok(())
+}
+
+/// Runs the session fuzzer for `seconds`; the corpus in fuzz/corpus grows and is kept.
+fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        eprintln!("SKIP fuzz: cargo fuzz needs a nightly toolchain, and this machine has none");
+        return Ok(());
+    }
+    if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    run(Command::new("cargo")
+        .args(["+nightly", "fuzz", "run", "session_parse", "--", &format!("-max_total_time={seconds}")])
+        .current_dir(workspace_root())
+        // The fuzzer needs the parser, not the kernel programs.
+        .env("AYA_BUILD_SKIP", "1"))
 }
 
 fn lint() -> anyhow::Result<()> {
@@ -252,6 +276,7 @@ fn main() -> anyhow::Result<()> {
             run(&mut command)
         }
         Task::Test => test(),
+        Task::Fuzz { seconds } => fuzz(seconds),
         Task::VmTest => {
             setup()?;
             vm::vm_test()

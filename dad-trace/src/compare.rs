@@ -1,0 +1,252 @@
+//! Sessions side by side: before/after tuning, or several nodes; and merging node sessions
+//! into one (events are stored one by one, so merging loses nothing).
+use std::{collections::BTreeSet, fmt::Write as _};
+
+use serde::Serialize;
+
+use crate::{
+    hist::{Summary, human},
+    report::{PodDelay, SessionSummary, summarize},
+    session::Session,
+};
+
+/// How many of the slowest pods each session lists.
+const OUTLIERS: usize = 3;
+
+#[derive(Debug, Serialize)]
+pub struct Column {
+    pub label: String,
+    pub summary: SessionSummary,
+    /// The slowest pods of the session.
+    pub outliers: Vec<PodDelay>,
+}
+
+/// A host setting that differs between sessions (value when each session started).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SettingChange {
+    pub name: String,
+    pub values: Vec<Option<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub sessions: Vec<Column>,
+    pub setting_changes: Vec<SettingChange>,
+}
+
+#[must_use]
+pub fn compare(sessions: &[(String, Session)]) -> Comparison {
+    let columns = sessions
+        .iter()
+        .map(|(label, session)| {
+            let summary = summarize(session);
+            let mut outliers = summary.pods.clone();
+            outliers.sort_by(|a, b| b.delay_ns.cmp(&a.delay_ns));
+            outliers.truncate(OUTLIERS);
+            Column { label: label.clone(), summary, outliers }
+        })
+        .collect();
+    let names: BTreeSet<&String> = sessions.iter().flat_map(|(_, session)| session.sysctls_start.keys()).collect();
+    let setting_changes = names
+        .into_iter()
+        .filter_map(|name| {
+            let values: Vec<Option<String>> =
+                sessions.iter().map(|(_, session)| session.sysctls_start.get(name).cloned()).collect();
+            values.windows(2).any(|pair| pair[0] != pair[1]).then(|| SettingChange { name: name.clone(), values })
+        })
+        .collect();
+    Comparison { sessions: columns, setting_changes }
+}
+
+type Pick = fn(&Summary) -> u64;
+const STATS: [(&str, Pick); 4] =
+    [("p50", |s| s.p50_ns), ("p90", |s| s.p90_ns), ("p99", |s| s.p99_ns), ("max", |s| s.max_ns)];
+
+/// Rows of the comparison: (metric, one cell per session, ratio last/first if a delay).
+fn rows(comparison: &Comparison) -> Vec<(String, Vec<String>, Option<String>)> {
+    let columns = &comparison.sessions;
+    let cells = |f: &dyn Fn(&SessionSummary) -> String| columns.iter().map(|c| f(&c.summary)).collect::<Vec<_>>();
+    let mut rows = vec![
+        ("backend".to_string(), cells(&|s| s.backend.to_string()), None),
+        ("kernel".to_string(), cells(&|s| s.kernel_release.clone()), None),
+        ("host".to_string(), cells(&|s| s.hostname.clone()), None),
+        ("addresses".to_string(), cells(&|s| s.addresses.to_string()), None),
+        ("failed".to_string(), cells(&|s| s.failed.to_string()), None),
+        ("aborted".to_string(), cells(&|s| s.aborted.to_string()), None),
+        ("lost events".to_string(), cells(&|s| s.lost_events.to_string()), None),
+        ("pods".to_string(), cells(&|s| s.pods.len().to_string()), None),
+    ];
+    let delay_sets: [(&str, fn(&SessionSummary) -> Option<Summary>); 3] =
+        [("tentative", |s| s.tentative), ("DAD", |s| s.dad), ("per-pod", |s| s.pod)];
+    for (name, set) in delay_sets {
+        for (stat, pick) in STATS {
+            let values: Vec<Option<u64>> = columns.iter().map(|c| set(&c.summary).as_ref().map(pick)).collect();
+            let ratio = match (values.first().copied().flatten(), values.last().copied().flatten()) {
+                (Some(first), Some(last)) if columns.len() > 1 && first > 0 => {
+                    Some(format!("{:.3}x", last as f64 / first as f64))
+                }
+                _ => None,
+            };
+            let cells = values.iter().map(|v| v.map_or_else(|| "-".to_string(), human)).collect();
+            rows.push((format!("{name} {stat}"), cells, ratio));
+        }
+    }
+    rows
+}
+
+/// Aligned terminal table, then slowest pods and changed settings.
+#[must_use]
+pub fn render_text(comparison: &Comparison) -> String {
+    let rows = rows(comparison);
+    let labels: Vec<&str> = comparison.sessions.iter().map(|c| c.label.as_str()).collect();
+    let width = |i: usize| rows.iter().map(|r| r.1[i].len()).chain([labels[i].len()]).max().unwrap_or(0);
+    let mut out = format!("{:<16}", "");
+    for (i, label) in labels.iter().enumerate() {
+        let _ = write!(out, "  {label:>w$}", w = width(i));
+    }
+    out.push_str(if labels.len() > 1 { "  last/first\n" } else { "\n" });
+    for (metric, cells, ratio) in &rows {
+        let _ = write!(out, "{metric:<16}");
+        for (i, cell) in cells.iter().enumerate() {
+            let _ = write!(out, "  {cell:>w$}", w = width(i));
+        }
+        let _ = writeln!(out, "  {}", ratio.as_deref().unwrap_or(""));
+    }
+    for column in &comparison.sessions {
+        let slowest: Vec<String> = column.outliers.iter().map(|p| format!("{} {}", p.pod, human(p.delay_ns))).collect();
+        if !slowest.is_empty() {
+            let _ = writeln!(out, "slowest pods in {}: {}", column.label, slowest.join(", "));
+        }
+    }
+    render_settings(&mut out, comparison, |name, values| format!("setting {name}: {}\n", values.join(" -> ")));
+    out
+}
+
+fn render_settings(out: &mut String, comparison: &Comparison, line: impl Fn(&str, &[String]) -> String) {
+    for change in &comparison.setting_changes {
+        let values: Vec<String> = change.values.iter().map(|v| v.clone().unwrap_or_else(|| "?".into())).collect();
+        out.push_str(&line(&change.name, &values));
+    }
+}
+
+/// A GitHub-flavoured markdown table (pull requests, CI step summaries).
+#[must_use]
+pub fn render_markdown(comparison: &Comparison) -> String {
+    let rows = rows(comparison);
+    let multi = comparison.sessions.len() > 1;
+    let mut out = String::from("| metric |");
+    for column in &comparison.sessions {
+        let _ = write!(out, " {} |", column.label);
+    }
+    out.push_str(if multi { " last/first |\n| --- |" } else { "\n| --- |" });
+    out.push_str(&" ---: |".repeat(comparison.sessions.len() + usize::from(multi)));
+    out.push('\n');
+    for (metric, cells, ratio) in rows {
+        let _ = write!(out, "| {metric} | {} |", cells.join(" | "));
+        if multi {
+            let _ = write!(out, " {} |", ratio.unwrap_or_default());
+        }
+        out.push('\n');
+    }
+    if !comparison.setting_changes.is_empty() {
+        out.push_str("\nSettings that changed between sessions:\n\n");
+        render_settings(&mut out, comparison, |name, values| format!("- `{name}`: {}\n", values.join(" → ")));
+    }
+    out
+}
+
+/// One session from several (e.g. one per node): events, lost counts and unfinished
+/// addresses are combined; the first session's backend and kernel head the result.
+pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
+    anyhow::ensure!(!sessions.is_empty(), "nothing to merge");
+    for session in &mut sessions {
+        for event in &mut session.events {
+            event.node.get_or_insert_with(|| session.hostname.clone());
+        }
+    }
+    let mut merged = sessions.remove(0);
+    for session in sessions {
+        if !merged.hostname.split('+').any(|host| host == session.hostname) {
+            merged.hostname = format!("{}+{}", merged.hostname, session.hostname);
+        }
+        merged.started_at = merged.started_at.min(session.started_at);
+        merged.ended_at = merged.ended_at.max(session.ended_at);
+        merged.lost_events += session.lost_events;
+        merged.events.extend(session.events);
+        merged.unfinished.extend(session.unfinished);
+    }
+    merged.events.sort_by_key(|event| event.time);
+    Ok(merged)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::{probes::Backend, session::AddressEvent, track::Outcome};
+
+    pub(crate) fn session(host: &str, tentative_ms: &[u64], inherit: &str) -> Session {
+        let base: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");
+        let mut session = Session::new(Backend::Tracepoint, "6.18.44".into(), host.into(), base);
+        session.sysctls_start.insert("net.core.devconf_inherit_init_net".into(), inherit.into());
+        session.sysctls_start.insert("net.ipv6.conf.all.accept_dad".into(), "0".into());
+        for (i, ms) in tentative_ms.iter().enumerate() {
+            session.events.push(AddressEvent {
+                time: base + chrono::Duration::milliseconds(i64::try_from(*ms).expect("small") + 10),
+                netns_inode: 100 + u32::try_from(i).expect("small"),
+                netns_cookie: None,
+                netns_name: Some(format!("{host}-pod{i}")),
+                host_netns: false,
+                pod: None,
+                ifname: "eth0".into(),
+                ifindex: 2,
+                peer: None,
+                addr: "fd00::1".parse().expect("literal"),
+                tentative_ns: ms * 1_000_000,
+                dad_ns: (*ms > 100).then_some(ms * 1_000_000),
+                outcome: Outcome::Settled,
+                partial: false,
+                node: None,
+            });
+        }
+        session
+    }
+
+    #[test]
+    fn before_after_shows_ratio_outliers_and_changed_settings() {
+        let before = session("node-a", &[1500, 1800, 2000, 1600], "0");
+        let after = session("node-a", &[1, 2, 1, 1], "1");
+        let comparison = compare(&[("before".into(), before), ("after".into(), after)]);
+        assert_eq!(
+            comparison.setting_changes,
+            [SettingChange {
+                name: "net.core.devconf_inherit_init_net".into(),
+                values: vec![Some("0".into()), Some("1".into())]
+            }]
+        );
+        assert_eq!(comparison.sessions[0].outliers[0].delay_ns, 2_000_000_000);
+        let text = render_text(&comparison);
+        assert!(text.contains("tentative p50") && text.contains("0.001x"), "{text}");
+        assert!(text.contains("slowest pods in before: node-a-pod2 2.00 s"), "{text}");
+        assert!(text.contains("setting net.core.devconf_inherit_init_net: 0 -> 1"), "{text}");
+        let markdown = render_markdown(&comparison);
+        assert!(markdown.starts_with("| metric | before | after | last/first |\n| --- | ---: | ---: | ---: |"), "{markdown}");
+        assert!(markdown.contains("| DAD p50 | 1.60 s | - | |") || markdown.contains("| DAD p50 | 1.80 s | - | |"), "{markdown}");
+        let json = serde_json::to_value(&comparison).expect("serializable");
+        assert_eq!(json["sessions"][1]["summary"]["addresses"], 4);
+    }
+
+    #[test]
+    fn merge_combines_nodes() {
+        let mut a = session("node-a", &[1500, 1800], "0");
+        a.lost_events = 1;
+        let b = session("node-b", &[1600], "0");
+        let merged = merge(vec![a, b]).expect("two sessions");
+        assert_eq!((merged.events.len(), merged.lost_events, merged.hostname.as_str()), (3, 1, "node-a+node-b"));
+        assert!(merged.events.windows(2).all(|pair| pair[0].time <= pair[1].time));
+        // Same namespace inode on two nodes: two pods, not one.
+        assert_eq!(crate::report::pod_delays(&merged.events).len(), 3);
+        assert!(merge(Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! `report --format html`: one self-contained offline page with SVG charts (a CDF overlay
+//! of per-pod delay across sessions, and per-pod bars), no scripts, no external assets.
+use std::fmt::Write as _;
+
+use crate::{
+    compare::{Comparison, render_markdown},
+    hist::human,
+};
+
+const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+const WIDTH: f64 = 760.0;
+const HEIGHT: f64 = 300.0;
+const MARGIN: f64 = 50.0;
+/// The CDF's x axis: 10 us to 10 s, log scale: DAD-free and DAD-bound pods both fit.
+const X_MIN_NS: f64 = 1e4;
+const X_MAX_NS: f64 = 1e10;
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn x_of(ns: u64) -> f64 {
+    let clamped = (ns as f64).clamp(X_MIN_NS, X_MAX_NS);
+    MARGIN + (clamped.log10() - X_MIN_NS.log10()) / (X_MAX_NS.log10() - X_MIN_NS.log10()) * (WIDTH - 2.0 * MARGIN)
+}
+
+fn y_of(fraction: f64) -> f64 {
+    HEIGHT - MARGIN - fraction * (HEIGHT - 2.0 * MARGIN)
+}
+
+/// Cumulative distribution of per-pod delay, one line per session.
+fn cdf(comparison: &Comparison) -> String {
+    let mut svg = format!(
+        "<svg id=\"cdf\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" \
+         aria-label=\"CDF of per-pod delay\">\n"
+    );
+    let (left, bottom) = (MARGIN, HEIGHT - MARGIN);
+    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\" stroke=\"#333\"/>", WIDTH - MARGIN);
+    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{MARGIN}\" x2=\"{left}\" y2=\"{bottom}\" stroke=\"#333\"/>");
+    for (ns, label) in [(1e4, "10 us"), (1e5, "100 us"), (1e6, "1 ms"), (1e7, "10 ms"), (1e8, "100 ms"), (1e9, "1 s"), (1e10, "10 s")] {
+        let x = x_of(ns as u64);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{MARGIN}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"#ddd\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{label}</text>",
+            bottom + 16.0
+        );
+    }
+    for fraction in [0.0, 0.5, 0.9, 1.0] {
+        let y = y_of(fraction);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{:.0}%</text>",
+            left - 6.0,
+            y + 4.0,
+            fraction * 100.0
+        );
+    }
+    for (index, column) in comparison.sessions.iter().enumerate() {
+        let mut delays: Vec<u64> = column.summary.pods.iter().map(|pod| pod.delay_ns).collect();
+        delays.sort_unstable();
+        let color = COLORS[index % COLORS.len()];
+        let count = delays.len() as f64;
+        let mut points = String::new();
+        for (i, delay) in delays.iter().enumerate() {
+            let _ = write!(points, "{:.1},{:.1} {:.1},{:.1} ", x_of(*delay), y_of(i as f64 / count), x_of(*delay), y_of((i + 1) as f64 / count));
+        }
+        let _ = writeln!(
+            svg,
+            "<polyline class=\"cdf-line\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            points.trim_end()
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"{color}\">{} ({} pods)</text>",
+            left + 10.0,
+            MARGIN + 14.0 * (index as f64 + 1.0),
+            escape(&column.label),
+            delays.len()
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// One bar per pod and session, length on the same log scale as the CDF.
+fn bars(comparison: &Comparison) -> String {
+    let rows: usize = comparison.sessions.iter().map(|c| c.summary.pods.len()).sum();
+    let row_height = 14.0;
+    let height = MARGIN + row_height * rows as f64 + 10.0;
+    let mut svg = format!(
+        "<svg id=\"pods\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height:.0}\" role=\"img\" \
+         aria-label=\"per-pod delay\">\n"
+    );
+    let mut row = 0.0;
+    for (index, column) in comparison.sessions.iter().enumerate() {
+        let color = COLORS[index % COLORS.len()];
+        for pod in &column.summary.pods {
+            let y = 20.0 + row * row_height;
+            let width = (x_of(pod.delay_ns) - MARGIN).max(1.0);
+            let _ = writeln!(
+                svg,
+                "<rect class=\"pod-bar\" x=\"{MARGIN}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{:.1}\" fill=\"{color}\">\
+                 <title>{}: {} ({})</title></rect>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{} {}</text>",
+                row_height - 3.0,
+                escape(&pod.pod),
+                human(pod.delay_ns),
+                escape(&column.label),
+                MARGIN + width + 4.0,
+                y + row_height - 4.0,
+                escape(&pod.pod),
+                human(pod.delay_ns)
+            );
+            row += 1.0;
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// A markdown table rendered as an HTML table (the markdown form is the single source).
+fn table(comparison: &Comparison) -> String {
+    let mut html = String::from("<table>\n");
+    for (index, line) in render_markdown(comparison).lines().take_while(|line| line.starts_with('|')).enumerate() {
+        if index == 1 {
+            continue;
+        }
+        let cell = if index == 0 { "th" } else { "td" };
+        html.push_str("<tr>");
+        for value in line.trim_matches('|').split('|') {
+            let _ = write!(html, "<{cell}>{}</{cell}>", escape(value.trim()));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</table>\n");
+    html
+}
+
+#[must_use]
+pub fn render(comparison: &Comparison) -> String {
+    let title = comparison.sessions.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(" vs ");
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dad-trace: {title}</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}</style>\
+         </head><body>\n<h1>IPv6 DAD delay: {title}</h1>\n",
+        title = escape(&title)
+    );
+    html.push_str("<h2>Per-pod delay, cumulative (first tentative address → last settled)</h2>\n");
+    html.push_str(&cdf(comparison));
+    html.push_str("<h2>Summary</h2>\n");
+    html.push_str(&table(comparison));
+    if !comparison.setting_changes.is_empty() {
+        html.push_str("<h2>Settings that changed</h2>\n<ul>\n");
+        for change in &comparison.setting_changes {
+            let values: Vec<String> = change.values.iter().map(|v| v.clone().unwrap_or_else(|| "?".into())).collect();
+            let _ = writeln!(html, "<li><code>{}</code>: {}</li>", escape(&change.name), escape(&values.join(" → ")));
+        }
+        html.push_str("</ul>\n");
+    }
+    html.push_str("<h2>Pods</h2>\n");
+    html.push_str(&bars(comparison));
+    html.push_str("</body></html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::compare;
+
+    #[test]
+    fn page_is_self_contained_with_both_charts() {
+        let comparison = compare(&[
+            ("before<1>".into(), crate::compare::tests::session("node-a", &[1500, 1800, 2000], "0")),
+            ("after".into(), crate::compare::tests::session("node-a", &[1, 2], "1")),
+        ]);
+        let page = render(&comparison);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert_eq!(page.matches("class=\"cdf-line\"").count(), 2);
+        assert_eq!(page.matches("class=\"pod-bar\"").count(), 5);
+        assert!(page.contains("before&lt;1&gt;") && !page.contains("before<1>"));
+        assert!(page.contains("<td>tentative p50</td>"));
+        assert!(!page.contains("<script") && !page.contains("http://") || page.contains("http://www.w3.org/2000/svg"));
+        assert!(page.contains("devconf_inherit_init_net</code>: 0 → 1"));
+    }
+}
