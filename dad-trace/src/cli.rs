@@ -107,7 +107,7 @@ pub enum Command {
     },
     /// Apply the doctor's fix to the running node (needs --yes), or revert it exactly.
     Tune {
-        /// Apply: all/default accept_dad=0 and net.core.devconf_inherit_init_net=1.
+        /// Apply: all/default `accept_dad=0` and `net.core.devconf_inherit_init_net=1`.
         #[arg(long, conflicts_with = "revert", requires = "yes")]
         apply: bool,
         /// Put back the values saved by --apply.
@@ -196,7 +196,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Tune { apply, revert, yes: _, state } => {
+        Command::Tune {
+            apply,
+            revert,
+            yes: _,
+            state,
+        } => {
             let (verb, tune) = if apply {
                 ("applied; previous values saved in", doctor::apply(&state)?)
             } else if revert {
@@ -218,14 +223,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             phases,
             output,
         } => scenario_command(pods, plugin, cni_dir, backend, &phases, output.as_deref()).await,
-        Command::Report { files, per_pod, merge, format, output } => {
+        Command::Report {
+            files,
+            per_pod,
+            merge,
+            format,
+            output,
+        } => {
             let text = report_command(&files, per_pod, merge, format)?;
-            match output {
-                Some(path) => std::fs::write(&path, text).with_context(|| format!("write {}", path.display())),
-                None => {
-                    print!("{text}");
-                    Ok(())
-                }
+            if let Some(path) = output {
+                std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+            } else {
+                print!("{text}");
+                Ok(())
             }
         }
     }
@@ -234,11 +244,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn report_command(files: &[PathBuf], per_pod: bool, merge: bool, format: Format) -> anyhow::Result<String> {
     let mut sessions = Vec::new();
     for file in files {
-        let label = file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned());
+        let label = file
+            .file_stem()
+            .map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned());
         sessions.push((label, Session::load(file)?));
     }
     if merge || sessions.len() == 1 {
-        let label = sessions.iter().map(|(label, _)| label.as_str()).collect::<Vec<_>>().join("+");
+        let label = sessions
+            .iter()
+            .map(|(label, _)| label.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
         let session = compare::merge(sessions.into_iter().map(|(_, session)| session).collect())?;
         return Ok(match format {
             Format::Text => report::render_text(&session, per_pod),

@@ -41,26 +41,46 @@ pub fn compare(sessions: &[(String, Session)]) -> Comparison {
         .map(|(label, session)| {
             let summary = summarize(session);
             let mut outliers = summary.pods.clone();
-            outliers.sort_by(|a, b| b.delay_ns.cmp(&a.delay_ns));
+            outliers.sort_by_key(|pod| std::cmp::Reverse(pod.delay_ns));
             outliers.truncate(OUTLIERS);
-            Column { label: label.clone(), summary, outliers }
+            Column {
+                label: label.clone(),
+                summary,
+                outliers,
+            }
         })
         .collect();
-    let names: BTreeSet<&String> = sessions.iter().flat_map(|(_, session)| session.sysctls_start.keys()).collect();
+    let names: BTreeSet<&String> = sessions
+        .iter()
+        .flat_map(|(_, session)| session.sysctls_start.keys())
+        .collect();
     let setting_changes = names
         .into_iter()
         .filter_map(|name| {
-            let values: Vec<Option<String>> =
-                sessions.iter().map(|(_, session)| session.sysctls_start.get(name).cloned()).collect();
-            values.windows(2).any(|pair| pair[0] != pair[1]).then(|| SettingChange { name: name.clone(), values })
+            let values: Vec<Option<String>> = sessions
+                .iter()
+                .map(|(_, session)| session.sysctls_start.get(name).cloned())
+                .collect();
+            values.windows(2).any(|pair| pair[0] != pair[1]).then(|| SettingChange {
+                name: name.clone(),
+                values,
+            })
         })
         .collect();
-    Comparison { sessions: columns, setting_changes }
+    Comparison {
+        sessions: columns,
+        setting_changes,
+    }
 }
 
 type Pick = fn(&Summary) -> u64;
-const STATS: [(&str, Pick); 4] =
-    [("p50", |s| s.p50_ns), ("p90", |s| s.p90_ns), ("p99", |s| s.p99_ns), ("max", |s| s.max_ns)];
+type DelaySet = fn(&SessionSummary) -> Option<Summary>;
+const STATS: [(&str, Pick); 4] = [
+    ("p50", |s| s.p50_ns),
+    ("p90", |s| s.p90_ns),
+    ("p99", |s| s.p99_ns),
+    ("max", |s| s.max_ns),
+];
 
 /// Rows of the comparison: (metric, one cell per session, ratio last/first if a delay).
 fn rows(comparison: &Comparison) -> Vec<(String, Vec<String>, Option<String>)> {
@@ -76,18 +96,30 @@ fn rows(comparison: &Comparison) -> Vec<(String, Vec<String>, Option<String>)> {
         ("lost events".to_string(), cells(&|s| s.lost_events.to_string()), None),
         ("pods".to_string(), cells(&|s| s.pods.len().to_string()), None),
     ];
-    let delay_sets: [(&str, fn(&SessionSummary) -> Option<Summary>); 3] =
-        [("tentative", |s| s.tentative), ("DAD", |s| s.dad), ("per-pod", |s| s.pod)];
+    let delay_sets: [(&str, DelaySet); 3] = [
+        ("tentative", |s| s.tentative),
+        ("DAD", |s| s.dad),
+        ("per-pod", |s| s.pod),
+    ];
     for (name, set) in delay_sets {
         for (stat, pick) in STATS {
             let values: Vec<Option<u64>> = columns.iter().map(|c| set(&c.summary).as_ref().map(pick)).collect();
             let ratio = match (values.first().copied().flatten(), values.last().copied().flatten()) {
                 (Some(first), Some(last)) if columns.len() > 1 && first > 0 => {
-                    Some(format!("{:.3}x", last as f64 / first as f64))
+                    let ratio = last as f64 / first as f64;
+                    // Small ratios (DAD gone) keep two significant digits.
+                    Some(if ratio >= 0.01 {
+                        format!("{ratio:.2}x")
+                    } else {
+                        format!("{ratio:.1e}x")
+                    })
                 }
                 _ => None,
             };
-            let cells = values.iter().map(|v| v.map_or_else(|| "-".to_string(), human)).collect();
+            let cells = values
+                .iter()
+                .map(|v| v.map_or_else(|| "-".to_string(), human))
+                .collect();
             rows.push((format!("{name} {stat}"), cells, ratio));
         }
     }
@@ -99,7 +131,13 @@ fn rows(comparison: &Comparison) -> Vec<(String, Vec<String>, Option<String>)> {
 pub fn render_text(comparison: &Comparison) -> String {
     let rows = rows(comparison);
     let labels: Vec<&str> = comparison.sessions.iter().map(|c| c.label.as_str()).collect();
-    let width = |i: usize| rows.iter().map(|r| r.1[i].len()).chain([labels[i].len()]).max().unwrap_or(0);
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r.1[i].len())
+            .chain([labels[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
     let mut out = format!("{:<16}", "");
     for (i, label) in labels.iter().enumerate() {
         let _ = write!(out, "  {label:>w$}", w = width(i));
@@ -113,18 +151,28 @@ pub fn render_text(comparison: &Comparison) -> String {
         let _ = writeln!(out, "  {}", ratio.as_deref().unwrap_or(""));
     }
     for column in &comparison.sessions {
-        let slowest: Vec<String> = column.outliers.iter().map(|p| format!("{} {}", p.pod, human(p.delay_ns))).collect();
+        let slowest: Vec<String> = column
+            .outliers
+            .iter()
+            .map(|p| format!("{} {}", p.pod, human(p.delay_ns)))
+            .collect();
         if !slowest.is_empty() {
             let _ = writeln!(out, "slowest pods in {}: {}", column.label, slowest.join(", "));
         }
     }
-    render_settings(&mut out, comparison, |name, values| format!("setting {name}: {}\n", values.join(" -> ")));
+    render_settings(&mut out, comparison, |name, values| {
+        format!("setting {name}: {}\n", values.join(" -> "))
+    });
     out
 }
 
 fn render_settings(out: &mut String, comparison: &Comparison, line: impl Fn(&str, &[String]) -> String) {
     for change in &comparison.setting_changes {
-        let values: Vec<String> = change.values.iter().map(|v| v.clone().unwrap_or_else(|| "?".into())).collect();
+        let values: Vec<String> = change
+            .values
+            .iter()
+            .map(|v| v.clone().unwrap_or_else(|| "?".into()))
+            .collect();
         out.push_str(&line(&change.name, &values));
     }
 }
@@ -150,7 +198,9 @@ pub fn render_markdown(comparison: &Comparison) -> String {
     }
     if !comparison.setting_changes.is_empty() {
         out.push_str("\nSettings that changed between sessions:\n\n");
-        render_settings(&mut out, comparison, |name, values| format!("- `{name}`: {}\n", values.join(" → ")));
+        render_settings(&mut out, comparison, |name, values| {
+            format!("- `{name}`: {}\n", values.join(" → "))
+        });
     }
     out
 }
@@ -189,8 +239,12 @@ pub(crate) mod tests {
     pub(crate) fn session(host: &str, tentative_ms: &[u64], inherit: &str) -> Session {
         let base: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");
         let mut session = Session::new(Backend::Tracepoint, "6.18.44".into(), host.into(), base);
-        session.sysctls_start.insert("net.core.devconf_inherit_init_net".into(), inherit.into());
-        session.sysctls_start.insert("net.ipv6.conf.all.accept_dad".into(), "0".into());
+        session
+            .sysctls_start
+            .insert("net.core.devconf_inherit_init_net".into(), inherit.into());
+        session
+            .sysctls_start
+            .insert("net.ipv6.conf.all.accept_dad".into(), "0".into());
         for (i, ms) in tentative_ms.iter().enumerate() {
             session.events.push(AddressEvent {
                 time: base + chrono::Duration::milliseconds(i64::try_from(*ms).expect("small") + 10),
@@ -227,12 +281,18 @@ pub(crate) mod tests {
         );
         assert_eq!(comparison.sessions[0].outliers[0].delay_ns, 2_000_000_000);
         let text = render_text(&comparison);
-        assert!(text.contains("tentative p50") && text.contains("0.001x"), "{text}");
+        assert!(text.contains("tentative p50") && text.contains("6.3e-4x"), "{text}");
         assert!(text.contains("slowest pods in before: node-a-pod2 2.00 s"), "{text}");
-        assert!(text.contains("setting net.core.devconf_inherit_init_net: 0 -> 1"), "{text}");
+        assert!(
+            text.contains("setting net.core.devconf_inherit_init_net: 0 -> 1"),
+            "{text}"
+        );
         let markdown = render_markdown(&comparison);
-        assert!(markdown.starts_with("| metric | before | after | last/first |\n| --- | ---: | ---: | ---: |"), "{markdown}");
-        assert!(markdown.contains("| DAD p50 | 1.60 s | - | |") || markdown.contains("| DAD p50 | 1.80 s | - | |"), "{markdown}");
+        assert!(
+            markdown.starts_with("| metric | before | after | last/first |\n| --- | ---: | ---: | ---: |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| DAD p50 | 1.60 s | - |  |"), "{markdown}");
         let json = serde_json::to_value(&comparison).expect("serializable");
         assert_eq!(json["sessions"][1]["summary"]["addresses"], 4);
     }
@@ -243,7 +303,10 @@ pub(crate) mod tests {
         a.lost_events = 1;
         let b = session("node-b", &[1600], "0");
         let merged = merge(vec![a, b]).expect("two sessions");
-        assert_eq!((merged.events.len(), merged.lost_events, merged.hostname.as_str()), (3, 1, "node-a+node-b"));
+        assert_eq!(
+            (merged.events.len(), merged.lost_events, merged.hostname.as_str()),
+            (3, 1, "node-a+node-b")
+        );
         assert!(merged.events.windows(2).all(|pair| pair[0].time <= pair[1].time));
         // Same namespace inode on two nodes: two pods, not one.
         assert_eq!(crate::report::pod_delays(&merged.events).len(), 3);

@@ -53,7 +53,10 @@ fn interfaces_here() -> anyhow::Result<Vec<InterfaceSettings>> {
             continue;
         }
         let read = |knob: &str| -> i64 {
-            std::fs::read_to_string(entry.path().join(knob)).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(-1)
+            std::fs::read_to_string(entry.path().join(knob))
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(-1)
         };
         interfaces.push(InterfaceSettings {
             accept_dad: read("accept_dad"),
@@ -75,7 +78,9 @@ pub fn audit(netns_dir: &Path) -> Audit {
         for path in paths {
             match in_netns(&path, interfaces_here) {
                 Ok(interfaces) => namespaces.push(NamespaceSettings {
-                    name: path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    name: path
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                     interfaces,
                 }),
                 Err(e) => log::debug!("{}: {e:#}", path.display()),
@@ -83,7 +88,8 @@ pub fn audit(netns_dir: &Path) -> Audit {
         }
     }
     Audit {
-        kernel_release: nix::sys::utsname::uname().map_or_else(|_| "unknown".into(), |u| u.release().to_string_lossy().into_owned()),
+        kernel_release: nix::sys::utsname::uname()
+            .map_or_else(|_| "unknown".into(), |u| u.release().to_string_lossy().into_owned()),
         host: sysctl::snapshot(),
         namespaces,
     }
@@ -181,9 +187,23 @@ pub fn diagnose(audit: &Audit) -> Diagnosis {
     }
     // rtr_solicit_delay (random 0..1 s) before the first probe, then dad_transmits × retrans_time.
     let transmits = u64::try_from(value(audit, "net.ipv6.conf.default.dad_transmits").unwrap_or(1).max(0)).unwrap_or(1);
-    let retrans = u64::try_from(value(audit, "net.ipv6.neigh.default.retrans_time_ms").unwrap_or(1000).max(0)).unwrap_or(1000);
-    let estimated_wait_ms = if verdict == Verdict::Tuned { (0, 0) } else { (transmits.max(1) * retrans, transmits.max(1) * retrans + 1000) };
-    Diagnosis { verdict, findings, estimated_wait_ms, namespaces_running_dad }
+    let retrans = u64::try_from(
+        value(audit, "net.ipv6.neigh.default.retrans_time_ms")
+            .unwrap_or(1000)
+            .max(0),
+    )
+    .unwrap_or(1000);
+    let estimated_wait_ms = if verdict == Verdict::Tuned {
+        (0, 0)
+    } else {
+        (transmits.max(1) * retrans, transmits.max(1) * retrans + 1000)
+    };
+    Diagnosis {
+        verdict,
+        findings,
+        estimated_wait_ms,
+        namespaces_running_dad,
+    }
 }
 
 /// The settings `tune` applies, and doctor recommends.
@@ -205,7 +225,10 @@ pub fn render_fix() -> String {
         let _ = writeln!(out, "{name} = {value}");
     }
     out.push_str("\nFix (a kind node):\n\n");
-    let args: Vec<String> = RECOMMENDED.iter().map(|(name, value)| format!("-w {name}={value}")).collect();
+    let args: Vec<String> = RECOMMENDED
+        .iter()
+        .map(|(name, value)| format!("-w {name}={value}"))
+        .collect();
     let _ = writeln!(out, "docker exec <node> sysctl {}", args.join(" "));
     out.push_str(
         "\nCaveats: only in networks you control — DAD is what protects against duplicate addresses. Pods \
@@ -226,9 +249,23 @@ pub fn render(audit: &Audit, diagnosis: &Diagnosis) -> String {
         let interfaces: Vec<String> = ns
             .interfaces
             .iter()
-            .map(|i| format!("{} accept_dad={} dad_transmits={} optimistic_dad={}", i.ifname, i.accept_dad, i.dad_transmits, i.optimistic_dad))
+            .map(|i| {
+                format!(
+                    "{} accept_dad={} dad_transmits={} optimistic_dad={}",
+                    i.ifname, i.accept_dad, i.dad_transmits, i.optimistic_dad
+                )
+            })
             .collect();
-        let _ = writeln!(out, "  {}: {}", ns.name, if interfaces.is_empty() { "no interfaces".into() } else { interfaces.join("; ") });
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            ns.name,
+            if interfaces.is_empty() {
+                "no interfaces".into()
+            } else {
+                interfaces.join("; ")
+            }
+        );
     }
     let _ = writeln!(out, "\nDiagnosis: {:?}", diagnosis.verdict);
     for finding in &diagnosis.findings {
@@ -263,7 +300,8 @@ pub fn apply(state_file: &Path) -> anyhow::Result<TuneState> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     // Saved before anything changes: a failure half-way can still be reverted.
-    std::fs::write(state_file, serde_json::to_vec_pretty(&state)?).with_context(|| format!("write {}", state_file.display()))?;
+    std::fs::write(state_file, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("write {}", state_file.display()))?;
     for (name, value) in RECOMMENDED {
         sysctl::write(name, value)?;
     }
@@ -271,8 +309,12 @@ pub fn apply(state_file: &Path) -> anyhow::Result<TuneState> {
 }
 
 pub fn revert(state_file: &Path) -> anyhow::Result<TuneState> {
-    let bytes = std::fs::read(state_file)
-        .with_context(|| format!("read {} (nothing was applied with `tune --apply`?)", state_file.display()))?;
+    let bytes = std::fs::read(state_file).with_context(|| {
+        format!(
+            "read {} (nothing was applied with `tune --apply`?)",
+            state_file.display()
+        )
+    })?;
     let state: TuneState = serde_json::from_slice(&bytes).with_context(|| format!("parse {}", state_file.display()))?;
     for (name, value) in &state.previous {
         sysctl::write(name, value)?;
@@ -288,7 +330,10 @@ mod tests {
     fn audit(settings: &[(&str, &str)], namespaces: Vec<NamespaceSettings>) -> Audit {
         Audit {
             kernel_release: "6.18.44".into(),
-            host: settings.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
+            host: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
             namespaces,
         }
     }
@@ -296,7 +341,12 @@ mod tests {
     fn pod(name: &str, accept_dad: i64) -> NamespaceSettings {
         NamespaceSettings {
             name: name.into(),
-            interfaces: vec![InterfaceSettings { ifname: "eth0".into(), accept_dad, dad_transmits: 1, optimistic_dad: 0 }],
+            interfaces: vec![InterfaceSettings {
+                ifname: "eth0".into(),
+                accept_dad,
+                dad_transmits: 1,
+                optimistic_dad: 0,
+            }],
         }
     }
 
@@ -324,7 +374,9 @@ mod tests {
 
         let d = diagnose(&audit(NAIVE, vec![pod("cni-1", 1), pod("cni-2", 1)]));
         assert_eq!(d.verdict, Verdict::NaiveTuningTrap);
-        assert!(d.findings[0].contains("host namespace only") && d.findings[0].contains("devconf_inherit_init_net is 0"));
+        assert!(
+            d.findings[0].contains("host namespace only") && d.findings[0].contains("devconf_inherit_init_net is 0")
+        );
         assert!(d.findings.iter().any(|f| f.contains("optimistic_dad=1 does not")));
 
         let mut tuned: Vec<(&str, &str)> = NAIVE.to_vec();
@@ -338,7 +390,11 @@ mod tests {
     fn old_kernel_without_inherit_is_explained() {
         let d = diagnose(&audit(&[("net.ipv6.conf.default.accept_dad", "0")], vec![]));
         assert_eq!(d.verdict, Verdict::NaiveTuningTrap);
-        assert!(d.findings.iter().any(|f| f.contains("has no net.core.devconf_inherit_init_net")));
+        assert!(
+            d.findings
+                .iter()
+                .any(|f| f.contains("has no net.core.devconf_inherit_init_net"))
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ const X_MIN_NS: f64 = 1e4;
 const X_MAX_NS: f64 = 1e10;
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn x_of(ns: u64) -> f64 {
@@ -35,10 +38,25 @@ fn cdf(comparison: &Comparison) -> String {
          aria-label=\"CDF of per-pod delay\">\n"
     );
     let (left, bottom) = (MARGIN, HEIGHT - MARGIN);
-    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\" stroke=\"#333\"/>", WIDTH - MARGIN);
-    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{MARGIN}\" x2=\"{left}\" y2=\"{bottom}\" stroke=\"#333\"/>");
-    for (ns, label) in [(1e4, "10 us"), (1e5, "100 us"), (1e6, "1 ms"), (1e7, "10 ms"), (1e8, "100 ms"), (1e9, "1 s"), (1e10, "10 s")] {
-        let x = x_of(ns as u64);
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\" stroke=\"#333\"/>",
+        WIDTH - MARGIN
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{MARGIN}\" x2=\"{left}\" y2=\"{bottom}\" stroke=\"#333\"/>"
+    );
+    for (ns, label) in [
+        (10_000, "10 us"),
+        (100_000, "100 us"),
+        (1_000_000, "1 ms"),
+        (10_000_000, "10 ms"),
+        (100_000_000, "100 ms"),
+        (1_000_000_000, "1 s"),
+        (10_000_000_000_u64, "10 s"),
+    ] {
+        let x = x_of(ns);
         let _ = writeln!(
             svg,
             "<line x1=\"{x:.1}\" y1=\"{MARGIN}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"#ddd\"/>\
@@ -63,7 +81,14 @@ fn cdf(comparison: &Comparison) -> String {
         let count = delays.len() as f64;
         let mut points = String::new();
         for (i, delay) in delays.iter().enumerate() {
-            let _ = write!(points, "{:.1},{:.1} {:.1},{:.1} ", x_of(*delay), y_of(i as f64 / count), x_of(*delay), y_of((i + 1) as f64 / count));
+            let _ = write!(
+                points,
+                "{:.1},{:.1} {:.1},{:.1} ",
+                x_of(*delay),
+                y_of(i as f64 / count),
+                x_of(*delay),
+                y_of((i + 1) as f64 / count)
+            );
         }
         let _ = writeln!(
             svg,
@@ -122,7 +147,11 @@ fn bars(comparison: &Comparison) -> String {
 /// A markdown table rendered as an HTML table (the markdown form is the single source).
 fn table(comparison: &Comparison) -> String {
     let mut html = String::from("<table>\n");
-    for (index, line) in render_markdown(comparison).lines().take_while(|line| line.starts_with('|')).enumerate() {
+    for (index, line) in render_markdown(comparison)
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .enumerate()
+    {
         if index == 1 {
             continue;
         }
@@ -139,7 +168,12 @@ fn table(comparison: &Comparison) -> String {
 
 #[must_use]
 pub fn render(comparison: &Comparison) -> String {
-    let title = comparison.sessions.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(" vs ");
+    let title = comparison
+        .sessions
+        .iter()
+        .map(|c| c.label.as_str())
+        .collect::<Vec<_>>()
+        .join(" vs ");
     let mut html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dad-trace: {title}</title>\n\
          <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}\
@@ -154,8 +188,17 @@ pub fn render(comparison: &Comparison) -> String {
     if !comparison.setting_changes.is_empty() {
         html.push_str("<h2>Settings that changed</h2>\n<ul>\n");
         for change in &comparison.setting_changes {
-            let values: Vec<String> = change.values.iter().map(|v| v.clone().unwrap_or_else(|| "?".into())).collect();
-            let _ = writeln!(html, "<li><code>{}</code>: {}</li>", escape(&change.name), escape(&values.join(" → ")));
+            let values: Vec<String> = change
+                .values
+                .iter()
+                .map(|v| v.clone().unwrap_or_else(|| "?".into()))
+                .collect();
+            let _ = writeln!(
+                html,
+                "<li><code>{}</code>: {}</li>",
+                escape(&change.name),
+                escape(&values.join(" → "))
+            );
         }
         html.push_str("</ul>\n");
     }
@@ -173,7 +216,10 @@ mod tests {
     #[test]
     fn page_is_self_contained_with_both_charts() {
         let comparison = compare(&[
-            ("before<1>".into(), crate::compare::tests::session("node-a", &[1500, 1800, 2000], "0")),
+            (
+                "before<1>".into(),
+                crate::compare::tests::session("node-a", &[1500, 1800, 2000], "0"),
+            ),
             ("after".into(), crate::compare::tests::session("node-a", &[1, 2], "1")),
         ]);
         let page = render(&comparison);

@@ -27,10 +27,11 @@ pub struct PodDelay {
 /// Groups the events of pod namespaces (not the host's) by namespace.
 #[must_use]
 pub fn pod_delays(events: &[AddressEvent]) -> Vec<PodDelay> {
-    let mut by_netns: BTreeMap<(u32, Option<u64>), Vec<&AddressEvent>> = BTreeMap::new();
+    // Inodes are unique per node only: merged sessions tag events with their node.
+    let mut by_netns: BTreeMap<(Option<&str>, u32, Option<u64>), Vec<&AddressEvent>> = BTreeMap::new();
     for event in events.iter().filter(|event| !event.host_netns) {
         by_netns
-            .entry((event.netns_inode, event.netns_cookie))
+            .entry((event.node.as_deref(), event.netns_inode, event.netns_cookie))
             .or_default()
             .push(event);
     }

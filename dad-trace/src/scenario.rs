@@ -307,7 +307,10 @@ pub fn apply_gates(results: &mut [PhaseResult], extra_slack_ms: u64) {
     for result in results {
         result.problems = check(result.gate, &result.pods, baseline);
         if result.doctor != result.expected_doctor {
-            result.problems.push(format!("doctor said {:?}, expected {:?}", result.doctor, result.expected_doctor));
+            result.problems.push(format!(
+                "doctor said {:?}, expected {:?}",
+                result.doctor, result.expected_doctor
+            ));
         }
     }
 }
@@ -512,8 +515,9 @@ async fn remove_bridge() {
 #[must_use]
 pub fn render(results: &[PhaseResult]) -> String {
     use std::fmt::Write as _;
-    let mut out =
-        String::from("\nphase          plugin      pods   ADD p50    ADD p99   traced p50  traced p99  gate\n");
+    let mut out = String::from(
+        "\nphase          plugin      pods   ADD p50    ADD p99   traced p50  traced p99  doctor           gate\n",
+    );
     let cell =
         |summary: Option<Summary>, pick: fn(&Summary) -> u64| summary.as_ref().map_or("-".into(), |s| human(pick(s)));
     for result in results {

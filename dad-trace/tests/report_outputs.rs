@@ -6,7 +6,9 @@ use std::{path::PathBuf, process::Command};
 use dad_trace::{compare, html, session::Session};
 
 fn fixture(name: &str) -> Session {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     Session::load(&path).expect("fixture session loads")
 }
 
@@ -23,14 +25,24 @@ fn markdown_and_json_carry_the_before_after_story() {
     let markdown = compare::render_markdown(&comparison);
     assert!(markdown.contains("| per-pod p50 | 1.76 s | 318 us |"), "{markdown}");
     let json: serde_json::Value = serde_json::to_value(&comparison).expect("json");
-    assert_eq!(json["sessions"][0]["summary"]["pods"].as_array().map(Vec::len), Some(20));
-    assert_eq!(json["sessions"][1]["summary"]["dad"], serde_json::Value::Null, "no DAD ran after tuning");
+    assert_eq!(
+        json["sessions"][0]["summary"]["pods"].as_array().map(Vec::len),
+        Some(20)
+    );
+    assert_eq!(
+        json["sessions"][1]["summary"]["dad"],
+        serde_json::Value::Null,
+        "no DAD ran after tuning"
+    );
 }
 
 #[test]
 fn html_renders_in_headless_chromium() {
     let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|name| {
-        Command::new(name).arg("--version").output().is_ok_and(|output| output.status.success())
+        Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success())
     }) else {
         println!("SKIP html_renders_in_headless_chromium: Debian's chromium is not installed");
         return;

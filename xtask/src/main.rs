@@ -198,7 +198,14 @@ fn fuzz(seconds: u64) -> anyhow::Result<()> {
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
     run(Command::new("cargo")
-        .args(["+nightly", "fuzz", "run", "session_parse", "--", &format!("-max_total_time={seconds}")])
+        .args([
+            "+nightly",
+            "fuzz",
+            "run",
+            "session_parse",
+            "--",
+            &format!("-max_total_time={seconds}"),
+        ])
         .current_dir(workspace_root())
         // The fuzzer needs the parser, not the kernel programs.
         .env("AYA_BUILD_SKIP", "1"))
