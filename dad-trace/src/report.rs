@@ -24,11 +24,14 @@ pub struct PodDelay {
     pub delay_ns: u64,
 }
 
+/// A namespace across merged sessions: node, inode, cookie.
+type NetnsKey<'a> = (Option<&'a str>, u32, Option<u64>);
+
 /// Groups the events of pod namespaces (not the host's) by namespace.
 #[must_use]
 pub fn pod_delays(events: &[AddressEvent]) -> Vec<PodDelay> {
     // Inodes are unique per node only: merged sessions tag events with their node.
-    let mut by_netns: BTreeMap<(Option<&str>, u32, Option<u64>), Vec<&AddressEvent>> = BTreeMap::new();
+    let mut by_netns: BTreeMap<NetnsKey, Vec<&AddressEvent>> = BTreeMap::new();
     for event in events.iter().filter(|event| !event.host_netns) {
         by_netns
             .entry((event.node.as_deref(), event.netns_inode, event.netns_cookie))
