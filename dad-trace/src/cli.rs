@@ -321,6 +321,18 @@ async fn scenario_command(
         println!("\n== {} ({})", result.phase, result.plugin_label());
         print!("{}", report::render_text(&result.session, false));
     }
+    // The before/after view: the phases side by side, as `report` shows saved sessions.
+    let phases: Vec<(String, Session)> = results
+        .iter()
+        .map(|result| (result.phase.to_string(), result.session.clone()))
+        .collect();
+    let comparison = compare::compare(&phases);
+    println!("\n== before/after");
+    print!("{}", compare::render_text(&comparison));
+    if let Some(dir) = output {
+        std::fs::write(dir.join("report.md"), compare::render_markdown(&comparison))?;
+        std::fs::write(dir.join("report.html"), crate::html::render(&comparison))?;
+    }
     print!("{}", scenario::render(&results));
     let failed: Vec<_> = results
         .iter()

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, fmt::Write as _};
 use serde::Serialize;
 
 use crate::{
-    hist::{Summary, human},
+    hist::{Summary, Unit, human, log2_counts, slot_bounds},
     report::{PodDelay, SessionSummary, summarize},
     session::Session,
 };
@@ -17,6 +17,8 @@ const OUTLIERS: usize = 3;
 pub struct Column {
     pub label: String,
     pub summary: SessionSummary,
+    /// Host DAD settings the session was recorded under (at its start).
+    pub settings: std::collections::BTreeMap<String, String>,
     /// The slowest pods of the session.
     pub outliers: Vec<PodDelay>,
 }
@@ -46,6 +48,7 @@ pub fn compare(sessions: &[(String, Session)]) -> Comparison {
             Column {
                 label: label.clone(),
                 summary,
+                settings: session.sysctls_start.clone(),
                 outliers,
             }
         })
@@ -124,6 +127,57 @@ fn rows(comparison: &Comparison) -> Vec<(String, Vec<String>, Option<String>)> {
         }
     }
     rows
+}
+
+/// Marks of each session in the overlaid histogram.
+const MARKS: [char; 4] = ['*', '#', '+', 'o'];
+
+/// Per-pod delay of every session in one bcc-style log2 histogram, a bar per session.
+#[must_use]
+pub fn render_overlaid(comparison: &Comparison) -> String {
+    let per_session: Vec<Vec<u64>> = comparison
+        .sessions
+        .iter()
+        .map(|c| c.summary.pods.iter().map(|pod| pod.delay_ns).collect())
+        .collect();
+    let all: Vec<u64> = per_session.iter().flatten().copied().collect();
+    if all.is_empty() {
+        return String::new();
+    }
+    let unit = Unit::for_values(&all);
+    let counts: Vec<[u64; 64]> = per_session.iter().map(|values| log2_counts(values, unit)).collect();
+    let last = counts
+        .iter()
+        .filter_map(|c| c.iter().rposition(|&n| n > 0))
+        .max()
+        .unwrap_or(0);
+    let peak = counts.iter().flatten().copied().max().unwrap_or(1).max(1);
+    let mut out = String::from("Per-pod delay, all sessions (");
+    for (index, column) in comparison.sessions.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}{} = {}",
+            if index > 0 { ", " } else { "" },
+            MARKS[index % MARKS.len()],
+            column.label
+        );
+    }
+    let _ = writeln!(out, "):\n{:>10}{:15}: counts", unit.label(), "");
+    for slot in 0..=last {
+        let (low, high) = slot_bounds(slot);
+        let cells: Vec<String> = counts.iter().map(|c| format!("{:<5}", c[slot])).collect();
+        let bars: String = counts
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                MARKS[index % MARKS.len()]
+                    .to_string()
+                    .repeat(usize::try_from(c[slot] * 30 / peak).unwrap_or(0))
+            })
+            .collect();
+        let _ = writeln!(out, "{low:>10} -> {high:<10} : {} |{bars}", cells.join(" "));
+    }
+    out
 }
 
 /// Aligned terminal table, then slowest pods and changed settings.

@@ -80,7 +80,8 @@ impl Unit {
         }
     }
 
-    fn label(self) -> &'static str {
+    #[must_use]
+    pub fn label(self) -> &'static str {
         match self {
             Unit::Usecs => "usecs",
             Unit::Msecs => "msecs",
@@ -105,13 +106,28 @@ fn slot(value: u64) -> usize {
 
 const BAR_WIDTH: u64 = 40;
 
-/// Renders `values` (nanoseconds) as a bcc-style log2 histogram.
+/// Counts per bcc slot of `values` (nanoseconds) in `unit`.
 #[must_use]
-pub fn render_log2(values: &[u64], unit: Unit) -> String {
+pub fn log2_counts(values: &[u64], unit: Unit) -> [u64; 64] {
     let mut slots = [0u64; 64];
     for &value in values {
         slots[slot(value / unit.divisor())] += 1;
     }
+    slots
+}
+
+/// The `low -> high` range of a slot.
+#[must_use]
+pub fn slot_bounds(index: usize) -> (u64, u64) {
+    let high = (1u64 << (index + 1)) - 1;
+    let low = if index == 0 { 0 } else { 1u64 << index };
+    (low, high)
+}
+
+/// Renders `values` (nanoseconds) as a bcc-style log2 histogram.
+#[must_use]
+pub fn render_log2(values: &[u64], unit: Unit) -> String {
+    let slots = log2_counts(values, unit);
     let mut out = String::new();
     let Some(last) = slots.iter().rposition(|&count| count > 0) else {
         return out;
@@ -119,8 +135,7 @@ pub fn render_log2(values: &[u64], unit: Unit) -> String {
     let peak = slots.iter().copied().max().unwrap_or(0).max(1);
     let _ = writeln!(out, "{:>10}{:15}: count    distribution", unit.label(), "");
     for (index, &count) in slots.iter().enumerate().take(last + 1) {
-        let high = (1u64 << (index + 1)) - 1;
-        let low = if index == 0 { 0 } else { 1u64 << index };
+        let (low, high) = slot_bounds(index);
         let stars = usize::try_from(count * BAR_WIDTH / peak).unwrap_or(0);
         let _ = writeln!(
             out,
