@@ -217,6 +217,8 @@ pub fn render_text(comparison: &Comparison) -> String {
     render_settings(&mut out, comparison, |name, values| {
         format!("setting {name}: {}\n", values.join(" -> "))
     });
+    out.push('\n');
+    out.push_str(&render_overlaid(comparison));
     out
 }
 
@@ -341,6 +343,8 @@ pub(crate) mod tests {
             text.contains("setting net.core.devconf_inherit_init_net: 0 -> 1"),
             "{text}"
         );
+        assert!(text.contains("(* = before, # = after)"), "{text}");
+        assert!(text.contains("1024 -> 2047       : 4     0     |****"), "{text}");
         let markdown = render_markdown(&comparison);
         assert!(
             markdown.starts_with("| metric | before | after | last/first |\n| --- | ---: | ---: | ---: |"),
