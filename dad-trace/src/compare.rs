@@ -222,7 +222,7 @@ pub fn render_text(comparison: &Comparison) -> String {
     out
 }
 
-fn render_settings(out: &mut String, comparison: &Comparison, line: impl Fn(&str, &[String]) -> String) {
+pub(crate) fn render_settings(out: &mut String, comparison: &Comparison, line: impl Fn(&str, &[String]) -> String) {
     for change in &comparison.setting_changes {
         let values: Vec<String> = change
             .values

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    compare::{Comparison, render_markdown},
+    compare::{Comparison, render_markdown, render_settings},
     hist::human,
 };
 
@@ -187,19 +187,13 @@ pub fn render(comparison: &Comparison) -> String {
     html.push_str(&table(comparison));
     if !comparison.setting_changes.is_empty() {
         html.push_str("<h2>Settings that changed</h2>\n<ul>\n");
-        for change in &comparison.setting_changes {
-            let values: Vec<String> = change
-                .values
-                .iter()
-                .map(|v| v.clone().unwrap_or_else(|| "?".into()))
-                .collect();
-            let _ = writeln!(
-                html,
-                "<li><code>{}</code>: {}</li>",
-                escape(&change.name),
+        render_settings(&mut html, comparison, |name, values| {
+            format!(
+                "<li><code>{}</code>: {}</li>\n",
+                escape(name),
                 escape(&values.join(" → "))
-            );
-        }
+            )
+        });
         html.push_str("</ul>\n");
     }
     html.push_str("<h2>Pods</h2>\n");

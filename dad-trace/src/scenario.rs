@@ -40,12 +40,24 @@ pub enum Gate {
 pub struct Phase {
     pub name: &'static str,
     pub description: &'static str,
-    pub sysctls: &'static [(&'static str, &'static str)],
+    /// `net.core.devconf_inherit_init_net` during the phase.
+    pub inherit_init_net: &'static str,
+    /// Host-namespace IPv6 settings during the phase.
+    pub host_sysctls: &'static [(&'static str, &'static str)],
     pub gate: Gate,
     /// What `dad-trace doctor` must conclude while the phase's pods are up.
     pub doctor: Verdict,
 }
 
+impl Phase {
+    /// Every sysctl the phase sets.
+    pub fn sysctls(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        std::iter::once(("net.core.devconf_inherit_init_net", self.inherit_init_net))
+            .chain(self.host_sysctls.iter().copied())
+    }
+}
+
+/// The tuning from the field, set in the host namespace.
 const NAIVE: [(&str, &str); 6] = [
     ("net.ipv6.conf.all.accept_dad", "0"),
     ("net.ipv6.conf.default.accept_dad", "0"),
@@ -60,37 +72,24 @@ pub const PHASES: [Phase; 3] = [
     Phase {
         name: "defaults",
         description: "kernel defaults: every pod interface runs DAD",
-        sysctls: &[("net.core.devconf_inherit_init_net", "0")],
+        inherit_init_net: "0",
+        host_sysctls: &[],
         gate: Gate::TracksAddTime { within_ms: 150 },
         doctor: Verdict::DadOn,
     },
     Phase {
         name: "naive-tuning",
         description: "accept_dad=0, dad_transmits=0, optimistic_dad=1 on all/default in the host namespace only",
-        sysctls: &[
-            ("net.core.devconf_inherit_init_net", "0"),
-            NAIVE[0],
-            NAIVE[1],
-            NAIVE[2],
-            NAIVE[3],
-            NAIVE[4],
-            NAIVE[5],
-        ],
+        inherit_init_net: "0",
+        host_sysctls: &NAIVE,
         gate: Gate::TracksAddTime { within_ms: 150 },
         doctor: Verdict::NaiveTuningTrap,
     },
     Phase {
         name: "inherit",
         description: "the same plus net.core.devconf_inherit_init_net=1: new namespaces inherit it",
-        sysctls: &[
-            ("net.core.devconf_inherit_init_net", "1"),
-            NAIVE[0],
-            NAIVE[1],
-            NAIVE[2],
-            NAIVE[3],
-            NAIVE[4],
-            NAIVE[5],
-        ],
+        inherit_init_net: "1",
+        host_sysctls: &NAIVE,
         gate: Gate::Fast { under_ms: 50 },
         doctor: Verdict::Tuned,
     },
@@ -369,7 +368,7 @@ pub async fn run_phase(
     cancelled: Arc<AtomicBool>,
 ) -> anyhow::Result<PhaseResult> {
     let mut sysctls = SysctlGuard::default();
-    for (name, value) in phase.sysctls {
+    for (name, value) in phase.sysctls() {
         sysctls.set(name, value)?;
     }
     let ipam_dir = tempfile::Builder::new().prefix("dad-trace-ipam-").tempdir()?;
@@ -592,13 +591,21 @@ mod tests {
         assert_eq!(names, ["defaults", "naive-tuning", "inherit"]);
         let inherit = |phase: &Phase| {
             phase
-                .sysctls
-                .iter()
+                .sysctls()
                 .find(|(k, _)| *k == "net.core.devconf_inherit_init_net")
-                .map(|(_, v)| *v)
+                .map(|(_, v)| v)
         };
         assert_eq!(PHASES.map(|p| inherit(&p)), [Some("0"), Some("0"), Some("1")]);
-        assert!(PHASES[1].sysctls.contains(&("net.ipv6.conf.default.accept_dad", "0")));
+        assert!(
+            PHASES[1]
+                .sysctls()
+                .any(|setting| setting == ("net.ipv6.conf.default.accept_dad", "0"))
+        );
+        assert_eq!(
+            PHASES[0].sysctls().count(),
+            1,
+            "defaults touch only the inheritance switch"
+        );
     }
 
     #[test]
