@@ -161,7 +161,11 @@ pub fn diagnose(audit: &Audit) -> Diagnosis {
              namespaces; disable DAD per pod instead (CNI tuning plugin sysctls) or upgrade the kernel."
                 .into(),
         ),
-        Some(_) => findings.push("Kernel supports net.core.devconf_inherit_init_net (values 0-3).".into()),
+        Some(_) => findings.push(
+            "This kernel has net.core.devconf_inherit_init_net: setting it to 1 makes new namespaces inherit \
+             the host's IPv6 settings."
+                .into(),
+        ),
     }
     if value(audit, "net.ipv6.conf.default.optimistic_dad") == Some(1) {
         findings.push(
