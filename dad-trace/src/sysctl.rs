@@ -66,7 +66,7 @@ pub const DAD_SETTINGS: &[&str] = &[
     "net.ipv6.conf.default.use_optimistic",
     "net.ipv6.conf.all.enhanced_dad",
     "net.ipv6.conf.default.enhanced_dad",
-    "net.ipv6.conf.default.rtr_solicit_delay",
+    "net.ipv6.conf.default.router_solicitation_delay",
     "net.ipv6.neigh.default.retrans_time_ms",
 ];
 
