@@ -8,6 +8,7 @@ use crate::{
     compare, doctor,
     offsets::{KernelTypes, VMLINUX_BTF},
     probes::{self, Backend, KernelSupport},
+    cri::SocketChoice,
     record::{self, BackendChoice, RecordOptions},
     report,
     scenario::{self, Plugin, ScenarioOptions},
@@ -37,13 +38,47 @@ pub enum Format {
     Json,
 }
 
+/// How to trace: shared by `record` and `serve`.
+#[derive(clap::Args)]
+pub struct TraceArgs {
+    /// kprobe (precise, needs `CONFIG_KPROBES`), tracepoint (workqueue events, any kernel), or auto.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// Size of the kernel → userspace ring buffer (power of two).
+    #[arg(long, default_value_t = dad_trace_common::DEFAULT_RING_BYTES, value_name = "BYTES", value_parser = parse_ring_bytes)]
+    ring_bytes: u32,
+    /// Check an address for existence after this long without kernel events (seconds).
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    stale_after: f64,
+    /// Container runtime socket that names pods (CRI: containerd, CRI-O); `auto` finds the
+    /// usual ones, `none` goes without (pods are then named by cgroup and netns).
+    #[arg(long, default_value = "auto", value_name = "PATH|auto|none")]
+    cri_socket: String,
+    /// How long a finished address of a pod the runtime has not listed yet waits for its name.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    resolve_wait: f64,
+}
+
+impl TraceArgs {
+    fn options(&self, verbose: bool) -> anyhow::Result<RecordOptions> {
+        Ok(RecordOptions {
+            backend: self.backend,
+            ring_bytes: self.ring_bytes,
+            verbose,
+            stale_after: seconds(self.stale_after, "--stale-after")?,
+            cri_socket: SocketChoice::parse(&self.cri_socket),
+            resolve_wait: seconds(self.resolve_wait, "--resolve-wait")?,
+            ..RecordOptions::default()
+        })
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Trace DAD on this node (root); print each address as it settles and histograms at the end.
     Record {
-        /// kprobe (precise, needs `CONFIG_KPROBES`), tracepoint (workqueue events, any kernel), or auto.
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
+        #[command(flatten)]
+        trace: TraceArgs,
         /// Stop after this many seconds.
         #[arg(long, value_name = "SECONDS")]
         duration: Option<f64>,
@@ -63,15 +98,24 @@ pub enum Command {
         /// Name prefix of synthetic pod namespaces.
         #[arg(long, default_value = "dt-pod-", value_name = "PREFIX")]
         synthetic_prefix: String,
-        /// Size of the kernel → userspace ring buffer (power of two).
-        #[arg(long, default_value_t = dad_trace_common::DEFAULT_RING_BYTES, value_name = "BYTES", value_parser = parse_ring_bytes)]
-        ring_bytes: u32,
-        /// Check an address for existence after this long without kernel events (seconds).
-        #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
-        stale_after: f64,
         /// Do not print a line per address.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Run as a node agent: trace until stopped and expose Prometheus metrics (root).
+    Serve {
+        #[command(flatten)]
+        trace: TraceArgs,
+        /// Where to serve /metrics. Loopback by default: expose it deliberately.
+        #[arg(long, default_value = "127.0.0.1:9797", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// Label metrics by pod too (one time series per pod: mind the cardinality).
+        #[arg(long)]
+        per_pod_labels: bool,
+        /// Also keep every address and save the session here when stopped (grows with the
+        /// number of addresses traced).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Show which kernel hook each backend uses for each DAD phase on this kernel, and why.
     Probes {
@@ -158,32 +202,45 @@ fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Record {
-            backend,
+            trace,
             duration,
             count,
             output,
             per_pod,
             synthetic_pods,
             synthetic_prefix,
-            ring_bytes,
-            stale_after,
             quiet,
         } => {
             let opts = RecordOptions {
-                backend,
                 duration: duration.map(|d| seconds(d, "--duration")).transpose()?,
                 count,
                 output,
                 synthetic_pods,
                 synthetic_prefix,
-                ring_bytes,
-                verbose: cli.verbose > 0,
-                stale_after: seconds(stale_after, "--stale-after")?,
                 lines: !quiet,
-                stop: None,
+                ..trace.options(cli.verbose > 0)?
             };
             let session = record::record(opts).await?;
             print!("{}", report::render_text(&session, per_pod));
+            Ok(())
+        }
+        Command::Serve {
+            trace,
+            listen,
+            per_pod_labels,
+            output,
+        } => {
+            let opts = RecordOptions {
+                keep_events: output.is_some(),
+                output,
+                ..trace.options(cli.verbose > 0)?
+            };
+            let opts = RecordOptions {
+                serve: Some(record::ServeOptions { listen, per_pod_labels }),
+                ..opts
+            };
+            let session = record::record(opts).await?;
+            eprintln!("Stopped; {} events lost in all.", session.lost_events);
             Ok(())
         }
         Command::Probes { verify } => probes_command(verify),

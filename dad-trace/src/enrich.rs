@@ -15,6 +15,7 @@ use nix::sched::{CloneFlags, setns};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 
 use crate::{
+    cri::{Identities, SandboxIdentity},
     events::NetnsId,
     session::{Peer, Pod},
 };
@@ -46,6 +47,19 @@ pub struct Enricher {
     cache: HashMap<u32, NetnsInfo>,
     peers: HashMap<(NetnsId, i32), Option<Peer>>,
     last_proc_scan: Option<Instant>,
+    cri: Option<Identities>,
+}
+
+/// Puts what the runtime says about a sandbox into an event's pod (it outranks cgroup paths).
+pub fn merge_identity(pod: &mut Option<Pod>, identity: SandboxIdentity) {
+    let pod = pod.get_or_insert_with(Pod::default);
+    pod.namespace = Some(identity.namespace);
+    pod.name = Some(identity.name);
+    pod.uid = Some(identity.uid);
+    pod.container_id = Some(identity.sandbox_id);
+    if pod.pid.is_none() {
+        pod.pid = identity.pid;
+    }
 }
 
 /// The inode in a `/proc/PID/ns/net` link target such as `net:[4026531840]`.
@@ -157,7 +171,35 @@ impl Enricher {
             cache: HashMap::new(),
             peers: HashMap::new(),
             last_proc_scan: None,
+            cri: None,
         })
+    }
+
+    /// Names pods through the container runtime too (see [`crate::cri`]).
+    #[must_use]
+    pub fn with_cri(mut self, identities: Identities) -> Self {
+        self.cri = Some(identities);
+        self
+    }
+
+    /// The runtime's identity for a pod namespace; asks for a refresh when it has none yet.
+    #[must_use]
+    pub fn sandbox(&self, inode: u32) -> Option<SandboxIdentity> {
+        let cri = self.cri.as_ref()?;
+        if self.is_host(inode) {
+            return None;
+        }
+        let found = cri.get(inode);
+        if found.is_none() {
+            cri.refresh_soon();
+        }
+        found
+    }
+
+    /// Whether pods are named through the runtime.
+    #[must_use]
+    pub fn uses_cri(&self) -> bool {
+        self.cri.is_some()
     }
 
     #[must_use]
@@ -185,7 +227,11 @@ impl Enricher {
         {
             self.scan_processes();
         }
-        self.cache.get(&inode).cloned().unwrap_or_default()
+        let mut info = self.cache.get(&inode).cloned().unwrap_or_default();
+        if let Some(identity) = self.sandbox(inode) {
+            merge_identity(&mut info.pod, identity);
+        }
+        info
     }
 
     /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use).
@@ -242,6 +288,7 @@ impl Enricher {
                 container_id,
                 pid: Some(pid),
                 comm,
+                ..Pod::default()
             });
         }
     }

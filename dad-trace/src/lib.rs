@@ -4,12 +4,14 @@
 //! writes a [`session::Session`], everything else reads one.
 pub mod cli;
 pub mod compare;
+pub mod cri;
 pub mod doctor;
 pub mod enrich;
 pub mod events;
 pub mod hist;
 pub mod html;
 pub mod loader;
+pub mod metrics;
 pub mod offsets;
 pub mod probes;
 pub mod record;

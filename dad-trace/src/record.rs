@@ -1,9 +1,9 @@
 //! `dad-trace record`: attach a backend, follow addresses through DAD, save the session.
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -15,8 +15,10 @@ use tokio::{
 };
 
 use crate::{
-    enrich::{Enricher, Presence},
+    cri::{Identities, SocketChoice},
+    enrich::{Enricher, Presence, merge_identity},
     loader::{self, LostCounter, Reading},
+    metrics::Metrics,
     offsets::{KernelTypes, VMLINUX_BTF},
     probes::{Backend, DAD_WORK_FN, KernelSupport},
     report,
@@ -49,6 +51,36 @@ pub struct RecordOptions {
     pub lines: bool,
     /// Stops the recording when notified (for callers that drive a workload meanwhile).
     pub stop: Option<Arc<Notify>>,
+    /// The container runtime socket that names pods (CRI).
+    pub cri_socket: SocketChoice,
+    /// How long a finished address of an unnamed pod waits for the runtime to name it.
+    pub resolve_wait: Duration,
+    /// Serve Prometheus metrics of every finished address (`serve`).
+    pub serve: Option<ServeOptions>,
+    /// Keep every event for the session file (a long-running agent without a file does not).
+    pub keep_events: bool,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::Auto,
+            duration: None,
+            count: None,
+            output: None,
+            synthetic_pods: None,
+            synthetic_prefix: "dt-pod-".into(),
+            ring_bytes: dad_trace_common::DEFAULT_RING_BYTES,
+            verbose: false,
+            stale_after: Duration::from_secs(3),
+            lines: false,
+            stop: None,
+            cri_socket: SocketChoice::Auto,
+            resolve_wait: Duration::from_secs(10),
+            serve: None,
+            keep_events: true,
+        }
+    }
 }
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
@@ -225,6 +257,13 @@ impl SyntheticProgress {
     }
 }
 
+/// Where and how `serve` exposes metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    pub listen: std::net::SocketAddr,
+    pub per_pod_labels: bool,
+}
+
 /// The consumer side of a recording: phase tracking, enrichment, the growing session.
 struct Recorder {
     tracker: Tracker,
@@ -234,6 +273,13 @@ struct Recorder {
     clock: Clock,
     lines: bool,
     undecodable: u64,
+    /// Finished addresses of pods the runtime has not named yet, since when.
+    held: VecDeque<(Instant, AddressEvent)>,
+    resolve_wait: Duration,
+    metrics: Option<Arc<Metrics>>,
+    keep_events: bool,
+    /// Finished addresses, whether or not kept.
+    finished: usize,
 }
 
 impl Recorder {
@@ -254,17 +300,59 @@ impl Recorder {
 
     fn finish(&mut self, finished: &Finished) {
         let event = tokio::task::block_in_place(|| to_event(finished, self.clock, &mut self.enricher));
+        let unnamed = !event.host_netns && event.pod.as_ref().is_none_or(|pod| pod.name.is_none());
+        if self.enricher.uses_cri() && unnamed {
+            self.held.push_back((Instant::now(), event));
+        } else {
+            self.commit(event);
+        }
+    }
+
+    /// Gives held addresses the names the runtime knows by now; past `resolve_wait` (or at
+    /// the end, `all`) they go on unnamed.
+    fn release_held(&mut self, all: bool) {
+        let mut waiting = VecDeque::new();
+        while let Some((since, mut event)) = self.held.pop_front() {
+            if let Some(identity) = self.enricher.sandbox(event.netns_inode) {
+                merge_identity(&mut event.pod, identity);
+                self.commit(event);
+            } else if all || since.elapsed() >= self.resolve_wait {
+                self.commit(event);
+            } else {
+                waiting.push_back((since, event));
+            }
+        }
+        self.held = waiting;
+    }
+
+    fn commit(&mut self, event: AddressEvent) {
+        self.finished += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(&event);
+        }
         if self.lines {
             println!("{}", report::event_line(&event));
         }
         if let Some(progress) = self.progress.as_mut() {
             progress.see(&event);
         }
-        self.session.events.push(event);
+        if self.keep_events {
+            self.session.events.push(event);
+        }
     }
 
     /// Ends the session: addresses still tentative are listed, not lost.
     fn into_session(mut self, lost_events: u64) -> Session {
+        self.release_held(true);
+        // Named late is still named: the runtime may list a sandbox only after its CNI ADD.
+        for event in &mut self.session.events {
+            if !event.host_netns
+                && event.pod.as_ref().is_none_or(|pod| pod.name.is_none())
+                && let Some(identity) = self.enricher.sandbox(event.netns_inode)
+            {
+                merge_identity(&mut event.pod, identity);
+            }
+        }
         let now = monotonic_ns();
         self.session.ended_at = Utc::now();
         self.session.sysctls_end = crate::sysctl::snapshot();
@@ -285,7 +373,12 @@ impl Recorder {
 
     /// The tracepoint backend cannot see a DAD work item cancelled (address, interface or
     /// namespace deleted): addresses silent for too long are checked in their namespace.
-    fn sweep(&mut self, stale_ns: u64) {
+    fn sweep(&mut self, stale_ns: u64, lost_events: u64) {
+        self.release_held(false);
+        if let Some(metrics) = &self.metrics {
+            metrics.set_lost(lost_events);
+            metrics.set_in_flight(self.tracker.in_flight().count());
+        }
         let now = monotonic_ns();
         let stale: Vec<_> = self
             .tracker
@@ -307,6 +400,15 @@ impl Recorder {
                 }
             }
         }
+    }
+}
+
+/// Stops a background task with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -333,6 +435,44 @@ async fn create_synthetic_pods(
     Ok((pods, stop))
 }
 
+/// The metrics endpoint of `serve`, when asked for.
+async fn start_metrics(
+    serve: Option<ServeOptions>,
+    backend: Backend,
+) -> anyhow::Result<(Option<Arc<Metrics>>, Option<AbortOnDrop>)> {
+    let Some(serve) = serve else {
+        return Ok((None, None));
+    };
+    let metrics = Arc::new(Metrics::new(&backend.to_string(), &kernel_release(), serve.per_pod_labels));
+    let server = crate::metrics::serve(serve.listen, metrics.clone()).await?;
+    eprintln!("Serving Prometheus metrics on http://{}/metrics", serve.listen);
+    Ok((Some(metrics), Some(AbortOnDrop(server))))
+}
+
+/// The enricher, naming pods through the runtime when a CRI socket is in reach.
+async fn start_enricher(opts: &RecordOptions) -> anyhow::Result<(Enricher, Option<AbortOnDrop>)> {
+    let enricher = Enricher::new(Path::new("/proc"), Path::new(synthetic::NETNS_DIR))?;
+    // Synthetic pods are named by their namespace; no runtime knows them.
+    let choice = if opts.synthetic_pods.is_some() && opts.cri_socket == SocketChoice::Auto {
+        SocketChoice::Off
+    } else {
+        opts.cri_socket.clone()
+    };
+    let Some(socket) = choice.resolve().map_err(|e| anyhow::anyhow!(e))? else {
+        return Ok((enricher, None));
+    };
+    let sandboxes = Identities::check(&socket)
+        .await
+        .context("naming pods through the runtime (use --cri-socket none to go without)")?;
+    eprintln!(
+        "Naming pods through the CRI at {} ({sandboxes} sandboxes now).",
+        socket.display()
+    );
+    let identities = Identities::default();
+    let refresher = AbortOnDrop(identities.spawn_refresher(socket, "/proc".into()));
+    Ok((enricher.with_cri(identities), Some(refresher)))
+}
+
 /// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count`, all synthetic pods
 /// settled, or `stop`), then saves the session if asked.
 pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
@@ -353,7 +493,8 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     loader::start_kernel_logs(&mut ebpf);
     let lost = LostCounter::take(&mut ebpf)?;
     let mut readings = loader::spawn_reader(&mut ebpf, 4096)?;
-    let enricher = Enricher::new(Path::new("/proc"), Path::new(synthetic::NETNS_DIR))?;
+    let (metrics, _server) = start_metrics(opts.serve, backend).await?;
+    let (enricher, _refresher) = start_enricher(&opts).await?;
     let clock = Clock::now();
     let mut session = Session::new(backend, kernel_release(), hostname(), Utc::now());
     session.sysctls_start = crate::sysctl::snapshot();
@@ -379,6 +520,11 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         clock,
         lines: opts.lines,
         undecodable: 0,
+        held: VecDeque::new(),
+        resolve_wait: opts.resolve_wait,
+        metrics,
+        keep_events: opts.keep_events,
+        finished: 0,
     };
     let synthetic_deadline = tokio::time::sleep(Duration::from_mins(1));
     tokio::pin!(synthetic_deadline);
@@ -395,7 +541,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
                 failure = Some(anyhow::anyhow!("the ring buffer reader stopped"));
                 break;
             },
-            _ = sweep.tick() => recorder.sweep(stale_ns),
+            _ = sweep.tick() => recorder.sweep(stale_ns, lost.total()),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             () = &mut deadline => break,
@@ -405,7 +551,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
                 break;
             }
         }
-        stop = opts.count.is_some_and(|count| recorder.session.events.len() >= count)
+        stop = opts.count.is_some_and(|count| recorder.finished >= count)
             || recorder.progress.as_ref().is_some_and(SyntheticProgress::done);
     }
     // Whatever the kernel already sent still counts: give the reader a moment, then drain.

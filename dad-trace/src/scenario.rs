@@ -376,16 +376,10 @@ pub async fn run_phase(
     let stop = Arc::new(Notify::new());
     let recording = record::record(RecordOptions {
         backend: opts.backend,
-        duration: None,
-        count: None,
-        output: None,
-        synthetic_pods: None,
-        synthetic_prefix: String::new(),
-        ring_bytes: dad_trace_common::DEFAULT_RING_BYTES,
-        verbose: false,
-        stale_after: Duration::from_secs(3),
-        lines: false,
+        // The scenario names its own namespaces; no runtime knows them.
+        cri_socket: crate::cri::SocketChoice::Off,
         stop: Some(stop.clone()),
+        ..RecordOptions::default()
     });
     let prefix = format!("{}{}-", opts.prefix, phase.name.chars().next().unwrap_or('p'));
     let workload = {

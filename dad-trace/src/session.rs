@@ -41,9 +41,14 @@ pub enum SessionError {
 /// Where the processes of a pod's network namespace say they belong.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pod {
-    /// Kubernetes pod UID from a kubepods cgroup path.
+    /// Kubernetes namespace and pod name, from the container runtime (CRI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Kubernetes pod UID, from the CRI or a kubepods cgroup path.
     pub uid: Option<String>,
-    /// Container (sandbox) id from the same path.
+    /// Container (sandbox) id, from the CRI or a kubepods cgroup path.
     pub container_id: Option<String>,
     /// A process living in the namespace, and its command name.
     pub pid: Option<u32>,
@@ -103,6 +108,9 @@ impl AddressEvent {
     pub fn pod_label(&self) -> String {
         if self.host_netns {
             return "host".into();
+        }
+        if let Some((namespace, name)) = self.pod.as_ref().and_then(|pod| Some((pod.namespace.as_ref()?, pod.name.as_ref()?))) {
+            return format!("{namespace}/{name}");
         }
         if let Some(name) = &self.netns_name {
             return name.clone();
@@ -321,6 +329,14 @@ mod tests {
     #[test]
     fn pod_label_prefers_names() {
         let mut event = sample().events.remove(0);
+        if let Some(pod) = event.pod.as_mut() {
+            pod.namespace = Some("team-a".into());
+            pod.name = Some("web-1".into());
+        }
+        assert_eq!(event.pod_label(), "team-a/web-1");
+        if let Some(pod) = event.pod.as_mut() {
+            pod.name = None;
+        }
         assert_eq!(event.pod_label(), "dt-pod-0");
         event.netns_name = None;
         assert_eq!(event.pod_label(), "pod:0c5b9d1e-aaaa-bbbb-cccc-0123456789ab");

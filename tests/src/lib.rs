@@ -36,15 +36,10 @@ pub fn options(backend: BackendChoice, prefix: &str, pods: Option<usize>, durati
     RecordOptions {
         backend,
         duration: Some(duration),
-        count: None,
-        output: None,
         synthetic_pods: pods,
         synthetic_prefix: prefix.to_string(),
-        ring_bytes: dad_trace_common::DEFAULT_RING_BYTES,
-        verbose: false,
-        stale_after: Duration::from_secs(3),
         lines: true,
-        stop: None,
+        ..RecordOptions::default()
     }
 }
 
