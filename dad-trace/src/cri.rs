@@ -153,6 +153,11 @@ impl CriClient {
         })
     }
 
+    /// The raw CRI runtime service, for callers that drive the runtime (tests, tools).
+    pub fn service(&mut self) -> &mut RuntimeServiceClient<Channel> {
+        &mut self.client
+    }
+
     /// Every sandbox the runtime lists (ready or not), with its namespace where known.
     pub async fn sandboxes(&mut self, known: &HashMap<String, SandboxIdentity>) -> Result<Vec<SandboxIdentity>, CriError> {
         let listed = self
@@ -329,7 +334,8 @@ impl Identities {
 mod tests {
     use super::*;
 
-    /// Recorded from containerd 1.6.20's `PodSandboxStatus` (verbose), trimmed.
+    /// Recorded from containerd 1.6.20's `PodSandboxStatus` (verbose), trimmed to the keys
+    /// around the ones read.
     const CONTAINERD_INFO: &str = include_str!("../tests/fixtures/containerd-1.6-sandbox-info.json");
 
     #[test]
@@ -338,9 +344,11 @@ mod tests {
         let (path, pid) = netns_from_info(&info);
         assert_eq!(
             path.as_deref(),
-            Some(Path::new("/var/run/netns/cni-6d1f1b2c-4a8e-3d0e-9a77-0f6c1c7e5a21"))
+            Some(Path::new(
+                "/tmp/cri-lab/state/io.containerd.grpc.v1.cri/netns/cni-fe0bad74-928f-0050-84b2-3287209eb2a0"
+            ))
         );
-        assert_eq!(pid, Some(4242));
+        assert_eq!(pid, Some(5062));
     }
 
     #[test]

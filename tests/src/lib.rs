@@ -6,6 +6,8 @@
     reason = "test helpers: panicking on a failed expectation is their job"
 )]
 
+pub mod containerd;
+
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
 
 use dad_trace::{
