@@ -5,10 +5,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    compare, doctor,
+    compare,
+    cri::SocketChoice,
+    doctor,
     offsets::{KernelTypes, VMLINUX_BTF},
     probes::{self, Backend, KernelSupport},
-    cri::SocketChoice,
     record::{self, BackendChoice, RecordOptions},
     report,
     scenario::{self, Plugin, ScenarioOptions},

@@ -12,9 +12,7 @@ use std::{
 };
 
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::{
-    ListPodSandboxRequest, PodSandboxStatusRequest, runtime_service_client::RuntimeServiceClient,
-};
+use k8s_cri::v1::{ListPodSandboxRequest, PodSandboxStatusRequest, runtime_service_client::RuntimeServiceClient};
 use tokio::{net::UnixStream, sync::Notify};
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -159,7 +157,10 @@ impl CriClient {
     }
 
     /// Every sandbox the runtime lists (ready or not), with its namespace where known.
-    pub async fn sandboxes(&mut self, known: &HashMap<String, SandboxIdentity>) -> Result<Vec<SandboxIdentity>, CriError> {
+    pub async fn sandboxes(
+        &mut self,
+        known: &HashMap<String, SandboxIdentity>,
+    ) -> Result<Vec<SandboxIdentity>, CriError> {
         let listed = self
             .client
             .list_pod_sandbox(ListPodSandboxRequest { filter: None })
@@ -211,7 +212,10 @@ impl CriClient {
 /// The inode of a sandbox's network namespace, through its path or its process. `proc_root`
 /// is the host's /proc (the sandbox process is only visible with the host PID namespace).
 fn netns_inode(identity: &SandboxIdentity, proc_root: &Path) -> Option<u32> {
-    let by_path = identity.netns_path.as_ref().and_then(|path| std::fs::metadata(path).ok());
+    let by_path = identity
+        .netns_path
+        .as_ref()
+        .and_then(|path| std::fs::metadata(path).ok());
     let by_pid = || {
         identity
             .pid

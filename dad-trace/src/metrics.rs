@@ -81,7 +81,11 @@ impl Metrics {
             lost.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("in_flight_addresses", "Addresses tentative right now", in_flight.clone());
+        registry.register(
+            "in_flight_addresses",
+            "Addresses tentative right now",
+            in_flight.clone(),
+        );
         registry.register(
             "backend",
             "The probe backend and kernel in use",
@@ -217,7 +221,12 @@ mod tests {
     fn value(text: &str, prefix: &str) -> f64 {
         text.lines()
             .filter(|line| line.starts_with(prefix))
-            .map(|line| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+            .map(|line| {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
             .sum()
     }
 

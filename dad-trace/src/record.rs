@@ -443,7 +443,11 @@ async fn start_metrics(
     let Some(serve) = serve else {
         return Ok((None, None));
     };
-    let metrics = Arc::new(Metrics::new(&backend.to_string(), &kernel_release(), serve.per_pod_labels));
+    let metrics = Arc::new(Metrics::new(
+        &backend.to_string(),
+        &kernel_release(),
+        serve.per_pod_labels,
+    ));
     let server = crate::metrics::serve(serve.listen, metrics.clone()).await?;
     eprintln!("Serving Prometheus metrics on http://{}/metrics", serve.listen);
     Ok((Some(metrics), Some(AbortOnDrop(server))))

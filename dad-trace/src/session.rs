@@ -109,7 +109,11 @@ impl AddressEvent {
         if self.host_netns {
             return "host".into();
         }
-        if let Some((namespace, name)) = self.pod.as_ref().and_then(|pod| Some((pod.namespace.as_ref()?, pod.name.as_ref()?))) {
+        if let Some((namespace, name)) = self
+            .pod
+            .as_ref()
+            .and_then(|pod| Some((pod.namespace.as_ref()?, pod.name.as_ref()?)))
+        {
             return format!("{namespace}/{name}");
         }
         if let Some(name) = &self.netns_name {

@@ -14,8 +14,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use dad_trace::cri::CriClient;
 use k8s_cri::v1::{
-    LinuxPodSandboxConfig, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RunPodSandboxRequest,
-    StopPodSandboxRequest, RemovePodSandboxRequest, ListPodSandboxRequest, LinuxSandboxSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
 };
 
 pub const PAUSE_IMAGE: &str = "localhost/dad-trace-pause:1";
@@ -219,16 +219,21 @@ impl Containerd {
                 && self
                     .client()
                     .and_then(|mut client| {
-                        Ok(self
-                            .runtime
-                            .block_on(client.service().list_pod_sandbox(ListPodSandboxRequest { filter: None }))?)
+                        Ok(self.runtime.block_on(
+                            client
+                                .service()
+                                .list_pod_sandbox(ListPodSandboxRequest { filter: None }),
+                        )?)
                     })
                     .is_ok();
             if listed {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("containerd did not answer within 30 s: see {}", self.dir.join("containerd.log").display());
+                bail!(
+                    "containerd did not answer within 30 s: see {}",
+                    self.dir.join("containerd.log").display()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -286,16 +291,19 @@ impl Containerd {
         let mut client = self.client()?;
         let sandboxes = self
             .runtime
-            .block_on(client.service().list_pod_sandbox(ListPodSandboxRequest { filter: None }))?
+            .block_on(
+                client
+                    .service()
+                    .list_pod_sandbox(ListPodSandboxRequest { filter: None }),
+            )?
             .into_inner()
             .items;
         for sandbox in sandboxes {
             let id = sandbox.id;
-            self.runtime.block_on(
-                client
-                    .service()
-                    .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.clone() }),
-            )?;
+            self.runtime
+                .block_on(client.service().stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                }))?;
             self.runtime.block_on(
                 client
                     .service()
