@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{
     compare,
     cri::SocketChoice,
-    doctor,
+    doctor, gate,
     offsets::{KernelTypes, VMLINUX_BTF},
     probes::{self, Backend, KernelSupport},
     record::{self, BackendChoice, RecordOptions},
@@ -58,6 +58,10 @@ pub struct TraceArgs {
     /// How long a finished address of a pod the runtime has not listed yet waits for its name.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     resolve_wait: f64,
+    /// The kernel's BTF, for kernels that do not publish /sys/kernel/btf/vmlinux (e.g. a file
+    /// from `BTFHub` for the running kernel).
+    #[arg(long, default_value = VMLINUX_BTF, value_name = "FILE")]
+    btf: PathBuf,
 }
 
 impl TraceArgs {
@@ -69,6 +73,7 @@ impl TraceArgs {
             stale_after: seconds(self.stale_after, "--stale-after")?,
             cri_socket: SocketChoice::parse(&self.cri_socket),
             resolve_wait: seconds(self.resolve_wait, "--resolve-wait")?,
+            btf: self.btf.clone(),
             ..RecordOptions::default()
         })
     }
@@ -108,7 +113,7 @@ pub enum Command {
         #[command(flatten)]
         trace: TraceArgs,
         /// Where to serve /metrics. Loopback by default: expose it deliberately.
-        #[arg(long, default_value = "127.0.0.1:9797", value_name = "ADDR:PORT")]
+        #[arg(long, default_value = "127.0.0.1:9797", value_name = "ADDR:PORT", value_parser = parse_listen)]
         listen: std::net::SocketAddr,
         /// Label metrics by pod too (one time series per pod: mind the cardinality).
         #[arg(long)]
@@ -165,6 +170,23 @@ pub enum Command {
         #[arg(long, default_value = "/var/lib/dad-trace/tune-state.json", value_name = "FILE")]
         state: PathBuf,
     },
+    /// Pass or fail a before/after pair of sessions (no root needed): the gate of the kind CI
+    /// job and of the scenario. Exit code 1 when it fails.
+    Gate {
+        #[arg(value_name = "BEFORE")]
+        before: PathBuf,
+        #[arg(value_name = "AFTER")]
+        after: PathBuf,
+        /// Before tuning, pod addresses' tentative p50 must be above this.
+        #[arg(long, default_value_t = gate::POD_START.before_min_p50_ms, value_name = "MS")]
+        before_min_p50_ms: u64,
+        /// After tuning, pod addresses' tentative p99 must be below this.
+        #[arg(long, default_value_t = gate::POD_START.after_max_p99_ms, value_name = "MS")]
+        after_max_p99_ms: u64,
+        /// text and markdown are the same table.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Summarize a saved session (no root needed).
     ///
     /// One file: its histograms. Several: side by side (before/after, or nodes), with the
@@ -184,6 +206,43 @@ pub enum Command {
         output: Option<PathBuf>,
     },
 }
+
+/// `ADDR:PORT`, also with an unbracketed IPv6 address (`fd00::1:9797`), as a Kubernetes
+/// manifest gets from `$(POD_IP):9797` on either family.
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let bad = || format!("{text:?} is not ADDR:PORT (e.g. 127.0.0.1:9797, [::1]:9797, fd00::1:9797)");
+    let (ip, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    Ok(std::net::SocketAddr::new(
+        ip.parse().map_err(|_| bad())?,
+        port.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// The process exit code for an error: scripts and Jobs can tell the causes apart.
+#[must_use]
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if cause.is::<record::PrivilegeError>() {
+            return EXIT_PRIVILEGES;
+        }
+        if cause.is::<record::UnsupportedKernel>() || cause.is::<crate::offsets::BtfError>() {
+            return EXIT_KERNEL;
+        }
+    }
+    EXIT_FAILURE
+}
+
+/// Any other error (bad input, I/O, a failed scenario gate).
+pub const EXIT_FAILURE: u8 = 1;
+/// clap's code for a command line it cannot parse.
+pub const EXIT_USAGE: u8 = 2;
+/// Not allowed to trace: not root, or a capability missing.
+pub const EXIT_PRIVILEGES: u8 = 3;
+/// The kernel lacks what tracing needs: BTF, the DAD functions, any attachable backend.
+pub const EXIT_KERNEL: u8 = 4;
 
 fn parse_ring_bytes(text: &str) -> Result<u32, String> {
     let bytes: u32 = text.parse().map_err(|e| format!("{e}"))?;
@@ -259,20 +318,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             revert,
             yes: _,
             state,
-        } => {
-            let (verb, tune) = if apply {
-                ("applied; previous values saved in", doctor::apply(&state)?)
-            } else if revert {
-                ("reverted from", doctor::revert(&state)?)
-            } else {
-                anyhow::bail!("say --apply --yes to apply the fix, or --revert to undo it");
-            };
-            for (name, value) in &tune.previous {
-                println!("{name}: was {value}");
-            }
-            println!("{verb} {}", state.display());
-            Ok(())
-        }
+        } => tune_command(apply, revert, &state),
         Command::Scenario {
             pods,
             plugin,
@@ -281,6 +327,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             phases,
             output,
         } => scenario_command(pods, plugin, cni_dir, backend, &phases, output.as_deref()).await,
+        Command::Gate {
+            before,
+            after,
+            before_min_p50_ms,
+            after_max_p99_ms,
+            format,
+        } => gate_command(
+            &before,
+            &after,
+            gate::BeforeAfter {
+                before_min_p50_ms,
+                after_max_p99_ms,
+            },
+            format,
+        ),
         Command::Report {
             files,
             per_pod,
@@ -296,6 +357,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+    }
+}
+
+fn tune_command(apply: bool, revert: bool, state: &std::path::Path) -> anyhow::Result<()> {
+    let (verb, tune) = if apply {
+        ("applied; previous values saved in", doctor::apply(state)?)
+    } else if revert {
+        ("reverted from", doctor::revert(state)?)
+    } else {
+        anyhow::bail!("say --apply --yes to apply the fix, or --revert to undo it");
+    };
+    for (name, value) in &tune.previous {
+        println!("{name}: was {value}");
+    }
+    println!("{verb} {}", state.display());
+    Ok(())
+}
+
+fn gate_command(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    gate: gate::BeforeAfter,
+    format: Format,
+) -> anyhow::Result<()> {
+    let verdict = gate.check(&Session::load(before)?, &Session::load(after)?);
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
+        Format::Text | Format::Markdown | Format::Html => print!("{}", verdict.render()),
+    }
+    if verdict.passed() {
+        Ok(())
+    } else {
+        anyhow::bail!("the before/after gate failed")
     }
 }
 
@@ -440,4 +534,39 @@ fn probes_command(verify: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_accepts_both_families_bracketed_or_not() {
+        assert_eq!(
+            parse_listen("127.0.0.1:9797"),
+            Ok("127.0.0.1:9797".parse().expect("v4"))
+        );
+        assert_eq!(parse_listen("[::1]:9797"), Ok("[::1]:9797".parse().expect("v6")));
+        assert_eq!(parse_listen("fd00::1:9797"), Ok("[fd00::1]:9797".parse().expect("v6")));
+        assert!(parse_listen("localhost:9797").is_err_and(|e| e.contains("ADDR:PORT")));
+        assert!(parse_listen("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn exit_codes_tell_causes_apart() {
+        let privileges = anyhow::Error::from(record::PrivilegeError("no".into())).context("record");
+        assert_eq!(exit_code(&privileges), EXIT_PRIVILEGES);
+        let kernel = anyhow::Error::from(record::UnsupportedKernel("old".into()));
+        assert_eq!(exit_code(&kernel), EXIT_KERNEL);
+        let btf = KernelTypes::load(std::path::Path::new("/nonexistent/vmlinux"))
+            .err()
+            .map(anyhow::Error::from)
+            .expect("no BTF there");
+        assert_eq!(exit_code(&btf), EXIT_KERNEL);
+        assert_eq!(exit_code(&anyhow::anyhow!("bad file")), EXIT_FAILURE);
+        let usage = Cli::try_parse_from(["dad-trace", "record", "--no-such-flag"])
+            .err()
+            .expect("rejected");
+        assert_eq!(usage.exit_code(), i32::from(EXIT_USAGE));
+    }
 }

@@ -8,6 +8,7 @@ pub mod cri;
 pub mod doctor;
 pub mod enrich;
 pub mod events;
+pub mod gate;
 pub mod hist;
 pub mod html;
 pub mod loader;

@@ -15,7 +15,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dad-trace: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(dad_trace::cli::exit_code(&e))
         }
     }
 }

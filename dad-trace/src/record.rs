@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use nix::time::{ClockId, clock_gettime};
 use tokio::{
@@ -59,6 +59,8 @@ pub struct RecordOptions {
     pub serve: Option<ServeOptions>,
     /// Keep every event for the session file (a long-running agent without a file does not).
     pub keep_events: bool,
+    /// The kernel's BTF (type information), for kernels that do not publish it themselves.
+    pub btf: PathBuf,
 }
 
 impl Default for RecordOptions {
@@ -79,6 +81,7 @@ impl Default for RecordOptions {
             resolve_wait: Duration::from_secs(10),
             serve: None,
             keep_events: true,
+            btf: VMLINUX_BTF.into(),
         }
     }
 }
@@ -88,6 +91,16 @@ const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+
+/// The process may not load tracing programs (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PrivilegeError(pub String);
+
+/// This kernel lacks what tracing needs (exit code 4).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsupportedKernel(pub String);
 
 /// Refuses early, with what to do, when the process cannot load tracing programs.
 pub fn check_privileges() -> anyhow::Result<()> {
@@ -101,10 +114,12 @@ pub fn check_privileges() -> anyhow::Result<()> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
     }
-    bail!(
-        "dad-trace record needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels \
-         before 5.8): run it with sudo, or in a pod with those capabilities (see README, Privileges)"
+    Err(PrivilegeError(
+        "dad-trace needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8): \
+         run it with sudo, or in a pod with those capabilities (see README, Privileges)"
+            .into(),
     )
+    .into())
 }
 
 fn monotonic_ns() -> u64 {
@@ -148,16 +163,25 @@ struct Attached {
 }
 
 fn attach_backend(choice: BackendChoice, opts: &RecordOptions) -> anyhow::Result<Attached> {
-    let types = KernelTypes::load(Path::new(VMLINUX_BTF))?;
+    let types = KernelTypes::load(&opts.btf)?;
     let support = KernelSupport::read(Path::new("/proc/kallsyms"), Path::new(KPROBE_PMU), Some(&types))
         .context("read /proc/kallsyms")?;
-    let dad_work = support.symbols.get(DAD_WORK_FN).copied().unwrap_or(0);
-    if dad_work == 0 {
-        bail!(
-            "{DAD_WORK_FN} not found in /proc/kallsyms (or its address is hidden): is IPv6 built in or loaded \
-             (modprobe ipv6), and is dad-trace running as root?"
-        );
-    }
+    let dad_work = match support.symbols.get(DAD_WORK_FN) {
+        None => {
+            return Err(UnsupportedKernel(format!(
+                "{DAD_WORK_FN} is not in /proc/kallsyms: is IPv6 built in or loaded (modprobe ipv6)?"
+            ))
+            .into());
+        }
+        Some(0) => {
+            return Err(PrivilegeError(format!(
+                "/proc/kallsyms hides addresses from this process ({DAD_WORK_FN} reads 0): dad-trace needs \
+                 CAP_SYSLOG (root has it; in a pod, add it to the capabilities)"
+            ))
+            .into());
+        }
+        Some(&address) => address,
+    };
     let config = types.config(dad_work)?;
     let candidates: &[Backend] = match choice {
         BackendChoice::Auto => &[Backend::Kprobe, Backend::Tracepoint],
@@ -185,10 +209,11 @@ fn attach_backend(choice: BackendChoice, opts: &RecordOptions) -> anyhow::Result
             Err(e) => failures.push(format!("{backend}: {e}")),
         }
     }
-    bail!(
+    Err(UnsupportedKernel(format!(
         "no backend could attach:\n  {}\nRun `dad-trace probes` to see what this kernel offers",
         failures.join("\n  ")
-    )
+    ))
+    .into())
 }
 
 /// Turns a finished address into a session event with everything userspace knows.

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use crate::{
     doctor::{Verdict, audit, diagnose},
     enrich::{in_netns, parse_if_inet6},
+    gate::{self, GateResult},
     hist::{Delays, Summary, human},
     record::{self, BackendChoice, RecordOptions},
     report::pod_delays,
@@ -168,6 +169,8 @@ pub struct PhaseResult {
     pub traced: Option<Summary>,
     /// Gate violations, empty when the phase tells the expected story.
     pub problems: Vec<String>,
+    /// On the "after" phase: the before/after gate the kind CI job applies too.
+    pub before_after: Option<GateResult>,
     #[serde(skip)]
     pub session: Session,
 }
@@ -303,7 +306,7 @@ pub fn add_baseline_ns(results: &[PhaseResult]) -> u64 {
 /// tolerance.
 pub fn apply_gates(results: &mut [PhaseResult], extra_slack_ms: u64) {
     let baseline = add_baseline_ns(results) + extra_slack_ms * 1_000_000;
-    for result in results {
+    for result in results.iter_mut() {
         result.problems = check(result.gate, &result.pods, baseline);
         if result.doctor != result.expected_doctor {
             result.problems.push(format!(
@@ -311,6 +314,16 @@ pub fn apply_gates(results: &mut [PhaseResult], extra_slack_ms: u64) {
                 result.doctor, result.expected_doctor
             ));
         }
+    }
+    let position = |name: &str| results.iter().position(|result| result.phase == name);
+    if let (Some(before), Some(after)) = (position(gate::BEFORE_PHASE), position(gate::AFTER_PHASE)) {
+        let verdict = gate::POD_START.check(&results[before].session, &results[after].session);
+        let problems = verdict
+            .problems
+            .iter()
+            .map(|problem| format!("before/after gate: {problem}"));
+        results[after].problems.extend(problems);
+        results[after].before_after = Some(verdict);
     }
 }
 
@@ -428,6 +441,7 @@ pub async fn run_phase(
         add: Delays::from_values(runs.iter().map(|run| run.add_ns)).summary(),
         traced: Delays::from_values(runs.iter().filter_map(|run| run.traced_ns)).summary(),
         problems: Vec::new(),
+        before_after: None,
         pods: runs,
         session,
     })
@@ -538,6 +552,15 @@ pub fn render(results: &[PhaseResult]) -> String {
             out,
             "ADD cost without DAD (slowest ADD of the DAD-free phase): {}",
             human(baseline)
+        );
+    }
+    for verdict in results.iter().filter_map(|result| result.before_after.as_ref()) {
+        let _ = write!(
+            out,
+            "\nBefore/after gate ({} vs {}, as in the kind CI job):\n{}",
+            gate::BEFORE_PHASE,
+            gate::AFTER_PHASE,
+            verdict.render()
         );
     }
     for result in results {

@@ -28,6 +28,14 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "chromium",
+    // CRI bindings are generated from the CRI protobuf at build time.
+    "protobuf-compiler",
+    // The runtime test's containerd, and the metrics test's Prometheus.
+    "containerd",
+    "runc",
+    "prometheus",
+    // The benchmark's comparison point.
+    "bpftrace",
 ];
 
 #[derive(Parser)]
