@@ -7,6 +7,7 @@
 )]
 
 pub mod containerd;
+pub mod manifests;
 
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
 

@@ -7,19 +7,25 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod kind;
 mod vm;
 
 /// Debian's rustc ships `rust-src` (rustup's toolchains here cannot fetch it), which
 /// `-Z build-std=core` needs for the BPF target. dad-trace/build.rs uses this name.
 const EBPF_TOOLCHAIN: &str = "dad-trace-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// What building and testing needs on a Debian 12 machine.
-const APT_PACKAGES: &[&str] = &[
+/// What building needs on a Debian 12 machine.
+const BUILD_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
     "llvm-22-dev",
     "libpolly-22-dev",
+    // CRI bindings are generated from the CRI protobuf at build time.
+    "protobuf-compiler",
+];
+/// What testing needs besides.
+const TEST_PACKAGES: &[&str] = &[
     "rust-web-clippy",
     "iproute2",
     "containernetworking-plugins",
@@ -28,8 +34,6 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "chromium",
-    // CRI bindings are generated from the CRI protobuf at build time.
-    "protobuf-compiler",
     // The runtime test's containerd, and the metrics test's Prometheus.
     "containerd",
     "runc",
@@ -75,7 +79,35 @@ enum Task {
     VmTest,
     /// rustfmt check and clippy (userspace and the eBPF crate separately).
     Lint,
+    /// The pod-start scenario on an IPv6 kind cluster, gated like the local scenario (CI
+    /// runners with docker, kind and kubectl; see .github/workflows/kind-e2e.yaml).
+    KindE2e {
+        /// Pods per phase (as `dad-trace scenario --pods`).
+        #[arg(long, default_value_t = 20)]
+        pods: usize,
+        #[arg(long, default_value = "dad-trace-e2e")]
+        cluster: String,
+        /// Sessions, reports and the gate verdict land here.
+        #[arg(long, default_value = "target/kind-e2e")]
+        out: PathBuf,
+        /// A static dad-trace binary built elsewhere; built here otherwise.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Keep the cluster afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Build the static binary and the container image as an OCI archive (no container
+    /// engine needed): target/dad-trace-image.tar, for `ctr images import` or `podman load`.
+    Image,
 }
+
+/// glibc, linked statically (static-pie): the image holds nothing but the binary.
+const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Where `cargo xtask image` leaves the image; deploy/Containerfile copies the same binary.
+const IMAGE_ARCHIVE: &str = "target/dad-trace-image.tar";
+/// The name the manifests in deploy/ use.
+const IMAGE_REF: &str = "dad-trace:latest";
 
 pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -121,8 +153,15 @@ fn is_root() -> bool {
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
 
+/// Everything building and testing needs.
 fn setup() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    install_packages(TEST_PACKAGES)?;
+    setup_build()
+}
+
+/// Installs the Debian packages that are missing.
+fn install_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|package| {
@@ -143,6 +182,12 @@ fn setup() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    Ok(())
+}
+
+/// What building (and so `cargo xtask image`) needs.
+fn setup_build() -> anyhow::Result<()> {
+    install_packages(BUILD_PACKAGES)?;
     let linker_ok = Command::new("bpf-linker")
         .arg("--version")
         .output()
@@ -165,6 +210,47 @@ fn build_release() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/release/dad-trace"))
 }
 
+/// The release binary, linked statically: it runs in an empty image or any node container.
+pub(crate) fn static_binary() -> anyhow::Result<PathBuf> {
+    setup_build()?;
+    // With --target, RUSTFLAGS reach the binary but not build scripts or proc macros.
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "dad-trace",
+            "--target",
+            STATIC_TARGET,
+        ])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static"))?;
+    Ok(workspace_root()
+        .join("target")
+        .join(STATIC_TARGET)
+        .join("release/dad-trace"))
+}
+
+fn image() -> anyhow::Result<PathBuf> {
+    let binary = static_binary()?;
+    let rootfs = workspace_root().join("target/image-rootfs");
+    if rootfs.exists() {
+        std::fs::remove_dir_all(&rootfs)?;
+    }
+    // Session files of the ad-hoc Job are written to a hostPath mounted here.
+    std::fs::create_dir_all(rootfs.join("var/lib/dad-trace"))?;
+    std::fs::create_dir_all(rootfs.join("tmp"))?;
+    std::fs::copy(&binary, rootfs.join("dad-trace")).with_context(|| format!("copy {}", binary.display()))?;
+    let archive = workspace_root().join(IMAGE_ARCHIVE);
+    run(Command::new("sh")
+        .arg(workspace_root().join("deploy/oci-archive.sh"))
+        .arg(&rootfs)
+        .arg(&archive)
+        .args([IMAGE_REF, r#"["/dad-trace"]"#, r#"["serve"]"#]))?;
+    std::fs::remove_dir_all(&rootfs)?;
+    eprintln!("image {IMAGE_REF}: {}", archive.display());
+    Ok(archive)
+}
+
 fn test() -> anyhow::Result<()> {
     setup()?;
     // Unit tests: no privileges needed.
@@ -176,6 +262,8 @@ fn test() -> anyhow::Result<()> {
         "--exclude",
         "dad-trace-ebpf",
     ]))?;
+    // The runtime tests run this image in containerd as the DaemonSet does.
+    image()?;
     // Kernel tests: they print why they skip when not root.
     run(cargo().args([
         "test",
@@ -297,5 +385,19 @@ fn main() -> anyhow::Result<()> {
             vm::vm_test()
         }
         Task::Lint => lint(),
+        Task::Image => image().map(drop),
+        Task::KindE2e {
+            pods,
+            cluster,
+            out,
+            binary,
+            keep,
+        } => kind::kind_e2e(&kind::KindOptions {
+            pods,
+            cluster,
+            out,
+            binary,
+            keep,
+        }),
     }
 }
