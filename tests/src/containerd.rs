@@ -14,8 +14,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use dad_trace::cri::CriClient;
 use k8s_cri::v1::{
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
+    ContainerConfig, CreateContainerRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 
 pub const PAUSE_IMAGE: &str = "localhost/dad-trace-pause:1";
@@ -239,24 +240,28 @@ impl Containerd {
         }
     }
 
-    /// Creates a pod sandbox (its CNI ADD runs DAD); returns its id. Retries while the CRI
-    /// plugin has not loaded the CNI config yet.
-    pub fn run_pod(&self, namespace: &str, name: &str, uid: &str) -> anyhow::Result<String> {
-        let config = PodSandboxConfig {
+    fn sandbox_config(&self, namespace: &str, name: &str, uid: &str, host: bool) -> PodSandboxConfig {
+        let (network, pid) = if host {
+            (NamespaceMode::Node, NamespaceMode::Node)
+        } else {
+            (NamespaceMode::Pod, NamespaceMode::Container)
+        };
+        PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: name.into(),
                 uid: uid.into(),
                 namespace: namespace.into(),
                 attempt: 0,
             }),
-            hostname: name.into(),
-            log_directory: self.dir.join("pod-logs").join(uid).display().to_string(),
+            // With the node's network, the pod has the node's name too (as the kubelet does).
+            hostname: if host { String::new() } else { name.into() },
+            log_directory: self.log_directory(uid).display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: CGROUP_PARENT.into(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Pod.into(),
-                        pid: NamespaceMode::Container.into(),
+                        network: network.into(),
+                        pid: pid.into(),
                         ipc: NamespaceMode::Pod.into(),
                         ..NamespaceOption::default()
                     }),
@@ -265,7 +270,20 @@ impl Containerd {
                 ..LinuxPodSandboxConfig::default()
             }),
             ..PodSandboxConfig::default()
-        };
+        }
+    }
+
+    fn log_directory(&self, uid: &str) -> PathBuf {
+        self.dir.join("pod-logs").join(uid)
+    }
+
+    /// Creates a pod sandbox (its CNI ADD runs DAD); returns its id. Retries while the CRI
+    /// plugin has not loaded the CNI config yet.
+    pub fn run_pod(&self, namespace: &str, name: &str, uid: &str) -> anyhow::Result<String> {
+        self.run_sandbox(self.sandbox_config(namespace, name, uid, false))
+    }
+
+    fn run_sandbox(&self, config: PodSandboxConfig) -> anyhow::Result<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut client = self.client()?;
@@ -279,11 +297,73 @@ impl Containerd {
                     std::thread::sleep(Duration::from_millis(300));
                 }
                 Err(status) => bail!(
-                    "RunPodSandbox {namespace}/{name}: {status} (see {})",
+                    "RunPodSandbox {:?}: {status} (see {})",
+                    config.metadata,
                     self.dir.join("containerd.log").display()
                 ),
             }
         }
+    }
+
+    /// Imports an OCI archive into the CRI's image namespace.
+    pub fn import_image(&self, archive: &Path) -> anyhow::Result<()> {
+        run(Command::new("ctr")
+            .arg("-a")
+            .arg(self.socket())
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(archive))
+    }
+
+    /// Runs one container in a pod with the node's network and PID namespaces (as
+    /// `hostNetwork`/`hostPID` do); returns the file its output is logged to.
+    pub fn run_host_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        mut container: ContainerConfig,
+    ) -> anyhow::Result<PathBuf> {
+        let sandbox_config = self.sandbox_config(namespace, name, uid, true);
+        let sandbox = self.run_sandbox(sandbox_config.clone())?;
+        container.log_path = format!("{name}.log");
+        let mut client = self.client()?;
+        let created = self
+            .runtime
+            .block_on(client.service().create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox,
+                config: Some(container),
+                sandbox_config: Some(sandbox_config),
+            }))?
+            .into_inner()
+            .container_id;
+        self.runtime.block_on(
+            client
+                .service()
+                .start_container(StartContainerRequest { container_id: created }),
+        )?;
+        Ok(self.log_directory(uid).join(format!("{name}.log")))
+    }
+
+    /// A directory that is a shared mount point, so `HostToContainer` propagation can be
+    /// asked for (containerd refuses it on a private mount, and this machine's / is private).
+    pub fn shared_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(name);
+        std::fs::create_dir_all(&path)?;
+        nix::mount::mount(
+            Some(&path),
+            &path,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+        nix::mount::mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            nix::mount::MsFlags::MS_SHARED,
+            None::<&str>,
+        )?;
+        Ok(path)
     }
 
     /// Stops and removes every sandbox (the CNI DEL removes veths and addresses).

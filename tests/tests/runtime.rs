@@ -10,7 +10,11 @@ use dad_trace::{
 };
 use integration_tests::{
     containerd::{self, Containerd},
-    kernel_tests_allowed,
+    kernel_tests_allowed, manifests,
+};
+use k8s_cri::v1::{
+    Capability, ContainerConfig, ContainerMetadata, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
+    LinuxContainerSecurityContext, Mount, MountPropagation, SecurityProfile, security_profile::ProfileType,
 };
 use tokio::sync::Notify;
 
@@ -270,4 +274,245 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
     );
     assert_eq!(lost, Some(0.0));
     assert_eq!(info, Some(1.0));
+}
+
+/// Capability numbers (include/uapi/linux/capability.h) of the names a manifest may add.
+const CAPABILITY_BITS: &[(&str, u32)] = &[
+    ("SYS_PTRACE", 19),
+    ("SYS_ADMIN", 21),
+    ("SYS_RESOURCE", 24),
+    ("SYSLOG", 34),
+    ("PERFMON", 38),
+    ("BPF", 39),
+];
+
+fn capability_bit(name: &str) -> u64 {
+    let bit = CAPABILITY_BITS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .unwrap_or_else(|| panic!("unknown capability {name}"))
+        .1;
+    1 << bit
+}
+
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|line| line.strip_prefix("CapBnd:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The effective capabilities of the process serving on `port`, found through /proc.
+fn agent_capabilities(port: u16) -> Option<u64> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.starts_with("/dad-trace serve") && cmdline.contains(&format!(":{port}")) {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+            return u64::from_str_radix(hex.trim(), 16).ok();
+        }
+    }
+    None
+}
+
+fn metrics_value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The image built by `cargo xtask image`, run by a real containerd exactly as the DaemonSet
+/// says (host network and PID, its capabilities only, read-only mounts), names the pods the
+/// runtime creates next to it in its metrics.
+#[test]
+fn the_daemonset_runs_in_containerd_and_names_pods() {
+    const TEST: &str = "the_daemonset_runs_in_containerd_and_names_pods";
+    if !kernel_tests_allowed(TEST) {
+        return;
+    }
+    if let Some(why) = containerd::unavailable(Path::new(CNI_DIR)) {
+        println!("SKIP {TEST}: {why}");
+        return;
+    }
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dad-trace-image.tar");
+    if !archive.exists() {
+        println!(
+            "SKIP {TEST}: no image at {} (cargo xtask image builds it; cargo xtask test does first)",
+            archive.display()
+        );
+        return;
+    }
+    let daemonset = manifests::daemonset().expect("daemonset.yaml");
+    let spec = daemonset.spec.expect("spec").template.spec.expect("pod spec");
+    let container = &spec.containers[0];
+    let port = container.ports.iter().flatten().next().expect("port").container_port;
+    let port = u16::try_from(port).expect("port");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port {port} is taken on this machine: the agent could not listen"
+    );
+    let _sysctls = stock_dad_settings();
+    let dir = tempfile::Builder::new()
+        .prefix("dtd-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let containerd = Containerd::start(dir.path(), Path::new(CNI_DIR)).expect("containerd starts");
+    containerd.import_image(&archive).expect("import the dad-trace image");
+
+    // The node's paths, where this test's runtime keeps them.
+    let run_netns = containerd.shared_dir("host-run-netns").expect("shared mount");
+    let host_path = |path: &str| -> String {
+        match path {
+            "/run/netns" => run_netns.display().to_string(),
+            "/run/containerd/containerd.sock" => containerd.socket().display().to_string(),
+            other => other.to_string(),
+        }
+    };
+    let volumes = spec.volumes.as_deref().unwrap_or_default();
+    let mounts = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|mount| {
+            let volume = volumes.iter().find(|v| v.name == mount.name).expect("volume");
+            let path = &volume.host_path.as_ref().expect("hostPath").path;
+            Mount {
+                container_path: mount.mount_path.clone(),
+                host_path: host_path(path),
+                readonly: mount.read_only == Some(true),
+                propagation: match mount.mount_propagation.as_deref() {
+                    Some("HostToContainer") => MountPropagation::PropagationHostToContainer,
+                    Some("Bidirectional") => MountPropagation::PropagationBidirectional,
+                    _ => MountPropagation::PropagationPrivate,
+                }
+                .into(),
+                ..Mount::default()
+            }
+        })
+        .collect();
+    let security = container.security_context.as_ref().expect("securityContext");
+    let capabilities = security.capabilities.as_ref().expect("capabilities");
+    // A runtime cannot grant what it does not hold itself (some CI sandboxes lack
+    // CAP_SYS_RESOURCE, which only kernels before 5.11 need): ask for the rest, and say so.
+    let bounding = own_bounding_set();
+    let (grantable, missing): (Vec<String>, Vec<String>) = capabilities
+        .add
+        .iter()
+        .flatten()
+        .cloned()
+        .partition(|name| bounding & capability_bit(name) != 0);
+    if !missing.is_empty() {
+        println!("NOTE {TEST}: this machine cannot grant {missing:?}; the agent runs without them");
+    }
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: container.name.clone(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: container.image.clone().expect("image"),
+            ..ImageSpec::default()
+        }),
+        // The kubelet expands $(VAR) before the runtime sees the arguments.
+        args: manifests::expanded_args(container, &[("NODE_IP", "127.0.0.1")]).expect("args"),
+        envs: vec![KeyValue {
+            key: "NODE_IP".into(),
+            value: "127.0.0.1".into(),
+        }],
+        mounts,
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                capabilities: Some(Capability {
+                    add_capabilities: grantable.clone(),
+                    drop_capabilities: capabilities.drop.clone().unwrap_or_default(),
+                    ..Capability::default()
+                }),
+                privileged: security.privileged == Some(true),
+                run_as_user: security.run_as_user.map(|value| Int64Value { value }),
+                readonly_rootfs: security.read_only_root_filesystem == Some(true),
+                no_new_privs: security.allow_privilege_escalation == Some(false),
+                seccomp: security.seccomp_profile.as_ref().map(|profile| SecurityProfile {
+                    profile_type: match profile.type_.as_str() {
+                        "RuntimeDefault" => ProfileType::RuntimeDefault,
+                        _ => ProfileType::Unconfined,
+                    }
+                    .into(),
+                    ..SecurityProfile::default()
+                }),
+                ..LinuxContainerSecurityContext::default()
+            }),
+            ..LinuxContainerConfig::default()
+        }),
+        ..ContainerConfig::default()
+    };
+    let log = containerd
+        .run_host_pod(
+            "dad-trace",
+            "dad-trace-agent",
+            "6a1c3c1e-0000-4000-8000-0000000000aa",
+            config,
+        )
+        .expect("agent container starts");
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| -> Option<String> {
+        ureq::get(format!("{base}{path}"))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while get("/healthz").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never became ready:\n{}",
+            agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Exactly the DaemonSet's capabilities, nothing more.
+    let expected: u64 = grantable.iter().map(|name| capability_bit(name)).sum();
+    assert_eq!(agent_capabilities(port), Some(expected), "agent's CapEff");
+
+    let pods = [
+        ("team-c", "api-0", "6a1c3c1e-0000-4000-8000-0000000000c0"),
+        ("team-c", "api-1", "6a1c3c1e-0000-4000-8000-0000000000c1"),
+    ];
+    for (namespace, name, uid) in pods {
+        containerd.run_pod(namespace, name, uid).expect("pod sandbox");
+    }
+    // eth0's link-local and global address per pod, labelled with the pod's namespace.
+    let wanted = (2 * pods.len()) as f64;
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    let metrics = loop {
+        let metrics = get("/metrics").unwrap_or_default();
+        if metrics_value(&metrics, r#"dad_trace_tentative_seconds_count{namespace="team-c"}"#) >= wanted
+            || std::time::Instant::now() > deadline
+        {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    println!("{}", agent_log());
+    assert_eq!(
+        metrics_value(&metrics, r#"dad_trace_tentative_seconds_count{namespace="team-c"}"#),
+        wanted,
+        "{metrics}"
+    );
+    let slow = metrics_value(
+        &metrics,
+        r#"dad_trace_tentative_seconds_bucket{le="0.25",namespace="team-c"}"#,
+    );
+    assert_eq!(
+        slow, 0.0,
+        "with DAD on, no pod address settles within 250 ms:\n{metrics}"
+    );
+    assert_eq!(metrics_value(&metrics, "dad_trace_lost_events_total"), 0.0);
 }

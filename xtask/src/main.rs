@@ -106,8 +106,9 @@ enum Task {
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Where `cargo xtask image` leaves the image; deploy/Containerfile copies the same binary.
 const IMAGE_ARCHIVE: &str = "target/dad-trace-image.tar";
-/// The name the manifests in deploy/ use.
-const IMAGE_REF: &str = "dad-trace:latest";
+/// The manifests' `dad-trace:latest`, as the runtime normalizes it (what `ctr images import`
+/// must name it for the kubelet to find it without pulling).
+const IMAGE_REF: &str = "docker.io/library/dad-trace:latest";
 
 pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
