@@ -280,10 +280,10 @@ impl Containerd {
     /// Creates a pod sandbox (its CNI ADD runs DAD); returns its id. Retries while the CRI
     /// plugin has not loaded the CNI config yet.
     pub fn run_pod(&self, namespace: &str, name: &str, uid: &str) -> anyhow::Result<String> {
-        self.run_sandbox(self.sandbox_config(namespace, name, uid, false))
+        self.run_sandbox(&self.sandbox_config(namespace, name, uid, false))
     }
 
-    fn run_sandbox(&self, config: PodSandboxConfig) -> anyhow::Result<String> {
+    fn run_sandbox(&self, config: &PodSandboxConfig) -> anyhow::Result<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut client = self.client()?;
@@ -324,7 +324,7 @@ impl Containerd {
         mut container: ContainerConfig,
     ) -> anyhow::Result<PathBuf> {
         let sandbox_config = self.sandbox_config(namespace, name, uid, true);
-        let sandbox = self.run_sandbox(sandbox_config.clone())?;
+        let sandbox = self.run_sandbox(&sandbox_config)?;
         container.log_path = format!("{name}.log");
         let mut client = self.client()?;
         let created = self
