@@ -1,5 +1,6 @@
 //! Pod identity from a real container runtime, and the node agent scraped by a real
 //! Prometheus. Root only; skips with a reason otherwise. Run with `--test-threads=1`.
+#![allow(clippy::float_cmp, reason = "metric values compared are small counts, exact in f64")]
 use std::{path::Path, sync::Arc, time::Duration};
 
 use dad_trace::{
@@ -11,10 +12,6 @@ use dad_trace::{
 use integration_tests::{
     containerd::{self, Containerd},
     kernel_tests_allowed, manifests,
-};
-use k8s_cri::v1::{
-    Capability, ContainerConfig, ContainerMetadata, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
-    LinuxContainerSecurityContext, Mount, MountPropagation, SecurityProfile, security_profile::ProfileType,
 };
 use tokio::sync::Notify;
 
@@ -319,6 +316,18 @@ fn agent_capabilities(port: u16) -> Option<u64> {
     None
 }
 
+/// The metrics text once `done` says so, or after a minute.
+fn poll_metrics(get: &dyn Fn(&str) -> Option<String>, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    loop {
+        let metrics = get("/metrics").unwrap_or_default();
+        if done(&metrics) || std::time::Instant::now() > deadline {
+            return metrics;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn metrics_value(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(prefix))
@@ -326,7 +335,26 @@ fn metrics_value(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-/// The image built by `cargo xtask image`, run by a real containerd exactly as the DaemonSet
+/// The container's added capabilities that this machine can grant. A runtime cannot grant
+/// what it does not hold itself (some CI sandboxes lack `CAP_SYS_RESOURCE`, which only kernels
+/// before 5.11 need): the rest are asked for, and the test says so.
+fn grantable_capabilities(container: &k8s_openapi::api::core::v1::Container, test: &str) -> Vec<String> {
+    let bounding = own_bounding_set();
+    let (grantable, missing): (Vec<String>, Vec<String>) = container
+        .security_context
+        .as_ref()
+        .and_then(|security| security.capabilities.as_ref())
+        .and_then(|capabilities| capabilities.add.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|name| bounding & capability_bit(name) != 0);
+    if !missing.is_empty() {
+        println!("NOTE {test}: this machine cannot grant {missing:?}; the agent runs without them");
+    }
+    grantable
+}
+
+/// The image built by `cargo xtask image`, run by a real containerd exactly as the `DaemonSet`
 /// says (host network and PID, its capabilities only, read-only mounts), names the pods the
 /// runtime creates next to it in its metrics.
 #[test]
@@ -373,83 +401,9 @@ fn the_daemonset_runs_in_containerd_and_names_pods() {
             other => other.to_string(),
         }
     };
-    let volumes = spec.volumes.as_deref().unwrap_or_default();
-    let mounts = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .map(|mount| {
-            let volume = volumes.iter().find(|v| v.name == mount.name).expect("volume");
-            let path = &volume.host_path.as_ref().expect("hostPath").path;
-            Mount {
-                container_path: mount.mount_path.clone(),
-                host_path: host_path(path),
-                readonly: mount.read_only == Some(true),
-                propagation: match mount.mount_propagation.as_deref() {
-                    Some("HostToContainer") => MountPropagation::PropagationHostToContainer,
-                    Some("Bidirectional") => MountPropagation::PropagationBidirectional,
-                    _ => MountPropagation::PropagationPrivate,
-                }
-                .into(),
-                ..Mount::default()
-            }
-        })
-        .collect();
-    let security = container.security_context.as_ref().expect("securityContext");
-    let capabilities = security.capabilities.as_ref().expect("capabilities");
-    // A runtime cannot grant what it does not hold itself (some CI sandboxes lack
-    // CAP_SYS_RESOURCE, which only kernels before 5.11 need): ask for the rest, and say so.
-    let bounding = own_bounding_set();
-    let (grantable, missing): (Vec<String>, Vec<String>) = capabilities
-        .add
-        .iter()
-        .flatten()
-        .cloned()
-        .partition(|name| bounding & capability_bit(name) != 0);
-    if !missing.is_empty() {
-        println!("NOTE {TEST}: this machine cannot grant {missing:?}; the agent runs without them");
-    }
-    let config = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: container.name.clone(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: container.image.clone().expect("image"),
-            ..ImageSpec::default()
-        }),
-        // The kubelet expands $(VAR) before the runtime sees the arguments.
-        args: manifests::expanded_args(container, &[("NODE_IP", "127.0.0.1")]).expect("args"),
-        envs: vec![KeyValue {
-            key: "NODE_IP".into(),
-            value: "127.0.0.1".into(),
-        }],
-        mounts,
-        linux: Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                capabilities: Some(Capability {
-                    add_capabilities: grantable.clone(),
-                    drop_capabilities: capabilities.drop.clone().unwrap_or_default(),
-                    ..Capability::default()
-                }),
-                privileged: security.privileged == Some(true),
-                run_as_user: security.run_as_user.map(|value| Int64Value { value }),
-                readonly_rootfs: security.read_only_root_filesystem == Some(true),
-                no_new_privs: security.allow_privilege_escalation == Some(false),
-                seccomp: security.seccomp_profile.as_ref().map(|profile| SecurityProfile {
-                    profile_type: match profile.type_.as_str() {
-                        "RuntimeDefault" => ProfileType::RuntimeDefault,
-                        _ => ProfileType::Unconfined,
-                    }
-                    .into(),
-                    ..SecurityProfile::default()
-                }),
-                ..LinuxContainerSecurityContext::default()
-            }),
-            ..LinuxContainerConfig::default()
-        }),
-        ..ContainerConfig::default()
-    };
+    let grantable = grantable_capabilities(container, TEST);
+    let config = containerd::container_config(&spec, &host_path, &[("NODE_IP", "127.0.0.1")], &grantable)
+        .expect("the DaemonSet's container as the kubelet passes it");
     let log = containerd
         .run_host_pod(
             "dad-trace",
@@ -490,22 +444,10 @@ fn the_daemonset_runs_in_containerd_and_names_pods() {
     }
     // eth0's link-local and global address per pod, labelled with the pod's namespace.
     let wanted = (2 * pods.len()) as f64;
-    let deadline = std::time::Instant::now() + Duration::from_mins(1);
-    let metrics = loop {
-        let metrics = get("/metrics").unwrap_or_default();
-        if metrics_value(&metrics, r#"dad_trace_tentative_seconds_count{namespace="team-c"}"#) >= wanted
-            || std::time::Instant::now() > deadline
-        {
-            break metrics;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let count = r#"dad_trace_tentative_seconds_count{namespace="team-c"}"#;
+    let metrics = poll_metrics(&get, |metrics| metrics_value(metrics, count) >= wanted);
     println!("{}", agent_log());
-    assert_eq!(
-        metrics_value(&metrics, r#"dad_trace_tentative_seconds_count{namespace="team-c"}"#),
-        wanted,
-        "{metrics}"
-    );
+    assert_eq!(metrics_value(&metrics, count), wanted, "{metrics}");
     let slow = metrics_value(
         &metrics,
         r#"dad_trace_tentative_seconds_bucket{le="0.25",namespace="team-c"}"#,
