@@ -228,12 +228,17 @@ pub fn render_fix() -> String {
     for (name, value) in RECOMMENDED {
         let _ = writeln!(out, "{name} = {value}");
     }
-    out.push_str("\nFix (a kind node):\n\n");
+    // devconf_inherit_init_net exists only in the initial namespace, and new namespaces copy
+    // that namespace's settings: a kind node (a container) can set neither for its pods.
+    out.push_str(
+        "\nFix (kind: the nodes are containers on one kernel, and new pod namespaces copy the initial \
+         namespace, so set it on the machine running kind):\n\n",
+    );
     let args: Vec<String> = RECOMMENDED
         .iter()
         .map(|(name, value)| format!("-w {name}={value}"))
         .collect();
-    let _ = writeln!(out, "docker exec <node> sysctl {}", args.join(" "));
+    let _ = writeln!(out, "sudo sysctl {}", args.join(" "));
     out.push_str(
         "\nCaveats: only in networks you control — DAD is what protects against duplicate addresses. Pods \
          created before the change keep DAD until recreated. For application start, rely on readiness probes \
@@ -406,7 +411,7 @@ mod tests {
         let fix = render_fix();
         assert!(fix.contains("[settings.kernel.sysctl]\n\"net.ipv6.conf.all.accept_dad\" = \"0\""));
         assert!(fix.contains("net.core.devconf_inherit_init_net = 1"));
-        assert!(fix.contains("docker exec <node> sysctl -w net.ipv6.conf.all.accept_dad=0"));
+        assert!(fix.contains("sudo sysctl -w net.ipv6.conf.all.accept_dad=0"));
         assert!(fix.contains("networks you control") && fix.contains("readiness probes"));
     }
 }
