@@ -526,7 +526,7 @@ fn probes_command(verify: bool) -> anyhow::Result<()> {
                             source: aya::programs::ProgramError::AlreadyLoaded,
                             ..
                         }) => continue,
-                        Err(e) => format!("FAILED: {e}"),
+                        Err(e) => format!("FAILED: {:#}", anyhow::Error::from(e)),
                     };
                     println!("{backend:<10} {:<18} {verdict}", hook.program);
                 }

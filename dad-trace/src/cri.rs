@@ -34,13 +34,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
-    #[error("cannot connect to the CRI socket {path}: {source}")]
+    #[error("cannot connect to the CRI socket {path}")]
     Connect {
         path: PathBuf,
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("CRI call {call} on {path} failed: {source}")]
+    #[error("CRI call {call} on {path} failed")]
     Call {
         call: &'static str,
         path: PathBuf,

@@ -26,7 +26,7 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("cannot poll the events ring buffer: {0}")]
     Poll(std::io::Error),
-    #[error("map {map}: {source}")]
+    #[error("map {map}")]
     Map {
         map: &'static str,
         source: aya::maps::MapError,
@@ -37,7 +37,7 @@ pub enum LoadError {
 pub enum AttachError {
     #[error("program {program} missing from the kernel object")]
     MissingProgram { program: &'static str },
-    #[error("{probe}: {source}")]
+    #[error("{probe}")]
     Program { probe: String, source: ProgramError },
 }
 

@@ -11,8 +11,8 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error(
-        "cannot read kernel BTF at {path}: {source}. dad-trace needs a kernel built with \
-         CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4 are)"
+        "cannot read kernel BTF at {path} (dad-trace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, \
+         as most distribution kernels since 5.4 are, or a BTF file for this kernel given with --btf)"
     )]
     Missing { path: PathBuf, source: std::io::Error },
     #[error("cannot parse kernel BTF at {path}: {message}")]

@@ -206,7 +206,7 @@ fn attach_backend(choice: BackendChoice, opts: &RecordOptions) -> anyhow::Result
                 }
                 return Ok(Attached { ebpf, backend });
             }
-            Err(e) => failures.push(format!("{backend}: {e}")),
+            Err(e) => failures.push(format!("{backend}: {:#}", anyhow::Error::from(e))),
         }
     }
     Err(UnsupportedKernel(format!(

@@ -19,13 +19,13 @@ pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("cannot read session file {path}: {source}")]
+    #[error("cannot read session file {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("session file {path} is empty: was the recording killed before it saved?")]
     Empty { path: PathBuf },
-    #[error("session file {path} is not valid JSON ({source}); it may be truncated or not a dad-trace session")]
+    #[error("session file {path} is not valid JSON; it may be truncated or not a dad-trace session")]
     Parse { path: PathBuf, source: serde_json::Error },
-    #[error("session file {path} does not match the session format: {source}")]
+    #[error("session file {path} does not match the session format")]
     Schema { path: PathBuf, source: serde_json::Error },
     #[error("{path} is not a dad-trace session (format is {found:?}, expected {FORMAT:?})")]
     NotASession { path: PathBuf, found: Option<String> },
@@ -34,7 +34,7 @@ pub enum SessionError {
          Use the dad-trace release that recorded it"
     )]
     Version { path: PathBuf, found: u64 },
-    #[error("cannot write session file {path}: {source}")]
+    #[error("cannot write session file {path}")]
     Write { path: PathBuf, source: std::io::Error },
 }
 
