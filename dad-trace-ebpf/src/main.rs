@@ -154,6 +154,13 @@ pub fn dad_work_done(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// The benchmark's yardstick (`cargo xtask bench`): what a raw tracepoint program that does
+/// nothing costs per event, attached beside the two above. `record` never attaches it.
+#[raw_tracepoint]
+pub fn baseline_empty(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
 /// One kprobe program per hook: the hook id is a constant, so each program stays tiny.
 macro_rules! ifa_kprobe {
     ($name:ident, $hook:expr, $arg:literal) => {

@@ -318,6 +318,7 @@ pub(crate) mod tests {
                 outcome: Outcome::Settled,
                 partial: false,
                 node: None,
+                duplicate_of: Vec::new(),
             });
         }
         session

@@ -17,7 +17,7 @@ use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use crate::{
     cri::{Identities, SandboxIdentity},
     events::NetnsId,
-    session::{Peer, Pod},
+    session::{Holder, Peer, Pod},
 };
 
 /// How often a cache miss may trigger a full /proc scan.
@@ -100,9 +100,17 @@ pub fn parse_kubepods_cgroup(text: &str) -> Option<(String, Option<String>)> {
     Some((uid?, container))
 }
 
-/// (address, ifindex, flags) rows of /`proc/net/if_inet6`.
+/// One row of `/proc/net/if_inet6`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inet6Row {
+    pub addr: Ipv6Addr,
+    pub ifindex: u32,
+    pub flags: u32,
+    pub ifname: String,
+}
+
 #[must_use]
-pub fn parse_if_inet6(text: &str) -> Vec<(Ipv6Addr, u32, u32)> {
+pub fn parse_if_inet6(text: &str) -> Vec<Inet6Row> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
@@ -111,9 +119,24 @@ pub fn parse_if_inet6(text: &str) -> Vec<(Ipv6Addr, u32, u32)> {
             let _prefix = fields.next()?;
             let _scope = fields.next()?;
             let flags = u32::from_str_radix(fields.next()?, 16).ok()?;
-            Some((Ipv6Addr::from(addr), ifindex, flags))
+            let ifname = fields.next()?.to_string();
+            Some(Inet6Row {
+                addr: Ipv6Addr::from(addr),
+                ifindex,
+                flags,
+                ifname,
+            })
         })
         .collect()
+}
+
+/// The addresses of the namespace at `handle`.
+fn addresses_in(handle: &Path) -> anyhow::Result<Vec<Inet6Row>> {
+    in_netns(handle, || {
+        Ok(parse_if_inet6(&std::fs::read_to_string(
+            "/proc/thread-self/net/if_inet6",
+        )?))
+    })
 }
 
 /// Runs `job` on a fresh thread that has joined the namespace at `handle`; the thread ends
@@ -325,6 +348,48 @@ impl Enricher {
         found
     }
 
+    /// Who else on this node holds `addr` (settled, not itself a failed copy): the other side
+    /// of a DAD failure, when it is here. Every namespace dad-trace knows is looked in.
+    pub fn holders(&mut self, addr: Ipv6Addr, except_inode: u32) -> Vec<Holder> {
+        self.scan_names();
+        self.scan_processes();
+        let mut namespaces: Vec<(u32, PathBuf)> = self
+            .cache
+            .iter()
+            .filter_map(|(inode, info)| Some((*inode, info.handle.clone()?)))
+            .collect();
+        namespaces.push((self.host_inode, self.proc_root.join("self/ns/net")));
+        let mut holders = Vec::new();
+        for (inode, handle) in namespaces {
+            if inode == except_inode {
+                continue;
+            }
+            let Ok(rows) = addresses_in(&handle) else {
+                continue;
+            };
+            for row in rows {
+                if row.addr == addr && row.flags & dad_trace_common::IFA_F_DADFAILED == 0 {
+                    let info = self.netns(inode);
+                    let name = if self.is_host(inode) {
+                        "host".to_string()
+                    } else {
+                        info.pod
+                            .as_ref()
+                            .and_then(|pod| Some(format!("{}/{}", pod.namespace.as_ref()?, pod.name.as_ref()?)))
+                            .or(info.name)
+                            .unwrap_or_else(|| format!("netns:{inode}"))
+                    };
+                    holders.push(Holder {
+                        netns_inode: inode,
+                        name,
+                        ifname: row.ifname,
+                    });
+                }
+            }
+        }
+        holders
+    }
+
     /// Whether an in-flight address still exists (for backends that cannot see a cancelled
     /// DAD). A namespace that cannot be opened any more is gone, and so is its address.
     pub fn presence(&mut self, netns: NetnsId, ifindex: i32, addr: Ipv6Addr) -> Presence {
@@ -339,17 +404,12 @@ impl Enricher {
                 return Presence::Gone;
             }
         }
-        let rows = in_netns(&handle, || {
-            Ok(parse_if_inet6(&std::fs::read_to_string(
-                "/proc/thread-self/net/if_inet6",
-            )?))
-        });
-        match rows {
+        match addresses_in(&handle) {
             Ok(rows) => rows
                 .into_iter()
-                .find(|(a, index, _)| *a == addr && i64::from(*index) == i64::from(ifindex))
-                .map_or(Presence::Gone, |(_, _, flags)| {
-                    if flags & dad_trace_common::IFA_F_TENTATIVE != 0 {
+                .find(|row| row.addr == addr && i64::from(row.ifindex) == i64::from(ifindex))
+                .map_or(Presence::Gone, |row| {
+                    if row.flags & dad_trace_common::IFA_F_TENTATIVE != 0 {
                         Presence::Tentative
                     } else {
                         Presence::Settled
@@ -398,12 +458,16 @@ mod tests {
                     fd000dad000000000000000000000001 02 40 00 80     eth0\n";
         let rows = parse_if_inet6(text);
         assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].addr, "fd00:dad::1".parse::<Ipv6Addr>().expect("address"));
         assert_eq!(
-            rows[0].0,
+            (rows[1].ifindex, rows[1].flags, rows[1].ifname.as_str()),
+            (2, 0x80, "eth0")
+        );
+        assert_eq!(
+            rows[0].addr,
             "fe80::b0c1:ffff:fe2a:b01".parse::<Ipv6Addr>().expect("literal")
         );
-        assert_eq!((rows[0].1, rows[0].2), (2, 0xc0));
-        assert_eq!(rows[1].0, "fd00:dad::1".parse::<Ipv6Addr>().expect("literal"));
+        assert_eq!((rows[0].ifindex, rows[0].flags), (2, 0xc0));
     }
 
     #[test]

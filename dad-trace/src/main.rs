@@ -1,8 +1,16 @@
 use clap::Parser as _;
+use dad_trace::cli::{Cli, Command};
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> std::process::ExitCode {
-    let cli = dad_trace::cli::Cli::parse();
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Before the runtime's threads exist, so they inherit it: a Ctrl-C during start-up waits
+    // for the handlers instead of killing a recording that would save its session.
+    if matches!(
+        cli.command,
+        Command::Record { .. } | Command::Serve { .. } | Command::Scenario { .. }
+    ) {
+        dad_trace::record::hold_signals();
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "debug",
@@ -11,7 +19,18 @@ async fn main() -> std::process::ExitCode {
     // netlink-packet-route warns about every kernel attribute newer than itself: noise.
     let filter = format!("{level},netlink_packet_route=error");
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
-    match dad_trace::cli::run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("dad-trace: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dad_trace::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dad-trace: {e:#}");

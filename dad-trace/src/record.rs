@@ -92,6 +92,30 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
+/// Holds SIGINT and SIGTERM pending from the start of `main` (call it before any thread
+/// exists; threads inherit the mask) until [`release_signals`], so a signal that arrives
+/// before the handlers are installed still ends in a saved session instead of killing.
+pub fn hold_signals() {
+    let signals = stop_signals();
+    if let Err(e) = signals.thread_block() {
+        log::debug!("cannot hold signals: {e}");
+    }
+}
+
+/// Lets held signals through to the handlers installed by now.
+pub fn release_signals() {
+    if let Err(e) = stop_signals().thread_unblock() {
+        log::debug!("cannot release signals: {e}");
+    }
+}
+
+fn stop_signals() -> nix::sys::signal::SigSet {
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    signals
+}
+
 /// The process may not load tracing programs (exit code 3).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -226,6 +250,11 @@ fn to_event(finished: &Finished, clock: Clock, enricher: &mut Enricher) -> Addre
     } else {
         enricher.peer(obs.netns, obs.ifindex)
     };
+    let duplicate_of = if finished.outcome == crate::track::Outcome::Failed {
+        enricher.holders(obs.addr, obs.netns.inode)
+    } else {
+        Vec::new()
+    };
     AddressEvent {
         time: clock.wall(finished.end_ns),
         netns_inode: obs.netns.inode,
@@ -242,6 +271,7 @@ fn to_event(finished: &Finished, clock: Clock, enricher: &mut Enricher) -> Addre
         outcome: finished.outcome,
         partial: finished.partial,
         node: None,
+        duplicate_of,
     }
 }
 
@@ -509,6 +539,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     // First thing: a signal during start-up must still end in a saved session and no leftovers.
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    release_signals();
     // Kernels since 5.11 charge BPF memory to the cgroup; the old limit only matters before.
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,

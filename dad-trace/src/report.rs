@@ -216,8 +216,22 @@ pub fn event_line(event: &AddressEvent) -> String {
         })
         .unwrap_or_default();
     let partial = if event.partial { " (partial)" } else { "" };
+    let duplicate = if event.outcome == Outcome::Failed {
+        if event.duplicate_of.is_empty() {
+            " duplicate answered from off this node".to_string()
+        } else {
+            let holders: Vec<String> = event
+                .duplicate_of
+                .iter()
+                .map(|holder| format!("{} {}", holder.name, holder.ifname))
+                .collect();
+            format!(" duplicate of {}", holders.join(", "))
+        }
+    } else {
+        String::new()
+    };
     format!(
-        "{}  {:<16} {:<10} {:<28} tentative {:>9}  DAD {:>9}  {}{partial}{peer}",
+        "{}  {:<16} {:<10} {:<28} tentative {:>9}  DAD {:>9}  {}{partial}{peer}{duplicate}",
         event.time.format("%H:%M:%S%.3f"),
         event.pod_label(),
         event.ifname,
@@ -251,6 +265,7 @@ mod tests {
             outcome,
             partial: false,
             node: None,
+            duplicate_of: Vec::new(),
         }
     }
 

@@ -219,7 +219,7 @@ fn settle(netns: &Path) -> anyhow::Result<()> {
             let rows = parse_if_inet6(&std::fs::read_to_string("/proc/thread-self/net/if_inet6")?);
             if !rows
                 .iter()
-                .any(|(_, _, flags)| flags & dad_trace_common::IFA_F_TENTATIVE != 0)
+                .any(|row| row.flags & dad_trace_common::IFA_F_TENTATIVE != 0)
             {
                 return Ok(());
             }
@@ -462,6 +462,7 @@ pub async fn run(opts: &ScenarioOptions) -> anyhow::Result<Vec<PhaseResult>> {
         let cancelled = cancelled.clone();
         let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        record::release_signals();
         tokio::spawn(async move {
             tokio::select! {
                 _ = interrupt.recv() => {}

@@ -92,6 +92,19 @@ pub struct AddressEvent {
     /// inodes are only unique per node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// For a failed address: who on this node holds it (the other side of the duplicate).
+    /// Empty when the answer came from outside the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_of: Vec<Holder>,
+}
+
+/// An interface that holds an address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub netns_inode: u32,
+    /// `namespace/pod`, the namespace name, `host`, or `netns:<inode>`.
+    pub name: String,
+    pub ifname: String,
 }
 
 impl AddressEvent {
@@ -272,6 +285,7 @@ mod tests {
             outcome: Outcome::Settled,
             partial: false,
             node: None,
+            duplicate_of: Vec::new(),
         });
         session
     }

@@ -92,8 +92,13 @@ fn netlink_runtime() -> anyhow::Result<(tokio::runtime::Runtime, rtnetlink::Hand
 impl SyntheticPod {
     /// Creates `<prefix><index>` with `eth0` ↔ `<prefix>h<index>` and `fd00:dad::<index+1>/64`.
     pub fn create(prefix: &str, index: usize) -> anyhow::Result<Self> {
+        let netns = NamedNetns::create(Path::new(NETNS_DIR), &format!("{prefix}{index}"))?;
+        Self::create_in(netns, prefix, index)
+    }
+
+    /// The same in a namespace made beforehand (to watch it from the start, say).
+    pub fn create_in(netns: NamedNetns, prefix: &str, index: usize) -> anyhow::Result<Self> {
         let name = format!("{prefix}{index}");
-        let netns = NamedNetns::create(Path::new(NETNS_DIR), &name)?;
         let host_veth = format!("{prefix}h{index}");
         let peer_tmp = format!("{prefix}p{index}");
         let addr = Ipv6Addr::new(

@@ -8,6 +8,7 @@
 
 pub mod containerd;
 pub mod manifests;
+pub mod netns;
 
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
 
@@ -252,4 +253,24 @@ pub fn cni_scenario(
         assert_eq!(result.doctor, result.expected_doctor, "{}", result.phase);
     }
     table
+}
+
+/// Maps of the kernel object that could hold per-address state (hash maps): there must be
+/// none, so nothing in the kernel can grow or leak when addresses die unseen.
+#[must_use]
+pub fn per_address_kernel_maps() -> Vec<String> {
+    let types = KernelTypes::load(Path::new(VMLINUX_BTF)).expect("kernel BTF");
+    let support =
+        KernelSupport::read(Path::new("/proc/kallsyms"), Path::new("/nonexistent"), Some(&types)).expect("kallsyms");
+    let config = types.config(support.symbols[DAD_WORK_FN]).expect("offsets from BTF");
+    let ebpf = loader::load(&config, 4096, false).expect("object loads");
+    ebpf.maps()
+        .filter(|(_, map)| {
+            !matches!(
+                map,
+                aya::maps::Map::RingBuf(_) | aya::maps::Map::PerCpuArray(_) | aya::maps::Map::Array(_)
+            )
+        })
+        .map(|(name, map)| format!("{name}: {map:?}"))
+        .collect()
 }

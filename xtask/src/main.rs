@@ -97,6 +97,21 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
+    /// Measure kernel cost, scale and accuracy (root) and write the table to bench/RESULTS.md.
+    Bench {
+        /// Synthetic pods of the scale runs.
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// Idle veth interfaces present during the second scale run.
+        #[arg(long, default_value_t = 10_000)]
+        veths: usize,
+        #[arg(long, default_value_t = 50)]
+        accuracy_pods: usize,
+        #[arg(long, default_value_t = 20)]
+        cost_seconds: u64,
+        #[arg(long, default_value = "bench/RESULTS.md")]
+        output: PathBuf,
+    },
     /// Build the static binary and the container image as an OCI archive (no container
     /// engine needed): target/dad-trace-image.tar, for `ctr images import` or `podman load`.
     Image,
@@ -252,6 +267,47 @@ fn image() -> anyhow::Result<PathBuf> {
     Ok(archive)
 }
 
+struct BenchOptions {
+    pods: usize,
+    veths: usize,
+    accuracy_pods: usize,
+    cost_seconds: u64,
+    output: PathBuf,
+}
+
+fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
+    setup()?;
+    let dad_trace = build_release()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "integration-tests",
+        "--bin",
+        "dad-trace-bench",
+    ]))?;
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default();
+    let output = workspace_root().join(&opts.output);
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    run(as_root(&workspace_root().join("target/release/dad-trace-bench"))
+        .arg("--dad-trace")
+        .arg(&dad_trace)
+        .arg("--output")
+        .arg(&output)
+        .args(["--commit", &commit])
+        .args(["--pods", &opts.pods.to_string()])
+        .args(["--veths", &opts.veths.to_string()])
+        .args(["--accuracy-pods", &opts.accuracy_pods.to_string()])
+        .args(["--cost-seconds", &opts.cost_seconds.to_string()]))
+}
+
 fn test() -> anyhow::Result<()> {
     setup()?;
     // Unit tests: no privileges needed.
@@ -387,6 +443,19 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Lint => lint(),
         Task::Image => image().map(drop),
+        Task::Bench {
+            pods,
+            veths,
+            accuracy_pods,
+            cost_seconds,
+            output,
+        } => bench(&BenchOptions {
+            pods,
+            veths,
+            accuracy_pods,
+            cost_seconds,
+            output,
+        }),
         Task::KindE2e {
             pods,
             cluster,

@@ -1,0 +1,290 @@
+//! Faults and bad input against the real kernel (tracepoint backend). Root only; skips with
+//! a reason otherwise. Run with `--test-threads=1`: the tests share the kernel's sysctls.
+use std::{
+    fmt::Write as _,
+    net::Ipv6Addr,
+    time::{Duration, Instant},
+};
+
+use dad_trace::{
+    record::{BackendChoice, RecordOptions},
+    session::Session,
+    sysctl::SysctlGuard,
+    track::Outcome,
+};
+use integration_tests::{
+    kernel_tests_allowed,
+    netns::{TestNetns, events_of, record_during},
+};
+
+/// DAD on in new namespaces, as on a stock node.
+fn stock_dad_settings() -> SysctlGuard {
+    let mut sysctls = SysctlGuard::default();
+    sysctls.set("net.core.devconf_inherit_init_net", "0").expect("sysctl");
+    sysctls.set("net.ipv6.conf.default.accept_dad", "1").expect("sysctl");
+    sysctls.set("net.ipv6.conf.default.dad_transmits", "1").expect("sysctl");
+    sysctls
+}
+
+fn options() -> RecordOptions {
+    RecordOptions {
+        backend: BackendChoice::Tracepoint,
+        cri_socket: dad_trace::cri::SocketChoice::Off,
+        // Cancelled DAD is invisible to the tracepoint backend: check silent addresses soon.
+        stale_after: Duration::from_millis(500),
+        ..RecordOptions::default()
+    }
+}
+
+fn addr(text: &str) -> Ipv6Addr {
+    text.parse().expect("address")
+}
+
+/// Histograms only hold settled addresses with sane delays.
+fn assert_sane(session: &Session) {
+    for event in &session.events {
+        assert!(event.tentative_ns < 10_000_000_000, "{event:?}");
+        if let Some(dad) = event.dad_ns {
+            assert!(dad <= event.tentative_ns, "{event:?}");
+        }
+    }
+}
+
+#[test]
+fn netns_deleted_while_tentative_is_aborted() {
+    if !kernel_tests_allowed("netns_deleted_while_tentative_is_aborted") {
+        return;
+    }
+    let _sysctls = stock_dad_settings();
+    let address = addr("fd00:dad:f1::1");
+    let (session, ()) = record_during(options(), Duration::from_secs(3), move || {
+        let netns = TestNetns::new("dtf-gone");
+        netns.veth("dtf-gone-h", None);
+        netns.ip(&["addr", "add", "fd00:dad:f1::1/64", "dev", "eth0"]);
+        std::thread::sleep(Duration::from_millis(300));
+        netns.delete();
+    });
+    let events = events_of(&session, "dtf-gone", address);
+    assert_eq!(events.len(), 1, "{:#?}", session.events);
+    assert_eq!(events[0].outcome, Outcome::Aborted);
+    assert!(session.unfinished.iter().all(|u| u.addr != address));
+    assert_sane(&session);
+}
+
+#[test]
+fn interface_deleted_mid_dad_is_aborted() {
+    if !kernel_tests_allowed("interface_deleted_mid_dad_is_aborted") {
+        return;
+    }
+    let _sysctls = stock_dad_settings();
+    let address = addr("fd00:dad:f2::1");
+    let (session, _netns) = record_during(options(), Duration::from_secs(3), move || {
+        let netns = TestNetns::new("dtf-ifdel");
+        netns.veth("dtf-ifdel-h", None);
+        netns.ip(&["addr", "add", "fd00:dad:f2::1/64", "dev", "eth0"]);
+        std::thread::sleep(Duration::from_millis(300));
+        netns.ip(&["link", "del", "eth0"]);
+        netns
+    });
+    let events = events_of(&session, "dtf-ifdel", address);
+    assert_eq!(events.len(), 1, "{:#?}", session.events);
+    assert_eq!(events[0].outcome, Outcome::Aborted);
+    assert_sane(&session);
+}
+
+#[test]
+fn address_removed_and_readded_is_two_addresses() {
+    if !kernel_tests_allowed("address_removed_and_readded_is_two_addresses") {
+        return;
+    }
+    let _sysctls = stock_dad_settings();
+    let address = addr("fd00:dad:f3::1");
+    let (session, (_netns, readd_to_settled)) = record_during(options(), Duration::from_secs(1), move || {
+        let netns = TestNetns::new("dtf-readd");
+        netns.veth("dtf-readd-h", None);
+        netns.ip(&["addr", "add", "fd00:dad:f3::1/64", "dev", "eth0"]);
+        std::thread::sleep(Duration::from_millis(300));
+        netns.ip(&["addr", "del", "fd00:dad:f3::1/64", "dev", "eth0"]);
+        std::thread::sleep(Duration::from_millis(100));
+        let readded = Instant::now();
+        netns.ip(&["addr", "add", "fd00:dad:f3::1/64", "dev", "eth0"]);
+        netns.wait_settled(address);
+        (netns, readded.elapsed())
+    });
+    let events = events_of(&session, "dtf-readd", address);
+    let outcomes: Vec<Outcome> = events.iter().map(|event| event.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Aborted, Outcome::Settled], "{events:#?}");
+    // The second address is timed from its own creation, not the first one's.
+    let settled = events[1].tentative_ns;
+    let observed = u64::try_from(readd_to_settled.as_nanos()).expect("fits");
+    assert!(
+        settled <= observed + 20_000_000 && settled > 200_000_000,
+        "tentative {settled} ns vs {observed} ns observed from the re-add"
+    );
+    assert_sane(&session);
+}
+
+/// Two namespaces on one bridge with the same address: the second fails DAD, and the
+/// report names the first as the holder.
+#[test]
+fn duplicate_address_on_a_bridge_fails_with_both_sides() {
+    if !kernel_tests_allowed("duplicate_address_on_a_bridge_fails_with_both_sides") {
+        return;
+    }
+    let _sysctls = stock_dad_settings();
+    let address = addr("fd00:dad:f4::1");
+    let (session, _namespaces) = record_during(options(), Duration::from_secs(1), move || {
+        let bridge = TestNetns::new("dtf-br");
+        bridge.ip(&["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
+        bridge.ip(&["link", "set", "br0", "up"]);
+        let first = TestNetns::new("dtf-dup-a");
+        let second = TestNetns::new("dtf-dup-b");
+        for (netns, port) in [(&first, "porta"), (&second, "portb")] {
+            netns.veth(port, Some("dtf-br"));
+            bridge.ip(&["link", "set", port, "master", "br0"]);
+        }
+        first.ip(&["addr", "add", "fd00:dad:f4::1/64", "dev", "eth0"]);
+        first.wait_settled(address);
+        second.ip(&["addr", "add", "fd00:dad:f4::1/64", "dev", "eth0"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while second
+            .flags(address)
+            .is_none_or(|flags| flags & dad_trace_common::IFA_F_DADFAILED == 0)
+        {
+            assert!(Instant::now() < deadline, "the duplicate was never detected");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (bridge, first, second)
+    });
+    let holder = events_of(&session, "dtf-dup-a", address);
+    assert_eq!(holder.len(), 1);
+    assert_eq!(holder[0].outcome, Outcome::Settled);
+    let failed = events_of(&session, "dtf-dup-b", address);
+    assert_eq!(failed.len(), 1, "{:#?}", session.events);
+    assert_eq!(failed[0].outcome, Outcome::Failed);
+    let sides: Vec<(&str, &str)> = failed[0]
+        .duplicate_of
+        .iter()
+        .map(|h| (h.name.as_str(), h.ifname.as_str()))
+        .collect();
+    assert_eq!(sides, [("dtf-dup-a", "eth0")]);
+    let line = dad_trace::report::event_line(failed[0]);
+    assert!(
+        line.contains("failed") && line.contains("duplicate of dtf-dup-a eth0"),
+        "{line}"
+    );
+    let report = dad_trace::report::render_text(&session, false);
+    assert!(report.contains("1 failed"), "{report}");
+    assert_sane(&session);
+}
+
+/// A ring buffer too small for a burst: the kernel counts what it drops, the report shows
+/// it, and what arrived is still right.
+#[test]
+fn tiny_ring_buffer_counts_lost_events() {
+    if !kernel_tests_allowed("tiny_ring_buffer_counts_lost_events") {
+        return;
+    }
+    let _sysctls = stock_dad_settings();
+    let options = RecordOptions {
+        ring_bytes: 4096,
+        ..options()
+    };
+    let (session, _netns) = record_during(options, Duration::from_secs(3), move || {
+        let netns = TestNetns::new("dtf-ring");
+        netns.veth("dtf-ring-h", None);
+        let mut batch = String::new();
+        for i in 1..=3000 {
+            let _ = writeln!(batch, "addr add fd00:dad:f5::{i:x}/64 dev eth0");
+        }
+        let file = std::env::temp_dir().join("dtf-ring.batch");
+        std::fs::write(&file, batch).expect("batch");
+        netns.ip(&["-batch", file.to_str().expect("path")]);
+        std::thread::sleep(Duration::from_secs(3));
+        netns
+    });
+    println!(
+        "{} events, {} lost, {} unfinished",
+        session.events.len(),
+        session.lost_events,
+        session.unfinished.len()
+    );
+    assert!(session.lost_events > 0, "a 4 KiB ring must overflow on 3000 addresses");
+    let report = dad_trace::report::render_text(&session, false);
+    assert!(report.contains("lost"), "{report}");
+    assert_sane(&session);
+}
+
+/// Addresses that were tentative before the tracer started are marked partial (their delays
+/// are lower bounds), never reported as if complete.
+#[test]
+fn tracer_started_mid_dad_reports_partial() {
+    if !kernel_tests_allowed("tracer_started_mid_dad_reports_partial") {
+        return;
+    }
+    let _sysctls = stock_dad_settings();
+    let address = addr("fd00:dad:f6::1");
+    let netns = TestNetns::new("dtf-late");
+    netns.veth("dtf-late-h", None);
+    netns.ip(&["addr", "add", "fd00:dad:f6::1/64", "dev", "eth0"]);
+    let added = Instant::now();
+    std::thread::sleep(Duration::from_millis(400));
+    let (session, _netns) = record_during(options(), Duration::from_millis(200), move || {
+        netns.wait_settled(address);
+        netns
+    });
+    let events = events_of(&session, "dtf-late", address);
+    assert_eq!(events.len(), 1, "{:#?}", session.events);
+    assert!(events[0].partial, "{:?}", events[0]);
+    let true_wait = u64::try_from(added.elapsed().as_nanos()).expect("fits");
+    assert!(events[0].tentative_ns < true_wait);
+    assert_sane(&session);
+}
+
+/// 10,000 addresses added and removed mid-DAD: nothing stays in flight, and the kernel side
+/// keeps no per-address state at all.
+#[test]
+fn churn_of_ten_thousand_addresses_leaves_nothing_in_flight() {
+    if !kernel_tests_allowed("churn_of_ten_thousand_addresses_leaves_nothing_in_flight") {
+        return;
+    }
+    assert!(
+        integration_tests::per_address_kernel_maps().is_empty(),
+        "no kernel map may hold per-address state"
+    );
+    let _sysctls = stock_dad_settings();
+    let options = RecordOptions {
+        ring_bytes: 16 << 20,
+        ..options()
+    };
+    let (session, ()) = record_during(options, Duration::from_secs(4), move || {
+        let netns = TestNetns::new("dtf-churn");
+        netns.veth("dtf-churn-h", None);
+        let file = std::env::temp_dir().join("dtf-churn.batch");
+        for round in 0..10 {
+            let mut add = String::new();
+            for i in 1..=1000 {
+                let _ = writeln!(add, "addr add fd00:dad:f7:{round:x}::{i:x}/64 dev eth0");
+            }
+            let del = add.replace("addr add", "addr del");
+            std::fs::write(&file, add + &del).expect("batch");
+            netns.ip(&["-batch", file.to_str().expect("path")]);
+        }
+        netns.delete();
+    });
+    let churned = session
+        .events
+        .iter()
+        .filter(|event| event.netns_name.as_deref() == Some("dtf-churn"))
+        .filter(|event| event.addr.segments()[2] == 0xf7)
+        .count();
+    println!(
+        "{churned} churned addresses finished, {} lost events, {} unfinished",
+        session.lost_events,
+        session.unfinished.len()
+    );
+    assert_eq!(session.lost_events, 0);
+    assert_eq!(churned, 10_000, "every churned address ends exactly once");
+    assert!(session.unfinished.is_empty(), "{:?}", session.unfinished.first());
+    assert_sane(&session);
+}
