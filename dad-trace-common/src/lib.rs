@@ -30,12 +30,14 @@ pub const IFA_F_NODAD: u32 = 0x02;
 pub struct Config {
     /// Address of `addrconf_dad_work`, the work function that drives DAD (from /proc/kallsyms).
     pub dad_work_fn: u64,
-    /// `struct inet6_ifaddr`: offsets of `addr`, `state`, `flags`, `dad_probes`, `idev`.
+    /// `struct inet6_ifaddr`: offsets of `addr`, `state`, `flags`, `dad_probes`, `idev`,
+    /// `cstamp`.
     pub ifa_addr: u32,
     pub ifa_state: u32,
     pub ifa_flags: u32,
     pub ifa_dad_probes: u32,
     pub ifa_idev: u32,
+    pub ifa_cstamp: u32,
     /// Offset of `dad_work.work` (a `struct work_struct`) inside `struct inet6_ifaddr`.
     pub ifa_dad_work: u32,
     /// `struct work_struct`: offsets of `data` (holds the pending bit) and `func`.
@@ -131,8 +133,9 @@ pub struct RawEvent {
     pub dad_probes: u8,
     /// 1 when `dad_work` is still pending (another DAD step is scheduled).
     pub work_pending: u8,
-    /// Explicit, so the record has no uninitialised padding bytes.
-    pub padding: u32,
+    /// Low 32 bits of `inet6_ifaddr.cstamp` (jiffies at creation): tells a new address
+    /// apart from a freed one whose memory it reuses.
+    pub created: u32,
 }
 
 #[cfg(feature = "user")]

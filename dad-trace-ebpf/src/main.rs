@@ -33,6 +33,7 @@ static CONFIG: Config = Config {
     ifa_flags: 0,
     ifa_dad_probes: 0,
     ifa_idev: 0,
+    ifa_cstamp: 0,
     ifa_dad_work: 0,
     work_data: 0,
     work_func: 0,
@@ -107,6 +108,7 @@ fn fill(cfg: &Config, hook: Hook, ifa: u64) -> Result<RawEvent, i32> {
     event.state = read::<u32>(ifa, cfg.ifa_state)? as u8;
     event.flags = read(ifa, cfg.ifa_flags)?;
     event.dad_probes = read(ifa, cfg.ifa_dad_probes)?;
+    event.created = read(ifa, cfg.ifa_cstamp)?;
     let work_data: u64 = read(ifa, cfg.ifa_dad_work + cfg.work_data)?;
     // WORK_STRUCT_PENDING_BIT is bit 0 of work_struct.data.
     event.work_pending = (work_data & 1) as u8;

@@ -257,6 +257,14 @@ impl Enricher {
         info
     }
 
+    /// Resolves a namespace the first time it is seen, while it still exists: its addresses
+    /// may only finish once it is gone (deleted mid-DAD), and then it keeps these names.
+    pub fn note(&mut self, inode: u32) {
+        if !self.is_host(inode) && !self.cache.contains_key(&inode) {
+            self.netns(inode);
+        }
+    }
+
     /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use).
     fn scan_names(&mut self) {
         let Ok(entries) = std::fs::read_dir(&self.netns_dir) else {
@@ -390,37 +398,40 @@ impl Enricher {
         holders
     }
 
-    /// Whether an in-flight address still exists (for backends that cannot see a cancelled
-    /// DAD). A namespace that cannot be opened any more is gone, and so is its address.
-    pub fn presence(&mut self, netns: NetnsId, ifindex: i32, addr: Ipv6Addr) -> Presence {
+    /// The addresses in a namespace now, `None` when it is gone (for backends that cannot see
+    /// a cancelled DAD: an in-flight address missing here was removed).
+    pub fn addresses(&mut self, netns: NetnsId) -> Option<Vec<Inet6Row>> {
         let info = self.netns(netns.inode);
-        let Some(handle) = info.handle else {
-            return Presence::Gone;
-        };
+        let handle = info.handle?;
         match std::fs::metadata(&handle) {
             Ok(meta) if meta.ino() as u32 == netns.inode => {}
             _ => {
-                self.cache.remove(&netns.inode);
-                return Presence::Gone;
+                // Gone: it cannot be entered any more, but keeps the names it had.
+                if let Some(info) = self.cache.get_mut(&netns.inode) {
+                    info.handle = None;
+                }
+                return None;
             }
         }
-        match addresses_in(&handle) {
-            Ok(rows) => rows
-                .into_iter()
-                .find(|row| row.addr == addr && i64::from(row.ifindex) == i64::from(ifindex))
-                .map_or(Presence::Gone, |row| {
-                    if row.flags & dad_trace_common::IFA_F_TENTATIVE != 0 {
-                        Presence::Tentative
-                    } else {
-                        Presence::Settled
-                    }
-                }),
-            Err(e) => {
-                log::debug!("address check in netns {}: {e:#}", netns.inode);
-                Presence::Gone
-            }
-        }
+        addresses_in(&handle)
+            .inspect_err(|e| log::debug!("address check in netns {}: {e:#}", netns.inode))
+            .ok()
     }
+}
+
+/// Whether an address is in `rows` (a namespace's addresses; `None`: the namespace is gone).
+#[must_use]
+pub fn presence(rows: Option<&[Inet6Row]>, ifindex: i32, addr: Ipv6Addr) -> Presence {
+    rows.into_iter()
+        .flatten()
+        .find(|row| row.addr == addr && i64::from(row.ifindex) == i64::from(ifindex))
+        .map_or(Presence::Gone, |row| {
+            if row.flags & dad_trace_common::IFA_F_TENTATIVE != 0 {
+                Presence::Tentative
+            } else {
+                Presence::Settled
+            }
+        })
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub struct Observation {
     pub flags: u32,
     pub dad_probes: u8,
     pub work_pending: bool,
+    /// Creation stamp (jiffies, low 32 bits) of the `inet6_ifaddr`.
+    pub created: u32,
 }
 
 impl Observation {
@@ -72,10 +74,18 @@ impl Observation {
         self.flags & IFA_F_DADFAILED != 0
     }
 
-    /// Whether two observations are of the same address on the same interface.
+    /// Whether two observations are of the same address on the same interface, whichever
+    /// object holds it.
+    #[must_use]
+    pub fn same_interface_and_address(&self, other: &Observation) -> bool {
+        self.netns == other.netns && self.ifindex == other.ifindex && self.addr == other.addr
+    }
+
+    /// Whether two observations are of the same address object: same address on the same
+    /// interface, created at the same moment (not removed and added again in between).
     #[must_use]
     pub fn same_address(&self, other: &Observation) -> bool {
-        self.netns == other.netns && self.ifindex == other.ifindex && self.addr == other.addr
+        self.same_interface_and_address(other) && self.created == other.created
     }
 }
 
@@ -131,6 +141,7 @@ pub fn from_raw(raw: &RawEvent) -> Result<Observation, DecodeError> {
         flags: raw.flags,
         dad_probes: raw.dad_probes,
         work_pending: raw.work_pending != 0,
+        created: raw.created,
     })
 }
 
@@ -161,7 +172,7 @@ pub fn to_raw(obs: &Observation) -> RawEvent {
         },
         dad_probes: obs.dad_probes,
         work_pending: u8::from(obs.work_pending),
-        padding: 0,
+        created: obs.created,
     }
 }
 
@@ -185,6 +196,7 @@ mod tests {
             flags: 0xc0,
             dad_probes: 0,
             work_pending: true,
+            created: 4_294_000_000,
         }
     }
 

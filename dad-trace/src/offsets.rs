@@ -118,6 +118,7 @@ impl KernelTypes {
             ifa_flags: self.sized("inet6_ifaddr", "flags", 4)?,
             ifa_dad_probes: self.sized("inet6_ifaddr", "dad_probes", 1)?,
             ifa_idev: self.sized("inet6_ifaddr", "idev", pointer)?,
+            ifa_cstamp: self.sized("inet6_ifaddr", "cstamp", pointer)?,
             ifa_dad_work: dad_work,
             work_data: self.sized("work_struct", "data", 8)?,
             work_func: self.sized("work_struct", "func", pointer)?,

@@ -1,6 +1,6 @@
 //! `dad-trace record`: attach a backend, follow addresses through DAD, save the session.
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -16,7 +16,8 @@ use tokio::{
 
 use crate::{
     cri::{Identities, SocketChoice},
-    enrich::{Enricher, Presence, merge_identity},
+    enrich::{Enricher, Inet6Row, Presence, merge_identity, presence},
+    events::NetnsId,
     loader::{self, LostCounter, Reading},
     metrics::Metrics,
     offsets::{KernelTypes, VMLINUX_BTF},
@@ -342,7 +343,8 @@ impl Recorder {
         match reading {
             Reading::Observation(obs) => {
                 log::trace!("{obs}");
-                if let Some(finished) = self.tracker.observe(obs) {
+                tokio::task::block_in_place(|| self.enricher.note(obs.netns.inode));
+                if let Some(finished) = self.tracker.observe(&obs) {
                     self.finish(&finished);
                 }
             }
@@ -435,14 +437,21 @@ impl Recorder {
             metrics.set_in_flight(self.tracker.in_flight().count());
         }
         let now = monotonic_ns();
+        // Events queued before a death was noticed arrive within moments; a minute is plenty.
+        self.tracker.prune(now.saturating_sub(60_000_000_000));
         let stale: Vec<_> = self
             .tracker
             .in_flight()
             .filter(|entry| now.saturating_sub(entry.last_seen_ns) > stale_ns)
             .map(|entry| entry.first.clone())
             .collect();
+        // One look per namespace, however many of its addresses went silent.
+        let mut rows: HashMap<NetnsId, Option<Vec<Inet6Row>>> = HashMap::new();
         for first in stale {
-            match tokio::task::block_in_place(|| self.enricher.presence(first.netns, first.ifindex, first.addr)) {
+            let in_netns = rows
+                .entry(first.netns)
+                .or_insert_with(|| tokio::task::block_in_place(|| self.enricher.addresses(first.netns)));
+            match presence(in_netns.as_deref(), first.ifindex, first.addr) {
                 Presence::Tentative => {}
                 Presence::Gone => {
                     if let Some(finished) = self.tracker.abort(first.ifa, now) {

@@ -100,35 +100,58 @@ fn fresh_start(obs: &Observation) -> bool {
 #[derive(Default)]
 pub struct Tracker {
     in_flight: HashMap<u64, InFlight>,
+    /// Addresses that died (aborted, failed), by kernel address: events about them may still
+    /// be on their way (queued before userspace noticed) and must not bring them back.
+    dead: HashMap<u64, Dead>,
+}
+
+/// What identifies a dead address object, and when it died (`CLOCK_MONOTONIC` ns).
+struct Dead {
+    created: u32,
+    addr: std::net::Ipv6Addr,
+    at_ns: u64,
 }
 
 impl Tracker {
     /// Feeds one observation; returns the address it finished, if any.
-    pub fn observe(&mut self, obs: Observation) -> Option<Finished> {
-        if let Some(outcome) = terminal(&obs) {
-            let entry = self.in_flight.remove(&obs.ifa)?;
-            let end_ns = obs.ts_ns;
-            return Some(entry.finish(obs, end_ns, outcome));
+    pub fn observe(&mut self, obs: &Observation) -> Option<Finished> {
+        let finished = self.step(obs);
+        finished.map(|finished| self.bury(finished))
+    }
+
+    fn step(&mut self, obs: &Observation) -> Option<Finished> {
+        // The kernel freed the old address unseen (a removal the backend cannot see) and a new
+        // one reuses its memory: the old one was aborted when last seen.
+        let reused = match self.in_flight.entry(obs.ifa) {
+            Entry::Occupied(occupied) if !occupied.get().first.same_address(obs) => {
+                let old = occupied.remove();
+                let (last, end_ns) = (old.first.clone(), old.last_seen_ns);
+                Some(old.finish(last, end_ns, Outcome::Aborted))
+            }
+            _ => None,
+        };
+        if let Some(outcome) = terminal(obs) {
+            let Some(entry) = self.in_flight.remove(&obs.ifa) else {
+                return reused;
+            };
+            return Some(entry.finish(obs.clone(), obs.ts_ns, outcome));
         }
-        let mut reused = None;
-        let entry = match self.in_flight.entry(obs.ifa) {
-            Entry::Occupied(occupied) if occupied.get().first.same_address(&obs) || !fresh_start(&obs) => {
-                occupied.into_mut()
+        let late = self
+            .dead
+            .get(&obs.ifa)
+            .is_some_and(|dead| dead.created == obs.created && dead.addr == obs.addr);
+        let mut superseded = None;
+        if !self.in_flight.contains_key(&obs.ifa) {
+            if late || !obs.tentative() || obs.dad_failed() {
+                return reused;
             }
-            Entry::Occupied(mut occupied) => {
-                // The kernel freed the old address unseen and reused its memory for a new one.
-                let old = std::mem::replace(occupied.get_mut(), InFlight::new(&obs, false));
-                let end_ns = old.last_seen_ns;
-                let last = old.first.clone();
-                reused = Some(old.finish(last, end_ns, Outcome::Aborted));
-                occupied.into_mut()
+            if reused.is_none() {
+                superseded = self.supersede(obs);
             }
-            Entry::Vacant(vacant) => {
-                if !obs.tentative() || obs.dad_failed() {
-                    return None;
-                }
-                vacant.insert(InFlight::new(&obs, !fresh_start(&obs)))
-            }
+            self.in_flight.insert(obs.ifa, InFlight::new(obs, !fresh_start(obs)));
+        }
+        let Some(entry) = self.in_flight.get_mut(&obs.ifa) else {
+            return reused.or(superseded);
         };
         entry.last_seen_ns = obs.ts_ns;
         let probing = obs.state == IfaState::Dad && obs.tentative();
@@ -148,7 +171,40 @@ impl Tracker {
             Hook::DadStop => entry.dad_begin_ns = None,
             _ => {}
         }
-        reused
+        reused.or(superseded)
+    }
+
+    /// A new address object took the place of an in-flight one with the same address on the
+    /// same interface (removed and added again, unseen): the old one was aborted when last seen.
+    fn supersede(&mut self, obs: &Observation) -> Option<Finished> {
+        let old = self
+            .in_flight
+            .iter()
+            .find(|(ifa, entry)| **ifa != obs.ifa && entry.first.same_interface_and_address(obs))
+            .map(|(ifa, _)| *ifa)?;
+        let entry = self.in_flight.remove(&old)?;
+        let (last, end_ns) = (entry.first.clone(), entry.last_seen_ns);
+        Some(entry.finish(last, end_ns, Outcome::Aborted))
+    }
+
+    /// Remembers an address that died, so late events about it are recognised.
+    fn bury(&mut self, finished: Finished) -> Finished {
+        if finished.outcome != Outcome::Settled {
+            self.dead.insert(
+                finished.last.ifa,
+                Dead {
+                    created: finished.last.created,
+                    addr: finished.last.addr,
+                    at_ns: finished.end_ns,
+                },
+            );
+        }
+        finished
+    }
+
+    /// Forgets dead addresses older than `before_ns`: no event about them is still queued.
+    pub fn prune(&mut self, before_ns: u64) {
+        self.dead.retain(|_, dead| dead.at_ns >= before_ns);
     }
 
     /// Addresses seen tentative and not finished yet.
@@ -166,7 +222,7 @@ impl Tracker {
     pub fn abort(&mut self, ifa: u64, at_ns: u64) -> Option<Finished> {
         let entry = self.in_flight.remove(&ifa)?;
         let last = entry.first.clone();
-        Some(entry.finish(last, at_ns, Outcome::Aborted))
+        Some(self.bury(entry.finish(last, at_ns, Outcome::Aborted)))
     }
 
     /// Everything still tentative, e.g. when recording stops.
@@ -210,6 +266,7 @@ mod tests {
             flags,
             dad_probes: 0,
             work_pending: pending,
+            created: 7,
         }
     }
 
@@ -223,9 +280,9 @@ mod tests {
             obs(1401, Hook::WorkQueued, IfaState::Dad, 0xc0, true),
         ];
         for step in steps {
-            assert_eq!(tracker.observe(step), None);
+            assert_eq!(tracker.observe(&step), None);
         }
-        tracker.observe(obs(1402, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+        tracker.observe(&obs(1402, Hook::WorkDone, IfaState::PostDad, 0x80, false))
     }
 
     #[test]
@@ -243,11 +300,11 @@ mod tests {
     fn accept_dad_zero_settles_without_dad() {
         let mut tracker = Tracker::default();
         assert_eq!(
-            tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true)),
+            tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true)),
             None
         );
         let done = tracker
-            .observe(obs(0, Hook::WorkDone, IfaState::Dad, 0x80, false))
+            .observe(&obs(0, Hook::WorkDone, IfaState::Dad, 0x80, false))
             .expect("settled");
         assert_eq!(done.dad_ns(), None);
         assert_eq!(done.tentative_ns(), 0);
@@ -257,12 +314,15 @@ mod tests {
     fn kprobe_sequence_settles() {
         let mut tracker = Tracker::default();
         assert_eq!(
-            tracker.observe(obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false)),
+            tracker.observe(&obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false)),
             None
         );
-        assert_eq!(tracker.observe(obs(2, Hook::DadKick, IfaState::Dad, 0xc0, false)), None);
+        assert_eq!(
+            tracker.observe(&obs(2, Hook::DadKick, IfaState::Dad, 0xc0, false)),
+            None
+        );
         let done = tracker
-            .observe(obs(1900, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .observe(&obs(1900, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
             .expect("settled");
         assert_eq!((done.tentative_ns(), done.dad_ns()), (1900 * MS, Some(1898 * MS)));
     }
@@ -270,16 +330,16 @@ mod tests {
     #[test]
     fn failure_is_reported_once() {
         let mut tracker = Tracker::default();
-        tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
-        tracker.observe(obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true));
         let failed = tracker
-            .observe(obs(300, Hook::WorkQueued, IfaState::ErrDad, 0xc0, true))
+            .observe(&obs(300, Hook::WorkQueued, IfaState::ErrDad, 0xc0, true))
             .expect("failed");
         assert_eq!(failed.outcome, Outcome::Failed);
         assert_eq!(failed.dad_ns(), Some(299 * MS));
         // The abort step that follows marks the address DADFAILED|TENTATIVE: not a new period.
         assert_eq!(
-            tracker.observe(obs(301, Hook::WorkDone, IfaState::PostDad, 0xc8, false)),
+            tracker.observe(&obs(301, Hook::WorkDone, IfaState::PostDad, 0xc8, false)),
             None
         );
         assert_eq!(tracker.in_flight_len(), 0);
@@ -288,13 +348,13 @@ mod tests {
     #[test]
     fn deletion_aborts_and_destroy_after_is_ignored() {
         let mut tracker = Tracker::default();
-        tracker.observe(obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false));
+        tracker.observe(&obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false));
         let aborted = tracker
-            .observe(obs(50, Hook::AddrDeleted, IfaState::Dead, 0xc0, false))
+            .observe(&obs(50, Hook::AddrDeleted, IfaState::Dead, 0xc0, false))
             .expect("aborted");
         assert_eq!(aborted.outcome, Outcome::Aborted);
         assert_eq!(
-            tracker.observe(obs(60, Hook::AddrDestroyed, IfaState::Dead, 0xc0, false)),
+            tracker.observe(&obs(60, Hook::AddrDestroyed, IfaState::Dead, 0xc0, false)),
             None
         );
     }
@@ -302,14 +362,14 @@ mod tests {
     #[test]
     fn stopped_dad_restarts_its_clock() {
         let mut tracker = Tracker::default();
-        tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
         // Link not ready: DAD stops, nothing re-armed.
-        tracker.observe(obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, false));
+        tracker.observe(&obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, false));
         // Link up 5 s later: kicked, the timer fires and probing runs.
-        tracker.observe(obs(5000, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
-        tracker.observe(obs(5001, Hook::WorkDone, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(5000, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(5001, Hook::WorkDone, IfaState::Dad, 0xc0, true));
         let done = tracker
-            .observe(obs(6001, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .observe(&obs(6001, Hook::WorkDone, IfaState::PostDad, 0x80, false))
             .expect("settled");
         assert_eq!((done.tentative_ns(), done.dad_ns()), (6001 * MS, Some(1001 * MS)));
     }
@@ -317,9 +377,9 @@ mod tests {
     #[test]
     fn mid_flight_start_is_partial() {
         let mut tracker = Tracker::default();
-        tracker.observe(obs(10, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(10, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
         let done = tracker
-            .observe(obs(20, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .observe(&obs(20, Hook::WorkDone, IfaState::PostDad, 0x80, false))
             .expect("settled");
         assert!(done.partial);
     }
@@ -328,11 +388,11 @@ mod tests {
     fn non_tentative_activity_is_ignored() {
         let mut tracker = Tracker::default();
         assert_eq!(
-            tracker.observe(obs(0, Hook::WorkDone, IfaState::PostDad, 0x80, false)),
+            tracker.observe(&obs(0, Hook::WorkDone, IfaState::PostDad, 0x80, false)),
             None
         );
         assert_eq!(
-            tracker.observe(obs(0, Hook::AddrDestroyed, IfaState::Dead, 0x80, false)),
+            tracker.observe(&obs(0, Hook::AddrDestroyed, IfaState::Dead, 0x80, false)),
             None
         );
         assert_eq!(tracker.in_flight_len(), 0);
@@ -341,23 +401,76 @@ mod tests {
     #[test]
     fn reused_memory_aborts_the_old_address() {
         let mut tracker = Tracker::default();
-        tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
         let mut newer = obs(900, Hook::WorkQueued, IfaState::PreDad, 0xc0, true);
         newer.addr = "fe80::2".parse().expect("literal address");
-        let old = tracker.observe(newer).expect("old aborted");
+        let old = tracker.observe(&newer).expect("old aborted");
         assert_eq!(old.outcome, Outcome::Aborted);
         assert_eq!(old.last.addr, "fe80::1".parse::<std::net::Ipv6Addr>().expect("literal"));
+        assert_eq!(tracker.in_flight_len(), 1);
+    }
+
+    /// The same address removed mid-DAD and added again, its new `inet6_ifaddr` in the old
+    /// one's memory: two addresses, the second timed from its own creation.
+    #[test]
+    fn removed_and_readded_address_is_a_new_one() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true));
+        let mut again = obs(300, Hook::WorkQueued, IfaState::PreDad, 0xc0, true);
+        again.created = 8;
+        let old = tracker.observe(&again).expect("old aborted");
+        assert_eq!((old.outcome, old.tentative_ns()), (Outcome::Aborted, MS));
+        let mut settled = obs(1800, Hook::WorkDone, IfaState::PostDad, 0x80, false);
+        settled.created = 8;
+        let new = tracker.observe(&settled).expect("new settled");
+        assert_eq!(
+            (new.outcome, new.tentative_ns(), new.partial),
+            (Outcome::Settled, 1500 * MS, false)
+        );
+    }
+
+    /// Events the kernel queued before userspace noticed an address was gone must not bring
+    /// it back as a new, partial address.
+    #[test]
+    fn late_events_of_an_aborted_address_are_ignored() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.abort(0xffff_0000_0000_1000, 1500 * MS).expect("in flight");
+        assert_eq!(
+            tracker.observe(&obs(990, Hook::WorkQueued, IfaState::Dad, 0xc0, true)),
+            None
+        );
+        assert_eq!(tracker.in_flight_len(), 0);
+        // Once forgotten, the same memory may hold a new address again.
+        tracker.prune(2000 * MS);
+        tracker.observe(&obs(3000, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        assert_eq!(tracker.in_flight_len(), 1);
+    }
+
+    /// A removal and re-add in another memory slot: the new address supersedes the old one.
+    #[test]
+    fn a_new_object_for_the_same_address_supersedes_the_old() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        let mut new = obs(400, Hook::WorkQueued, IfaState::PreDad, 0xc0, true);
+        new.ifa += 0x200;
+        new.created = 9;
+        let old = tracker.observe(&new).expect("old superseded");
+        assert_eq!((old.outcome, old.last.ifa), (Outcome::Aborted, 0xffff_0000_0000_1000));
         assert_eq!(tracker.in_flight_len(), 1);
     }
 
     #[test]
     fn sweeper_abort_and_drain() {
         let mut tracker = Tracker::default();
-        tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
         assert_eq!(tracker.abort(1, 5), None);
         let aborted = tracker.abort(0xffff_0000_0000_1000, 7 * MS).expect("in flight");
         assert_eq!(aborted.tentative_ns(), 7 * MS);
-        tracker.observe(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        let mut next = obs(10, Hook::WorkQueued, IfaState::PreDad, 0xc0, true);
+        next.created += 1;
+        tracker.observe(&next);
         assert_eq!(tracker.drain().len(), 1);
         assert_eq!(tracker.in_flight_len(), 0);
     }

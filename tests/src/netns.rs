@@ -49,12 +49,16 @@ impl TestNetns {
 
     /// Adds `eth0` here, its peer `host_end` in `peer_ns` (or the host when `None`); both up.
     pub fn veth(&self, host_end: &str, peer_ns: Option<&str>) {
-        let _ = Command::new("ip").args(["link", "del", host_end]).output();
-        let mut args = vec!["link", "add", "eth0", "type", "veth", "peer", "name", host_end];
+        let mut args = Vec::new();
         if let Some(ns) = peer_ns {
-            args.extend_from_slice(&["netns", ns]);
+            args.extend_from_slice(&["-n", ns]);
+        } else {
+            let _ = Command::new("ip").args(["link", "del", host_end]).output();
         }
-        self.ip(&args);
+        args.extend_from_slice(&[
+            "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", &self.name,
+        ]);
+        ip(&args);
         self.ip(&["link", "set", "eth0", "up"]);
         match peer_ns {
             Some(ns) => ip(&["-n", ns, "link", "set", host_end, "up"]),

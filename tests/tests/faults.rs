@@ -174,7 +174,7 @@ fn duplicate_address_on_a_bridge_fails_with_both_sides() {
         "{line}"
     );
     let report = dad_trace::report::render_text(&session, false);
-    assert!(report.contains("1 failed"), "{report}");
+    assert!(report.contains("failed 1"), "{report}");
     assert_sane(&session);
 }
 
@@ -225,10 +225,23 @@ fn tracer_started_mid_dad_reports_partial() {
     let _sysctls = stock_dad_settings();
     let address = addr("fd00:dad:f6::1");
     let netns = TestNetns::new("dtf-late");
+    // Five probes (~5 s of DAD): the tracer surely starts in the middle.
+    let sysctl = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "dtf-late",
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.default.dad_transmits=5",
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(sysctl.success());
     netns.veth("dtf-late-h", None);
     netns.ip(&["addr", "add", "fd00:dad:f6::1/64", "dev", "eth0"]);
     let added = Instant::now();
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(300));
     let (session, _netns) = record_during(options(), Duration::from_millis(200), move || {
         netns.wait_settled(address);
         netns
@@ -283,6 +296,20 @@ fn churn_of_ten_thousand_addresses_leaves_nothing_in_flight() {
         session.lost_events,
         session.unfinished.len()
     );
+    let mut by_addr: std::collections::HashMap<Ipv6Addr, Vec<String>> = std::collections::HashMap::new();
+    for event in session.events.iter().filter(|e| e.addr.segments()[2] == 0xf7) {
+        by_addr.entry(event.addr).or_default().push(format!(
+            "{} {} partial={} {}",
+            event.outcome,
+            event.tentative_ns,
+            event.partial,
+            event.time.format("%H:%M:%S%.6f")
+        ));
+    }
+    for (addr, seen) in by_addr.iter().filter(|(_, seen)| seen.len() > 1).take(5) {
+        println!("{addr}: {seen:?}");
+    }
+    println!("distinct: {}", by_addr.len());
     assert_eq!(session.lost_events, 0);
     assert_eq!(churned, 10_000, "every churned address ends exactly once");
     assert!(session.unfinished.is_empty(), "{:?}", session.unfinished.first());
