@@ -27,6 +27,7 @@ pub const IFA_F_NODAD: u32 = 0x02;
 /// so one object works across kernels (aya-ebpf has no CO-RE for Rust programs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct Config {
     /// Address of `addrconf_dad_work`, the work function that drives DAD (from /proc/kallsyms).
     pub dad_work_fn: u64,

@@ -58,6 +58,20 @@ fn config() -> Config {
     unsafe { read_volatile(&raw const CONFIG) }
 }
 
+/// The two fields the hot path needs, read alone: the tracepoint programs run on every
+/// workqueue item of the node and must not copy the whole config for each.
+#[inline(always)]
+fn dad_work_fn() -> u64 {
+    // SAFETY: as in `config`, one field of the same static.
+    unsafe { read_volatile(&raw const CONFIG.dad_work_fn) }
+}
+
+#[inline(always)]
+fn work_func_offset() -> u32 {
+    // SAFETY: as in `config`, one field of the same static.
+    unsafe { read_volatile(&raw const CONFIG.work_func) }
+}
+
 #[inline(always)]
 fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel copes with any address; a bad one is an error, not a fault.
@@ -132,10 +146,10 @@ fn fill(cfg: &Config, hook: Hook, ifa: u64) -> Result<RawEvent, i32> {
 /// Runs for every work item on the node: the filter (one read, one compare) comes first.
 #[raw_tracepoint(tracepoint = "workqueue_queue_work")]
 pub fn dad_work_queued(ctx: RawTracePointContext) -> i32 {
-    let cfg = config();
     let work: u64 = ctx.arg(2);
-    match read::<u64>(work, cfg.work_func) {
-        Ok(func) if func == cfg.dad_work_fn => {
+    match read::<u64>(work, work_func_offset()) {
+        Ok(func) if func == dad_work_fn() => {
+            let cfg = config();
             emit(&ctx, &cfg, Hook::WorkQueued, work - u64::from(cfg.ifa_dad_work));
         }
         _ => {}
@@ -147,9 +161,9 @@ pub fn dad_work_queued(ctx: RawTracePointContext) -> i32 {
 /// comes as an argument, so the filter needs no read at all.
 #[raw_tracepoint(tracepoint = "workqueue_execute_end")]
 pub fn dad_work_done(ctx: RawTracePointContext) -> i32 {
-    let cfg = config();
     let function: u64 = ctx.arg(1);
-    if function == cfg.dad_work_fn {
+    if function == dad_work_fn() {
+        let cfg = config();
         let work: u64 = ctx.arg(0);
         emit(&ctx, &cfg, Hook::WorkDone, work - u64::from(cfg.ifa_dad_work));
     }

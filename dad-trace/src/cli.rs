@@ -74,6 +74,7 @@ impl TraceArgs {
             cri_socket: SocketChoice::parse(&self.cri_socket),
             resolve_wait: seconds(self.resolve_wait, "--resolve-wait")?,
             btf: self.btf.clone(),
+            facts_helper: std::env::current_exe().ok(),
             ..RecordOptions::default()
         })
     }
@@ -186,6 +187,13 @@ pub enum Command {
         /// text and markdown are the same table.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Print the kernel facts (struct offsets, DAD functions) read from BTF, as JSON: run by
+    /// `record` in a child process so its own memory stays small.
+    #[command(hide = true)]
+    KernelFacts {
+        #[arg(long, default_value = VMLINUX_BTF)]
+        btf: PathBuf,
     },
     /// Summarize a saved session (no root needed).
     ///
@@ -304,15 +312,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Probes { verify } => probes_command(verify),
-        Command::Doctor { format } => {
-            let audit = doctor::audit(std::path::Path::new(crate::synthetic::NETNS_DIR));
-            let diagnosis = doctor::diagnose(&audit);
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&(&audit, &diagnosis))?),
-                Format::Text | Format::Markdown | Format::Html => print!("{}", doctor::render(&audit, &diagnosis)),
-            }
-            Ok(())
-        }
+        Command::Doctor { format } => doctor_command(format),
         Command::Tune {
             apply,
             revert,
@@ -342,6 +342,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             },
             format,
         ),
+        Command::KernelFacts { btf } => {
+            println!("{}", serde_json::to_string(&KernelTypes::load(&btf)?.facts()?)?);
+            Ok(())
+        }
         Command::Report {
             files,
             per_pod,
@@ -358,6 +362,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn doctor_command(format: Format) -> anyhow::Result<()> {
+    let audit = doctor::audit(std::path::Path::new(crate::synthetic::NETNS_DIR));
+    let diagnosis = doctor::diagnose(&audit);
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&(&audit, &diagnosis))?),
+        Format::Text | Format::Markdown | Format::Html => print!("{}", doctor::render(&audit, &diagnosis)),
+    }
+    Ok(())
 }
 
 fn tune_command(apply: bool, revert: bool, state: &std::path::Path) -> anyhow::Result<()> {

@@ -47,6 +47,10 @@ pub struct Enricher {
     cache: HashMap<u32, NetnsInfo>,
     peers: HashMap<(NetnsId, i32), Option<Peer>>,
     last_proc_scan: Option<Instant>,
+    /// Names under `netns_dir` already looked at, and their inodes: a node with a thousand
+    /// pods must not stat a thousand files for each new namespace.
+    named: HashMap<std::ffi::OsString, u32>,
+    last_full_name_scan: Option<Instant>,
     cri: Option<Identities>,
 }
 
@@ -194,6 +198,8 @@ impl Enricher {
             cache: HashMap::new(),
             peers: HashMap::new(),
             last_proc_scan: None,
+            named: HashMap::new(),
+            last_full_name_scan: None,
             cri: None,
         })
     }
@@ -238,8 +244,17 @@ impl Enricher {
                 ..NetnsInfo::default()
             };
         }
-        if self.cache.get(&inode).is_none_or(|info| info.handle.is_none()) {
-            self.scan_names();
+        let unknown = |me: &Self| me.cache.get(&inode).is_none_or(|info| info.handle.is_none());
+        if unknown(self) {
+            self.scan_names(false);
+        }
+        // A name reused for a new namespace keeps its old inode until looked at again.
+        if unknown(self)
+            && self
+                .last_full_name_scan
+                .is_none_or(|at| at.elapsed() >= PROC_SCAN_INTERVAL)
+        {
+            self.scan_names(true);
         }
         let scan_due = self.last_proc_scan.is_none_or(|at| at.elapsed() >= PROC_SCAN_INTERVAL);
         if scan_due
@@ -265,19 +280,32 @@ impl Enricher {
         }
     }
 
-    /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use).
-    fn scan_names(&mut self) {
+    /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use): new
+    /// names only, or every name when `full`.
+    fn scan_names(&mut self, full: bool) {
         let Ok(entries) = std::fs::read_dir(&self.netns_dir) else {
             return;
         };
+        if full {
+            self.last_full_name_scan = Some(Instant::now());
+        }
+        let mut present = HashMap::new();
         for entry in entries.flatten() {
+            let name = entry.file_name();
+            if let (false, Some(&inode)) = (full, self.named.get(&name)) {
+                present.insert(name, inode);
+                continue;
+            }
             let path = entry.path();
             if let Ok(meta) = std::fs::metadata(&path) {
-                let info = self.cache.entry(meta.ino() as u32).or_default();
-                info.name = Some(entry.file_name().to_string_lossy().into_owned());
+                let inode = meta.ino() as u32;
+                let info = self.cache.entry(inode).or_default();
+                info.name = Some(name.to_string_lossy().into_owned());
                 info.handle = Some(path);
+                present.insert(name, inode);
             }
         }
+        self.named = present;
     }
 
     /// Processes and their cgroups: the pod sandbox (pause) process lives in the pod's netns.
@@ -359,7 +387,7 @@ impl Enricher {
     /// Who else on this node holds `addr` (settled, not itself a failed copy): the other side
     /// of a DAD failure, when it is here. Every namespace dad-trace knows is looked in.
     pub fn holders(&mut self, addr: Ipv6Addr, except_inode: u32) -> Vec<Holder> {
-        self.scan_names();
+        self.scan_names(false);
         self.scan_processes();
         let mut namespaces: Vec<(u32, PathBuf)> = self
             .cache

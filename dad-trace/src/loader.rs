@@ -53,6 +53,9 @@ pub fn load(config: &Config, ring_bytes: u32, verbose: bool) -> Result<Ebpf, Loa
         aya_log::Level::Warn
     } as u8;
     let ebpf = EbpfLoader::new()
+        // No CO-RE relocations to resolve (offsets come in `config`): parsing the kernel BTF
+        // again would only cost memory.
+        .btf(None)
         .override_global(CONFIG_GLOBAL, config, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .map_max_entries(EVENTS_MAP, ring_bytes)

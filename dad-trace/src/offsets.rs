@@ -46,6 +46,37 @@ impl Readable for Bytes {
     }
 }
 
+/// What dad-trace needs from the kernel's BTF: struct offsets (`dad_work_fn` left 0) and
+/// which of the DAD functions the kernel has.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelFacts {
+    pub config: Config,
+    pub functions: Vec<String>,
+}
+
+/// The kernel facts, parsed by `helper` (this binary, `kernel-facts`) in a child process
+/// when given: parsing the whole kernel BTF takes ~60 MB that a long-running agent should not
+/// keep as its peak. Without a helper (library callers), parsed here.
+pub fn kernel_facts(btf: &Path, helper: Option<&Path>) -> anyhow::Result<KernelFacts> {
+    use anyhow::Context as _;
+    let Some(helper) = helper else {
+        return Ok(KernelTypes::load(btf)?.facts()?);
+    };
+    let output = std::process::Command::new(helper)
+        .arg("kernel-facts")
+        .arg("--btf")
+        .arg(btf)
+        .output()
+        .with_context(|| format!("run {} kernel-facts", helper.display()))?;
+    if !output.status.success() {
+        let message = String::from_utf8_lossy(&output.stderr);
+        return Err(
+            crate::record::UnsupportedKernel(message.trim().trim_start_matches("dad-trace: ").to_string()).into(),
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("kernel-facts output")
+}
+
 /// Parsed BTF of one kernel.
 pub struct KernelTypes {
     path: PathBuf,
@@ -78,6 +109,18 @@ impl KernelTypes {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Everything [`KernelFacts`] holds.
+    pub fn facts(&self) -> Result<KernelFacts, BtfError> {
+        Ok(KernelFacts {
+            config: self.config(0)?,
+            functions: crate::probes::KERNEL_FUNCTIONS
+                .iter()
+                .filter(|name| self.has_function(name))
+                .map(ToString::to_string)
+                .collect(),
+        })
     }
 
     /// Byte offset and size of `path` (dotted, e.g. `nd_net.net`) in `struct type_name`.

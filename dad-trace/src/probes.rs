@@ -278,15 +278,21 @@ impl KernelSupport {
         kprobe_pmu: &Path,
         btf: Option<&crate::offsets::KernelTypes>,
     ) -> std::io::Result<Self> {
+        let functions = KERNEL_FUNCTIONS
+            .iter()
+            .filter(|name| btf.is_some_and(|btf| btf.has_function(name)))
+            .map(ToString::to_string)
+            .collect();
+        Self::read_with(kallsyms, kprobe_pmu, functions)
+    }
+
+    /// The same, with the functions the kernel's BTF has already known.
+    pub fn read_with(kallsyms: &Path, kprobe_pmu: &Path, btf_functions: Vec<String>) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(kallsyms)?;
         Ok(Self {
             symbols: parse_kallsyms(&text),
             kprobes: kprobe_pmu.exists(),
-            btf_functions: KERNEL_FUNCTIONS
-                .iter()
-                .filter(|name| btf.is_some_and(|btf| btf.has_function(name)))
-                .map(ToString::to_string)
-                .collect(),
+            btf_functions: btf_functions.into_iter().collect(),
         })
     }
 

@@ -20,7 +20,7 @@ use crate::{
     events::NetnsId,
     loader::{self, LostCounter, Reading},
     metrics::Metrics,
-    offsets::{KernelTypes, VMLINUX_BTF},
+    offsets::{VMLINUX_BTF, kernel_facts},
     probes::{Backend, DAD_WORK_FN, KernelSupport},
     report,
     session::{AddressEvent, Session, Unfinished},
@@ -62,6 +62,8 @@ pub struct RecordOptions {
     pub keep_events: bool,
     /// The kernel's BTF (type information), for kernels that do not publish it themselves.
     pub btf: PathBuf,
+    /// This program, to parse the BTF in a short-lived child (see [`kernel_facts`]).
+    pub facts_helper: Option<PathBuf>,
 }
 
 impl Default for RecordOptions {
@@ -83,6 +85,7 @@ impl Default for RecordOptions {
             serve: None,
             keep_events: true,
             btf: VMLINUX_BTF.into(),
+            facts_helper: None,
         }
     }
 }
@@ -188,8 +191,8 @@ struct Attached {
 }
 
 fn attach_backend(choice: BackendChoice, opts: &RecordOptions) -> anyhow::Result<Attached> {
-    let types = KernelTypes::load(&opts.btf)?;
-    let support = KernelSupport::read(Path::new("/proc/kallsyms"), Path::new(KPROBE_PMU), Some(&types))
+    let facts = kernel_facts(&opts.btf, opts.facts_helper.as_deref())?;
+    let support = KernelSupport::read_with(Path::new("/proc/kallsyms"), Path::new(KPROBE_PMU), facts.functions)
         .context("read /proc/kallsyms")?;
     let dad_work = match support.symbols.get(DAD_WORK_FN) {
         None => {
@@ -207,7 +210,10 @@ fn attach_backend(choice: BackendChoice, opts: &RecordOptions) -> anyhow::Result
         }
         Some(&address) => address,
     };
-    let config = types.config(dad_work)?;
+    let config = dad_trace_common::Config {
+        dad_work_fn: dad_work,
+        ..facts.config
+    };
     let candidates: &[Backend] = match choice {
         BackendChoice::Auto => &[Backend::Kprobe, Backend::Tracepoint],
         BackendChoice::Kprobe => &[Backend::Kprobe],

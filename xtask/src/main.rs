@@ -111,6 +111,9 @@ enum Task {
         cost_seconds: u64,
         #[arg(long, default_value = "bench/RESULTS.md")]
         output: PathBuf,
+        /// Only the kernel cost, printed (nothing written).
+        #[arg(long)]
+        cost_only: bool,
     },
     /// Build the static binary and the container image as an OCI archive (no container
     /// engine needed): target/dad-trace-image.tar, for `ctr images import` or `podman load`.
@@ -273,6 +276,7 @@ struct BenchOptions {
     accuracy_pods: usize,
     cost_seconds: u64,
     output: PathBuf,
+    cost_only: bool,
 }
 
 fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
@@ -305,7 +309,8 @@ fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         .args(["--pods", &opts.pods.to_string()])
         .args(["--veths", &opts.veths.to_string()])
         .args(["--accuracy-pods", &opts.accuracy_pods.to_string()])
-        .args(["--cost-seconds", &opts.cost_seconds.to_string()]))
+        .args(["--cost-seconds", &opts.cost_seconds.to_string()])
+        .args(opts.cost_only.then_some("--cost-only")))
 }
 
 fn test() -> anyhow::Result<()> {
@@ -449,12 +454,14 @@ fn main() -> anyhow::Result<()> {
             accuracy_pods,
             cost_seconds,
             output,
+            cost_only,
         } => bench(&BenchOptions {
             pods,
             veths,
             accuracy_pods,
             cost_seconds,
             output,
+            cost_only,
         }),
         Task::KindE2e {
             pods,
