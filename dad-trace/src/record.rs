@@ -176,6 +176,17 @@ impl Clock {
     }
 }
 
+/// This process's peak resident set (`VmHWM`), 0 where /proc does not say.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 fn kernel_release() -> String {
     nix::sys::utsname::uname().map_or_else(|_| "unknown".into(), |u| u.release().to_string_lossy().into_owned())
 }
@@ -646,5 +657,6 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         session.save(path)?;
         eprintln!("Session saved to {}", path.display());
     }
+    log::debug!("peak resident memory: {} KiB", peak_rss_kib());
     failure.map_or(Ok(session), Err)
 }
