@@ -21,7 +21,7 @@ use std::{
     io::{BufRead as _, BufReader},
     net::{IpAddr, Ipv6Addr},
     path::{Path, PathBuf},
-    process::{Child, ChildStderr, Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -116,7 +116,8 @@ impl Drop for Tracefs {
 /// A `dad-trace record` child, attached once it said so.
 struct Recorder {
     child: Child,
-    stderr: BufReader<ChildStderr>,
+    /// Its remaining standard error, read all along so it never blocks on a full pipe.
+    stderr: std::thread::JoinHandle<String>,
     session: PathBuf,
 }
 
@@ -137,7 +138,7 @@ impl Recorder {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             // Its own peak memory, reported at the end (wait4's figure includes children).
-            .env("RUST_LOG", "warn,dad_trace::record=debug")
+            .env("RUST_LOG", "warn,netlink_packet_route=error,dad_trace::record=debug")
             .spawn()
             .context("start dad-trace")?;
         let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
@@ -148,6 +149,11 @@ impl Recorder {
                 bail!("dad-trace exited before tracing");
             }
         }
+        let stderr = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+            rest
+        });
         Ok(Self {
             child,
             stderr,
@@ -162,7 +168,7 @@ impl Recorder {
 
     /// Waits for the recorder to end; returns its session, CPU time (with its short-lived
     /// BTF helper), and peak RSS in KiB: its own, and with the helper's.
-    fn finish(mut self) -> anyhow::Result<(Session, Duration, (u64, u64))> {
+    fn finish(self) -> anyhow::Result<(Session, Duration, (u64, u64))> {
         let mut status = 0;
         // SAFETY: an all-zero rusage is valid; wait4 fills it in.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -177,18 +183,12 @@ impl Recorder {
                 + usage.ru_stime.tv_sec * 1_000_000
                 + usage.ru_stime.tv_usec) as u64,
         );
-        let mut own_peak = 0;
-        let mut line = String::new();
-        while self.stderr.read_line(&mut line)? > 0 {
-            if let Some(kib) = line
-                .split("peak resident memory: ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            {
-                own_peak = kib;
-            }
-            line.clear();
-        }
+        let stderr = self.stderr.join().unwrap_or_default();
+        let own_peak = stderr
+            .split("peak resident memory: ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
         Ok((Session::load(&self.session)?, cpu, (own_peak, usage.ru_maxrss as u64)))
     }
 }
