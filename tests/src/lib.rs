@@ -156,13 +156,20 @@ pub fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEven
     pod_events
 }
 
-/// Kernel defaults: every pod address waits for DAD, 0.2–4 s.
-pub fn default_sysctls_scenario(prefix: &str, backend: BackendChoice) -> Session {
+/// DAD on in new namespaces, as on a stock node (the host side follows `default.*`);
+/// restored when dropped.
+#[must_use]
+pub fn stock_dad_settings() -> SysctlGuard {
     let mut sysctls = SysctlGuard::default();
-    // New namespaces get kernel defaults (DAD on); the host side follows default.*.
     sysctls.set("net.core.devconf_inherit_init_net", "0").expect("sysctl");
     sysctls.set("net.ipv6.conf.default.accept_dad", "1").expect("sysctl");
     sysctls.set("net.ipv6.conf.default.dad_transmits", "1").expect("sysctl");
+    sysctls
+}
+
+/// Kernel defaults: every pod address waits for DAD, 0.2–4 s.
+pub fn default_sysctls_scenario(prefix: &str, backend: BackendChoice) -> Session {
+    let _sysctls = stock_dad_settings();
     let session = record_synthetic(prefix, backend);
     for event in check_pods(&session, prefix) {
         let seconds = event.tentative_ns as f64 / 1e9;

@@ -9,22 +9,13 @@ use std::{
 use dad_trace::{
     record::{BackendChoice, RecordOptions},
     session::Session,
-    sysctl::SysctlGuard,
     track::Outcome,
 };
 use integration_tests::{
     kernel_tests_allowed,
     netns::{TestNetns, events_of, record_during},
+    stock_dad_settings,
 };
-
-/// DAD on in new namespaces, as on a stock node.
-fn stock_dad_settings() -> SysctlGuard {
-    let mut sysctls = SysctlGuard::default();
-    sysctls.set("net.core.devconf_inherit_init_net", "0").expect("sysctl");
-    sysctls.set("net.ipv6.conf.default.accept_dad", "1").expect("sysctl");
-    sysctls.set("net.ipv6.conf.default.dad_transmits", "1").expect("sysctl");
-    sysctls
-}
 
 fn options() -> RecordOptions {
     RecordOptions {

@@ -6,24 +6,26 @@ use std::{path::Path, sync::Arc, time::Duration};
 use dad_trace::{
     cri::SocketChoice,
     record::{BackendChoice, RecordOptions},
-    sysctl::SysctlGuard,
     track::Outcome,
 };
 use integration_tests::{
     containerd::{self, Containerd},
-    kernel_tests_allowed, manifests,
+    kernel_tests_allowed, manifests, stock_dad_settings,
 };
 use tokio::sync::Notify;
 
 const CNI_DIR: &str = "/usr/lib/cni";
 
-/// DAD on in new namespaces, as on a stock node.
-fn stock_dad_settings() -> SysctlGuard {
-    let mut sysctls = SysctlGuard::default();
-    sysctls.set("net.core.devconf_inherit_init_net", "0").expect("sysctl");
-    sysctls.set("net.ipv6.conf.default.accept_dad", "1").expect("sysctl");
-    sysctls.set("net.ipv6.conf.default.dad_transmits", "1").expect("sysctl");
-    sysctls
+/// Root, and containerd with runc and the CNI plugins installed; otherwise says why not.
+fn containerd_tests_allowed(test: &str) -> bool {
+    if !kernel_tests_allowed(test) {
+        return false;
+    }
+    if let Some(why) = containerd::unavailable(Path::new(CNI_DIR)) {
+        println!("SKIP {test}: {why}");
+        return false;
+    }
+    true
 }
 
 /// Pod sandboxes created through containerd's CRI with known names are reported by those
@@ -31,11 +33,7 @@ fn stock_dad_settings() -> SysctlGuard {
 #[test]
 fn containerd_pods_are_named_with_their_delays() {
     const TEST: &str = "containerd_pods_are_named_with_their_delays";
-    if !kernel_tests_allowed(TEST) {
-        return;
-    }
-    if let Some(why) = containerd::unavailable(Path::new(CNI_DIR)) {
-        println!("SKIP {TEST}: {why}");
+    if !containerd_tests_allowed(TEST) {
         return;
     }
     let _sysctls = stock_dad_settings();
@@ -360,11 +358,7 @@ fn grantable_capabilities(container: &k8s_openapi::api::core::v1::Container, tes
 #[test]
 fn the_daemonset_runs_in_containerd_and_names_pods() {
     const TEST: &str = "the_daemonset_runs_in_containerd_and_names_pods";
-    if !kernel_tests_allowed(TEST) {
-        return;
-    }
-    if let Some(why) = containerd::unavailable(Path::new(CNI_DIR)) {
-        println!("SKIP {TEST}: {why}");
+    if !containerd_tests_allowed(TEST) {
         return;
     }
     let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dad-trace-image.tar");
