@@ -99,21 +99,10 @@ enum Task {
     },
     /// Measure kernel cost, scale and accuracy (root) and write the table to bench/RESULTS.md.
     Bench {
-        /// Synthetic pods of the scale runs.
-        #[arg(long, default_value_t = 1000)]
-        pods: usize,
-        /// Idle veth interfaces present during the second scale run.
-        #[arg(long, default_value_t = 10_000)]
-        veths: usize,
-        #[arg(long, default_value_t = 50)]
-        accuracy_pods: usize,
-        #[arg(long, default_value_t = 20)]
-        cost_seconds: u64,
-        #[arg(long, default_value = "bench/RESULTS.md")]
-        output: PathBuf,
-        /// Only the kernel cost, printed (nothing written).
-        #[arg(long)]
-        cost_only: bool,
+        /// Options of the benchmark itself (`--pods`, `--veths`, `--accuracy-pods`,
+        /// `--cost-seconds`, `--cost-only`, `--output`), passed through with their defaults there.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Build the static binary and the container image as an OCI archive (no container
     /// engine needed): target/dad-trace-image.tar, for `ctr images import` or `podman load`.
@@ -270,16 +259,7 @@ fn image() -> anyhow::Result<PathBuf> {
     Ok(archive)
 }
 
-struct BenchOptions {
-    pods: usize,
-    veths: usize,
-    accuracy_pods: usize,
-    cost_seconds: u64,
-    output: PathBuf,
-    cost_only: bool,
-}
-
-fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
+fn bench(args: &[String]) -> anyhow::Result<()> {
     setup()?;
     let dad_trace = build_release()?;
     run(cargo().args([
@@ -296,21 +276,12 @@ fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .unwrap_or_default();
-    let output = workspace_root().join(&opts.output);
-    if let Some(dir) = output.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     run(as_root(&workspace_root().join("target/release/dad-trace-bench"))
+        .current_dir(workspace_root())
         .arg("--dad-trace")
         .arg(&dad_trace)
-        .arg("--output")
-        .arg(&output)
         .args(["--commit", &commit])
-        .args(["--pods", &opts.pods.to_string()])
-        .args(["--veths", &opts.veths.to_string()])
-        .args(["--accuracy-pods", &opts.accuracy_pods.to_string()])
-        .args(["--cost-seconds", &opts.cost_seconds.to_string()])
-        .args(opts.cost_only.then_some("--cost-only")))
+        .args(args))
 }
 
 fn test() -> anyhow::Result<()> {
@@ -448,21 +419,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Lint => lint(),
         Task::Image => image().map(drop),
-        Task::Bench {
-            pods,
-            veths,
-            accuracy_pods,
-            cost_seconds,
-            output,
-            cost_only,
-        } => bench(&BenchOptions {
-            pods,
-            veths,
-            accuracy_pods,
-            cost_seconds,
-            output,
-            cost_only,
-        }),
+        Task::Bench { args } => bench(&args),
         Task::KindE2e {
             pods,
             cluster,

@@ -56,8 +56,8 @@ struct Args {
     /// The release dad-trace binary to measure.
     #[arg(long)]
     dad_trace: PathBuf,
-    /// Where the markdown table goes.
-    #[arg(long)]
+    /// Where the markdown table goes (the repository keeps the reference there).
+    #[arg(long, default_value = "bench/RESULTS.md")]
     output: PathBuf,
     #[arg(long, default_value = "unknown")]
     commit: String,
@@ -745,6 +745,9 @@ fn main() -> anyhow::Result<()> {
     eprintln!("== accuracy: {} pods", args.accuracy_pods);
     let accuracy = accuracy(&args, dir.path())?;
     let table = render(&args, &cost, &scale_rows, Some(&accuracy));
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::write(&args.output, &table).with_context(|| format!("write {}", args.output.display()))?;
     println!("{table}");
     Ok(())
