@@ -3,15 +3,16 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
-/// The toolchain that has `rust-src` for `-Z build-std=core`: Debian's rustc, linked into
-/// rustup under this name by `cargo xtask setup`.
-const EBPF_TOOLCHAIN: &str = "dad-trace-bpf";
-
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
         .context("cargo metadata")?;
+    // The toolchain that has `rust-src` for `-Z build-std=core` (see the workspace Cargo.toml).
+    let toolchain = metadata.workspace_metadata["dad-trace"]["ebpf-toolchain"]
+        .as_str()
+        .ok_or_else(|| anyhow!("[workspace.metadata.dad-trace] ebpf-toolchain missing from Cargo.toml"))?
+        .to_string();
     let ebpf = metadata
         .packages
         .into_iter()
@@ -26,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         root_dir: root_dir.as_str(),
         ..Default::default()
     };
-    aya_build::build_ebpf([package], Toolchain::Custom(EBPF_TOOLCHAIN))?;
+    aya_build::build_ebpf([package], Toolchain::Custom(&toolchain))?;
     if std::env::var_os("AYA_BUILD_SKIP").is_some() {
         // Leave an empty object so that clippy and docs build; the loader refuses to run it.
         let out_dir = std::env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?;

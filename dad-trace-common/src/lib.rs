@@ -129,7 +129,7 @@ pub struct RawEvent {
     pub flags: u32,
     /// A [`Hook`] discriminant.
     pub hook: u8,
-    /// `inet6_ifaddr.state`: 0 PREDAD, 1 DAD, 2 POSTDAD, 3 ERRDAD, 4 DEAD.
+    /// `inet6_ifaddr.state` (decoded by userspace as `IfaState`).
     pub state: u8,
     pub dad_probes: u8,
     /// 1 when `dad_work` is still pending (another DAD step is scheduled).

@@ -1,24 +1,24 @@
 //! dad-trace: per-pod IPv6 Duplicate Address Detection latency, from kernel probes.
 //!
-//! Recording (`record`, root) and processing (`report`, any user) are separate: recording
-//! writes a [`session::Session`], everything else reads one.
+//! The flow, with dependencies pointing one way (each layer uses only those before it):
+//!
+//! - [`kernel`]: what the running kernel offers, the phase → hook table, BTF offsets,
+//!   loading programs, decoding ring buffer records.
+//! - [`node`]: network namespaces, sysctls, the doctor, synthetic pods.
+//! - [`record`]: readings → phase tracker → enrichment (one owner) → sinks (live lines,
+//!   Prometheus metrics, the session).
+//! - [`session`]: the file, the only meeting point of recording and processing.
+//! - [`report`]: reads sessions only: summaries, histograms, comparisons, HTML, the gate.
+//! - [`scenario`]: the CNI pod-start story in phases, built on all of the above.
+//! - [`cli`]: one file per subcommand.
+//!
+//! [`hist`] (delay distributions) and [`error`] (refusals and exit codes) are leaves.
 pub mod cli;
-pub mod compare;
-pub mod cri;
-pub mod doctor;
-pub mod enrich;
-pub mod events;
-pub mod gate;
+pub mod error;
 pub mod hist;
-pub mod html;
-pub mod loader;
-pub mod metrics;
-pub mod offsets;
-pub mod probes;
+pub mod kernel;
+pub mod node;
 pub mod record;
 pub mod report;
 pub mod scenario;
 pub mod session;
-pub mod synthetic;
-pub mod sysctl;
-pub mod track;

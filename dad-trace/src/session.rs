@@ -10,7 +10,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{probes::Backend, track::Outcome};
+use crate::kernel::Backend;
 
 /// Marks a JSON document as a dad-trace session.
 pub const FORMAT: &str = "dad-trace-session";
@@ -36,6 +36,28 @@ pub enum SessionError {
     Version { path: PathBuf, found: u64 },
     #[error("cannot write session file {path}")]
     Write { path: PathBuf, source: std::io::Error },
+}
+
+/// How an address left the tentative state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Tentative flag cleared: the address is usable.
+    Settled,
+    /// A duplicate answered: the address is unusable.
+    Failed,
+    /// The address, its interface or its namespace went away while tentative.
+    Aborted,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Settled => "settled",
+            Outcome::Failed => "failed",
+            Outcome::Aborted => "aborted",
+        })
+    }
 }
 
 /// Where the processes of a pod's network namespace say they belong.
@@ -119,23 +141,31 @@ impl AddressEvent {
     /// The label a person reads for this address's pod: netns name, pod UID, or inode.
     #[must_use]
     pub fn pod_label(&self) -> String {
-        if self.host_netns {
+        Self::label_of(
+            self.host_netns,
+            self.pod.as_ref(),
+            self.netns_name.as_deref(),
+            self.netns_inode,
+        )
+    }
+
+    /// The label of a namespace: `host`, `namespace/pod`, its name, `pod:<uid>`, or
+    /// `netns:<inode>`, the first that is known.
+    #[must_use]
+    pub fn label_of(host: bool, pod: Option<&Pod>, netns_name: Option<&str>, netns_inode: u32) -> String {
+        if host {
             return "host".into();
         }
-        if let Some((namespace, name)) = self
-            .pod
-            .as_ref()
-            .and_then(|pod| Some((pod.namespace.as_ref()?, pod.name.as_ref()?)))
-        {
+        if let Some((namespace, name)) = pod.and_then(|pod| Some((pod.namespace.as_ref()?, pod.name.as_ref()?))) {
             return format!("{namespace}/{name}");
         }
-        if let Some(name) = &self.netns_name {
-            return name.clone();
+        if let Some(name) = netns_name {
+            return name.to_string();
         }
-        if let Some(uid) = self.pod.as_ref().and_then(|pod| pod.uid.as_ref()) {
+        if let Some(uid) = pod.and_then(|pod| pod.uid.as_ref()) {
             return format!("pod:{uid}");
         }
-        format!("netns:{}", self.netns_inode)
+        format!("netns:{netns_inode}")
     }
 }
 
@@ -164,7 +194,7 @@ pub struct Session {
     #[serde(default)]
     pub unfinished: Vec<Unfinished>,
     /// Host-namespace DAD settings when recording started and ended (see
-    /// [`crate::sysctl::DAD_SETTINGS`]), so a report can say what changed between sessions.
+    /// [`crate::node::sysctl::DAD_SETTINGS`]), so a report can say what changed between sessions.
     #[serde(default)]
     pub sysctls_start: BTreeMap<String, String>,
     #[serde(default)]
@@ -255,7 +285,7 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Session {

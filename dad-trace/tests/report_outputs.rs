@@ -3,7 +3,10 @@
 //! Chromium, whose screenshot is kept in target/ as an artifact.
 use std::{path::PathBuf, process::Command};
 
-use dad_trace::{compare, html, session::Session};
+use dad_trace::{
+    report::{compare, html},
+    session::Session,
+};
 
 fn fixture(name: &str) -> Session {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

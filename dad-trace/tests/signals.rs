@@ -8,14 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dad_trace::{cli, session::Session};
+use dad_trace::{error, session::Session};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
 
 fn allowed(test: &str) -> bool {
-    if let Err(e) = dad_trace::record::check_privileges() {
+    if let Err(e) = dad_trace::kernel::check_privileges() {
         println!("SKIP {test}: needs root ({e:#})");
         return false;
     }
@@ -169,7 +169,7 @@ fn two_processes_trace_at_once() {
     };
     let (first, _first_err) = spawn("first.json");
     let (second, _second_err) = spawn("second.json");
-    let pods = dad_trace::synthetic::create_pods("dts-2", 3).expect("pods");
+    let pods = dad_trace::node::synthetic::create_pods("dts-2", 3).expect("pods");
     for child in [first, second] {
         let status = child.wait_with_output().expect("wait").status;
         assert!(status.success());
@@ -224,7 +224,7 @@ fn missing_privileges_and_kernel_support_have_exit_codes() {
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", binary])
             .args(["record", "--duration", "1"]),
     );
-    assert_eq!(code, Some(i32::from(cli::EXIT_PRIVILEGES)), "{stderr}");
+    assert_eq!(code, Some(i32::from(error::EXIT_PRIVILEGES)), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
     // Root without CAP_SYSLOG, where the kernel hides symbol addresses from such processes.
     let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap_or_default();
@@ -235,16 +235,16 @@ fn missing_privileges_and_kernel_support_have_exit_codes() {
                 .args(["--inh-caps=-syslog", "--bounding-set=-syslog", binary])
                 .args(["record", "--duration", "1", "--cri-socket", "none"]),
         );
-        assert_eq!(code, Some(i32::from(cli::EXIT_PRIVILEGES)), "{stderr}");
+        assert_eq!(code, Some(i32::from(error::EXIT_PRIVILEGES)), "{stderr}");
         assert!(stderr.contains("CAP_SYSLOG"), "{stderr}");
     } else {
         println!("SKIP CAP_SYSLOG case: this kernel shows symbol addresses to everyone");
     }
     // No BTF.
     let (code, stderr) = exit_of(dad_trace().args(["record", "--duration", "1", "--btf", "/nonexistent/vmlinux"]));
-    assert_eq!(code, Some(i32::from(cli::EXIT_KERNEL)), "{stderr}");
+    assert_eq!(code, Some(i32::from(error::EXIT_KERNEL)), "{stderr}");
     assert!(stderr.contains("--btf") && stderr.contains("No such file"), "{stderr}");
     // A command line that does not parse.
     let (code, _) = exit_of(dad_trace().args(["record", "--ring-bytes", "1000"]));
-    assert_eq!(code, Some(i32::from(cli::EXIT_USAGE)));
+    assert_eq!(code, Some(i32::from(error::EXIT_USAGE)));
 }

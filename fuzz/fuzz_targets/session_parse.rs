@@ -4,11 +4,14 @@
 
 use std::path::Path;
 
-use dad_trace::{compare, html, report, session::Session};
+use dad_trace::{
+    report::{compare, html, render_text},
+    session::Session,
+};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(session) = Session::parse(Path::new("fuzz.json"), data) {
-        let _ = report::render_text(&session, true);
+        let _ = render_text(&session, true);
         let comparison = compare::compare(&[("fuzz".into(), session)]);
         let _ = compare::render_markdown(&comparison);
         let _ = compare::render_text(&comparison);

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use dad_trace::cri::CriClient;
+use dad_trace::record::enrich::cri::CriClient;
 use k8s_cri::v1::{
     Capability, ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, Int64Value, KeyValue,
     LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,

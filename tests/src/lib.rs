@@ -13,13 +13,10 @@ pub mod netns;
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
 
 use dad_trace::{
-    loader,
-    offsets::{KernelTypes, VMLINUX_BTF},
-    probes::{self, Backend, DAD_WORK_FN, KernelSupport},
-    record::{BackendChoice, RecordOptions},
-    session::{AddressEvent, Session},
-    sysctl::SysctlGuard,
-    track::Outcome,
+    kernel::{self, BackendChoice, Kernel, VMLINUX_BTF, loader},
+    node::sysctl::SysctlGuard,
+    record::RecordOptions,
+    session::{AddressEvent, Outcome, Session},
 };
 
 /// Synthetic pods per scenario.
@@ -28,7 +25,7 @@ pub const PODS: usize = 20;
 /// True when the test may touch the kernel; otherwise prints why it skips.
 #[must_use]
 pub fn kernel_tests_allowed(test: &str) -> bool {
-    if let Err(e) = dad_trace::record::check_privileges() {
+    if let Err(e) = kernel::check_privileges() {
         println!("SKIP {test}: needs root ({e:#})");
         return false;
     }
@@ -202,42 +199,34 @@ pub fn tuned_sysctls_scenario(prefix: &str, backend: BackendChoice) -> Session {
     session
 }
 
+/// The running kernel, as `record` discovers it.
+#[must_use]
+pub fn this_kernel() -> Kernel {
+    Kernel::discover(Path::new(VMLINUX_BTF), None).expect("kernel BTF and kallsyms")
+}
+
 /// Loads every program of both backends through the verifier; returns how many loaded.
 #[must_use]
 pub fn load_every_program() -> usize {
-    let types = KernelTypes::load(Path::new(VMLINUX_BTF)).expect("kernel BTF");
-    let support =
-        KernelSupport::read(Path::new("/proc/kallsyms"), Path::new("/nonexistent"), Some(&types)).expect("kallsyms");
-    let config = types.config(support.symbols[DAD_WORK_FN]).expect("offsets from BTF");
-    let mut ebpf = loader::load(&config, 4096, false).expect("object loads");
-    let mut loaded = 0;
-    for backend in [Backend::Kprobe, Backend::Tracepoint] {
-        for spec in probes::table(backend) {
-            for hook in spec.hooks {
-                match loader::load_program(&mut ebpf, hook) {
-                    Ok(()) => loaded += 1,
-                    Err(loader::AttachError::Program {
-                        source: aya::programs::ProgramError::AlreadyLoaded,
-                        ..
-                    }) => {}
-                    Err(e) => panic!("{backend} {}: {e}", hook.program),
-                }
-            }
+    let verdicts = kernel::verify_programs(&this_kernel()).expect("object loads");
+    for verdict in &verdicts {
+        if let Err(e) = &verdict.result {
+            panic!("{} {}: {e}", verdict.backend, verdict.program);
         }
     }
-    loaded
+    verdicts.len()
 }
 
 /// Runs the CNI pod-start scenario and asserts every phase passes its gate; returns the
 /// results for printing.
 pub fn cni_scenario(
-    plugin: dad_trace::scenario::Plugin,
+    plugin: dad_trace::scenario::cni::Plugin,
     phases: &[&str],
     pods: usize,
     backend: BackendChoice,
     extra_slack_ms: u64,
 ) -> String {
-    use dad_trace::scenario::{PHASES, ScenarioOptions, render, run};
+    use dad_trace::scenario::{ScenarioOptions, phases, render, run};
     let opts = ScenarioOptions {
         plugin,
         cni_dir: "/usr/lib/cni".into(),
@@ -245,13 +234,13 @@ pub fn cni_scenario(
         backend,
         phases: phases
             .iter()
-            .map(|name| PHASES.iter().find(|p| p.name == *name).expect("known phase"))
+            .map(|name| phases::by_name(name).expect("known phase"))
             .collect(),
         prefix: "dtc-".into(),
         extra_slack_ms,
     };
     let results = runtime().block_on(run(&opts)).expect("scenario runs");
-    let table = render(&results);
+    let table = render::table(&results);
     println!("{table}");
     assert_eq!(results.len(), phases.len());
     for result in &results {
@@ -266,10 +255,7 @@ pub fn cni_scenario(
 /// none, so nothing in the kernel can grow or leak when addresses die unseen.
 #[must_use]
 pub fn per_address_kernel_maps() -> Vec<String> {
-    let types = KernelTypes::load(Path::new(VMLINUX_BTF)).expect("kernel BTF");
-    let support =
-        KernelSupport::read(Path::new("/proc/kallsyms"), Path::new("/nonexistent"), Some(&types)).expect("kallsyms");
-    let config = types.config(support.symbols[DAD_WORK_FN]).expect("offsets from BTF");
+    let config = this_kernel().config().expect("kallsyms readable");
     let ebpf = loader::load(&config, 4096, false).expect("object loads");
     ebpf.maps()
         .filter(|(_, map)| {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use dad_trace::{
-    enrich::parse_if_inet6,
+    node::netns::parse_if_inet6,
     record::RecordOptions,
     session::{AddressEvent, Session},
 };
@@ -70,7 +70,7 @@ impl TestNetns {
     #[must_use]
     pub fn flags(&self, addr: Ipv6Addr) -> Option<u32> {
         let path = format!("/run/netns/{}", self.name);
-        dad_trace::enrich::in_netns(std::path::Path::new(&path), move || {
+        dad_trace::node::netns::in_netns(std::path::Path::new(&path), move || {
             Ok(
                 parse_if_inet6(&std::fs::read_to_string("/proc/thread-self/net/if_inet6")?)
                     .into_iter()

@@ -71,10 +71,10 @@ fn daemonset_runs_serve_with_least_privilege() {
     // $(NODE_IP) is the node's address in either family.
     for (node_ip, listen) in [("10.0.0.7", "10.0.0.7:9797"), ("fd00::7", "[fd00::7]:9797")] {
         let args = expanded_args(container, &[("NODE_IP", node_ip)]).expect("args");
-        let Command::Serve { listen: parsed, .. } = parse(args) else {
+        let Command::Serve(serve) = parse(args) else {
             panic!("the DaemonSet must run `serve`");
         };
-        assert_eq!(parsed, listen.parse::<SocketAddr>().expect("address"));
+        assert_eq!(serve.listen, listen.parse::<SocketAddr>().expect("address"));
     }
     let port = container
         .ports
@@ -94,11 +94,11 @@ fn job_records_to_a_host_path() {
     check_least_privilege(&spec, &["sessions"]);
     let container = only_container(&spec);
     let args = expanded_args(container, &[("NODE_NAME", "node-1")]).expect("args");
-    let Command::Record { output, duration, .. } = parse(args) else {
+    let Command::Record(record) = parse(args) else {
         panic!("the Job must run `record`");
     };
-    assert!(duration.is_some(), "an ad-hoc Job ends by itself");
-    let output = output.expect("a session file");
+    assert!(record.duration.is_some(), "an ad-hoc Job ends by itself");
+    let output = record.output.expect("a session file");
     let sessions = container
         .volume_mounts
         .iter()
@@ -139,7 +139,7 @@ fn readme_explains_every_capability() {
 fn image_runs_the_agent_by_default() {
     let containerfile = std::fs::read_to_string(deploy_dir().join("Containerfile")).expect("Containerfile");
     assert!(containerfile.contains(r#"ENTRYPOINT ["/dad-trace"]"#));
-    assert!(matches!(parse(vec!["serve".into()]), Command::Serve { .. }));
+    assert!(matches!(parse(vec!["serve".into()]), Command::Serve(_)));
     assert!(containerfile.contains(r#"CMD ["serve"]"#));
 }
 

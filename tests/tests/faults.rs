@@ -7,9 +7,9 @@ use std::{
 };
 
 use dad_trace::{
-    record::{BackendChoice, RecordOptions},
-    session::Session,
-    track::Outcome,
+    kernel::BackendChoice,
+    record::{RecordOptions, enrich::cri::SocketChoice},
+    session::{Outcome, Session},
 };
 use integration_tests::{
     kernel_tests_allowed,
@@ -20,7 +20,7 @@ use integration_tests::{
 fn options() -> RecordOptions {
     RecordOptions {
         backend: BackendChoice::Tracepoint,
-        cri_socket: dad_trace::cri::SocketChoice::Off,
+        cri_socket: SocketChoice::Off,
         // Cancelled DAD is invisible to the tracepoint backend: check silent addresses soon.
         stale_after: Duration::from_millis(500),
         ..RecordOptions::default()
@@ -159,7 +159,7 @@ fn duplicate_address_on_a_bridge_fails_with_both_sides() {
         .map(|h| (h.name.as_str(), h.ifname.as_str()))
         .collect();
     assert_eq!(sides, [("dtf-dup-a", "eth0")]);
-    let line = dad_trace::report::event_line(failed[0]);
+    let line = dad_trace::record::sinks::event_line(failed[0]);
     assert!(
         line.contains("failed") && line.contains("duplicate of dtf-dup-a eth0"),
         "{line}"

@@ -1,6 +1,9 @@
 //! This machine's kernel (tracepoint backend). Root only; skips with a reason otherwise.
 //! Run with `--test-threads=1`: the scenarios share the kernel's sysctls.
-use dad_trace::{probes::Backend, record::BackendChoice, scenario::Plugin};
+use dad_trace::{
+    kernel::{Backend, BackendChoice},
+    scenario::cni::Plugin,
+};
 use integration_tests::{
     PODS, cni_scenario, default_sysctls_scenario, kernel_tests_allowed, load_every_program, tuned_sysctls_scenario,
 };
@@ -67,21 +70,24 @@ fn tune_apply_then_revert_restores_every_setting() {
         return;
     }
     // Belt and braces: whatever happens below, the guard puts the values back.
-    let mut guard = dad_trace::sysctl::SysctlGuard::default();
-    for (name, _) in dad_trace::doctor::RECOMMENDED {
-        let current = dad_trace::sysctl::read(name).expect("readable sysctl");
+    let mut guard = dad_trace::node::sysctl::SysctlGuard::default();
+    for (name, _) in dad_trace::node::tune::RECOMMENDED {
+        let current = dad_trace::node::sysctl::read(name).expect("readable sysctl");
         guard.set(name, &current).expect("sysctl");
     }
-    let before = dad_trace::sysctl::snapshot();
+    let before = dad_trace::node::sysctl::snapshot();
     let dir = std::env::temp_dir().join(format!("dad-trace-tune-{}", std::process::id()));
     let state = dir.join("state.json");
-    dad_trace::doctor::apply(&state).expect("apply");
-    for (name, value) in dad_trace::doctor::RECOMMENDED {
-        assert_eq!(dad_trace::sysctl::read(name).expect("readable"), *value, "{name}");
+    dad_trace::node::tune::apply(&state).expect("apply");
+    for (name, value) in dad_trace::node::tune::RECOMMENDED {
+        assert_eq!(dad_trace::node::sysctl::read(name).expect("readable"), *value, "{name}");
     }
-    assert!(dad_trace::doctor::apply(&state).is_err(), "a second apply must refuse");
-    dad_trace::doctor::revert(&state).expect("revert");
-    assert_eq!(dad_trace::sysctl::snapshot(), before);
+    assert!(
+        dad_trace::node::tune::apply(&state).is_err(),
+        "a second apply must refuse"
+    );
+    dad_trace::node::tune::revert(&state).expect("revert");
+    assert_eq!(dad_trace::node::sysctl::snapshot(), before);
     assert!(!state.exists());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -4,9 +4,9 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use dad_trace::{
-    cri::SocketChoice,
-    record::{BackendChoice, RecordOptions},
-    track::Outcome,
+    kernel::BackendChoice,
+    record::{RecordOptions, enrich::cri::SocketChoice},
+    session::Outcome,
 };
 use integration_tests::{
     containerd::{self, Containerd},
@@ -225,7 +225,7 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
     let (session, scraped) = runtime.block_on(async {
         let workload = async move {
             tokio::task::spawn_blocking(move || {
-                let pods = dad_trace::synthetic::create_pods("dtm-", PODS).expect("synthetic pods");
+                let pods = dad_trace::node::synthetic::create_pods("dtm-", PODS).expect("synthetic pods");
                 let scraped = (
                     prometheus.wait_for("sum(dad_trace_tentative_seconds_count)", expected),
                     prometheus.query(r#"sum(dad_trace_tentative_seconds_count{namespace="(host)"})"#),

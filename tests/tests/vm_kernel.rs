@@ -2,7 +2,11 @@
 //! they skip with a reason: they need a throwaway kernel.
 use std::collections::HashMap;
 
-use dad_trace::{probes::Backend, record::BackendChoice, track::Outcome};
+use dad_trace::{
+    hist::Delays,
+    kernel::{Backend, BackendChoice, probes},
+    session::Outcome,
+};
 use integration_tests::{
     PODS, check_pods, default_sysctls_scenario, kernel_tests_allowed, load_every_program, record_both,
     tuned_sysctls_scenario,
@@ -19,17 +23,10 @@ fn in_vm(test: &str) -> bool {
 #[test]
 fn vm_every_program_passes_the_verifier() {
     if in_vm("vm_every_program_passes_the_verifier") {
-        let types = dad_trace::offsets::KernelTypes::load(std::path::Path::new(dad_trace::offsets::VMLINUX_BTF))
-            .expect("kernel BTF");
-        let support = dad_trace::probes::KernelSupport::read(
-            std::path::Path::new("/proc/kallsyms"),
-            std::path::Path::new("/sys/bus/event_source/devices/kprobe"),
-            Some(&types),
-        )
-        .expect("kallsyms");
-        println!("{}", dad_trace::probes::render(&support));
+        let kernel = integration_tests::this_kernel();
+        println!("{}", probes::render(&kernel.support));
         assert!(
-            support.plan(Backend::Kprobe).usable(),
+            kernel.support.plan(Backend::Kprobe).usable(),
             "kprobes must attach in the VM kernels"
         );
         assert_eq!(load_every_program(), 11);
@@ -68,7 +65,7 @@ fn vm_backends_agree_on_the_same_addresses() {
         .iter()
         .map(|event| ((event.netns_name.clone(), event.addr), *event))
         .collect();
-    let mut differences: Vec<u64> = kprobe_events
+    let differences: Vec<u64> = kprobe_events
         .iter()
         .map(|event| {
             let other = by_address[&(event.netns_name.clone(), event.addr)];
@@ -81,8 +78,10 @@ fn vm_backends_agree_on_the_same_addresses() {
             event.tentative_ns.abs_diff(other.tentative_ns)
         })
         .collect();
-    differences.sort_unstable();
-    let (median, worst) = (differences[differences.len() / 2], differences[differences.len() - 1]);
+    let summary = Delays::from_values(differences.iter().copied())
+        .summary()
+        .expect("addresses compared");
+    let (median, worst) = (summary.p50_ns, summary.max_ns);
     println!(
         "backends agree: tentative-delay difference median {median} ns, worst {worst} ns over {} addresses",
         differences.len()
@@ -98,7 +97,7 @@ fn vm_backends_agree_on_the_same_addresses() {
 fn vm_cni_ptp_scenario_with_kprobes() {
     if in_vm("vm_cni_ptp_scenario_with_kprobes") {
         integration_tests::cni_scenario(
-            dad_trace::scenario::Plugin::Ptp,
+            dad_trace::scenario::cni::Plugin::Ptp,
             &["defaults", "naive-tuning", "inherit"],
             PODS,
             BackendChoice::Kprobe,

@@ -10,9 +10,6 @@ use clap::{Parser, Subcommand};
 mod kind;
 mod vm;
 
-/// Debian's rustc ships `rust-src` (rustup's toolchains here cannot fetch it), which
-/// `-Z build-std=core` needs for the BPF target. dad-trace/build.rs uses this name.
-const EBPF_TOOLCHAIN: &str = "dad-trace-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// What building needs on a Debian 12 machine.
 const BUILD_PACKAGES: &[&str] = &[
@@ -132,6 +129,21 @@ pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The rustup toolchain that builds the kernel programs, as the workspace Cargo.toml names it
+/// (`[workspace.metadata.dad-trace] ebpf-toolchain`, which dad-trace/build.rs reads too).
+fn ebpf_toolchain() -> anyhow::Result<String> {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(workspace_root())
+        .output()
+        .context("cargo metadata")?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).context("cargo metadata output")?;
+    metadata["metadata"]["dad-trace"]["ebpf-toolchain"]
+        .as_str()
+        .map(str::to_string)
+        .context("[workspace.metadata.dad-trace] ebpf-toolchain missing from Cargo.toml")
+}
+
 fn succeeds(command: &mut Command) -> bool {
     command.output().is_ok_and(|output| output.status.success())
 }
@@ -206,10 +218,11 @@ fn setup_build() -> anyhow::Result<()> {
             .args(["--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
-    if !succeeds(Command::new("rustup").args(["run", EBPF_TOOLCHAIN, "rustc", "--version"])) {
-        run(Command::new("rustup").args(["toolchain", "link", EBPF_TOOLCHAIN, "/usr"]))?;
+    let toolchain = ebpf_toolchain()?;
+    if !succeeds(Command::new("rustup").args(["run", &toolchain, "rustc", "--version"])) {
+        run(Command::new("rustup").args(["toolchain", "link", &toolchain, "/usr"]))?;
     }
-    eprintln!("setup: Debian rustc, rust-src, bpf-linker {BPF_LINKER_VERSION} and toolchain `{EBPF_TOOLCHAIN}` ready");
+    eprintln!("setup: Debian rustc, rust-src, bpf-linker {BPF_LINKER_VERSION} and toolchain `{toolchain}` ready");
     Ok(())
 }
 
@@ -371,7 +384,7 @@ fn lint() -> anyhow::Result<()> {
     run(Command::new("rustup")
         .args([
             "run",
-            EBPF_TOOLCHAIN,
+            &ebpf_toolchain()?,
             "cargo",
             "clippy",
             "--release",

@@ -213,9 +213,13 @@ fn initramfs(kernel_root: &Path, tests: &Path, out: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Boots one kernel; returns the serial log.
-fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> anyhow::Result<String> {
-    let log_file = fs::File::create(log)?;
+/// What in a guest's console means it will never print a verdict.
+const FATAL_MARKS: &[&str] = &["Kernel panic", "soft lockup", "BUG: ", "Oops: "];
+
+/// Boots one kernel and streams its serial console: every line goes to `log` and, prefixed
+/// with the kernel's name, to stderr. Returns the console text once the guest powers off,
+/// or as soon as it prints a panic or lockup marker (the guest is then stopped).
+fn boot(name: &str, vmlinuz: &Path, initrd: &Path, log: &Path) -> anyhow::Result<String> {
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2"])
         .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
@@ -224,26 +228,51 @@ fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> anyhow::Result<String> {
         .arg(initrd)
         .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
         .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .context("start qemu-system-x86_64")?;
-    let started = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let stdout = child.stdout.take().context("qemu's console")?;
+    let (lines, console) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
         }
-        if started.elapsed() > GUEST_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "guest did not power off within {GUEST_TIMEOUT:?}; log: {}",
-                log.display()
-            );
+    });
+    let mut log_file = fs::File::create(log)?;
+    let mut text = String::new();
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match console.recv_timeout(left) {
+            Ok(line) => {
+                use std::io::Write as _;
+                let line = line.trim_end_matches('\r');
+                writeln!(log_file, "{line}")?;
+                eprintln!("  [{name}] {line}");
+                text.push_str(line);
+                text.push('\n');
+                if let Some(mark) = FATAL_MARKS.iter().find(|mark| line.contains(*mark)) {
+                    break Err(anyhow::anyhow!("the guest printed {mark:?}"));
+                }
+            }
+            // The console closed: the guest powered off.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                break Err(anyhow::anyhow!("the guest did not power off within {GUEST_TIMEOUT:?}"));
+            }
         }
-        std::thread::sleep(Duration::from_millis(500));
+    };
+    if outcome.is_err() {
+        let _ = child.kill();
     }
-    Ok(fs::read_to_string(log).unwrap_or_default())
+    let _ = child.wait();
+    outcome.with_context(|| format!("log: {}", log.display()))?;
+    Ok(text)
 }
 
 pub fn vm_test() -> anyhow::Result<()> {
@@ -265,7 +294,10 @@ pub fn vm_test() -> anyhow::Result<()> {
             vmlinuz.display(),
             log_path.display()
         );
-        let log = boot(&vmlinuz, &initrd, &log_path)?;
+        let log = boot(kernel.name, &vmlinuz, &initrd, &log_path).unwrap_or_else(|e| {
+            eprintln!("{e:#}");
+            String::new()
+        });
         let verdict = log
             .lines()
             .find_map(|line| line.split(RESULT_MARK).nth(1))
@@ -281,18 +313,7 @@ pub fn vm_test() -> anyhow::Result<()> {
             verdict.unwrap_or("NO VERDICT (panic or crash?)"),
             started.elapsed().as_secs_f64()
         );
-        if passed {
-            for line in log
-                .lines()
-                .filter(|line| line.starts_with("test ") || line.contains("agree"))
-            {
-                eprintln!("  [{}] {line}", kernel.name);
-            }
-        } else {
-            eprintln!(
-                "---- guest log ({}) ----\n{log}\n---- end of guest log ----",
-                kernel.name
-            );
+        if !passed {
             failed.push(kernel.name);
         }
     }

@@ -33,13 +33,15 @@ use anyhow::{Context as _, bail};
 use aya::programs::{RawTracePoint, loaded_programs};
 use clap::Parser;
 use dad_trace::{
-    loader,
-    offsets::{KernelTypes, VMLINUX_BTF},
-    probes::{DAD_WORK_FN, KernelSupport},
-    session::Session,
-    synthetic::{self, NETNS_DIR, NamedNetns, SyntheticPod},
-    sysctl::SysctlGuard,
-    track::Outcome,
+    hist::{Delays, human},
+    kernel::{self, Kernel, VMLINUX_BTF, loader},
+    node::{
+        netns::{NETNS_DIR, NamedNetns},
+        synthetic::{self, SyntheticPod},
+        sysctl::SysctlGuard,
+    },
+    record::clock::monotonic_ns,
+    session::{Outcome, Session},
 };
 use futures::StreamExt as _;
 use rtnetlink::{
@@ -74,11 +76,6 @@ struct Args {
     /// Only the kernel-cost part (quick, while working on the kernel programs).
     #[arg(long)]
     cost_only: bool,
-}
-
-fn monotonic_ns() -> u64 {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
-    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
 /// Mounts tracefs for bpftrace's classic tracepoints when it is not mounted; unmounts after.
@@ -312,10 +309,8 @@ fn measure(groups: &[(&'static str, &HashSet<u32>)], seconds: u64, churn: bool) 
 
 fn kernel_cost(args: &Args, dir: &Path) -> anyhow::Result<Vec<CostPhase>> {
     let _tracefs = Tracefs::ensure()?;
-    let types = KernelTypes::load(Path::new(VMLINUX_BTF))?;
-    let support = KernelSupport::read(Path::new("/proc/kallsyms"), Path::new("/nonexistent"), Some(&types))?;
-    let dad_work_fn = *support.symbols.get(DAD_WORK_FN).context("addrconf_dad_work")?;
-    let config = types.config(dad_work_fn)?;
+    let config = Kernel::discover(Path::new(VMLINUX_BTF), None)?.config()?;
+    let dad_work_fn = config.dad_work_fn;
 
     let (recorder, ours) = new_programs(|| Recorder::start(&args.dad_trace, &dir.join("cost.json"), &[]))?;
     let (_baseline, empty) = new_programs(|| {
@@ -579,13 +574,14 @@ fn accuracy(args: &Args, dir: &Path) -> anyhow::Result<Accuracy> {
     if differences.is_empty() {
         bail!("no address was seen by both dad-trace and the listener");
     }
-    differences.sort_unstable();
-    let at = |q: f64| differences[((differences.len() - 1) as f64 * q).round() as usize];
+    let summary = Delays::from_values(differences.iter().copied())
+        .summary()
+        .context("no differences")?;
     Ok(Accuracy {
         compared: differences.len(),
-        median_ns: at(0.5),
-        p99_ns: at(0.99),
-        max_ns: *differences.last().unwrap_or(&0),
+        median_ns: summary.p50_ns,
+        p99_ns: summary.p99_ns,
+        max_ns: summary.max_ns,
     })
 }
 
@@ -606,12 +602,7 @@ fn machine() -> String {
             Some(kib / 1024 / 1024)
         })
         .unwrap_or(0);
-    let kernel = nix::sys::utsname::uname().map_or_else(|_| "?".into(), |u| u.release().to_string_lossy().into_owned());
-    format!("{cpu}, {cores} cores, {memory} GiB, kernel {kernel}")
-}
-
-fn human(ns: u64) -> String {
-    dad_trace::hist::human(ns)
+    format!("{cpu}, {cores} cores, {memory} GiB, kernel {}", kernel::release())
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -721,7 +712,7 @@ fn render(args: &Args, cost: &[CostPhase], scale: &[ScaleRow], accuracy: Option<
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    dad_trace::record::check_privileges()?;
+    kernel::check_privileges()?;
     let dir = tempfile::tempdir()?;
     let mut sysctls = SysctlGuard::default();
     sysctls.set("kernel.bpf_stats_enabled", "1")?;

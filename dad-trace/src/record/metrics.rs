@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{session::AddressEvent, track::Outcome};
+use crate::session::{AddressEvent, Outcome};
 
 /// Bucket bounds in seconds: 0.5 ms .. 10 ms resolves tuned nodes, 0.5 s .. 5 s the DAD
 /// wait (1 s per probe with the default `dad_transmits=1`, plus the random start delay).
@@ -213,7 +213,7 @@ mod tests {
     fn fixture() -> Session {
         Session::parse(
             std::path::Path::new("default-20-pods.json"),
-            include_bytes!("../tests/fixtures/default-20-pods.json"),
+            include_bytes!("../../tests/fixtures/default-20-pods.json"),
         )
         .expect("fixture parses")
     }

@@ -8,7 +8,7 @@ use aya::{
 use dad_trace_common::{CONFIG_GLOBAL, Config, EVENTS_MAP, LOST_MAP};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use crate::{
+use super::{
     events::{self, Observation},
     probes::{HookSpec, Plan, ProgramKind},
 };

@@ -2,10 +2,8 @@
 //! of per-pod delay across sessions, and per-pod bars), no scripts, no external assets.
 use std::fmt::Write as _;
 
-use crate::{
-    compare::{Comparison, render_markdown, render_settings},
-    hist::human,
-};
+use super::compare::{Comparison, render_settings, rows};
+use crate::hist::human;
 
 const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
 const WIDTH: f64 = 760.0;
@@ -144,21 +142,21 @@ fn bars(comparison: &Comparison) -> String {
     svg
 }
 
-/// A markdown table rendered as an HTML table (the markdown form is the single source).
+/// The comparison table, from the same rows as the text and markdown tables.
 fn table(comparison: &Comparison) -> String {
-    let mut html = String::from("<table>\n");
-    for (index, line) in render_markdown(comparison)
-        .lines()
-        .take_while(|line| line.starts_with('|'))
-        .enumerate()
-    {
-        if index == 1 {
-            continue;
+    let multi = comparison.sessions.len() > 1;
+    let mut html = String::from("<table>\n<tr><th>metric</th>");
+    for column in &comparison.sessions {
+        let _ = write!(html, "<th>{}</th>", escape(&column.label));
+    }
+    html.push_str(if multi { "<th>last/first</th></tr>\n" } else { "</tr>\n" });
+    for row in rows(comparison) {
+        let _ = write!(html, "<tr><td>{}</td>", escape(&row.metric));
+        for cell in &row.cells {
+            let _ = write!(html, "<td>{}</td>", escape(cell));
         }
-        let cell = if index == 0 { "th" } else { "td" };
-        html.push_str("<tr>");
-        for value in line.trim_matches('|').split('|') {
-            let _ = write!(html, "<{cell}>{}</{cell}>", escape(value.trim()));
+        if multi {
+            let _ = write!(html, "<td>{}</td>", escape(row.ratio.as_deref().unwrap_or("")));
         }
         html.push_str("</tr>\n");
     }
@@ -205,16 +203,19 @@ pub fn render(comparison: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::compare;
+    use crate::report::compare::compare;
 
     #[test]
     fn page_is_self_contained_with_both_charts() {
         let comparison = compare(&[
             (
                 "before<1>".into(),
-                crate::compare::tests::session("node-a", &[1500, 1800, 2000], "0"),
+                crate::report::compare::tests::session("node-a", &[1500, 1800, 2000], "0"),
             ),
-            ("after".into(), crate::compare::tests::session("node-a", &[1, 2], "1")),
+            (
+                "after".into(),
+                crate::report::compare::tests::session("node-a", &[1, 2], "1"),
+            ),
         ]);
         let page = render(&comparison);
         assert!(page.starts_with("<!DOCTYPE html>"));

@@ -4,9 +4,9 @@ use std::{collections::BTreeSet, fmt::Write as _};
 
 use serde::Serialize;
 
+use super::summary::{PodDelay, SessionSummary, summarize};
 use crate::{
     hist::{Summary, Unit, human, log2_counts, slot_bounds},
-    report::{PodDelay, SessionSummary, summarize},
     session::Session,
 };
 
@@ -85,19 +85,35 @@ const STATS: [(&str, Pick); 4] = [
     ("max", |s| s.max_ns),
 ];
 
-/// Rows of the comparison: (metric, one cell per session, ratio last/first if a delay).
-fn rows(comparison: &Comparison) -> Vec<(String, Vec<String>, Option<String>)> {
+/// One row of the comparison table, in every format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub metric: String,
+    /// One cell per session.
+    pub cells: Vec<String>,
+    /// Last/first, for delays when there are several sessions.
+    pub ratio: Option<String>,
+}
+
+/// The rows of the comparison table: the one source of the text, markdown and HTML tables.
+#[must_use]
+pub fn rows(comparison: &Comparison) -> Vec<Row> {
     let columns = &comparison.sessions;
     let cells = |f: &dyn Fn(&SessionSummary) -> String| columns.iter().map(|c| f(&c.summary)).collect::<Vec<_>>();
+    let plain = |metric: &str, cells: Vec<String>| Row {
+        metric: metric.to_string(),
+        cells,
+        ratio: None,
+    };
     let mut rows = vec![
-        ("backend".to_string(), cells(&|s| s.backend.to_string()), None),
-        ("kernel".to_string(), cells(&|s| s.kernel_release.clone()), None),
-        ("host".to_string(), cells(&|s| s.hostname.clone()), None),
-        ("addresses".to_string(), cells(&|s| s.addresses.to_string()), None),
-        ("failed".to_string(), cells(&|s| s.failed.to_string()), None),
-        ("aborted".to_string(), cells(&|s| s.aborted.to_string()), None),
-        ("lost events".to_string(), cells(&|s| s.lost_events.to_string()), None),
-        ("pods".to_string(), cells(&|s| s.pods.len().to_string()), None),
+        plain("backend", cells(&|s| s.backend.to_string())),
+        plain("kernel", cells(&|s| s.kernel_release.clone())),
+        plain("host", cells(&|s| s.hostname.clone())),
+        plain("addresses", cells(&|s| s.addresses.to_string())),
+        plain("failed", cells(&|s| s.failed.to_string())),
+        plain("aborted", cells(&|s| s.aborted.to_string())),
+        plain("lost events", cells(&|s| s.lost_events.to_string())),
+        plain("pods", cells(&|s| s.pods.len().to_string())),
     ];
     let delay_sets: [(&str, DelaySet); 3] = [
         ("tentative", |s| s.tentative),
@@ -123,7 +139,11 @@ fn rows(comparison: &Comparison) -> Vec<(String, Vec<String>, Option<String>)> {
                 .iter()
                 .map(|v| v.map_or_else(|| "-".to_string(), human))
                 .collect();
-            rows.push((format!("{name} {stat}"), cells, ratio));
+            rows.push(Row {
+                metric: format!("{name} {stat}"),
+                cells,
+                ratio,
+            });
         }
     }
     rows
@@ -187,7 +207,7 @@ pub fn render_text(comparison: &Comparison) -> String {
     let labels: Vec<&str> = comparison.sessions.iter().map(|c| c.label.as_str()).collect();
     let width = |i: usize| {
         rows.iter()
-            .map(|r| r.1[i].len())
+            .map(|r| r.cells[i].len())
             .chain([labels[i].len()])
             .max()
             .unwrap_or(0)
@@ -197,12 +217,12 @@ pub fn render_text(comparison: &Comparison) -> String {
         let _ = write!(out, "  {label:>w$}", w = width(i));
     }
     out.push_str(if labels.len() > 1 { "  last/first\n" } else { "\n" });
-    for (metric, cells, ratio) in &rows {
-        let _ = write!(out, "{metric:<16}");
-        for (i, cell) in cells.iter().enumerate() {
+    for row in &rows {
+        let _ = write!(out, "{:<16}", row.metric);
+        for (i, cell) in row.cells.iter().enumerate() {
             let _ = write!(out, "  {cell:>w$}", w = width(i));
         }
-        let _ = writeln!(out, "  {}", ratio.as_deref().unwrap_or(""));
+        let _ = writeln!(out, "  {}", row.ratio.as_deref().unwrap_or(""));
     }
     for column in &comparison.sessions {
         let slowest: Vec<String> = column
@@ -245,10 +265,10 @@ pub fn render_markdown(comparison: &Comparison) -> String {
     out.push_str(if multi { " last/first |\n| --- |" } else { "\n| --- |" });
     out.push_str(&" ---: |".repeat(comparison.sessions.len() + usize::from(multi)));
     out.push('\n');
-    for (metric, cells, ratio) in rows {
-        let _ = write!(out, "| {metric} | {} |", cells.join(" | "));
+    for row in rows {
+        let _ = write!(out, "| {} | {} |", row.metric, row.cells.join(" | "));
         if multi {
-            let _ = write!(out, " {} |", ratio.unwrap_or_default());
+            let _ = write!(out, " {} |", row.ratio.unwrap_or_default());
         }
         out.push('\n');
     }
@@ -290,7 +310,10 @@ pub(crate) mod tests {
     use chrono::{DateTime, Utc};
 
     use super::*;
-    use crate::{probes::Backend, session::AddressEvent, track::Outcome};
+    use crate::{
+        kernel::Backend,
+        session::{AddressEvent, Outcome},
+    };
 
     pub(crate) fn session(host: &str, tentative_ms: &[u64], inherit: &str) -> Session {
         let base: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use btfparse::{ErrorKind, Offset, Readable, TypeInformation};
 use dad_trace_common::Config;
 
+use crate::error::Refusal;
+
 /// Where the kernel publishes its own type information.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -70,9 +72,7 @@ pub fn kernel_facts(btf: &Path, helper: Option<&Path>) -> anyhow::Result<KernelF
         .with_context(|| format!("run {} kernel-facts", helper.display()))?;
     if !output.status.success() {
         let message = String::from_utf8_lossy(&output.stderr);
-        return Err(
-            crate::record::UnsupportedKernel(message.trim().trim_start_matches("dad-trace: ").to_string()).into(),
-        );
+        return Err(Refusal::Kernel(message.trim().trim_start_matches("dad-trace: ").to_string()).into());
     }
     serde_json::from_slice(&output.stdout).context("kernel-facts output")
 }
@@ -115,7 +115,7 @@ impl KernelTypes {
     pub fn facts(&self) -> Result<KernelFacts, BtfError> {
         Ok(KernelFacts {
             config: self.config(0)?,
-            functions: crate::probes::KERNEL_FUNCTIONS
+            functions: super::probes::KERNEL_FUNCTIONS
                 .iter()
                 .filter(|name| self.has_function(name))
                 .map(ToString::to_string)

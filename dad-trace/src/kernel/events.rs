@@ -22,15 +22,32 @@ pub enum IfaState {
     Unknown(u8),
 }
 
+/// The kernel's values, the one place they are stated (both directions use it).
+const STATES: [(u8, IfaState); 5] = [
+    (0, IfaState::PreDad),
+    (1, IfaState::Dad),
+    (2, IfaState::PostDad),
+    (3, IfaState::ErrDad),
+    (4, IfaState::Dead),
+];
+
 impl From<u8> for IfaState {
     fn from(value: u8) -> Self {
-        match value {
-            0 => IfaState::PreDad,
-            1 => IfaState::Dad,
-            2 => IfaState::PostDad,
-            3 => IfaState::ErrDad,
-            4 => IfaState::Dead,
-            other => IfaState::Unknown(other),
+        STATES
+            .iter()
+            .find(|(raw, _)| *raw == value)
+            .map_or(IfaState::Unknown(value), |&(_, state)| state)
+    }
+}
+
+impl From<IfaState> for u8 {
+    fn from(state: IfaState) -> Self {
+        match state {
+            IfaState::Unknown(raw) => raw,
+            known => STATES
+                .iter()
+                .find(|(_, s)| *s == known)
+                .map_or(u8::MAX, |&(raw, _)| raw),
         }
     }
 }
@@ -162,14 +179,7 @@ pub fn to_raw(obs: &Observation) -> RawEvent {
         ifindex: obs.ifindex,
         flags: obs.flags,
         hook: obs.hook as u8,
-        state: match obs.state {
-            IfaState::PreDad => 0,
-            IfaState::Dad => 1,
-            IfaState::PostDad => 2,
-            IfaState::ErrDad => 3,
-            IfaState::Dead => 4,
-            IfaState::Unknown(v) => v,
-        },
+        state: obs.state.into(),
         dad_probes: obs.dad_probes,
         work_pending: u8::from(obs.work_pending),
         created: obs.created,

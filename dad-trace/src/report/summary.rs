@@ -1,13 +1,13 @@
-//! Summaries of a session for people (bcc-style histograms) and machines (JSON).
-use std::{collections::BTreeMap, fmt::Write as _};
+//! What a session says, as numbers: per-pod delays and the summary every report and the
+//! JSON output start from.
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::{
-    hist::{Delays, Summary, Unit, human, render_log2, render_summary},
-    session::{AddressEvent, Session},
-    track::Outcome,
+    hist::{Delays, Summary},
+    session::{AddressEvent, Outcome, Session},
 };
 
 /// What a pod waited for: its first tentative address → its last address settled,
@@ -67,7 +67,7 @@ pub fn pod_delays(events: &[AddressEvent]) -> Vec<PodDelay> {
 /// The machine-readable summary of one session.
 #[derive(Debug, Serialize)]
 pub struct SessionSummary {
-    pub backend: crate::probes::Backend,
+    pub backend: crate::kernel::Backend,
     pub kernel_release: String,
     pub hostname: String,
     pub started_at: DateTime<Utc>,
@@ -85,7 +85,7 @@ pub struct SessionSummary {
     pub pods: Vec<PodDelay>,
 }
 
-fn settled_values(events: &[AddressEvent], pick: impl Fn(&AddressEvent) -> Option<u64>) -> Vec<u64> {
+pub(crate) fn settled_values(events: &[AddressEvent], pick: impl Fn(&AddressEvent) -> Option<u64>) -> Vec<u64> {
     events
         .iter()
         .filter(|event| event.outcome == Outcome::Settled)
@@ -118,136 +118,18 @@ pub fn summarize(session: &Session) -> SessionSummary {
     }
 }
 
-fn section(out: &mut String, title: &str, values: &[u64]) {
-    let _ = writeln!(out, "\n{title}");
-    if values.is_empty() {
-        out.push_str("  (none)\n");
-        return;
-    }
-    out.push_str(&render_log2(values, Unit::for_values(values)));
-    if let Some(summary) = Delays::from_values(values.iter().copied()).summary() {
-        out.push_str(&render_summary(&summary));
-    }
-}
-
-/// The terminal report: counts, then histograms of tentative, DAD and per-pod delay.
-#[must_use]
-pub fn render_text(session: &Session, per_pod: bool) -> String {
-    let summary = summarize(session);
-    let mut out = String::new();
-    let seconds = (session.ended_at - session.started_at).num_milliseconds() as f64 / 1000.0;
-    let _ = writeln!(
-        out,
-        "dad-trace session: {} backend, kernel {}, host {}, {:.1} s from {}",
-        session.backend,
-        session.kernel_release,
-        session.hostname,
-        seconds,
-        session.started_at.format("%Y-%m-%d %H:%M:%S UTC")
-    );
-    let _ = writeln!(
-        out,
-        "addresses: {} (settled {}, failed {}, aborted {}; partial {}); still tentative at end: {}; lost events: {}",
-        summary.addresses,
-        summary.settled,
-        summary.failed,
-        summary.aborted,
-        summary.partial,
-        summary.unfinished,
-        summary.lost_events
-    );
-    if summary.lost_events > 0 {
-        out.push_str("WARNING: the kernel dropped events (ring buffer full): raise --ring-bytes\n");
-    }
-    let events = &session.events;
-    section(
-        &mut out,
-        "Tentative-state delay (address created -> tentative cleared), settled addresses:",
-        &settled_values(events, |e| Some(e.tentative_ns)),
-    );
-    section(
-        &mut out,
-        "DAD delay (DAD begin -> completed), settled addresses that ran DAD:",
-        &settled_values(events, |e| e.dad_ns),
-    );
-    let pod_values: Vec<u64> = summary.pods.iter().map(|pod| pod.delay_ns).collect();
-    section(
-        &mut out,
-        &format!(
-            "Per-pod delay (first tentative address -> last settled), {} pods:",
-            summary.pods.len()
-        ),
-        &pod_values,
-    );
-    if per_pod && !summary.pods.is_empty() {
-        let width = summary.pods.iter().map(|pod| pod.pod.len()).max().unwrap_or(3).max(3);
-        let _ = writeln!(
-            out,
-            "\n{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}",
-            "POD", "ADDRS", "DELAY", "FAILED", "ABORTED"
-        );
-        for pod in &summary.pods {
-            let _ = writeln!(
-                out,
-                "{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}",
-                pod.pod,
-                pod.addresses,
-                human(pod.delay_ns),
-                pod.failed,
-                pod.aborted
-            );
-        }
-    }
-    out
-}
-
-/// One line per finished address, as `record` prints them while it runs.
-#[must_use]
-pub fn event_line(event: &AddressEvent) -> String {
-    let dad = event.dad_ns.map_or_else(|| "-".to_string(), human);
-    let peer = event
-        .peer
-        .as_ref()
-        .map(|peer| {
-            format!(
-                " peer {}",
-                peer.ifname.clone().unwrap_or_else(|| format!("#{}", peer.ifindex))
-            )
-        })
-        .unwrap_or_default();
-    let partial = if event.partial { " (partial)" } else { "" };
-    let duplicate = if event.outcome == Outcome::Failed {
-        if event.duplicate_of.is_empty() {
-            " duplicate answered from off this node".to_string()
-        } else {
-            let holders: Vec<String> = event
-                .duplicate_of
-                .iter()
-                .map(|holder| format!("{} {}", holder.name, holder.ifname))
-                .collect();
-            format!(" duplicate of {}", holders.join(", "))
-        }
-    } else {
-        String::new()
-    };
-    format!(
-        "{}  {:<16} {:<10} {:<28} tentative {:>9}  DAD {:>9}  {}{partial}{peer}{duplicate}",
-        event.time.format("%H:%M:%S%.3f"),
-        event.pod_label(),
-        event.ifname,
-        event.addr,
-        human(event.tentative_ns),
-        dad,
-        event.outcome,
-    )
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::{probes::Backend, session::Session};
+    use crate::kernel::Backend;
 
-    fn event(netns: u32, start_ms: i64, tentative_ms: u64, dad_ms: Option<u64>, outcome: Outcome) -> AddressEvent {
+    pub(crate) fn event(
+        netns: u32,
+        start_ms: i64,
+        tentative_ms: u64,
+        dad_ms: Option<u64>,
+        outcome: Outcome,
+    ) -> AddressEvent {
         let base: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");
         AddressEvent {
             time: base + chrono::Duration::milliseconds(start_ms + i64::try_from(tentative_ms).expect("small")),
@@ -269,7 +151,7 @@ mod tests {
         }
     }
 
-    fn session(events: Vec<AddressEvent>) -> Session {
+    pub(crate) fn session(events: Vec<AddressEvent>) -> Session {
         let base: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");
         let mut session = Session::new(Backend::Tracepoint, "6.18.44".into(), "node-a".into(), base);
         session.ended_at = base + chrono::Duration::seconds(10);
@@ -308,29 +190,5 @@ mod tests {
         assert_eq!(summary.tentative.expect("one settled").count, 1);
         assert_eq!(summary.dad.expect("one ran DAD").count, 1);
         assert_eq!(summary.pod.expect("three pods").count, 3);
-    }
-
-    #[test]
-    fn text_report_has_histograms_and_pod_table() {
-        let mut s = session(vec![
-            event(10, 0, 1500, Some(1400), Outcome::Settled),
-            event(11, 0, 1800, Some(1700), Outcome::Settled),
-        ]);
-        s.lost_events = 3;
-        let text = render_text(&s, true);
-        assert!(text.contains("Tentative-state delay"), "{text}");
-        assert!(text.contains("1024 -> 2047"), "{text}");
-        assert!(text.contains("lost events: 3") && text.contains("WARNING"), "{text}");
-        assert!(text.contains("POD") && text.contains("pod-11"), "{text}");
-        assert!(text.contains("p99 1.80 s"), "{text}");
-    }
-
-    #[test]
-    fn event_line_shows_dad_dash_when_no_dad() {
-        let line = event_line(&event(11, 0, 0, None, Outcome::Settled));
-        assert!(
-            line.contains("pod-11") && line.contains("DAD         -") && line.ends_with("settled"),
-            "{line}"
-        );
     }
 }

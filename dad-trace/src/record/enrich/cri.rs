@@ -340,7 +340,7 @@ mod tests {
 
     /// Recorded from containerd 1.6.20's `PodSandboxStatus` (verbose), trimmed to the keys
     /// around the ones read.
-    const CONTAINERD_INFO: &str = include_str!("../tests/fixtures/containerd-1.6-sandbox-info.json");
+    const CONTAINERD_INFO: &str = include_str!("../../../tests/fixtures/containerd-1.6-sandbox-info.json");
 
     #[test]
     fn finds_the_netns_path_and_pid_in_containerd_info() {

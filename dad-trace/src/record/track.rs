@@ -4,30 +4,11 @@
 use std::collections::{HashMap, hash_map::Entry};
 
 use dad_trace_common::Hook;
-use serde::{Deserialize, Serialize};
 
-use crate::events::{IfaState, Observation};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Tentative flag cleared: the address is usable.
-    Settled,
-    /// A duplicate answered: the address is unusable.
-    Failed,
-    /// The address, its interface or its namespace went away while tentative.
-    Aborted,
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Outcome::Settled => "settled",
-            Outcome::Failed => "failed",
-            Outcome::Aborted => "aborted",
-        })
-    }
-}
+use crate::{
+    kernel::events::{IfaState, Observation},
+    session::Outcome,
+};
 
 /// An address that left the tentative state one way or another.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,7 +227,7 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::NetnsId;
+    use crate::kernel::events::NetnsId;
 
     const MS: u64 = 1_000_000;
 

@@ -1,18 +1,14 @@
 //! The before/after gate on pod-start DAD, shared by the local CNI/VM scenario and the kind
 //! CI job (`dad-trace gate BEFORE AFTER`): the wait is there before tuning, gone after.
+//! Which scenario phases are "before" and "after" is the scenario's to say.
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::{
     hist::{Delays, human},
-    session::Session,
-    track::Outcome,
+    session::{Outcome, Session},
 };
-
-/// Which scenario phases are "before" and "after" (see [`crate::scenario::PHASES`]).
-pub const BEFORE_PHASE: &str = "defaults";
-pub const AFTER_PHASE: &str = "inherit";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct BeforeAfter {

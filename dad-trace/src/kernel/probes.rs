@@ -29,6 +29,31 @@ pub enum Backend {
     Tracepoint,
 }
 
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Kprobe, Backend::Tracepoint];
+}
+
+/// Which backend to use: one of them, or the best that attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// kprobe when it attaches, else tracepoint.
+    Auto,
+    Kprobe,
+    Tracepoint,
+}
+
+impl BackendChoice {
+    /// The backends to try, in order.
+    #[must_use]
+    pub fn candidates(self) -> &'static [Backend] {
+        match self {
+            BackendChoice::Auto => &Backend::ALL,
+            BackendChoice::Kprobe => &[Backend::Kprobe],
+            BackendChoice::Tracepoint => &[Backend::Tracepoint],
+        }
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -273,26 +298,13 @@ impl fmt::Display for HookStatus {
 }
 
 impl KernelSupport {
-    pub fn read(
-        kallsyms: &Path,
-        kprobe_pmu: &Path,
-        btf: Option<&crate::offsets::KernelTypes>,
-    ) -> std::io::Result<Self> {
-        let functions = KERNEL_FUNCTIONS
-            .iter()
-            .filter(|name| btf.is_some_and(|btf| btf.has_function(name)))
-            .map(ToString::to_string)
-            .collect();
-        Self::read_with(kallsyms, kprobe_pmu, functions)
-    }
-
-    /// The same, with the functions the kernel's BTF has already known.
-    pub fn read_with(kallsyms: &Path, kprobe_pmu: &Path, btf_functions: Vec<String>) -> std::io::Result<Self> {
+    /// Reads kallsyms and the kprobe PMU; `btf_functions` are the DAD functions BTF knows.
+    pub fn read(kallsyms: &Path, kprobe_pmu: &Path, btf_functions: Vec<String>) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(kallsyms)?;
         Ok(Self {
             symbols: parse_kallsyms(&text),
             kprobes: kprobe_pmu.exists(),
-            btf_functions: btf_functions.into_iter().collect(),
+            btf_functions,
         })
     }
 
@@ -378,7 +390,7 @@ pub fn parse_kallsyms(text: &str) -> HashMap<String, u64> {
 pub fn render(support: &KernelSupport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    for backend in [Backend::Kprobe, Backend::Tracepoint] {
+    for backend in Backend::ALL {
         let plan = support.plan(backend);
         let verdict = if plan.usable() {
             "usable"

@@ -1,66 +1,12 @@
 //! Synthetic pods: a network namespace with a veth pair and an IPv6 address, set up the way
 //! a CNI plugin does it for a pod sandbox. Used by the built-in demo and the kernel tests.
-use std::{
-    net::Ipv6Addr,
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
-};
+use std::{net::Ipv6Addr, os::fd::AsRawFd as _, path::Path};
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
-use nix::{
-    mount::{MntFlags, MsFlags, mount, umount2},
-    sched::{CloneFlags, unshare},
-};
 use rtnetlink::{LinkUnspec, LinkVeth};
 
-use crate::enrich::in_netns;
-
-/// Where named network namespaces live (`ip netns`, CNI runtimes).
-pub const NETNS_DIR: &str = "/run/netns";
-
-/// A named network namespace, bind-mounted like `ip netns add` does; removed on drop.
-pub struct NamedNetns {
-    path: PathBuf,
-}
-
-impl NamedNetns {
-    pub fn create(dir: &Path, name: &str) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let path = dir.join(name);
-        std::fs::File::create_new(&path)
-            .with_context(|| format!("create {} (a namespace of that name exists?)", path.display()))?;
-        let netns = Self { path: path.clone() };
-        // unshare() changes only the calling thread: do it on a thread that then ends.
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .with_context(|| format!("bind-mount the new namespace on {}", path.display()))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("namespace creator panicked"))??;
-        Ok(netns)
-    }
-
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for NamedNetns {
-    fn drop(&mut self) {
-        // Unmounting drops the last reference: the kernel then removes its interfaces.
-        let _ = umount2(&self.path, MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
+use super::netns::{NETNS_DIR, NamedNetns, in_netns};
 
 /// One synthetic pod: its namespace, host-side veth name and pod address.
 pub struct SyntheticPod {

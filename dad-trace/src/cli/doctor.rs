@@ -1,0 +1,65 @@
+//! `dad-trace doctor` and `dad-trace tune`.
+use std::path::{Path, PathBuf};
+
+use super::Format;
+use crate::node::{doctor, netns::NETNS_DIR, tune};
+
+/// Audit this node's DAD settings: why DAD still runs where it does, what each pod pays,
+/// and the fix (Bottlerocket TOML, sysctl.d, kind). Root to look inside pod namespaces.
+#[derive(clap::Args)]
+#[command(after_help = "EXAMPLES:\n    \
+    sudo dad-trace doctor                # diagnosis and the fix\n    \
+    sudo dad-trace doctor --format json  # for machines")]
+pub struct Doctor {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+impl Doctor {
+    pub fn run(self) -> anyhow::Result<()> {
+        let audit = doctor::audit(Path::new(NETNS_DIR));
+        let diagnosis = doctor::diagnose(&audit);
+        match self.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&(&audit, &diagnosis))?),
+            Format::Text | Format::Markdown | Format::Html => print!("{}", doctor::render(&audit, &diagnosis)),
+        }
+        Ok(())
+    }
+}
+
+/// Apply the doctor's fix to the running node (needs --yes), or revert it exactly.
+#[derive(clap::Args)]
+#[command(after_help = "EXAMPLES:\n    \
+    sudo dad-trace tune --apply --yes  # all/default accept_dad=0, devconf_inherit_init_net=1\n    \
+    sudo dad-trace tune --revert       # put back what --apply saved")]
+pub struct Tune {
+    /// Apply: all/default `accept_dad=0` and `net.core.devconf_inherit_init_net=1`.
+    #[arg(long, conflicts_with = "revert", requires = "yes")]
+    apply: bool,
+    /// Put back the values saved by --apply.
+    #[arg(long)]
+    revert: bool,
+    /// Confirms --apply: DAD protects against duplicate addresses; only disable it in
+    /// networks you control.
+    #[arg(long)]
+    yes: bool,
+    #[arg(long, default_value = "/var/lib/dad-trace/tune-state.json", value_name = "FILE")]
+    state: PathBuf,
+}
+
+impl Tune {
+    pub fn run(self) -> anyhow::Result<()> {
+        let (verb, state) = if self.apply {
+            ("applied; previous values saved in", tune::apply(&self.state)?)
+        } else if self.revert {
+            ("reverted from", tune::revert(&self.state)?)
+        } else {
+            anyhow::bail!("say --apply --yes to apply the fix, or --revert to undo it");
+        };
+        for (name, value) in &state.previous {
+            println!("{name}: was {value}");
+        }
+        println!("{verb} {}", self.state.display());
+        Ok(())
+    }
+}

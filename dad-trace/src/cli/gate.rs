@@ -1,0 +1,49 @@
+//! `dad-trace gate`.
+use std::path::PathBuf;
+
+use super::Format;
+use crate::{
+    report::gate::{BeforeAfter, POD_START},
+    session::Session,
+};
+
+/// Pass or fail a before/after pair of sessions (no root needed): the gate of the kind CI
+/// job and of the scenario. Exit code 1 when it fails.
+#[derive(clap::Args)]
+#[command(after_help = "EXAMPLES:\n    \
+    dad-trace gate defaults.json inherit.json                # the kind job's gate\n    \
+    dad-trace gate before.json after.json --after-max-p99-ms 10 --format json")]
+pub struct Gate {
+    #[arg(value_name = "BEFORE")]
+    before: PathBuf,
+    #[arg(value_name = "AFTER")]
+    after: PathBuf,
+    /// Before tuning, pod addresses' tentative p50 must be above this.
+    #[arg(long, default_value_t = POD_START.before_min_p50_ms, value_name = "MS")]
+    before_min_p50_ms: u64,
+    /// After tuning, pod addresses' tentative p99 must be below this.
+    #[arg(long, default_value_t = POD_START.after_max_p99_ms, value_name = "MS")]
+    after_max_p99_ms: u64,
+    /// text and markdown are the same table.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+impl Gate {
+    pub fn run(self) -> anyhow::Result<()> {
+        let gate = BeforeAfter {
+            before_min_p50_ms: self.before_min_p50_ms,
+            after_max_p99_ms: self.after_max_p99_ms,
+        };
+        let verdict = gate.check(&Session::load(&self.before)?, &Session::load(&self.after)?);
+        match self.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
+            Format::Text | Format::Markdown | Format::Html => print!("{}", verdict.render()),
+        }
+        if verdict.passed() {
+            Ok(())
+        } else {
+            anyhow::bail!("the before/after gate failed")
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! `dad-trace probes`, and the hidden `kernel-facts` that `record` runs in a child.
+use std::path::PathBuf;
+
+use crate::kernel::{self, Kernel, VMLINUX_BTF, btf::KernelTypes, probes};
+
+/// Show which kernel hook each backend uses for each DAD phase on this kernel, and why.
+#[derive(clap::Args)]
+#[command(after_help = "EXAMPLES:\n    \
+    dad-trace probes                # what this kernel offers, per phase and backend\n    \
+    sudo dad-trace probes --verify  # + load every program through the verifier")]
+pub struct Probes {
+    /// Also load every program through the verifier (root; nothing is attached).
+    #[arg(long)]
+    verify: bool,
+    /// The kernel's BTF, for kernels that do not publish /sys/kernel/btf/vmlinux.
+    #[arg(long, default_value = VMLINUX_BTF, value_name = "FILE")]
+    btf: PathBuf,
+}
+
+impl Probes {
+    pub fn run(self) -> anyhow::Result<()> {
+        let kernel = Kernel::discover(&self.btf, None)?;
+        println!("kernel {}, BTF {}", kernel.release, kernel.btf.display());
+        print!("{}", probes::render(&kernel.support));
+        if self.verify {
+            kernel::check_privileges()?;
+            for verdict in kernel::verify_programs(&kernel)? {
+                let result = match verdict.result {
+                    Ok(()) => "verifier OK".to_string(),
+                    Err(e) => format!("FAILED: {:#}", anyhow::Error::from(e)),
+                };
+                println!("{:<10} {:<18} {result}", verdict.backend, verdict.program);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Print the kernel facts (struct offsets, DAD functions) read from BTF, as JSON: run by
+/// `record` in a child process so its own memory stays small.
+#[derive(clap::Args)]
+#[command(hide = true)]
+pub struct KernelFacts {
+    #[arg(long, default_value = VMLINUX_BTF)]
+    btf: PathBuf,
+}
+
+impl KernelFacts {
+    pub fn run(self) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string(&KernelTypes::load(&self.btf)?.facts()?)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! `dad-trace scenario`.
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::{
+    kernel::BackendChoice,
+    scenario::{self, ScenarioOptions, cni::Plugin, phases, render},
+};
+
+/// Reproduce slow IPv6 pod start on this node: pods set up by a real CNI plugin under
+/// three sysctl phases (defaults, naive tuning, + `devconf_inherit_init_net`), traced by
+/// dad-trace, with ADD times beside the traced delays (root). Sysctls are restored after.
+#[derive(clap::Args)]
+#[command(after_help = "EXAMPLES:\n    \
+    sudo dad-trace scenario                            # 20 pods per phase, ptp\n    \
+    sudo dad-trace scenario --plugin bridge-dad --pods 5 --phases defaults\n    \
+    sudo dad-trace scenario -o results/                # sessions, report.md, report.html\n    \
+    dad-trace scenario --list                          # the phases, as JSON")]
+pub struct Scenario {
+    #[arg(long, default_value_t = 20)]
+    pods: usize,
+    /// CNI plugin; falls back to plain veth pairs (and says so) when it is not installed.
+    #[arg(long, value_enum, default_value_t = Plugin::Ptp)]
+    plugin: Plugin,
+    #[arg(long, default_value = "/usr/lib/cni", value_name = "DIR")]
+    cni_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// Phases to run, in order.
+    #[arg(long, value_delimiter = ',', default_values = ["defaults", "naive-tuning", "inherit"])]
+    phases: Vec<String>,
+    /// Save each phase's session (PHASE.json) and the results (scenario.json) here.
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Print the phases (names, sysctls, and which two the before/after gate compares) as
+    /// JSON and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+impl Scenario {
+    pub async fn run(self) -> anyhow::Result<()> {
+        if self.list {
+            println!("{}", serde_json::to_string_pretty(&phases::listing())?);
+            return Ok(());
+        }
+        let phases = self
+            .phases
+            .iter()
+            .map(|name| {
+                phases::by_name(name).with_context(|| {
+                    let known: Vec<_> = phases::PHASES.iter().map(|phase| phase.name).collect();
+                    format!("unknown phase {name:?}; phases are {known:?}")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut plugin = self.plugin;
+        if !plugin.available(&self.cni_dir) {
+            eprintln!(
+                "CNI plugin {plugin:?} not found in {} (install containernetworking-plugins): using plain veth pairs",
+                self.cni_dir.display()
+            );
+            plugin = Plugin::Veth;
+        }
+        let opts = ScenarioOptions {
+            plugin,
+            cni_dir: self.cni_dir,
+            pods: self.pods,
+            backend: self.backend,
+            phases,
+            prefix: "dts-".into(),
+            extra_slack_ms: 0,
+        };
+        let results = scenario::run(&opts).await?;
+        if let Some(dir) = &self.output {
+            render::write_outputs(&results, dir)?;
+        }
+        print!("{}", render::report(&results));
+        let failed: Vec<_> = results
+            .iter()
+            .filter(|result| !result.problems.is_empty())
+            .map(|r| r.phase)
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("phases {failed:?} did not pass their gates")
+        }
+    }
+}

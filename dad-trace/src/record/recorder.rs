@@ -1,0 +1,471 @@
+//! The consumer side of a recording: kernel readings → the phase tracker → enrichment →
+//! sinks, and the session at the end. Nothing here touches the kernel: readings arrive as
+//! values and enrichment is a trait, so unit tests drive it with a fake feed.
+use std::net::Ipv6Addr;
+
+use super::{
+    clock::Clock,
+    sinks::Sinks,
+    track::{Finished, Tracker},
+};
+use crate::{
+    kernel::{events::NetnsId, loader::Reading},
+    node::netns::Inet6Row,
+    session::{AddressEvent, Session, Unfinished},
+};
+
+/// What the recorder needs from enrichment: [`super::enrich::Enricher`] on a node.
+pub trait Enrich {
+    /// An address of this namespace was seen: resolve the namespace while it still exists
+    /// (it may be gone by the time its addresses finish).
+    fn note(&mut self, netns: NetnsId);
+    /// A finished address as the kernel described it: add what is known about it. It may be
+    /// held back while its pod has no name yet.
+    fn finish(&mut self, event: AddressEvent);
+    /// Finished addresses ready for the sinks; every one still held when `all`.
+    fn ready(&mut self, all: bool) -> Vec<AddressEvent>;
+    /// Names learnt since these events went to the sinks (the runtime may list a sandbox
+    /// only after its CNI ADD), applied to the saved session.
+    fn name_late(&mut self, events: &mut [AddressEvent]);
+    /// The addresses in a namespace now; `None` when it is gone.
+    fn addresses(&mut self, netns: NetnsId) -> Option<Vec<Inet6Row>>;
+}
+
+/// Whether an address still sits in its namespace, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    Tentative,
+    Settled,
+    Gone,
+}
+
+/// Whether an address is in `rows` (a namespace's addresses; `None`: the namespace is gone).
+#[must_use]
+pub fn presence(rows: Option<&[Inet6Row]>, ifindex: i32, addr: Ipv6Addr) -> Presence {
+    rows.into_iter()
+        .flatten()
+        .find(|row| row.addr == addr && i64::from(row.ifindex) == i64::from(ifindex))
+        .map_or(Presence::Gone, |row| {
+            if row.tentative() {
+                Presence::Tentative
+            } else {
+                Presence::Settled
+            }
+        })
+}
+
+/// A finished address as the kernel saw it; enrichment adds names, pod, peer and holders.
+#[must_use]
+pub fn kernel_event(finished: &Finished, clock: Clock) -> AddressEvent {
+    let obs = &finished.last;
+    AddressEvent {
+        time: clock.wall(finished.end_ns),
+        netns_inode: obs.netns.inode,
+        netns_cookie: (obs.netns.cookie != 0).then_some(obs.netns.cookie),
+        netns_name: None,
+        host_netns: false,
+        pod: None,
+        ifname: obs.ifname.clone(),
+        ifindex: obs.ifindex,
+        peer: None,
+        addr: obs.addr,
+        tentative_ns: finished.tentative_ns(),
+        dad_ns: finished.dad_ns(),
+        outcome: finished.outcome,
+        partial: finished.partial,
+        node: None,
+        duplicate_of: Vec::new(),
+    }
+}
+
+/// How long a dead address is remembered: events queued before its death was noticed
+/// arrive within moments.
+const DEAD_MEMORY_NS: u64 = 60_000_000_000;
+
+pub struct Recorder<E> {
+    tracker: Tracker,
+    enricher: E,
+    sinks: Sinks,
+    clock: Clock,
+    /// The session's header; events come from the sinks at the end.
+    session: Session,
+    undecodable: u64,
+}
+
+impl<E: Enrich> Recorder<E> {
+    #[must_use]
+    pub fn new(enricher: E, sinks: Sinks, clock: Clock, session: Session) -> Self {
+        Self {
+            tracker: Tracker::default(),
+            enricher,
+            sinks,
+            clock,
+            session,
+            undecodable: 0,
+        }
+    }
+
+    #[must_use]
+    pub fn sinks(&self) -> &Sinks {
+        &self.sinks
+    }
+
+    pub fn on_reading(&mut self, reading: Reading) {
+        match reading {
+            Reading::Observation(obs) => {
+                log::trace!("{obs}");
+                tokio::task::block_in_place(|| self.enricher.note(obs.netns));
+                if let Some(finished) = self.tracker.observe(&obs) {
+                    self.finish(&finished);
+                }
+            }
+            Reading::Undecodable(e) => {
+                self.undecodable += 1;
+                log::warn!("{e}");
+            }
+        }
+    }
+
+    fn finish(&mut self, finished: &Finished) {
+        let event = kernel_event(finished, self.clock);
+        tokio::task::block_in_place(|| self.enricher.finish(event));
+        self.flush(false);
+    }
+
+    fn flush(&mut self, all: bool) {
+        for event in tokio::task::block_in_place(|| self.enricher.ready(all)) {
+            self.sinks.accept(event);
+        }
+    }
+
+    /// Once a second: releases held addresses, updates the gauges, and checks addresses
+    /// silent for `stale_ns` in their namespace — the tracepoint backend cannot see a DAD work
+    /// item cancelled (address, interface or namespace deleted).
+    pub fn sweep(&mut self, now_ns: u64, stale_ns: u64, lost_events: u64) {
+        self.flush(false);
+        if let Some(metrics) = self.sinks.metrics() {
+            metrics.set_lost(lost_events);
+            metrics.set_in_flight(self.tracker.in_flight_len());
+        }
+        self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
+        let mut stale: Vec<_> = self
+            .tracker
+            .in_flight()
+            .filter(|entry| now_ns.saturating_sub(entry.last_seen_ns) > stale_ns)
+            .map(|entry| entry.first.clone())
+            .collect();
+        // One look per namespace, however many of its addresses went silent.
+        stale.sort_by_key(|first| first.netns);
+        let mut looked: Option<(NetnsId, Option<Vec<Inet6Row>>)> = None;
+        for first in stale {
+            if looked.as_ref().is_none_or(|(netns, _)| *netns != first.netns) {
+                let rows = tokio::task::block_in_place(|| self.enricher.addresses(first.netns));
+                looked = Some((first.netns, rows));
+            }
+            let rows = looked.as_ref().and_then(|(_, rows)| rows.as_deref());
+            match presence(rows, first.ifindex, first.addr) {
+                Presence::Tentative => {}
+                Presence::Gone => {
+                    if let Some(finished) = self.tracker.abort(first.ifa, now_ns) {
+                        self.finish(&finished);
+                    }
+                }
+                Presence::Settled => {
+                    log::warn!("{} on {} settled unseen (events lost?)", first.addr, first.ifname);
+                    self.tracker.abort(first.ifa, now_ns);
+                }
+            }
+        }
+    }
+
+    /// Ends the session: every held address is committed, addresses still tentative are
+    /// listed, not lost.
+    #[must_use]
+    pub fn into_session(mut self, lost_events: u64, now_ns: u64) -> Session {
+        self.flush(true);
+        if self.undecodable > 0 {
+            log::warn!("{} ring buffer records could not be decoded", self.undecodable);
+        }
+        let mut session = self.session;
+        session.events = self.sinks.into_events();
+        tokio::task::block_in_place(|| self.enricher.name_late(&mut session.events));
+        session.ended_at = self.clock.wall(now_ns).max(session.started_at);
+        session.lost_events = lost_events;
+        session.unfinished = self
+            .tracker
+            .drain()
+            .into_iter()
+            .map(|entry| Unfinished {
+                netns_inode: entry.first.netns.inode,
+                ifname: entry.first.ifname.clone(),
+                addr: entry.first.addr,
+                tentative_so_far_ns: now_ns.saturating_sub(entry.start_ns),
+            })
+            .collect();
+        session
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::{HashMap, HashSet},
+        sync::{Arc, Mutex},
+    };
+
+    use chrono::{DateTime, Utc};
+    use dad_trace_common::Hook;
+
+    use super::*;
+    use crate::{
+        kernel::{
+            Backend,
+            events::{DecodeError, IfaState, Observation},
+        },
+        session::{Outcome, Pod},
+    };
+
+    const MS: u64 = 1_000_000;
+    const POD: NetnsId = NetnsId {
+        inode: 4_026_532_500,
+        cookie: 77,
+    };
+    const HOST: NetnsId = NetnsId {
+        inode: 4_026_531_840,
+        cookie: 1,
+    };
+
+    /// Enrichment from tables: names by inode, namespaces that are gone, addresses present.
+    #[derive(Default)]
+    struct FakeEnricher {
+        names: HashMap<u32, String>,
+        /// Held until the end, as an unnamed pod's addresses are.
+        hold: bool,
+        held: Vec<AddressEvent>,
+        ready: Vec<AddressEvent>,
+        noted: HashSet<u32>,
+        present: HashMap<NetnsId, Vec<Inet6Row>>,
+        late: HashMap<u32, String>,
+    }
+
+    impl Enrich for FakeEnricher {
+        fn note(&mut self, netns: NetnsId) {
+            self.noted.insert(netns.inode);
+        }
+
+        fn finish(&mut self, mut event: AddressEvent) {
+            event.host_netns = event.netns_inode == HOST.inode;
+            event.netns_name = self.names.get(&event.netns_inode).cloned();
+            if self.hold {
+                self.held.push(event);
+            } else {
+                self.ready.push(event);
+            }
+        }
+
+        fn ready(&mut self, all: bool) -> Vec<AddressEvent> {
+            if all {
+                self.ready.append(&mut self.held);
+            }
+            std::mem::take(&mut self.ready)
+        }
+
+        fn name_late(&mut self, events: &mut [AddressEvent]) {
+            for event in events {
+                if let Some(name) = self.late.get(&event.netns_inode) {
+                    event.pod = Some(Pod {
+                        namespace: Some("team-a".into()),
+                        name: Some(name.clone()),
+                        ..Pod::default()
+                    });
+                }
+            }
+        }
+
+        fn addresses(&mut self, netns: NetnsId) -> Option<Vec<Inet6Row>> {
+            self.present.get(&netns).cloned()
+        }
+    }
+
+    fn observation(ts_ms: u64, hook: Hook, state: IfaState, flags: u32, ifa: u64, addr: &str) -> Reading {
+        Reading::Observation(Observation {
+            ts_ns: ts_ms * MS,
+            hook,
+            ifa,
+            netns: POD,
+            ifindex: 2,
+            ifname: "eth0".into(),
+            addr: addr.parse().expect("literal address"),
+            state,
+            flags,
+            dad_probes: 0,
+            work_pending: state != IfaState::PostDad,
+            created: 5,
+        })
+    }
+
+    /// The workqueue sequence of one address: queued tentative at `start`, settled 1.5 s later.
+    fn dad(start_ms: u64, ifa: u64, addr: &str) -> Vec<Reading> {
+        vec![
+            observation(start_ms, Hook::WorkQueued, IfaState::PreDad, 0xc0, ifa, addr),
+            observation(start_ms + 1, Hook::WorkDone, IfaState::Dad, 0xc0, ifa, addr),
+            observation(start_ms + 1500, Hook::WorkDone, IfaState::PostDad, 0x80, ifa, addr),
+        ]
+    }
+
+    fn epoch() -> DateTime<Utc> {
+        "2026-11-27T10:00:00Z".parse().expect("literal time")
+    }
+
+    /// Lines go to a buffer the test can read.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lines").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn recorder(enricher: FakeEnricher, lines: &Lines) -> Recorder<FakeEnricher> {
+        let session = Session::new(Backend::Tracepoint, "6.18".into(), "node-a".into(), epoch());
+        Recorder::new(
+            enricher,
+            Sinks::new(true).with_lines(Box::new(lines.clone())),
+            Clock::at(epoch()),
+            session,
+        )
+    }
+
+    #[test]
+    fn a_fake_feed_becomes_named_events_lines_and_a_session() {
+        let enricher = FakeEnricher {
+            names: HashMap::from([(POD.inode, "cni-1".to_string())]),
+            ..FakeEnricher::default()
+        };
+        let lines = Lines::default();
+        let mut recorder = recorder(enricher, &lines);
+        for reading in dad(0, 0x1000, "fe80::1").into_iter().chain(dad(10, 0x2000, "fd00::5")) {
+            recorder.on_reading(reading);
+        }
+        recorder.on_reading(Reading::Undecodable(DecodeError::Hook(99)));
+        assert_eq!(recorder.sinks().finished(), 2);
+        let session = recorder.into_session(3, 2000 * MS);
+        assert_eq!(session.events.len(), 2);
+        assert!(
+            session
+                .events
+                .iter()
+                .all(|e| e.outcome == Outcome::Settled && e.pod_label() == "cni-1")
+        );
+        assert_eq!(session.events[1].tentative_ns, 1500 * MS);
+        assert_eq!(session.events[1].time, epoch() + chrono::Duration::milliseconds(1510));
+        assert_eq!(session.lost_events, 3);
+        assert_eq!(session.ended_at, epoch() + chrono::Duration::seconds(2));
+        let printed = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+        assert_eq!(printed.lines().count(), 2, "{printed}");
+        assert!(printed.contains("cni-1") && printed.contains("fd00::5"), "{printed}");
+    }
+
+    #[test]
+    fn namespaces_are_noted_on_arrival_and_held_events_commit_at_the_end() {
+        let enricher = FakeEnricher {
+            hold: true,
+            late: HashMap::from([(POD.inode, "web-0".to_string())]),
+            ..FakeEnricher::default()
+        };
+        let mut recorder = recorder(enricher, &Lines::default());
+        recorder.on_reading(dad(0, 0x1000, "fe80::1").remove(0));
+        assert!(recorder.enricher.noted.contains(&POD.inode), "resolved while it exists");
+        for reading in dad(0, 0x1000, "fe80::1").into_iter().skip(1) {
+            recorder.on_reading(reading);
+        }
+        assert_eq!(recorder.sinks().finished(), 0, "held for a name");
+        let session = recorder.into_session(0, 3000 * MS);
+        assert_eq!(session.events.len(), 1);
+        assert_eq!(session.events[0].pod_label(), "team-a/web-0", "named late");
+    }
+
+    #[test]
+    fn sweep_aborts_the_gone_keeps_the_tentative_and_drops_the_settled_unseen() {
+        let tentative = Inet6Row {
+            addr: "fe80::1".parse().expect("literal"),
+            ifindex: 2,
+            flags: 0xc0,
+            ifname: "eth0".into(),
+        };
+        let settled = Inet6Row {
+            addr: "fe80::2".parse().expect("literal"),
+            flags: 0x80,
+            ..tentative.clone()
+        };
+        let enricher = FakeEnricher {
+            present: HashMap::from([(POD, vec![tentative, settled])]),
+            ..FakeEnricher::default()
+        };
+        let mut recorder = recorder(enricher, &Lines::default());
+        for (ifa, addr) in [(0x1000, "fe80::1"), (0x2000, "fe80::2"), (0x3000, "fe80::3")] {
+            recorder.on_reading(observation(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, ifa, addr));
+        }
+        // Not silent long enough: nothing happens.
+        recorder.sweep(2000 * MS, 3000 * MS, 0);
+        assert_eq!(recorder.tracker.in_flight_len(), 3);
+        recorder.sweep(4000 * MS, 3000 * MS, 0);
+        assert_eq!(recorder.tracker.in_flight_len(), 1, "fe80::1 is still tentative");
+        let session = recorder.into_session(0, 5000 * MS);
+        assert_eq!(
+            session.events.len(),
+            1,
+            "settled unseen is not reported: {:?}",
+            session.events
+        );
+        assert_eq!(
+            (session.events[0].addr.to_string(), session.events[0].outcome),
+            ("fe80::3".to_string(), Outcome::Aborted)
+        );
+        assert_eq!(session.unfinished.len(), 1);
+        assert_eq!(session.unfinished[0].tentative_so_far_ns, 5000 * MS);
+    }
+
+    #[test]
+    fn a_gone_namespace_aborts_all_its_silent_addresses_in_one_look() {
+        let mut recorder = recorder(FakeEnricher::default(), &Lines::default());
+        for (ifa, addr) in [(0x1000, "fe80::1"), (0x2000, "fd00::1")] {
+            recorder.on_reading(observation(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, ifa, addr));
+        }
+        recorder.sweep(10_000 * MS, 3000 * MS, 0);
+        let session = recorder.into_session(0, 10_000 * MS);
+        assert_eq!(session.events.len(), 2);
+        assert!(
+            session
+                .events
+                .iter()
+                .all(|e| e.outcome == Outcome::Aborted && e.tentative_ns == 10_000 * MS)
+        );
+        assert!(session.unfinished.is_empty());
+    }
+
+    #[test]
+    fn presence_reads_rows() {
+        let row = Inet6Row {
+            addr: "fe80::1".parse().expect("literal"),
+            ifindex: 2,
+            flags: 0xc0,
+            ifname: "eth0".into(),
+        };
+        let addr = row.addr;
+        assert_eq!(presence(Some(std::slice::from_ref(&row)), 2, addr), Presence::Tentative);
+        assert_eq!(
+            presence(Some(std::slice::from_ref(&row)), 3, addr),
+            Presence::Gone,
+            "other interface"
+        );
+        assert_eq!(presence(None, 2, addr), Presence::Gone);
+        let settled = Inet6Row { flags: 0x80, ..row };
+        assert_eq!(presence(Some(&[settled]), 2, addr), Presence::Settled);
+    }
+}

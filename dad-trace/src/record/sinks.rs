@@ -1,0 +1,214 @@
+//! Where finished, enriched addresses go: the live line on the terminal, the Prometheus
+//! metrics of `serve`, the synthetic pods' progress, and the session's event list.
+use std::{collections::HashSet, io::Write, net::Ipv6Addr, sync::Arc};
+
+use super::metrics::Metrics;
+use crate::{
+    hist::human,
+    node::synthetic::SyntheticPod,
+    session::{AddressEvent, Outcome},
+};
+
+/// Every consumer of finished addresses; each one is optional.
+#[derive(Default)]
+pub struct Sinks {
+    lines: Option<Box<dyn Write + Send>>,
+    metrics: Option<Arc<Metrics>>,
+    progress: Option<SyntheticProgress>,
+    kept: Option<Vec<AddressEvent>>,
+    finished: usize,
+}
+
+impl Sinks {
+    /// Keeps every event for the session file when `keep` (a long-running agent without a
+    /// file does not, so its memory stays flat).
+    #[must_use]
+    pub fn new(keep: bool) -> Self {
+        Self {
+            kept: keep.then(Vec::new),
+            ..Self::default()
+        }
+    }
+
+    /// Prints one line per address to `out`.
+    #[must_use]
+    pub fn with_lines(mut self, out: Box<dyn Write + Send>) -> Self {
+        self.lines = Some(out);
+        self
+    }
+
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Follows the addresses of these synthetic pods (see [`Sinks::synthetic_done`]).
+    #[must_use]
+    pub fn with_progress(mut self, pods: &[SyntheticPod]) -> Self {
+        self.progress = (!pods.is_empty()).then(|| SyntheticProgress::new(pods));
+        self
+    }
+
+    pub fn accept(&mut self, event: AddressEvent) {
+        self.finished += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(&event);
+        }
+        if let Some(out) = self.lines.as_mut()
+            && let Err(e) = writeln!(out, "{}", event_line(&event))
+        {
+            // A closed terminal or pipe ends the lines, not the recording.
+            log::debug!("live lines stopped: {e}");
+            self.lines = None;
+        }
+        if let Some(progress) = self.progress.as_mut() {
+            progress.see(&event);
+        }
+        if let Some(kept) = self.kept.as_mut() {
+            kept.push(event);
+        }
+    }
+
+    /// Finished addresses, whether or not kept.
+    #[must_use]
+    pub fn finished(&self) -> usize {
+        self.finished
+    }
+
+    #[must_use]
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
+    }
+
+    /// Whether synthetic pods are followed.
+    #[must_use]
+    pub fn follows_synthetic(&self) -> bool {
+        self.progress.is_some()
+    }
+
+    /// Whether every synthetic pod's addresses have finished.
+    #[must_use]
+    pub fn synthetic_done(&self) -> bool {
+        self.progress.as_ref().is_some_and(SyntheticProgress::done)
+    }
+
+    /// The kept events.
+    #[must_use]
+    pub fn into_events(self) -> Vec<AddressEvent> {
+        self.kept.unwrap_or_default()
+    }
+}
+
+fn link_local(addr: Ipv6Addr) -> bool {
+    addr.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// When synthetic pods are traced, the run is done once every pod's link-local and global
+/// address and every host-side veth's link-local address has finished.
+struct SyntheticProgress {
+    pending: HashSet<(String, bool)>,
+}
+
+impl SyntheticProgress {
+    fn new(pods: &[SyntheticPod]) -> Self {
+        let mut pending = HashSet::new();
+        for pod in pods {
+            pending.insert((pod.name.clone(), true));
+            pending.insert((pod.name.clone(), false));
+            pending.insert((pod.host_veth.clone(), true));
+        }
+        Self { pending }
+    }
+
+    fn see(&mut self, event: &AddressEvent) {
+        let owner = if event.host_netns {
+            Some(&event.ifname)
+        } else {
+            event.netns_name.as_ref()
+        };
+        if let Some(owner) = owner {
+            self.pending.remove(&(owner.clone(), link_local(event.addr)));
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// One line per finished address, as `record` prints them while it runs.
+#[must_use]
+pub fn event_line(event: &AddressEvent) -> String {
+    let dad = event.dad_ns.map_or_else(|| "-".to_string(), human);
+    let peer = event
+        .peer
+        .as_ref()
+        .map(|peer| {
+            format!(
+                " peer {}",
+                peer.ifname.clone().unwrap_or_else(|| format!("#{}", peer.ifindex))
+            )
+        })
+        .unwrap_or_default();
+    let partial = if event.partial { " (partial)" } else { "" };
+    let duplicate = if event.outcome == Outcome::Failed {
+        if event.duplicate_of.is_empty() {
+            " duplicate answered from off this node".to_string()
+        } else {
+            let holders: Vec<String> = event
+                .duplicate_of
+                .iter()
+                .map(|holder| format!("{} {}", holder.name, holder.ifname))
+                .collect();
+            format!(" duplicate of {}", holders.join(", "))
+        }
+    } else {
+        String::new()
+    };
+    format!(
+        "{}  {:<16} {:<10} {:<28} tentative {:>9}  DAD {:>9}  {}{partial}{peer}{duplicate}",
+        event.time.format("%H:%M:%S%.3f"),
+        event.pod_label(),
+        event.ifname,
+        event.addr,
+        human(event.tentative_ns),
+        dad,
+        event.outcome,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_line_shows_dad_dash_when_no_dad() {
+        let mut event = crate::session::tests::sample().events.remove(0);
+        event.dad_ns = None;
+        let line = event_line(&event);
+        assert!(
+            line.contains("dt-pod-0") && line.contains("DAD         -") && line.ends_with("settled peer dt-h0"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_closed_output_stops_the_lines_not_the_sinks() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sinks = Sinks::new(true).with_lines(Box::new(Closed));
+        let event = crate::session::tests::sample().events.remove(0);
+        sinks.accept(event.clone());
+        sinks.accept(event);
+        assert_eq!(sinks.finished(), 2);
+        assert_eq!(sinks.into_events().len(), 2);
+    }
+}

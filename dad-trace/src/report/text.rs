@@ -1,0 +1,116 @@
+//! The terminal report of one session: counts, then bcc-style histograms of tentative, DAD
+//! and per-pod delay, and optionally every pod's delay.
+use std::fmt::Write as _;
+
+use super::summary::{settled_values, summarize};
+use crate::{
+    hist::{Delays, Unit, human, render_log2, render_summary},
+    session::Session,
+};
+
+fn section(out: &mut String, title: &str, values: &[u64]) {
+    let _ = writeln!(out, "\n{title}");
+    if values.is_empty() {
+        out.push_str("  (none)\n");
+        return;
+    }
+    out.push_str(&render_log2(values, Unit::for_values(values)));
+    if let Some(summary) = Delays::from_values(values.iter().copied()).summary() {
+        out.push_str(&render_summary(&summary));
+    }
+}
+
+/// The terminal report: counts, then histograms of tentative, DAD and per-pod delay.
+#[must_use]
+pub fn render_text(session: &Session, per_pod: bool) -> String {
+    let summary = summarize(session);
+    let mut out = String::new();
+    let seconds = (session.ended_at - session.started_at).num_milliseconds() as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "dad-trace session: {} backend, kernel {}, host {}, {:.1} s from {}",
+        session.backend,
+        session.kernel_release,
+        session.hostname,
+        seconds,
+        session.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let _ = writeln!(
+        out,
+        "addresses: {} (settled {}, failed {}, aborted {}; partial {}); still tentative at end: {}; lost events: {}",
+        summary.addresses,
+        summary.settled,
+        summary.failed,
+        summary.aborted,
+        summary.partial,
+        summary.unfinished,
+        summary.lost_events
+    );
+    if summary.lost_events > 0 {
+        out.push_str("WARNING: the kernel dropped events (ring buffer full): raise --ring-bytes\n");
+    }
+    let events = &session.events;
+    section(
+        &mut out,
+        "Tentative-state delay (address created -> tentative cleared), settled addresses:",
+        &settled_values(events, |e| Some(e.tentative_ns)),
+    );
+    section(
+        &mut out,
+        "DAD delay (DAD begin -> completed), settled addresses that ran DAD:",
+        &settled_values(events, |e| e.dad_ns),
+    );
+    let pod_values: Vec<u64> = summary.pods.iter().map(|pod| pod.delay_ns).collect();
+    section(
+        &mut out,
+        &format!(
+            "Per-pod delay (first tentative address -> last settled), {} pods:",
+            summary.pods.len()
+        ),
+        &pod_values,
+    );
+    if per_pod && !summary.pods.is_empty() {
+        let width = summary.pods.iter().map(|pod| pod.pod.len()).max().unwrap_or(3).max(3);
+        let _ = writeln!(
+            out,
+            "\n{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}",
+            "POD", "ADDRS", "DELAY", "FAILED", "ABORTED"
+        );
+        for pod in &summary.pods {
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}",
+                pod.pod,
+                pod.addresses,
+                human(pod.delay_ns),
+                pod.failed,
+                pod.aborted
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        report::summary::tests::{event, session},
+        session::Outcome,
+    };
+
+    #[test]
+    fn text_report_has_histograms_and_pod_table() {
+        let mut s = session(vec![
+            event(10, 0, 1500, Some(1400), Outcome::Settled),
+            event(11, 0, 1800, Some(1700), Outcome::Settled),
+        ]);
+        s.lost_events = 3;
+        let text = render_text(&s, true);
+        assert!(text.contains("Tentative-state delay"), "{text}");
+        assert!(text.contains("1024 -> 2047"), "{text}");
+        assert!(text.contains("lost events: 3") && text.contains("WARNING"), "{text}");
+        assert!(text.contains("POD") && text.contains("pod-11"), "{text}");
+        assert!(text.contains("p99 1.80 s"), "{text}");
+    }
+}

@@ -1,0 +1,89 @@
+//! A phase's pods: added one after another and timed, then removed.
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+
+use super::cni::{Plugin, cni};
+use crate::node::{
+    netns::{Inet6Row, NETNS_DIR, NamedNetns, addresses_here, in_netns},
+    synthetic::SyntheticPod,
+};
+
+/// Waits, as CNI plugins do, until no address of `eth0` in the namespace is tentative.
+fn settle(netns: &Path) -> anyhow::Result<()> {
+    in_netns(netns, || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if !addresses_here()?.iter().any(Inet6Row::tentative) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("addresses still tentative after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+/// A pod set up for a phase: held until its DEL, then dropped with its namespace.
+pub(super) enum Pod {
+    Cni(#[expect(dead_code, reason = "held for its Drop, which removes the namespace")] NamedNetns),
+    Veth(#[expect(dead_code, reason = "held for its Drop, which removes the namespace")] SyntheticPod),
+}
+
+/// Sets up `count` pods one after another, timing each; stops early when `cancelled`.
+pub(super) fn add_pods(
+    plugin: Plugin,
+    cni_dir: &Path,
+    config: Option<&str>,
+    prefix: &str,
+    count: usize,
+    cancelled: &AtomicBool,
+) -> anyhow::Result<Vec<(Pod, String, Option<u64>)>> {
+    let add_cni = |config: &str, name: &str| -> anyhow::Result<Pod> {
+        let netns = NamedNetns::create(Path::new(NETNS_DIR), name)?;
+        // On failure the namespace is dropped, and its interfaces with it.
+        cni(plugin, "ADD", cni_dir, config, name)?;
+        Ok(Pod::Cni(netns))
+    };
+    let mut pods = Vec::new();
+    if let Some(config) = config {
+        // The first sandbox of a phase pays for cold caches (plugin binaries, IPAM store,
+        // the tracer's first lookups): set one up untimed, as a warm node would have.
+        let name = format!("{prefix}warm");
+        pods.push((add_cni(config, &name)?, name, None));
+    }
+    for index in 0..count {
+        if cancelled.load(Ordering::Relaxed) {
+            break;
+        }
+        let name = format!("{prefix}{index}");
+        let started = Instant::now();
+        let pod = if let Some(config) = config {
+            add_cni(config, &name)?
+        } else {
+            let pod = SyntheticPod::create(prefix, index)?;
+            settle(pod.netns.path())?;
+            Pod::Veth(pod)
+        };
+        let add_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        pods.push((pod, name, Some(add_ns)));
+    }
+    Ok(pods)
+}
+
+/// Tears pods down (CNI DEL first, so IPAM releases its addresses).
+pub(super) fn remove_pods(plugin: Plugin, cni_dir: &Path, config: Option<&str>, pods: Vec<(Pod, String, Option<u64>)>) {
+    for (pod, name, _) in pods {
+        if let (Pod::Cni(_), Some(config)) = (&pod, config)
+            && let Err(e) = cni(plugin, "DEL", cni_dir, config, &name)
+        {
+            log::warn!("{e:#}");
+        }
+        drop(pod);
+    }
+}
