@@ -30,9 +30,6 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             Some(Refusal::Kernel(_)) => return EXIT_KERNEL,
             None => {}
         }
-        if cause.is::<crate::kernel::btf::BtfError>() {
-            return EXIT_KERNEL;
-        }
     }
     EXIT_FAILURE
 }
@@ -47,10 +44,11 @@ mod tests {
         assert_eq!(exit_code(&privileges), EXIT_PRIVILEGES);
         let kernel = anyhow::Error::from(Refusal::Kernel("old".into()));
         assert_eq!(exit_code(&kernel), EXIT_KERNEL);
-        let btf = crate::kernel::btf::KernelTypes::load(std::path::Path::new("/nonexistent/vmlinux"))
+        let btf = crate::kernel::btf::read_facts(std::path::Path::new("/nonexistent/vmlinux"))
             .err()
             .map(anyhow::Error::from)
             .expect("no BTF there");
+        assert!(format!("{btf:#}").contains("CONFIG_DEBUG_INFO_BTF"), "{btf:#}");
         assert_eq!(exit_code(&btf), EXIT_KERNEL);
         assert_eq!(exit_code(&anyhow::anyhow!("bad file")), EXIT_FAILURE);
     }

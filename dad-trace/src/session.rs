@@ -10,7 +10,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::Backend;
+pub use crate::kernel::Backend;
 
 /// Marks a JSON document as a dad-trace session.
 pub const FORMAT: &str = "dad-trace-session";
@@ -193,8 +193,9 @@ pub struct Session {
     pub events: Vec<AddressEvent>,
     #[serde(default)]
     pub unfinished: Vec<Unfinished>,
-    /// Host-namespace DAD settings when recording started and ended (see
-    /// [`crate::node::sysctl::DAD_SETTINGS`]), so a report can say what changed between sessions.
+    /// Host-namespace DAD settings when recording started and ended (the sysctls that decide
+    /// whether and how long DAD runs in new pods), so a report can say what changed between
+    /// sessions.
     #[serde(default)]
     pub sysctls_start: BTreeMap<String, String>,
     #[serde(default)]

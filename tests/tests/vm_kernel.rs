@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use dad_trace::{
     hist::Delays,
-    kernel::{Backend, BackendChoice, probes},
+    kernel::{Backend, BackendChoice, support},
     session::Outcome,
 };
 use integration_tests::{
@@ -24,7 +24,7 @@ fn in_vm(test: &str) -> bool {
 fn vm_every_program_passes_the_verifier() {
     if in_vm("vm_every_program_passes_the_verifier") {
         let kernel = integration_tests::this_kernel();
-        println!("{}", probes::render(&kernel.support));
+        println!("{}", support::render(&kernel.support));
         assert!(
             kernel.support.plan(Backend::Kprobe).usable(),
             "kprobes must attach in the VM kernels"

@@ -25,9 +25,19 @@ pub struct KindOptions {
     pub keep: bool,
 }
 
-/// Phase names and session files, as in `dad-trace scenario -o`.
-const BEFORE: &str = "defaults";
-const AFTER: &str = "inherit";
+/// The phases the before/after gate compares, as the scenario names them (its session files
+/// are PHASE.json, as `dad-trace scenario -o` writes them): asked of the binary itself, the
+/// one place phase names are written.
+fn gate_phases(binary: &Path) -> anyhow::Result<(String, String)> {
+    let listing: serde_json::Value = serde_json::from_str(&output(Command::new(binary).args(["scenario", "--list"]))?)?;
+    let name = |key: &str| {
+        listing[key]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("`dad-trace scenario --list` has no {key:?} phase"))
+    };
+    Ok((name("before")?, name("after")?))
+}
 const NAMESPACE: &str = "dad-e2e";
 /// Where dad-trace runs inside the node container.
 const NODE_BINARY: &str = "/usr/local/bin/dad-trace";
@@ -181,6 +191,7 @@ pub fn kind_e2e(opts: &KindOptions) -> anyhow::Result<()> {
         Some(binary) => binary.clone(),
         None => crate::static_binary()?,
     };
+    let (before_phase, after_phase) = gate_phases(&binary)?;
     std::fs::create_dir_all(&opts.out)?;
     let config = opts.out.join("kind.yaml");
     std::fs::write(&config, kind_config())?;
@@ -207,19 +218,19 @@ pub fn kind_e2e(opts: &KindOptions) -> anyhow::Result<()> {
     run(Command::new("kubectl").args(["create", "namespace", NAMESPACE]))?;
     let image = pause_image(&node)?;
 
-    doctor(&node, BEFORE, &opts.out)?;
-    let before = record_phase(&node, BEFORE, opts, &image)?;
+    doctor(&node, &before_phase, &opts.out)?;
+    let before = record_phase(&node, &before_phase, opts, &image)?;
     // The doctor's fix, where it takes effect: new namespaces copy the settings of the
     // runner's initial namespace (devconf_inherit_init_net lives there, not in the node).
     let state = opts.out.join("tune-state.json");
     run(as_root(&binary)
         .args(["tune", "--apply", "--yes", "--state"])
         .arg(&state))?;
-    let after = record_phase(&node, AFTER, opts, &image);
+    let after = record_phase(&node, &after_phase, opts, &image);
     let revert = run(as_root(&binary).args(["tune", "--revert", "--state"]).arg(&state));
     let after = after?;
     revert?;
-    doctor(&node, AFTER, &opts.out)?;
+    doctor(&node, &after_phase, &opts.out)?;
 
     let report = output(
         Command::new(&binary)

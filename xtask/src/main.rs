@@ -7,38 +7,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod check;
 mod kind;
+mod setup;
 mod vm;
 
-const BPF_LINKER_VERSION: &str = "0.13.0";
-/// What building needs on a Debian 12 machine.
-const BUILD_PACKAGES: &[&str] = &[
-    "rustc-web",
-    "cargo-web",
-    "rust-web-src",
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    // CRI bindings are generated from the CRI protobuf at build time.
-    "protobuf-compiler",
-];
-/// What testing needs besides.
-const TEST_PACKAGES: &[&str] = &[
-    "rust-web-clippy",
-    "iproute2",
-    "containernetworking-plugins",
-    "qemu-system-x86",
-    "busybox-static",
-    "cpio",
-    "xz-utils",
-    "chromium",
-    // The runtime test's containerd, and the metrics test's Prometheus.
-    "containerd",
-    "runc",
-    "prometheus",
-    // The benchmark's comparison point.
-    "bpftrace",
-];
-
+use setup::Need;
 #[derive(Parser)]
 #[command(about = "dad-trace project tasks")]
 struct Cli {
@@ -48,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the eBPF toolchain (Debian packages, bpf-linker, rustup link). Idempotent.
+    /// Install what building needs: the eBPF toolchain (Debian packages, bpf-linker, a rustup
+    /// link). Idempotent. `run`/`demo` add the CNI plugins, `test` the test stack.
     Setup,
     /// Set up, build, and trace 20 synthetic pods coming up (root). Extra args go to `record`.
     Run {
@@ -129,21 +104,6 @@ pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rustup toolchain that builds the kernel programs, as the workspace Cargo.toml names it
-/// (`[workspace.metadata.dad-trace] ebpf-toolchain`, which dad-trace/build.rs reads too).
-fn ebpf_toolchain() -> anyhow::Result<String> {
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .current_dir(workspace_root())
-        .output()
-        .context("cargo metadata")?;
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).context("cargo metadata output")?;
-    metadata["metadata"]["dad-trace"]["ebpf-toolchain"]
-        .as_str()
-        .map(str::to_string)
-        .context("[workspace.metadata.dad-trace] ebpf-toolchain missing from Cargo.toml")
-}
-
 fn succeeds(command: &mut Command) -> bool {
     command.output().is_ok_and(|output| output.status.success())
 }
@@ -173,59 +133,6 @@ fn is_root() -> bool {
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
 
-/// Everything building and testing needs.
-fn setup() -> anyhow::Result<()> {
-    install_packages(TEST_PACKAGES)?;
-    setup_build()
-}
-
-/// Installs the Debian packages that are missing.
-fn install_packages(packages: &[&str]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|package| {
-            // dpkg-query also answers for known-but-removed packages: read the status.
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", package])
-                .output()
-                .is_ok_and(|output| output.stdout == b"install ok installed")
-        })
-        .collect();
-    if !missing.is_empty() {
-        if !is_root() {
-            bail!("missing Debian packages {missing:?}: run `sudo cargo xtask setup` or install them");
-        }
-        run(Command::new("apt-get").arg("update").arg("-q"))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    Ok(())
-}
-
-/// What building (and so `cargo xtask image`) needs.
-fn setup_build() -> anyhow::Result<()> {
-    install_packages(BUILD_PACKAGES)?;
-    let linker_ok = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(BPF_LINKER_VERSION));
-    if !linker_ok {
-        run(Command::new("cargo")
-            .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", "llvm-22"])
-            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
-    }
-    let toolchain = ebpf_toolchain()?;
-    if !succeeds(Command::new("rustup").args(["run", &toolchain, "rustc", "--version"])) {
-        run(Command::new("rustup").args(["toolchain", "link", &toolchain, "/usr"]))?;
-    }
-    eprintln!("setup: Debian rustc, rust-src, bpf-linker {BPF_LINKER_VERSION} and toolchain `{toolchain}` ready");
-    Ok(())
-}
-
 fn build_release() -> anyhow::Result<PathBuf> {
     run(cargo().args(["build", "--release", "--package", "dad-trace"]))?;
     Ok(workspace_root().join("target/release/dad-trace"))
@@ -233,7 +140,7 @@ fn build_release() -> anyhow::Result<PathBuf> {
 
 /// The release binary, linked statically: it runs in an empty image or any node container.
 pub(crate) fn static_binary() -> anyhow::Result<PathBuf> {
-    setup_build()?;
+    setup::ensure(Need::Build)?;
     // With --target, RUSTFLAGS reach the binary but not build scripts or proc macros.
     run(cargo()
         .args([
@@ -251,7 +158,7 @@ pub(crate) fn static_binary() -> anyhow::Result<PathBuf> {
         .join("release/dad-trace"))
 }
 
-fn image() -> anyhow::Result<PathBuf> {
+pub(crate) fn image() -> anyhow::Result<PathBuf> {
     let binary = static_binary()?;
     let rootfs = workspace_root().join("target/image-rootfs");
     if rootfs.exists() {
@@ -273,7 +180,7 @@ fn image() -> anyhow::Result<PathBuf> {
 }
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
-    setup()?;
+    setup::ensure(Need::Test)?;
     let dad_trace = build_release()?;
     run(cargo().args([
         "build",
@@ -297,119 +204,13 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         .args(args))
 }
 
-fn test() -> anyhow::Result<()> {
-    setup()?;
-    // Unit tests: no privileges needed.
-    run(cargo().args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "integration-tests",
-        "--exclude",
-        "dad-trace-ebpf",
-    ]))?;
-    // The runtime tests run this image in containerd as the DaemonSet does.
-    image()?;
-    // Kernel tests: they print why they skip when not root.
-    run(cargo().args([
-        "test",
-        "--package",
-        "integration-tests",
-        "--",
-        "--test-threads=1",
-        "--nocapture",
-    ]))?;
-    // A short fuzz run: the parser must survive whatever a file holds.
-    fuzz(60)?;
-    // VM kernels (kprobes): root only, as kernels are fetched into /var/cache/dad-trace.
-    if is_root() {
-        vm::vm_test()?;
-    } else {
-        eprintln!("SKIP vm-test: needs root to fetch kernels into the cache");
-    }
-    Ok(())
-}
-
-/// Runs the session fuzzer for `seconds`; the corpus in fuzz/corpus grows and is kept.
-fn fuzz(seconds: u64) -> anyhow::Result<()> {
-    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        eprintln!("SKIP fuzz: cargo fuzz needs a nightly toolchain, and this machine has none");
-        return Ok(());
-    }
-    if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
-        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
-    }
-    run(Command::new("cargo")
-        .args([
-            "+nightly",
-            "fuzz",
-            "run",
-            "session_parse",
-            "--",
-            &format!("-max_total_time={seconds}"),
-        ])
-        .current_dir(workspace_root())
-        // The fuzzer needs the parser, not the kernel programs.
-        .env("AYA_BUILD_SKIP", "1"))
-}
-
-fn lint() -> anyhow::Result<()> {
-    setup()?;
-    // The import grouping in rustfmt.toml needs nightly rustfmt; stable ignores those options.
-    let toolchain = if succeeds(Command::new("rustup").args(["run", "nightly", "rustfmt", "--version"])) {
-        "+nightly"
-    } else {
-        "+stable"
-    };
-    run(Command::new("cargo")
-        .args([toolchain, "fmt", "--all", "--check"])
-        .current_dir(workspace_root()))?;
-    run(Command::new("cargo")
-        .args([toolchain, "fmt", "--check"])
-        .current_dir(workspace_root().join("dad-trace-ebpf")))?;
-    // The eBPF crate is linted for its own target below: here, workspace feature unification
-    // would link std into it.
-    run(cargo()
-        .args([
-            "clippy",
-            "--workspace",
-            "--exclude",
-            "dad-trace-ebpf",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])
-        .env("AYA_BUILD_SKIP", "1"))?;
-    run(Command::new("rustup")
-        .args([
-            "run",
-            &ebpf_toolchain()?,
-            "cargo",
-            "clippy",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-        ])
-        .args(["-Z", "build-std=core", "--", "-D", "warnings"])
-        .current_dir(workspace_root().join("dad-trace-ebpf"))
-        .env("RUSTC_BOOTSTRAP", "1"))
-}
-
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup => setup(),
+        Task::Setup => setup::ensure(Need::Build),
         Task::Run { args } => {
-            setup()?;
+            setup::ensure(Need::Run)?;
             let binary = build_release()?;
-            let mut command = if is_root() {
-                Command::new(&binary)
-            } else {
-                Command::new("sudo")
-            };
-            if !is_root() {
-                command.arg(&binary);
-            }
+            let mut command = as_root(&binary);
             if args.is_empty() {
                 command.args(["record", "--synthetic-pods", "20", "--per-pod"]);
             } else {
@@ -418,19 +219,19 @@ fn main() -> anyhow::Result<()> {
             run(&mut command)
         }
         Task::Demo { pods, args } => {
-            setup()?;
+            setup::ensure(Need::Run)?;
             let binary = build_release()?;
             let mut command = as_root(&binary);
             command.args(["scenario", "--pods", &pods.to_string()]).args(&args);
             run(&mut command)
         }
-        Task::Test => test(),
-        Task::Fuzz { seconds } => fuzz(seconds),
+        Task::Test => check::test(),
+        Task::Fuzz { seconds } => check::fuzz(seconds),
         Task::VmTest => {
-            setup()?;
+            setup::ensure(Need::Test)?;
             vm::vm_test()
         }
-        Task::Lint => lint(),
+        Task::Lint => check::lint(),
         Task::Image => image().map(drop),
         Task::Bench { args } => bench(&args),
         Task::KindE2e {

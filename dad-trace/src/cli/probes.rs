@@ -1,7 +1,7 @@
 //! `dad-trace probes`, and the hidden `kernel-facts` that `record` runs in a child.
 use std::path::PathBuf;
 
-use crate::kernel::{self, Kernel, VMLINUX_BTF, btf::KernelTypes, probes};
+use crate::kernel::{self, Kernel, VMLINUX_BTF, btf, support};
 
 /// Show which kernel hook each backend uses for each DAD phase on this kernel, and why.
 #[derive(clap::Args)]
@@ -21,7 +21,7 @@ impl Probes {
     pub fn run(self) -> anyhow::Result<()> {
         let kernel = Kernel::discover(&self.btf, None)?;
         println!("kernel {}, BTF {}", kernel.release, kernel.btf.display());
-        print!("{}", probes::render(&kernel.support));
+        print!("{}", support::render(&kernel.support));
         if self.verify {
             kernel::check_privileges()?;
             for verdict in kernel::verify_programs(&kernel)? {
@@ -47,7 +47,7 @@ pub struct KernelFacts {
 
 impl KernelFacts {
     pub fn run(self) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string(&KernelTypes::load(&self.btf)?.facts()?)?);
+        println!("{}", serde_json::to_string(&btf::read_facts(&self.btf)?)?);
         Ok(())
     }
 }

@@ -62,7 +62,7 @@ pub struct KernelFacts {
 pub fn kernel_facts(btf: &Path, helper: Option<&Path>) -> anyhow::Result<KernelFacts> {
     use anyhow::Context as _;
     let Some(helper) = helper else {
-        return Ok(KernelTypes::load(btf)?.facts()?);
+        return Ok(read_facts(btf)?);
     };
     let output = std::process::Command::new(helper)
         .arg("kernel-facts")
@@ -75,6 +75,13 @@ pub fn kernel_facts(btf: &Path, helper: Option<&Path>) -> anyhow::Result<KernelF
         return Err(Refusal::Kernel(message.trim().trim_start_matches("dad-trace: ").to_string()).into());
     }
     serde_json::from_slice(&output.stdout).context("kernel-facts output")
+}
+
+/// Parses the BTF at `path` for what dad-trace needs; any failure is a kernel refusal (exit
+/// code 4) that says what is missing.
+pub fn read_facts(path: &Path) -> Result<KernelFacts, Refusal> {
+    let facts = KernelTypes::load(path).and_then(|types| types.facts());
+    facts.map_err(|e| Refusal::Kernel(format!("{:#}", anyhow::Error::from(e))))
 }
 
 /// Parsed BTF of one kernel.

@@ -10,7 +10,8 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::{
     events::{self, Observation},
-    probes::{HookSpec, Plan, ProgramKind},
+    probes::{HookSpec, ProgramKind},
+    support::Plan,
 };
 
 /// The kernel object, built by build.rs and embedded: one file to copy to a node.

@@ -14,9 +14,11 @@ pub mod btf;
 pub mod events;
 pub mod loader;
 pub mod probes;
+pub mod support;
 
 pub use btf::VMLINUX_BTF;
-pub use probes::{Backend, BackendChoice, KernelSupport};
+pub use probes::{Backend, BackendChoice};
+pub use support::KernelSupport;
 
 /// Kernel symbols and their addresses (zeros without `CAP_SYSLOG`).
 pub const KALLSYMS: &str = "/proc/kallsyms";

@@ -14,7 +14,7 @@ use crate::{
     session::{AddressEvent, Session, Unfinished},
 };
 
-/// What the recorder needs from enrichment: [`super::enrich::Enricher`] on a node.
+/// What the recorder needs from enrichment (on a node, the `Enricher` of `record::enrich`).
 pub trait Enrich {
     /// An address of this namespace was seen: resolve the namespace while it still exists
     /// (it may be gone by the time its addresses finish).

@@ -310,10 +310,7 @@ pub(crate) mod tests {
     use chrono::{DateTime, Utc};
 
     use super::*;
-    use crate::{
-        kernel::Backend,
-        session::{AddressEvent, Outcome},
-    };
+    use crate::session::{AddressEvent, Backend, Outcome};
 
     pub(crate) fn session(host: &str, tentative_ms: &[u64], inherit: &str) -> Session {
         let base: DateTime<Utc> = "2026-11-25T20:00:00Z".parse().expect("literal time");

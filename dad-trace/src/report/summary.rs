@@ -67,7 +67,7 @@ pub fn pod_delays(events: &[AddressEvent]) -> Vec<PodDelay> {
 /// The machine-readable summary of one session.
 #[derive(Debug, Serialize)]
 pub struct SessionSummary {
-    pub backend: crate::kernel::Backend,
+    pub backend: crate::session::Backend,
     pub kernel_release: String,
     pub hostname: String,
     pub started_at: DateTime<Utc>,
@@ -121,7 +121,7 @@ pub fn summarize(session: &Session) -> SessionSummary {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::kernel::Backend;
+    use crate::session::Backend;
 
     pub(crate) fn event(
         netns: u32,

@@ -1,0 +1,217 @@
+//! What the running kernel offers (/proc/kallsyms, the kprobe PMU, BTF's function list), and
+//! the plan each backend follows here: the hooks of [`super::probes`] that exist.
+use std::{collections::HashMap, fmt, path::Path};
+
+use serde::Serialize;
+
+use super::probes::{Backend, HookSpec, KERNEL_FUNCTIONS, Phase, Pick, ProgramKind, table};
+
+/// What the running kernel offers, read once at start.
+#[derive(Clone, Debug, Default)]
+pub struct KernelSupport {
+    /// Addresses of [`KERNEL_FUNCTIONS`] found in /proc/kallsyms.
+    pub symbols: HashMap<String, u64>,
+    /// A kprobe PMU exists (`CONFIG_KPROBES` with perf support).
+    pub kprobes: bool,
+    /// Functions BTF knows; a function there but not in kallsyms was inlined.
+    pub btf_functions: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "detail")]
+pub enum HookStatus {
+    Available,
+    Inlined,
+    Missing,
+    Refused(String),
+}
+
+impl fmt::Display for HookStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookStatus::Available => f.write_str("available"),
+            HookStatus::Inlined => f.write_str("inlined (in BTF, not in /proc/kallsyms)"),
+            HookStatus::Missing => f.write_str("not in /proc/kallsyms (inlined?)"),
+            HookStatus::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+impl KernelSupport {
+    /// Reads kallsyms and the kprobe PMU; `btf_functions` are the DAD functions BTF knows.
+    pub fn read(kallsyms: &Path, kprobe_pmu: &Path, btf_functions: Vec<String>) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(kallsyms)?;
+        Ok(Self {
+            symbols: parse_kallsyms(&text),
+            kprobes: kprobe_pmu.exists(),
+            btf_functions,
+        })
+    }
+
+    #[must_use]
+    pub fn status(&self, spec: &HookSpec) -> HookStatus {
+        match spec.kind {
+            ProgramKind::RawTracepoint => HookStatus::Available,
+            ProgramKind::Kprobe | ProgramKind::Kretprobe => {
+                if self.symbols.contains_key(spec.target) {
+                    if self.kprobes {
+                        HookStatus::Available
+                    } else {
+                        HookStatus::Refused("no kprobe PMU (CONFIG_KPROBES off or locked down)".into())
+                    }
+                } else if self.btf_functions.iter().any(|f| f == spec.target) {
+                    HookStatus::Inlined
+                } else {
+                    HookStatus::Missing
+                }
+            }
+        }
+    }
+
+    /// The hooks a backend attaches on this kernel, with phases it cannot observe.
+    #[must_use]
+    pub fn plan(&self, backend: Backend) -> Plan {
+        let mut plan = Plan::default();
+        for spec in table(backend) {
+            let usable: Vec<&HookSpec> = spec
+                .hooks
+                .iter()
+                .filter(|hook| self.status(hook) == HookStatus::Available)
+                .collect();
+            let chosen: Vec<&HookSpec> = match spec.pick {
+                Pick::First => usable.into_iter().take(1).collect(),
+                Pick::All => usable,
+            };
+            if chosen.is_empty() {
+                plan.unobservable.push(spec.phase);
+            }
+            for hook in chosen {
+                if !plan.hooks.iter().any(|h| h.program == hook.program) {
+                    plan.hooks.push(*hook);
+                }
+            }
+        }
+        plan
+    }
+}
+
+/// The programs to attach for one backend.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub hooks: Vec<HookSpec>,
+    pub unobservable: Vec<Phase>,
+}
+
+impl Plan {
+    /// A backend is usable when it sees an address appear and settle.
+    #[must_use]
+    pub fn usable(&self) -> bool {
+        !self.unobservable.contains(&Phase::TentativeStart) && !self.unobservable.contains(&Phase::Completed)
+    }
+}
+
+/// Picks the addresses of the functions dad-trace cares about; `.cold` parts and module
+/// symbols are skipped. Addresses read as 0 without `CAP_SYSLOG` (`kptr_restrict`).
+#[must_use]
+pub fn parse_kallsyms(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let _kind = fields.next()?;
+            let name = fields.next()?;
+            (fields.next().is_none() && KERNEL_FUNCTIONS.contains(&name)).then(|| (name.to_string(), address))
+        })
+        .collect()
+}
+
+/// Renders the per-phase table for `dad-trace probes`.
+#[must_use]
+pub fn render(support: &KernelSupport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for backend in Backend::ALL {
+        let plan = support.plan(backend);
+        let verdict = if plan.usable() {
+            "usable"
+        } else {
+            "NOT usable on this kernel"
+        };
+        let _ = writeln!(out, "{backend} backend: {verdict}");
+        for spec in table(backend) {
+            let _ = writeln!(out, "  {}:", spec.phase);
+            for hook in spec.hooks {
+                let chosen =
+                    plan.hooks.iter().any(|h| h.program == hook.program) && !plan.unobservable.contains(&spec.phase);
+                let mark = if chosen { "*" } else { " " };
+                let _ = writeln!(
+                    out,
+                    "   {mark} {:<26} {:<11} {:<40} {}",
+                    hook.target,
+                    match hook.kind {
+                        ProgramKind::Kprobe => "kprobe",
+                        ProgramKind::Kretprobe => "kretprobe",
+                        ProgramKind::RawTracepoint => "raw_tp",
+                    },
+                    support.status(hook).to_string(),
+                    hook.why
+                );
+            }
+        }
+    }
+    out.push_str("(* = attached by that backend on this kernel)\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::probes::KPROBE_TABLE;
+
+    const KALLSYMS: &str = "ffffffff8124493a t addrconf_dad_work.cold\n\
+        ffffffff820dd960 t ipv6_add_addr\n\
+        ffffffff820dfca0 t addrconf_dad_kick\n\
+        ffffffff820e2e10 t addrconf_dad_completed\n\
+        ffffffff820e3200 t addrconf_dad_work\n\
+        ffffffffc0001000 t veth_open\t[veth]\n";
+
+    #[test]
+    fn kallsyms_keeps_exact_names_only() {
+        let symbols = parse_kallsyms(KALLSYMS);
+        assert_eq!(symbols.get("addrconf_dad_work"), Some(&0xffff_ffff_820e_3200));
+        assert_eq!(symbols.len(), 4);
+    }
+
+    #[test]
+    fn kprobe_plan_falls_back_when_begin_is_inlined() {
+        let support = KernelSupport {
+            symbols: parse_kallsyms(KALLSYMS),
+            kprobes: true,
+            btf_functions: vec!["addrconf_dad_begin".into()],
+        };
+        let plan = support.plan(Backend::Kprobe);
+        let targets: Vec<_> = plan.hooks.iter().map(|h| h.target).collect();
+        assert_eq!(
+            targets,
+            ["ipv6_add_addr", "addrconf_dad_kick", "addrconf_dad_completed"]
+        );
+        assert_eq!(plan.unobservable, [Phase::Failed, Phase::Aborted]);
+        assert!(plan.usable());
+        assert_eq!(support.status(&KPROBE_TABLE[1].hooks[0]), HookStatus::Inlined);
+    }
+
+    #[test]
+    fn kprobes_refused_without_pmu() {
+        let support = KernelSupport {
+            symbols: parse_kallsyms(KALLSYMS),
+            kprobes: false,
+            btf_functions: vec![],
+        };
+        assert!(!support.plan(Backend::Kprobe).usable());
+        assert!(support.plan(Backend::Tracepoint).usable());
+        assert!(matches!(
+            support.status(&KPROBE_TABLE[0].hooks[0]),
+            HookStatus::Refused(_)
+        ));
+    }
+}
