@@ -2,9 +2,6 @@
 //!
 //! Labels are the Kubernetes namespace by default; the pod name is opt-in because a node
 //! churns through many pods and every label value is a new time series.
-use std::{net::SocketAddr, sync::Arc};
-
-use anyhow::Context as _;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
@@ -179,29 +176,6 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
-}
-
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Serves `/metrics` (and `/healthz`) until the task is dropped.
-pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listen on {listen} (is another dad-trace serving there? use --listen)"))?;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = metrics.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render()) }
-            }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            log::error!("metrics server stopped: {e}");
-        }
-    }))
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub mod clock;
 pub mod enrich;
 pub mod metrics;
 pub mod recorder;
+pub mod serve;
 pub mod signals;
 pub mod sinks;
 pub mod track;
@@ -252,20 +253,20 @@ async fn create_synthetic_pods(
 
 /// The metrics endpoint of `serve`, when asked for.
 async fn start_metrics(
-    serve: Option<ServeOptions>,
+    options: Option<ServeOptions>,
     kernel: &Kernel,
     backend: kernel::Backend,
 ) -> anyhow::Result<(Option<Arc<Metrics>>, Option<AbortOnDrop>)> {
-    let Some(serve) = serve else {
+    let Some(options) = options else {
         return Ok((None, None));
     };
     let metrics = Arc::new(Metrics::new(
         &backend.to_string(),
         &kernel.release,
-        serve.per_pod_labels,
+        options.per_pod_labels,
     ));
-    let server = metrics::serve(serve.listen, metrics.clone()).await?;
-    eprintln!("Serving Prometheus metrics on http://{}/metrics", serve.listen);
+    let server = serve::start(options.listen, metrics.clone()).await?;
+    eprintln!("Serving Prometheus metrics on http://{}/metrics", options.listen);
     Ok((Some(metrics), Some(AbortOnDrop(server))))
 }
 
