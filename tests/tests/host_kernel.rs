@@ -38,7 +38,10 @@ fn cni_ptp_scenario_tells_the_story() {
         return;
     }
     if !Plugin::Ptp.available(std::path::Path::new("/usr/lib/cni")) {
-        println!("SKIP cni_ptp_scenario_tells_the_story: containernetworking-plugins not installed");
+        integration_tests::skip(
+            "cni_ptp_scenario_tells_the_story",
+            "containernetworking-plugins not installed",
+        );
         return;
     }
     cni_scenario(
@@ -57,7 +60,10 @@ fn cni_bridge_enable_dad_waits_for_dad() {
         return;
     }
     if !Plugin::BridgeDad.available(std::path::Path::new("/usr/lib/cni")) {
-        println!("SKIP cni_bridge_enable_dad_waits_for_dad: containernetworking-plugins not installed");
+        integration_tests::skip(
+            "cni_bridge_enable_dad_waits_for_dad",
+            "containernetworking-plugins not installed",
+        );
         return;
     }
     cni_scenario(Plugin::BridgeDad, &["defaults"], 5, BackendChoice::Tracepoint, 0);
@@ -69,19 +75,22 @@ fn tune_apply_then_revert_restores_every_setting() {
     if !kernel_tests_allowed("tune_apply_then_revert_restores_every_setting") {
         return;
     }
-    // Belt and braces: whatever happens below, the guard puts the values back.
+    // Start from values that differ from every recommended one (the kernel defaults), so
+    // apply and revert both have something to do; the guard puts the machine's values back.
     let mut guard = dad_trace::node::sysctl::SysctlGuard::default();
-    for (name, _) in dad_trace::node::tune::RECOMMENDED {
-        let current = dad_trace::node::sysctl::read(name).expect("readable sysctl");
-        guard.set(name, &current).expect("sysctl");
+    for (name, recommended) in dad_trace::node::tune::RECOMMENDED {
+        let differing = if *recommended == "0" { "1" } else { "0" };
+        guard.set(name, differing).expect("sysctl");
     }
     let before = dad_trace::node::sysctl::snapshot();
-    let dir = std::env::temp_dir().join(format!("dad-trace-tune-{}", std::process::id()));
-    let state = dir.join("state.json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A directory apply must create, as /var/lib/dad-trace is on a fresh node.
+    let state = dir.path().join("state/tune-state.json");
     dad_trace::node::tune::apply(&state).expect("apply");
     for (name, value) in dad_trace::node::tune::RECOMMENDED {
         assert_eq!(dad_trace::node::sysctl::read(name).expect("readable"), *value, "{name}");
     }
+    assert_ne!(dad_trace::node::sysctl::snapshot(), before, "apply changed the node");
     assert!(
         dad_trace::node::tune::apply(&state).is_err(),
         "a second apply must refuse"
@@ -89,5 +98,5 @@ fn tune_apply_then_revert_restores_every_setting() {
     dad_trace::node::tune::revert(&state).expect("revert");
     assert_eq!(dad_trace::node::sysctl::snapshot(), before);
     assert!(!state.exists());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(guard);
 }

@@ -9,8 +9,9 @@ use dad_trace::{
     session::Outcome,
 };
 use integration_tests::{
+    STOCK_DAD_NS,
     containerd::{self, Containerd},
-    kernel_tests_allowed, manifests, stock_dad_settings,
+    kernel_tests_allowed, manifests, skip, stock_dad_settings,
 };
 use tokio::sync::Notify;
 
@@ -22,7 +23,7 @@ fn containerd_tests_allowed(test: &str) -> bool {
         return false;
     }
     if let Some(why) = containerd::unavailable(Path::new(CNI_DIR)) {
-        println!("SKIP {test}: {why}");
+        skip(test, &why);
         return false;
     }
     true
@@ -95,8 +96,12 @@ fn containerd_pods_are_named_with_their_delays() {
             assert_eq!(event.pod_label(), format!("{namespace}/{name}"));
             assert_eq!(event.ifname, "eth0");
             assert_eq!(event.outcome, Outcome::Settled);
-            let seconds = event.tentative_ns as f64 / 1e9;
-            assert!((0.2..=4.0).contains(&seconds), "{name} {}: {seconds} s", event.addr);
+            assert!(
+                STOCK_DAD_NS.contains(&event.tentative_ns),
+                "{name} {}: {} ns, outside the kernel's {STOCK_DAD_NS:?}",
+                event.addr,
+                event.tentative_ns
+            );
             assert!(event.netns_cookie.is_some(), "the kernel's netns cookie is recorded");
         }
     }
@@ -104,7 +109,10 @@ fn containerd_pods_are_named_with_their_delays() {
     for (namespace, name, _) in pods {
         let label = format!("{namespace}/{name}");
         let pod = per_pod.iter().find(|pod| pod.pod == label).expect("pod in report");
-        assert!(pod.delay_ns > 200_000_000, "{label}: {}", pod.delay_ns);
+        // A pod's addresses are created a CNI ADD apart at most (link-local at link up, the
+        // IPAM address right after): its wait is one address's plus at most that.
+        let window = *STOCK_DAD_NS.start()..=STOCK_DAD_NS.end() + 250_000_000;
+        assert!(window.contains(&pod.delay_ns), "{label}: {} ns", pod.delay_ns);
     }
 }
 
@@ -198,7 +206,7 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
         return;
     }
     if !prometheus_installed() {
-        println!("SKIP {TEST}: prometheus is not installed (apt-get install prometheus)");
+        skip(TEST, "prometheus is not installed (cargo xtask test installs it)");
         return;
     }
     let _sysctls = stock_dad_settings();
@@ -263,8 +271,10 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
     assert_eq!(settled, Some(expected));
     let traced_sum: f64 = traced.iter().map(|event| event.tentative_ns as f64 / 1e9).sum();
     let sum = sum.expect("sum scraped");
+    // Each delay is exported as seconds with nanosecond resolution: the sums agree to the
+    // microsecond (f64 keeps ~15 digits; 24 delays of ~2 s lose nothing near 1 us).
     assert!(
-        (sum - traced_sum).abs() < 1e-3,
+        (sum - traced_sum).abs() < 1e-6,
         "scraped sum {sum} s vs traced {traced_sum} s"
     );
     assert_eq!(lost, Some(0.0));
@@ -363,9 +373,12 @@ fn the_daemonset_runs_in_containerd_and_names_pods() {
     }
     let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dad-trace-image.tar");
     if !archive.exists() {
-        println!(
-            "SKIP {TEST}: no image at {} (cargo xtask image builds it; cargo xtask test does first)",
-            archive.display()
+        skip(
+            TEST,
+            &format!(
+                "no image at {} (cargo xtask image builds it; cargo xtask test does first)",
+                archive.display()
+            ),
         );
         return;
     }

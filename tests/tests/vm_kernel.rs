@@ -14,7 +14,7 @@ use integration_tests::{
 
 fn in_vm(test: &str) -> bool {
     if std::env::var_os("DAD_TRACE_VM").is_none() {
-        println!("SKIP {test}: runs inside `cargo xtask vm-test` guests only");
+        integration_tests::skip(test, "runs inside `cargo xtask vm-test` guests only");
         return false;
     }
     kernel_tests_allowed(test)
@@ -88,9 +88,11 @@ fn vm_backends_agree_on_the_same_addresses() {
     );
     // The backends stamp the end of DAD at two points of the last DAD step (kprobe: entry of
     // addrconf_dad_completed; tracepoint: the work's return, after the NA/RS it sends).
-    // Under TCG emulation that step takes a few ms; on hardware, microseconds.
-    assert!(median <= 2_000_000, "median difference {median} ns");
-    assert!(worst <= 10_000_000, "worst difference {worst} ns");
+    // Under TCG emulation that step is slow: measured median 0.20-0.26 ms, worst 3.2-3.7 ms
+    // (6.1, 6.12); the bounds leave room for the emulator's jitter, not for a wrong stamp
+    // (one missed step would be a whole second).
+    assert!(median <= 1_000_000, "median difference {median} ns");
+    assert!(worst <= 5_000_000, "worst difference {worst} ns");
 }
 
 #[test]
@@ -101,9 +103,11 @@ fn vm_cni_ptp_scenario_with_kprobes() {
             &["defaults", "naive-tuning", "inherit"],
             PODS,
             BackendChoice::Kprobe,
-            // TCG emulation: ADD times jitter by a few hundred ms (plugin start-up at
-            // emulated speed); DAD still stands out at 1-2 s.
-            400,
+            // TCG emulation: while addresses are tentative, ptp polls them every 50 ms and
+            // each poll (a netlink dump, emulated) costs tens of ms, which a DAD-free ADD
+            // never pays: measured 190-300 ms beyond the median DAD-free ADD (6.1, 6.12).
+            // DAD still stands out at 1-2 s.
+            350,
         );
     }
 }

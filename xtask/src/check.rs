@@ -1,55 +1,146 @@
 //! `cargo xtask test`, `lint` and `fuzz`: the checks CI runs.
-use std::process::Command;
+use std::{path::Path, process::Command, time::Instant};
+
+use anyhow::Context as _;
 
 use crate::{
     cargo, image, is_root, run,
     setup::{self, Need},
-    succeeds, vm, workspace_root,
+    succeeds,
+    tiers::{self, Tier},
+    vm, workspace_root,
 };
+
+/// Set by .ci/run: every skipped test or tier is a failure (the tests read it too).
+const NO_SKIP: &str = "DAD_TRACE_NO_SKIP";
+/// Where sysctl guards note what to restore (dad-trace's `node::sysctl::JOURNAL_ENV`).
+const SYSCTL_JOURNAL_ENV: &str = "DAD_TRACE_SYSCTL_JOURNAL";
+
+fn no_skip() -> bool {
+    std::env::var_os(NO_SKIP).is_some_and(|value| value != "0")
+}
 
 pub fn test() -> anyhow::Result<()> {
     setup::ensure(Need::Test)?;
-    // Unit tests: no privileges needed.
-    run(cargo().args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "integration-tests",
-        "--exclude",
-        "dad-trace-ebpf",
-    ]))?;
+    let journal = workspace_root().join("target/sysctl-journal.json");
+    restore_interrupted_sysctls(&journal)?;
+    let mut tiers = Vec::new();
+    let mut failures = Vec::new();
+    let mut counted = |command: &mut Command, tiers: &mut Vec<Tier>| {
+        let (found, result) = tiers::run_counted(command.env(SYSCTL_JOURNAL_ENV, &journal));
+        tiers.extend(found);
+        if let Err(e) = result {
+            failures.push(format!("{e:#}"));
+        }
+    };
+    // Unit tests (no privileges) and the binary's own tests (root: signals, exit codes).
+    // Kernel tests share the kernel's sysctls: one at a time.
+    counted(
+        cargo()
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "integration-tests",
+                "--exclude",
+                "dad-trace-ebpf",
+            ])
+            .args(SERIAL),
+        &mut tiers,
+    );
     // The runtime tests run this image in containerd as the DaemonSet does.
     image()?;
-    // Kernel tests: they print why they skip when not root.
-    run(cargo().args([
-        "test",
-        "--package",
-        "integration-tests",
-        "--",
-        "--test-threads=1",
-        "--nocapture",
-    ]))?;
+    let mut integration = cargo();
+    integration.args(["test", "--package", "integration-tests"]);
+    for target in HOST_TESTS {
+        integration.args(["--test", target]);
+    }
+    counted(integration.args(SERIAL), &mut tiers);
     // A short fuzz run: the parser must survive whatever a file holds.
-    fuzz(60)?;
+    tiers.push(match fuzz(60) {
+        Ok(tier) => tier,
+        Err(e) => {
+            failures.push(format!("fuzz: {e:#}"));
+            Tier::not_run("fuzz (60 s)", &format!("{e:#}"))
+        }
+    });
     // VM kernels (kprobes): root only, as kernels are fetched into /var/cache/dad-trace.
     if is_root() {
-        vm::vm_test()?;
+        if let Err(e) = vm::vm_test() {
+            failures.push(format!("vm-test: {e:#}"));
+        }
+        tiers.push(Tier {
+            name: "vm-test (per kernel above)".into(),
+            passed: 1,
+            ..Tier::default()
+        });
     } else {
-        eprintln!("SKIP vm-test: needs root to fetch kernels into the cache");
+        tiers.push(Tier::not_run("vm-test", "needs root to fetch kernels into the cache"));
     }
+    eprintln!("{}", tiers::summary(&tiers));
+    if no_skip() {
+        for tier in &tiers {
+            if let Some(why) = &tier.not_run {
+                failures.push(format!("{} did not run ({why}) under {NO_SKIP}", tier.name));
+            }
+            for skip in &tier.skipped {
+                failures.push(format!("{}: skipped {skip} under {NO_SKIP}", tier.name));
+            }
+        }
+    }
+    anyhow::ensure!(failures.is_empty(), "failed:\n  {}", failures.join("\n  "));
     Ok(())
 }
 
-/// Runs the session fuzzer for `seconds`; the corpus in fuzz/corpus grows and is kept.
-pub fn fuzz(seconds: u64) -> anyhow::Result<()> {
-    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        eprintln!("SKIP fuzz: cargo fuzz needs a nightly toolchain, and this machine has none");
+/// The integration test binaries that run on this machine (`vm_kernel` runs in the guests).
+const HOST_TESTS: &[&str] = &["host_kernel", "faults", "runtime", "deploy"];
+/// Kernel tests share the kernel's sysctls and namespaces: one at a time, output shown (the
+/// tiers are counted from it).
+const SERIAL: &[&str] = &["--", "--test-threads=1", "--nocapture"];
+
+/// Puts back sysctls that an earlier run changed and could not restore (killed mid-test):
+/// the journal holds their original values.
+fn restore_interrupted_sysctls(journal: &Path) -> anyhow::Result<()> {
+    let Ok(bytes) = std::fs::read(journal) else {
         return Ok(());
+    };
+    let entries: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", journal.display()))?;
+    for (name, value) in &entries {
+        // Only dotted kernel names (never a path) and one-line values are written back.
+        let valid = !name.is_empty()
+            && name.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+        anyhow::ensure!(
+            valid && !value.contains('\n'),
+            "{}: bad entry {name:?}",
+            journal.display()
+        );
+        let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+        std::fs::write(&path, value).with_context(|| format!("restore {name}={value}"))?;
+        eprintln!("restored {name}={value}, left changed by an interrupted test run");
+    }
+    std::fs::remove_file(journal).with_context(|| format!("remove {}", journal.display()))
+}
+
+/// Runs the session fuzzer for `seconds`; the corpus in fuzz/corpus grows and is kept.
+pub fn fuzz(seconds: u64) -> anyhow::Result<Tier> {
+    let name = format!("fuzz ({seconds} s)");
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        let why = "cargo fuzz needs a nightly toolchain, and this machine has none";
+        eprintln!("SKIP fuzz: {why}");
+        return Ok(Tier::not_run(&name, why));
     }
     if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    run(Command::new("cargo")
+    let started = Instant::now();
+    let mut command = Command::new("cargo");
+    command
         .args([
             "+nightly",
             "fuzz",
@@ -60,7 +151,19 @@ pub fn fuzz(seconds: u64) -> anyhow::Result<()> {
         ])
         .current_dir(workspace_root())
         // The fuzzer needs the parser, not the kernel programs.
-        .env("AYA_BUILD_SKIP", "1"))
+        .env("AYA_BUILD_SKIP", "1");
+    let output = tiers::run_streamed(&mut command)?;
+    // libFuzzer ends with `Done N runs in S second(s)`.
+    let runs = output
+        .lines()
+        .find_map(|line| line.split("Done ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .context("libFuzzer printed no `Done N runs` line")?;
+    Ok(Tier {
+        name: format!("{name}: {runs} inputs"),
+        passed: 1,
+        seconds: started.elapsed().as_secs(),
+        ..Tier::default()
+    })
 }
 
 pub fn lint() -> anyhow::Result<()> {

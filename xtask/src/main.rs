@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod kind;
 mod setup;
+mod tiers;
 mod vm;
 
 use setup::Need;
@@ -226,7 +227,7 @@ fn main() -> anyhow::Result<()> {
             run(&mut command)
         }
         Task::Test => check::test(),
-        Task::Fuzz { seconds } => check::fuzz(seconds),
+        Task::Fuzz { seconds } => check::fuzz(seconds).map(drop),
         Task::VmTest => {
             setup::ensure(Need::Test)?;
             vm::vm_test()

@@ -24,6 +24,9 @@ pub struct Gate {
     /// After tuning, pod addresses' tentative p99 must be below this.
     #[arg(long, default_value_t = POD_START.after_max_p99_ms, value_name = "MS")]
     after_max_p99_ms: u64,
+    /// Each side needs at least this many settled pod addresses.
+    #[arg(long, default_value_t = POD_START.min_pod_addresses, value_name = "N")]
+    min_pod_addresses: u64,
     /// text and markdown are the same table.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -34,6 +37,7 @@ impl Gate {
         let gate = BeforeAfter {
             before_min_p50_ms: self.before_min_p50_ms,
             after_max_p99_ms: self.after_max_p99_ms,
+            min_pod_addresses: self.min_pod_addresses,
         };
         let verdict = gate.check(&Session::load(&self.before)?, &Session::load(&self.after)?);
         match self.format {

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     kernel::{BackendChoice, VMLINUX_BTF},
-    record::{RecordOptions, enrich::cri::SocketChoice},
+    record::{RecordOptions, enrich::cri::SocketChoice, filter::Filter},
 };
 
 pub mod doctor;
@@ -103,6 +103,22 @@ pub struct TraceArgs {
     /// from `BTFHub` for the running kernel).
     #[arg(long, default_value = VMLINUX_BTF, value_name = "FILE")]
     btf: PathBuf,
+    /// Only pods of Kubernetes namespaces matching this glob.
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    namespace: Option<glob::Pattern>,
+    /// Only pods whose name or label (`namespace/name`, netns name, `host`) matches this glob.
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    pod: Option<glob::Pattern>,
+    /// Only network namespaces whose name (under /run/netns) or inode matches this glob.
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    netns: Option<glob::Pattern>,
+    /// Only interfaces whose name matches this glob.
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    ifname: Option<glob::Pattern>,
+}
+
+fn parse_glob(text: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(text).map_err(|e| format!("{text:?} is not a glob: {e}"))
 }
 
 impl TraceArgs {
@@ -115,6 +131,12 @@ impl TraceArgs {
             cri_socket: SocketChoice::parse(&self.cri_socket),
             resolve_wait: seconds(self.resolve_wait, "--resolve-wait")?,
             btf: self.btf.clone(),
+            filter: Filter {
+                namespace: self.namespace.clone(),
+                pod: self.pod.clone(),
+                netns: self.netns.clone(),
+                ifname: self.ifname.clone(),
+            },
             facts_helper: std::env::current_exe().ok(),
             ..RecordOptions::default()
         })

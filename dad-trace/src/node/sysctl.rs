@@ -18,10 +18,28 @@ pub fn write(name: &str, value: &str) -> anyhow::Result<()> {
     std::fs::write(path(name), value).with_context(|| format!("set sysctl {name}={value}"))
 }
 
+/// Where guards also note the values to restore, when set: a run killed before its guards
+/// restored anything (SIGKILL, a timeout) leaves the file for the next run to restore from
+/// (`cargo xtask test` does, at its start).
+pub const JOURNAL_ENV: &str = "DAD_TRACE_SYSCTL_JOURNAL";
+
 /// Sets sysctls and puts the previous values back when dropped, also on error or panic.
-#[derive(Default)]
 pub struct SysctlGuard {
     saved: Vec<(String, String)>,
+    /// Names this guard added to the journal (a name already there belongs to an outer guard).
+    journaled: Vec<String>,
+    journal: Option<PathBuf>,
+}
+
+impl Default for SysctlGuard {
+    /// A guard that journals where [`JOURNAL_ENV`] says.
+    fn default() -> Self {
+        Self {
+            saved: Vec::new(),
+            journaled: Vec::new(),
+            journal: std::env::var_os(JOURNAL_ENV).map(PathBuf::from),
+        }
+    }
 }
 
 impl SysctlGuard {
@@ -29,6 +47,11 @@ impl SysctlGuard {
     pub fn set(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
         let old = read(name)?;
         // Remember before writing: a failed write must not lose the value to restore.
+        if let Some(journal) = &self.journal
+            && journal::remember(journal, name, &old)?
+        {
+            self.journaled.push(name.to_string());
+        }
         self.saved.push((name.to_string(), old));
         write(name, value)
     }
@@ -41,7 +64,68 @@ impl SysctlGuard {
                 first_error.get_or_insert(e);
             }
         }
+        if first_error.is_none()
+            && let Some(journal) = &self.journal
+            && let Err(e) = journal::forget(journal, &std::mem::take(&mut self.journaled))
+        {
+            first_error = Some(e);
+        }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The journal of values to restore: a JSON object of sysctl name to original value.
+mod journal {
+    use std::{collections::BTreeMap, path::Path};
+
+    use anyhow::Context as _;
+
+    pub fn load(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    fn store(path: &Path, entries: &BTreeMap<String, String>) -> anyhow::Result<()> {
+        if entries.is_empty() {
+            return std::fs::remove_file(path)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .with_context(|| format!("remove {}", path.display()));
+        }
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, serde_json::to_vec_pretty(entries)?)
+            .with_context(|| format!("write {}", temp.display()))?;
+        std::fs::rename(&temp, path).with_context(|| format!("rename to {}", path.display()))
+    }
+
+    /// Notes `name`'s original value unless already noted; whether this call noted it.
+    pub fn remember(path: &Path, name: &str, value: &str) -> anyhow::Result<bool> {
+        let mut entries = load(path)?;
+        if entries.contains_key(name) {
+            return Ok(false);
+        }
+        entries.insert(name.to_string(), value.to_string());
+        store(path, &entries)?;
+        Ok(true)
+    }
+
+    pub fn forget(path: &Path, names: &[String]) -> anyhow::Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut entries = load(path)?;
+        for name in names {
+            entries.remove(name);
+        }
+        store(path, &entries)
     }
 }
 
@@ -81,6 +165,24 @@ pub fn snapshot() -> std::collections::BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_journal_keeps_the_first_original_until_its_owner_forgets_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.json");
+        assert!(super::journal::remember(&path, "net.a", "1").expect("noted"));
+        // An inner guard changing the same sysctl does not own the original.
+        assert!(!super::journal::remember(&path, "net.a", "0").expect("seen"));
+        assert!(super::journal::remember(&path, "net.b", "7").expect("noted"));
+        super::journal::forget(&path, &["net.b".into()]).expect("forget");
+        let left = super::journal::load(&path).expect("load");
+        assert_eq!(
+            left.into_iter().collect::<Vec<_>>(),
+            [("net.a".to_string(), "1".to_string())]
+        );
+        super::journal::forget(&path, &["net.a".into()]).expect("forget");
+        assert!(!path.exists(), "an empty journal is removed");
+    }
+
     #[test]
     fn dotted_names_map_to_proc_sys() {
         assert_eq!(

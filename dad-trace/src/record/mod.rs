@@ -41,6 +41,7 @@ use crate::{
 
 pub mod clock;
 pub mod enrich;
+pub mod filter;
 pub mod metrics;
 pub mod recorder;
 pub mod serve;
@@ -71,6 +72,8 @@ pub struct RecordOptions {
     pub serve: Option<ServeOptions>,
     /// Keep every event for the session file (a long-running agent without a file does not).
     pub keep_events: bool,
+    /// Which finished addresses are shown, counted (`count`) and kept.
+    pub filter: filter::Filter,
     /// The kernel's BTF (type information), for kernels that do not publish it themselves.
     pub btf: PathBuf,
     /// This program, to parse the BTF in a short-lived child (see [`kernel::btf::kernel_facts`]).
@@ -95,6 +98,7 @@ impl Default for RecordOptions {
             resolve_wait: Duration::from_secs(10),
             serve: None,
             keep_events: true,
+            filter: filter::Filter::default(),
             btf: VMLINUX_BTF.into(),
             facts_helper: None,
         }
@@ -130,7 +134,10 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         Some(count) => create_synthetic_pods(count, &opts.synthetic_prefix, &mut signals).await?,
         None => (Vec::new(), false),
     };
-    let mut sinks = Sinks::new(opts.keep_events).with_metrics(metrics).with_progress(&pods);
+    let mut sinks = Sinks::new(opts.keep_events)
+        .with_filter(opts.filter.clone())
+        .with_metrics(metrics)
+        .with_progress(&pods);
     if opts.lines {
         sinks = sinks.with_lines(Box::new(std::io::stdout()));
     }

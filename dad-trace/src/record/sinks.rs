@@ -2,7 +2,7 @@
 //! metrics of `serve`, the synthetic pods' progress, and the session's event list.
 use std::{collections::HashSet, io::Write, net::Ipv6Addr, sync::Arc};
 
-use super::metrics::Metrics;
+use super::{filter::Filter, metrics::Metrics};
 use crate::{
     hist::human,
     node::synthetic::SyntheticPod,
@@ -12,6 +12,7 @@ use crate::{
 /// Every consumer of finished addresses; each one is optional.
 #[derive(Default)]
 pub struct Sinks {
+    filter: Filter,
     lines: Option<Box<dyn Write + Send>>,
     metrics: Option<Arc<Metrics>>,
     progress: Option<SyntheticProgress>,
@@ -28,6 +29,13 @@ impl Sinks {
             kept: keep.then(Vec::new),
             ..Self::default()
         }
+    }
+
+    /// Only addresses `filter` admits are shown, counted and kept.
+    #[must_use]
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// Prints one line per address to `out`.
@@ -51,6 +59,9 @@ impl Sinks {
     }
 
     pub fn accept(&mut self, event: AddressEvent) {
+        if !self.filter.admits(&event) {
+            return;
+        }
         self.finished += 1;
         if let Some(metrics) = &self.metrics {
             metrics.observe(&event);
@@ -70,7 +81,7 @@ impl Sinks {
         }
     }
 
-    /// Finished addresses, whether or not kept.
+    /// Finished addresses the filter admitted, whether or not kept.
     #[must_use]
     pub fn finished(&self) -> usize {
         self.finished

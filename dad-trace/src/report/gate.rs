@@ -16,12 +16,16 @@ pub struct BeforeAfter {
     pub before_min_p50_ms: u64,
     /// After tuning, the wait is gone: tentative p99 is below this.
     pub after_max_p99_ms: u64,
+    /// Each side needs at least this many settled pod addresses: a p50 of one address is an
+    /// anecdote, not a distribution.
+    pub min_pod_addresses: u64,
 }
 
-/// The gate of the kind job and of the local scenario.
+/// The gate of the kind job and of the local scenario (20 pods a side: 40 pod addresses).
 pub const POD_START: BeforeAfter = BeforeAfter {
     before_min_p50_ms: 500,
     after_max_p99_ms: 100,
+    min_pod_addresses: 10,
 };
 
 /// Tentative delay of the settled addresses in pod namespaces (the host side of a veth is
@@ -70,8 +74,11 @@ impl BeforeAfter {
         let after = PodTentative::of(after);
         let mut problems = Vec::new();
         for (label, side) in [("before", &before), ("after", &after)] {
-            if side.addresses == 0 {
-                problems.push(format!("{label}: no pod address was traced"));
+            if side.addresses < self.min_pod_addresses {
+                problems.push(format!(
+                    "{label}: {} pod addresses traced, the gate needs at least {}",
+                    side.addresses, self.min_pod_addresses
+                ));
             }
             if side.lost_events > 0 {
                 problems.push(format!("{label}: {} events lost, figures incomplete", side.lost_events));
@@ -169,13 +176,40 @@ mod tests {
     }
 
     #[test]
+    fn too_few_addresses_fail_even_when_the_numbers_look_right() {
+        let mut before = fixture("default-20-pods.json");
+        let pod_addresses: Vec<usize> = before
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| !event.host_netns)
+            .map(|(index, _)| index)
+            .collect();
+        // Keep 9 pod addresses (and every host one): one short of the minimum.
+        let keep: std::collections::HashSet<usize> = pod_addresses.iter().copied().take(9).collect();
+        let mut index = 0;
+        before.events.retain(|event| {
+            let kept = event.host_netns || keep.contains(&index);
+            index += 1;
+            kept
+        });
+        let result = POD_START.check(&before, &fixture("tuned-20-pods.json"));
+        assert_eq!(
+            result.problems,
+            ["before: 9 pod addresses traced, the gate needs at least 10"],
+            "p50 of the 9 is still above 500 ms"
+        );
+        assert!(result.before.p50_ns > 500_000_000);
+    }
+
+    #[test]
     fn empty_or_lossy_sessions_fail() {
         let mut after = fixture("tuned-20-pods.json");
         after.lost_events = 3;
         let mut before = fixture("default-20-pods.json");
         before.events.clear();
         let problems = POD_START.check(&before, &after).problems;
-        assert!(problems.contains(&"before: no pod address was traced".to_string()));
+        assert!(problems.contains(&"before: 0 pod addresses traced, the gate needs at least 10".to_string()));
         assert!(problems.contains(&"after: 3 events lost, figures incomplete".to_string()));
     }
 }

@@ -223,7 +223,28 @@ mod tests {
         assert_eq!(page.matches("class=\"pod-bar\"").count(), 5);
         assert!(page.contains("before&lt;1&gt;") && !page.contains("before<1>"));
         assert!(page.contains("<td>tentative p50</td>"));
-        assert!(!page.contains("<script") && !page.contains("http://") || page.contains("http://www.w3.org/2000/svg"));
+        // Offline and inert: no scripts, no handlers, nothing fetched. The SVG namespace is an
+        // identifier, not a fetch: it is the one URL allowed.
+        let without_namespace = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        let lower = without_namespace.to_lowercase();
+        for forbidden in [
+            "<script",
+            "javascript:",
+            "http://",
+            "https://",
+            "src=",
+            "href=",
+            "@import",
+            "url(",
+        ] {
+            assert!(!lower.contains(forbidden), "{forbidden} in the page");
+        }
+        // No event handler attribute (` onload=`, ` onclick=`, ...).
+        let handler = lower.split(" on").skip(1).find(|rest| {
+            let name_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+            name_len > 0 && rest[name_len..].starts_with('=')
+        });
+        assert!(handler.is_none(), "an event handler in the page: on{handler:?}");
         assert!(page.contains("devconf_inherit_init_net</code>: 0 → 1"));
     }
 }

@@ -5,20 +5,22 @@ use super::{
 };
 use crate::{hist::human, report::gate};
 
-/// What an ADD costs without DAD: the slowest ADD of a phase where DAD is gone. A slow
-/// machine (a TCG guest) spends hundreds of ms in the plugin itself; that is not DAD.
+/// What an ADD typically costs without DAD: the median ADD of a phase where DAD is gone
+/// (the plugin's own work; a TCG guest spends hundreds of ms there). The median, not the
+/// slowest: one slow ADD must not widen every pod's allowance.
 #[must_use]
 pub fn add_baseline_ns(results: &[PhaseResult]) -> u64 {
     results
         .iter()
         .filter(|result| matches!(result.gate, Gate::Fast { .. }))
-        .filter_map(|result| result.add.map(|add| add.max_ns))
+        .filter_map(|result| result.add.map(|add| add.p50_ns))
         .min()
         .unwrap_or(0)
 }
 
-/// Judges every phase, allowing the DAD-free ADD cost (and any extra slack) on top of the
-/// tolerance.
+/// Judges every phase: while DAD runs, each pod's ADD may exceed its traced wait by the
+/// phase's tolerance plus the median DAD-free ADD (plus `extra_slack_ms`, for emulated
+/// machines only).
 pub fn apply_gates(results: &mut [PhaseResult], extra_slack_ms: u64) {
     let baseline = add_baseline_ns(results) + extra_slack_ms * 1_000_000;
     for result in results.iter_mut() {

@@ -89,7 +89,7 @@ pub fn table(results: &[PhaseResult]) -> String {
     if baseline > 0 {
         let _ = writeln!(
             out,
-            "ADD cost without DAD (slowest ADD of the DAD-free phase): {}",
+            "ADD cost without DAD (median ADD of the DAD-free phase): {}",
             human(baseline)
         );
     }
