@@ -53,6 +53,8 @@ pub struct Config {
     /// `struct net`: `ns.inum`, and `net_cookie` ([`Config::ABSENT`] on kernels without it).
     pub net_ns_inum: u32,
     pub net_cookie: u32,
+    /// Always 0: names the padding to a multiple of 8, so aya copies no unnamed bytes.
+    pub reserved: u32,
 }
 
 impl Config {
@@ -137,7 +139,56 @@ pub struct RawEvent {
     /// Low 32 bits of `inet6_ifaddr.cstamp` (jiffies at creation): tells a new address
     /// apart from a freed one whose memory it reuses.
     pub created: u32,
+    /// Always 0. Named so the struct has no padding: every byte the kernel writes into the
+    /// ring buffer and userspace reads is a field.
+    pub reserved: u32,
 }
+
+impl RawEvent {
+    /// All zeros, usable in constants (the kernel object anchors the layout in its BTF).
+    pub const ZERO: RawEvent = RawEvent {
+        ts_ns: 0,
+        ifa: 0,
+        netns_cookie: 0,
+        addr: [0; 16],
+        ifname: [0; 16],
+        netns_inum: 0,
+        ifindex: 0,
+        flags: 0,
+        hook: 0,
+        state: 0,
+        dad_probes: 0,
+        work_pending: 0,
+        created: 0,
+        reserved: 0,
+    };
+}
+
+/// The layouts both sides compile against, checked when each side compiles this crate (for
+/// the BPF target and for the host): contiguous fields, no padding anywhere.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(RawEvent, ts_ns) == 0);
+    assert!(offset_of!(RawEvent, ifa) == 8);
+    assert!(offset_of!(RawEvent, netns_cookie) == 16);
+    assert!(offset_of!(RawEvent, addr) == 24);
+    assert!(offset_of!(RawEvent, ifname) == 40);
+    assert!(offset_of!(RawEvent, netns_inum) == 56);
+    assert!(offset_of!(RawEvent, ifindex) == 60);
+    assert!(offset_of!(RawEvent, flags) == 64);
+    assert!(offset_of!(RawEvent, hook) == 68);
+    assert!(offset_of!(RawEvent, state) == 69);
+    assert!(offset_of!(RawEvent, dad_probes) == 70);
+    assert!(offset_of!(RawEvent, work_pending) == 71);
+    assert!(offset_of!(RawEvent, created) == 72);
+    assert!(offset_of!(RawEvent, reserved) == 76);
+    assert!(size_of::<RawEvent>() == 80);
+    // Config: one u64, then fifteen u32 offsets and the reserved word.
+    assert!(offset_of!(Config, ifa_addr) == 8);
+    assert!(offset_of!(Config, net_cookie) == 8 + 14 * 4);
+    assert!(offset_of!(Config, reserved) == 8 + 15 * 4);
+    assert!(size_of::<Config>() == 8 + 16 * 4);
+};
 
 #[cfg(feature = "user")]
 mod user {

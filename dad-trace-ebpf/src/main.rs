@@ -43,7 +43,14 @@ static CONFIG: Config = Config {
     dev_nd_net: 0,
     net_ns_inum: 0,
     net_cookie: Config::ABSENT,
+    reserved: 0,
 };
+
+/// Not read by anything: it puts `RawEvent` into this object's BTF, so a userspace test can
+/// check the record layout the programs were built with against its own.
+#[unsafe(no_mangle)]
+#[used]
+static RAW_EVENT_LAYOUT: RawEvent = RawEvent::ZERO;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);

@@ -34,7 +34,7 @@ pub enum BtfError {
 }
 
 /// BTF read into memory once; btfparse reads it through this.
-struct Bytes(Vec<u8>);
+pub(crate) struct Bytes(pub(crate) Vec<u8>);
 
 impl Readable for Bytes {
     fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
@@ -178,6 +178,7 @@ impl KernelTypes {
             dev_nd_net: self.sized("net_device", "nd_net.net", pointer)?,
             net_ns_inum: self.sized("net", "ns.inum", 4)?,
             net_cookie: self.sized("net", "net_cookie", 8).unwrap_or(Config::ABSENT),
+            reserved: 0,
         })
     }
 }

@@ -183,6 +183,7 @@ pub fn to_raw(obs: &Observation) -> RawEvent {
         dad_probes: obs.dad_probes,
         work_pending: u8::from(obs.work_pending),
         created: obs.created,
+        reserved: 0,
     }
 }
 

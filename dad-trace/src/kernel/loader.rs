@@ -198,3 +198,85 @@ pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<R
     });
     Ok(receiver)
 }
+
+/// The tests' rule for skipping (a skip fails under `DAD_TRACE_NO_SKIP`), shared with the
+/// integration tests.
+#[cfg(test)]
+#[path = "../../tests/common/skip.rs"]
+mod skip_rule;
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use btfparse::{Offset, TypeInformation};
+    use dad_trace_common::RawEvent;
+    use object::{Object as _, ObjectSection as _};
+
+    use super::{skip_rule as skip, *};
+    use crate::kernel::btf::Bytes;
+
+    /// The layouts the kernel programs were compiled with, read from the embedded object's
+    /// BTF, against the ones this binary decodes with: a mismatch (a field added on one side,
+    /// a stale object) would garble every event.
+    #[test]
+    fn the_kernel_object_and_the_decoder_agree_on_the_layouts() {
+        if EBPF_OBJECT.is_empty() {
+            skip::skip(
+                "the_kernel_object_and_the_decoder_agree_on_the_layouts",
+                "built with AYA_BUILD_SKIP: no kernel object",
+            );
+            return;
+        }
+        let file = object::File::parse(EBPF_OBJECT).expect("the object is ELF");
+        let btf = file
+            .section_by_name(".BTF")
+            .expect(".BTF section")
+            .data()
+            .expect("BTF bytes");
+        let types = TypeInformation::new(&Bytes(btf.to_vec())).expect("the object's BTF parses");
+        let check = |type_name: &str, fields: &[(&str, usize)], size: usize| {
+            let id = types
+                .id_of(type_name)
+                .unwrap_or_else(|| panic!("{type_name} in the object's BTF"));
+            assert_eq!(types.size_of(id).expect("sized"), size, "size of {type_name}");
+            for &(field, expected) in fields {
+                let Ok((_, Offset::ByteOffset(offset))) = types.offset_of(id, field) else {
+                    panic!("{type_name}.{field} missing from the object's BTF");
+                };
+                assert_eq!(offset as usize, expected, "{type_name}.{field}");
+            }
+        };
+        check(
+            "RawEvent",
+            &[
+                ("ts_ns", offset_of!(RawEvent, ts_ns)),
+                ("ifa", offset_of!(RawEvent, ifa)),
+                ("netns_cookie", offset_of!(RawEvent, netns_cookie)),
+                ("addr", offset_of!(RawEvent, addr)),
+                ("ifname", offset_of!(RawEvent, ifname)),
+                ("netns_inum", offset_of!(RawEvent, netns_inum)),
+                ("ifindex", offset_of!(RawEvent, ifindex)),
+                ("flags", offset_of!(RawEvent, flags)),
+                ("hook", offset_of!(RawEvent, hook)),
+                ("state", offset_of!(RawEvent, state)),
+                ("dad_probes", offset_of!(RawEvent, dad_probes)),
+                ("work_pending", offset_of!(RawEvent, work_pending)),
+                ("created", offset_of!(RawEvent, created)),
+                ("reserved", offset_of!(RawEvent, reserved)),
+            ],
+            size_of::<RawEvent>(),
+        );
+        check(
+            "Config",
+            &[
+                ("dad_work_fn", offset_of!(Config, dad_work_fn)),
+                ("ifa_addr", offset_of!(Config, ifa_addr)),
+                ("work_func", offset_of!(Config, work_func)),
+                ("net_ns_inum", offset_of!(Config, net_ns_inum)),
+                ("net_cookie", offset_of!(Config, net_cookie)),
+            ],
+            size_of::<Config>(),
+        );
+    }
+}
