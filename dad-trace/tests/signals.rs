@@ -4,36 +4,17 @@
 //! creates synthetic pods); skips with a reason otherwise.
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use dad_trace::{error, node::sysctl::SysctlGuard, session::Session};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use nix::sys::signal::Signal;
 
-#[path = "common/skip.rs"]
-mod skip;
+#[path = "common/binary.rs"]
+mod binary;
 
-fn allowed(test: &str) -> bool {
-    if let Err(e) = dad_trace::kernel::check_privileges() {
-        skip::skip(test, &format!("needs root ({e:#})"));
-        return false;
-    }
-    true
-}
-
-fn dad_trace() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dad-trace"));
-    command.env("RUST_BACKTRACE", "0");
-    command
-}
-
-fn signal(child: &Child, signal: Signal) {
-    kill(Pid::from_raw(i32::try_from(child.id()).expect("pid fits")), signal).expect("signal");
-}
+use binary::{allowed, dad_trace, exit_of, signal};
 
 /// Removes what a killed recorder could not (its synthetic pods' namespaces).
 fn remove_leftover_pods(prefix: &str) {
@@ -257,14 +238,6 @@ fn two_processes_trace_at_once() {
             .count(),
         6
     );
-}
-
-fn exit_of(command: &mut Command) -> (Option<i32>, String) {
-    let output = command.stdout(Stdio::null()).output().expect("run dad-trace");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 /// No privileges, a missing capability, no BTF: a message saying what to do, and the exit

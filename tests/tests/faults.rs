@@ -169,6 +169,84 @@ fn duplicate_address_on_a_bridge_fails_with_both_sides() {
     assert_sane(&session);
 }
 
+/// A namespace bind-mounted outside /run/netns with no process in it: the kernel has it,
+/// dad-trace cannot see it. Unmounted on drop.
+struct HiddenNetns {
+    _dir: tempfile::TempDir,
+    mount: std::path::PathBuf,
+}
+
+impl HiddenNetns {
+    /// Hides `netns`: a second bind mount keeps it alive, then its /run/netns name goes.
+    fn hide(netns: TestNetns) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mount = dir.path().join("ns");
+        std::fs::write(&mount, b"").expect("mount point");
+        let source = format!("/run/netns/{}", netns.name);
+        let status = std::process::Command::new("mount")
+            .args(["--bind", &source])
+            .arg(&mount)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "bind-mount {source}");
+        netns.delete();
+        Self { _dir: dir, mount }
+    }
+}
+
+impl Drop for HiddenNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+/// The holder of a duplicate is out of dad-trace's sight (another host on the link, here a
+/// namespace with no name and no process): the failure says the answer came from off this
+/// node, and names no holder.
+#[test]
+fn duplicate_from_out_of_sight_is_said_to_come_from_off_this_node() {
+    if !kernel_tests_allowed("duplicate_from_out_of_sight_is_said_to_come_from_off_this_node") {
+        return;
+    }
+    let _sysctls = stock_dad_settings();
+    let address = addr("fd00:dad:f8::1");
+    let bridge = TestNetns::new("dtf-obr");
+    bridge.ip(&["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
+    bridge.ip(&["link", "set", "br0", "up"]);
+    let holder = TestNetns::new("dtf-hide");
+    holder.veth("porth", Some("dtf-obr"));
+    bridge.ip(&["link", "set", "porth", "master", "br0"]);
+    holder.ip(&["addr", "add", "fd00:dad:f8::1/64", "dev", "eth0"]);
+    holder.wait_settled(address);
+    let hidden = HiddenNetns::hide(holder);
+    let (session, _namespaces) = record_during(options(), Duration::from_secs(1), move || {
+        let seen = TestNetns::new("dtf-seen");
+        seen.veth("ports", Some("dtf-obr"));
+        bridge.ip(&["link", "set", "ports", "master", "br0"]);
+        seen.ip(&["addr", "add", "fd00:dad:f8::1/64", "dev", "eth0"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen
+            .flags(address)
+            .is_none_or(|flags| flags & dad_trace_common::IFA_F_DADFAILED == 0)
+        {
+            assert!(Instant::now() < deadline, "the duplicate was never detected");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (bridge, seen)
+    });
+    drop(hidden);
+    let failed = events_of(&session, "dtf-seen", address);
+    assert_eq!(failed.len(), 1, "{:#?}", session.events);
+    assert_eq!(failed[0].outcome, Outcome::Failed);
+    assert!(failed[0].duplicate_of.is_empty(), "{:?}", failed[0].duplicate_of);
+    let line = dad_trace::record::sinks::event_line(failed[0]);
+    assert!(
+        line.contains(" failed") && line.ends_with("duplicate answered from off this node"),
+        "{line}"
+    );
+    assert_sane(&session);
+}
+
 /// A ring buffer too small for a burst: the kernel counts what it drops, the report shows
 /// it, and what arrived is still right.
 #[test]

@@ -26,8 +26,9 @@ pub struct Serve {
 }
 
 impl Serve {
-    pub async fn run(self, verbose: bool) -> anyhow::Result<()> {
-        let opts = RecordOptions {
+    /// What `serve` records with: events are kept only for a session file.
+    fn options(self, verbose: bool) -> anyhow::Result<RecordOptions> {
+        Ok(RecordOptions {
             keep_events: self.output.is_some(),
             output: self.output,
             serve: Some(ServeOptions {
@@ -35,8 +36,11 @@ impl Serve {
                 per_pod_labels: self.per_pod_labels,
             }),
             ..self.trace.options(verbose)?
-        };
-        let session = record::record(opts).await?;
+        })
+    }
+
+    pub async fn run(self, verbose: bool) -> anyhow::Result<()> {
+        let session = record::record(self.options(verbose)?).await?;
         eprintln!("Stopped; {} events lost in all.", session.lost_events);
         Ok(())
     }
@@ -58,7 +62,26 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve(args: &[&str]) -> Serve {
+        let cli = Cli::try_parse_from(["dad-trace", "serve"].iter().chain(args)).expect("parses");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve parsed as another command")
+        };
+        serve
+    }
+
+    #[test]
+    fn the_agent_keeps_events_only_for_a_session_file() {
+        assert!(!serve(&[]).options(false).expect("options").keep_events);
+        let with_file = serve(&["-o", "agent.json"]).options(false).expect("options");
+        assert!(with_file.keep_events);
+        assert_eq!(with_file.output.as_deref(), Some(std::path::Path::new("agent.json")));
+    }
 
     #[test]
     fn listen_accepts_both_families_bracketed_or_not() {

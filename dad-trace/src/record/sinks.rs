@@ -204,6 +204,18 @@ mod tests {
         );
     }
 
+    /// The agent without `-o` keeps nothing per address: its memory does not grow with pods.
+    #[test]
+    fn without_a_session_file_nothing_is_kept() {
+        let mut sinks = Sinks::new(false);
+        let event = crate::session::tests::sample().events.remove(0);
+        for _ in 0..1000 {
+            sinks.accept(event.clone());
+        }
+        assert_eq!(sinks.finished(), 1000);
+        assert!(sinks.into_events().is_empty());
+    }
+
     #[test]
     fn a_closed_output_stops_the_lines_not_the_sinks() {
         struct Closed;

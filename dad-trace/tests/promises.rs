@@ -1,0 +1,204 @@
+//! What the README promises about the binary, run for real (root): the scenario restores
+//! sysctls when interrupted and when a phase fails, `--btf FILE` is used, `probes --verify`
+//! loads every program, and a kernel no backend attaches to exits 4.
+use std::{
+    collections::BTreeSet,
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use dad_trace::{
+    error,
+    kernel::{Backend, KPROBE_PMU, VMLINUX_BTF, probes},
+    node::sysctl,
+};
+use nix::sys::signal::Signal;
+
+#[path = "common/binary.rs"]
+mod binary;
+
+use binary::{allowed, dad_trace, exit_of, signal};
+
+/// Named namespaces the scenario made (its prefix is `dts-`).
+fn scenario_namespaces() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("dts-"))
+        .collect()
+}
+
+/// Ctrl-C during a phase: the phase's sysctls are put back and its pods removed.
+#[test]
+fn scenario_restores_sysctls_on_ctrl_c() {
+    if !allowed("scenario_restores_sysctls_on_ctrl_c") {
+        return;
+    }
+    let before = sysctl::snapshot();
+    let child = dad_trace()
+        .args([
+            "scenario",
+            "--plugin",
+            "veth",
+            "--pods",
+            "20",
+            "--phases",
+            "naive-tuning",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dad-trace");
+    // The phase sets its sysctls first (optimistic_dad=1 among them, which differs from any
+    // stock node); wait until they are in effect, then interrupt.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sysctl::snapshot() == before {
+        assert!(Instant::now() < deadline, "the phase never set its sysctls");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, Signal::SIGINT);
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(i32::from(error::EXIT_FAILURE)), "{stderr}");
+    assert!(
+        stderr.contains("interrupted; sysctls restored and pods removed"),
+        "{stderr}"
+    );
+    assert_eq!(sysctl::snapshot(), before, "every sysctl back as it was");
+    assert!(scenario_namespaces().is_empty(), "{:?}", scenario_namespaces());
+}
+
+/// A CNI plugin that fails: the scenario stops with its error, and still puts back the
+/// phase's sysctls. The plugin is a script standing in for a broken installation.
+#[test]
+fn scenario_restores_sysctls_when_a_phase_fails() {
+    if !allowed("scenario_restores_sysctls_when_a_phase_fails") {
+        return;
+    }
+    let cni = tempfile::tempdir().expect("tempdir");
+    for plugin in ["ptp", "host-local"] {
+        let path = cni.path().join(plugin);
+        std::fs::write(
+            &path,
+            "#!/bin/sh\necho '{\"cniVersion\":\"0.4.0\",\"code\":11,\"msg\":\"broken plugin\"}'\nexit 1\n",
+        )
+        .expect("write plugin");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let before = sysctl::snapshot();
+    let (code, stderr) = exit_of(
+        dad_trace()
+            .args([
+                "scenario",
+                "--plugin",
+                "ptp",
+                "--pods",
+                "2",
+                "--phases",
+                "naive-tuning",
+                "--cni-dir",
+            ])
+            .arg(cni.path()),
+    );
+    assert_eq!(code, Some(i32::from(error::EXIT_FAILURE)), "{stderr}");
+    assert!(stderr.contains("broken plugin"), "{stderr}");
+    assert_eq!(sysctl::snapshot(), before, "every sysctl back as it was");
+    assert!(scenario_namespaces().is_empty(), "{:?}", scenario_namespaces());
+}
+
+/// `--backend kprobe` on a kernel without kprobes: no backend attaches, exit code 4 with the
+/// reason. (Where kprobes exist the same command traces: exit 0.)
+#[test]
+fn a_backend_that_cannot_attach_exits_4() {
+    if !allowed("a_backend_that_cannot_attach_exits_4") {
+        return;
+    }
+    let (code, stderr) = exit_of(dad_trace().args([
+        "record",
+        "--backend",
+        "kprobe",
+        "--duration",
+        "1",
+        "--cri-socket",
+        "none",
+    ]));
+    if Path::new(KPROBE_PMU).exists() {
+        assert_eq!(code, Some(0), "kprobes exist here: {stderr}");
+    } else {
+        assert_eq!(code, Some(i32::from(error::EXIT_KERNEL)), "{stderr}");
+        assert!(
+            stderr.contains("no backend could attach") && stderr.contains("dad-trace probes"),
+            "{stderr}"
+        );
+    }
+}
+
+/// A BTF file given with `--btf` is the one read (a copy of the kernel's, elsewhere).
+#[test]
+fn btf_from_a_file() {
+    if !allowed("btf_from_a_file") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("vmlinux.btf");
+    std::fs::copy(VMLINUX_BTF, &copy).expect("copy BTF");
+    let output = dad_trace()
+        .arg("probes")
+        .arg("--btf")
+        .arg(&copy)
+        .output()
+        .expect("probes");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("BTF {}", copy.display())), "{stdout}");
+    let (code, stderr) = exit_of(
+        dad_trace()
+            .args([
+                "record",
+                "--backend",
+                "tracepoint",
+                "--duration",
+                "1",
+                "--cri-socket",
+                "none",
+                "--btf",
+            ])
+            .arg(&copy),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // A file that is not BTF is refused as a kernel problem, naming the file.
+    let bogus = dir.path().join("not-btf");
+    std::fs::write(&bogus, b"nonsense").expect("write");
+    let (code, stderr) = exit_of(dad_trace().args(["record", "--duration", "1", "--btf"]).arg(&bogus));
+    assert_eq!(code, Some(i32::from(error::EXIT_KERNEL)), "{stderr}");
+    assert!(stderr.contains("not-btf"), "{stderr}");
+}
+
+/// `probes --verify` loads every program of both backends through the verifier.
+#[test]
+fn probes_verify_loads_every_program() {
+    if !allowed("probes_verify_loads_every_program") {
+        return;
+    }
+    let output = dad_trace().args(["probes", "--verify"]).output().expect("probes");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let programs: BTreeSet<&str> = Backend::ALL
+        .iter()
+        .flat_map(|backend| probes::table(*backend))
+        .flat_map(|phase| phase.hooks)
+        .map(|hook| hook.program)
+        .collect();
+    for program in &programs {
+        let line = stdout
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(program))
+            .unwrap_or_else(|| panic!("{program} not verified:\n{stdout}"));
+        assert!(line.ends_with("verifier OK"), "{line}");
+    }
+    assert_eq!(stdout.matches("verifier OK").count(), programs.len(), "{stdout}");
+}
