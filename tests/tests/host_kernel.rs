@@ -100,3 +100,39 @@ fn tune_apply_then_revert_restores_every_setting() {
     assert!(!state.exists());
     drop(guard);
 }
+
+/// The doctor's "pods created before a fix": a pod namespace made while DAD was on keeps its
+/// settings after the node is tuned, and the doctor names it; one made after is not named.
+#[test]
+fn doctor_names_pods_created_before_the_fix() {
+    if !kernel_tests_allowed("doctor_names_pods_created_before_the_fix") {
+        return;
+    }
+    let _stock = integration_tests::stock_dad_settings();
+    let before_fix = dad_trace::node::synthetic::SyntheticPod::create("dtdr-old-", 0).expect("pod");
+    let mut tuned = dad_trace::node::sysctl::SysctlGuard::default();
+    for (name, value) in dad_trace::node::tune::RECOMMENDED {
+        tuned.set(name, value).expect("sysctl");
+    }
+    let after_fix = dad_trace::node::synthetic::SyntheticPod::create("dtdr-new-", 0).expect("pod");
+    let audit = dad_trace::node::doctor::audit(std::path::Path::new(dad_trace::node::netns::NETNS_DIR));
+    let diagnosis = dad_trace::node::doctor::diagnose(&audit);
+    assert!(
+        diagnosis.namespaces_running_dad.contains(&before_fix.name),
+        "{:?}",
+        diagnosis.namespaces_running_dad
+    );
+    assert!(
+        !diagnosis.namespaces_running_dad.contains(&after_fix.name),
+        "{:?}",
+        diagnosis.namespaces_running_dad
+    );
+    assert!(
+        diagnosis
+            .findings
+            .iter()
+            .any(|finding| finding.contains("pods created before a fix keep them")),
+        "{:#?}",
+        diagnosis.findings
+    );
+}
