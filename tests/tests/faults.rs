@@ -387,14 +387,22 @@ fn churn_of_ten_thousand_addresses_leaves_nothing_in_flight() {
     println!("distinct: {}", by_addr.len());
     assert_eq!(session.lost_events, 0);
     assert_eq!(churned, by_addr.len(), "no churned address ends twice");
-    // One CI run saw 7 of 10,000 never start (0 lost events): named here, not hidden.
+    // Every one of them, named if not: an address settling just before the sweeper looked
+    // used to be dropped as "settled unseen" while its settle event was still queued.
     let missing: Vec<String> = (0..10_u16)
         .flat_map(|round| (1..=1000_u16).map(move |i| Ipv6Addr::new(0xfd00, 0x0dad, 0xf7, round, 0, 0, 0, i)))
         .filter(|addr| !by_addr.contains_key(addr))
         .map(|addr| addr.to_string())
         .collect();
-    println!("never seen: {missing:?}");
-    assert!(churned >= 9_990, "{churned} of 10,000 churned addresses finished");
+    assert!(missing.is_empty(), "never seen: {missing:?}");
+    assert_eq!(churned, 10_000);
+    // Each was removed before or after it settled: settled or aborted, complete, never failed.
+    for event in session.events.iter().filter(|e| e.addr.segments()[2] == 0xf7) {
+        assert!(
+            matches!(event.outcome, Outcome::Settled | Outcome::Aborted) && !event.partial,
+            "{event:?}"
+        );
+    }
     assert!(session.unfinished.is_empty(), "{:?}", session.unfinished.first());
     assert_sane(&session);
 }

@@ -3,7 +3,7 @@ use std::{fmt, net::Ipv6Addr};
 
 use dad_trace_common::{Hook, IFA_F_DADFAILED, IFA_F_TENTATIVE, RawEvent};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("ring buffer record is {actual} bytes, expected {expected}: kernel object and loader disagree")]
     Size { expected: usize, actual: usize },

@@ -158,7 +158,7 @@ impl LostCounter {
 }
 
 /// What the reader task sends: observations, or a record it could not decode.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Reading {
     Observation(Observation),
     Undecodable(events::DecodeError),

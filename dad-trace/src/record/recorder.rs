@@ -9,7 +9,10 @@ use super::{
     track::{Finished, Tracker},
 };
 use crate::{
-    kernel::{events::NetnsId, loader::Reading},
+    kernel::{
+        events::{NetnsId, Observation},
+        loader::Reading,
+    },
     node::netns::Inet6Row,
     session::{AddressEvent, Session, Unfinished},
 };
@@ -82,6 +85,17 @@ pub fn kernel_event(finished: &Finished, clock: Clock) -> AddressEvent {
 /// arrive within moments.
 const DEAD_MEMORY_NS: u64 = 60_000_000_000;
 
+/// What a sweep found for a silent address: acted on at the next sweep, and only if no event
+/// about the address arrived meanwhile. The namespace is read now, but the kernel may have
+/// sent the address's last events just before, still on their way through the ring buffer:
+/// acting at once would abort an address that settled (or drop one whose settle event is
+/// queued).
+struct Verdict {
+    first: Observation,
+    looked_ns: u64,
+    presence: Presence,
+}
+
 pub struct Recorder<E> {
     tracker: Tracker,
     enricher: E,
@@ -90,6 +104,7 @@ pub struct Recorder<E> {
     /// The session's header; events come from the sinks at the end.
     session: Session,
     undecodable: u64,
+    verdicts: Vec<Verdict>,
 }
 
 impl<E: Enrich> Recorder<E> {
@@ -102,6 +117,7 @@ impl<E: Enrich> Recorder<E> {
             clock,
             session,
             undecodable: 0,
+            verdicts: Vec::new(),
         }
     }
 
@@ -140,7 +156,8 @@ impl<E: Enrich> Recorder<E> {
 
     /// Once a second: releases held addresses, updates the gauges, and checks addresses
     /// silent for `stale_ns` in their namespace — the tracepoint backend cannot see a DAD work
-    /// item cancelled (address, interface or namespace deleted).
+    /// item cancelled (address, interface or namespace deleted). What a check finds is acted
+    /// on at the next sweep (see [`Verdict`]).
     pub fn sweep(&mut self, now_ns: u64, stale_ns: u64, lost_events: u64) {
         self.flush(false);
         if let Some(metrics) = self.sinks.metrics() {
@@ -148,6 +165,40 @@ impl<E: Enrich> Recorder<E> {
             metrics.set_in_flight(self.tracker.in_flight_len());
         }
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
+        self.apply_verdicts(lost_events);
+        self.look_at_silent(now_ns, stale_ns);
+    }
+
+    fn apply_verdicts(&mut self, lost_events: u64) {
+        for verdict in std::mem::take(&mut self.verdicts) {
+            let first = &verdict.first;
+            let unchanged = self
+                .tracker
+                .get(first.ifa)
+                .is_some_and(|entry| entry.first.same_address(first) && entry.last_seen_ns <= verdict.looked_ns);
+            if !unchanged {
+                continue;
+            }
+            match verdict.presence {
+                Presence::Tentative => {}
+                Presence::Gone => {
+                    if let Some(finished) = self.tracker.abort(first.ifa, verdict.looked_ns) {
+                        self.finish(&finished);
+                    }
+                }
+                Presence::Settled => {
+                    log::warn!(
+                        "{} on {} settled unseen ({lost_events} events lost): its delay is unknown",
+                        first.addr,
+                        first.ifname
+                    );
+                    self.tracker.abort(first.ifa, verdict.looked_ns);
+                }
+            }
+        }
+    }
+
+    fn look_at_silent(&mut self, now_ns: u64, stale_ns: u64) {
         let mut stale: Vec<_> = self
             .tracker
             .in_flight()
@@ -163,17 +214,13 @@ impl<E: Enrich> Recorder<E> {
                 looked = Some((first.netns, rows));
             }
             let rows = looked.as_ref().and_then(|(_, rows)| rows.as_deref());
-            match presence(rows, first.ifindex, first.addr) {
-                Presence::Tentative => {}
-                Presence::Gone => {
-                    if let Some(finished) = self.tracker.abort(first.ifa, now_ns) {
-                        self.finish(&finished);
-                    }
-                }
-                Presence::Settled => {
-                    log::warn!("{} on {} settled unseen (events lost?)", first.addr, first.ifname);
-                    self.tracker.abort(first.ifa, now_ns);
-                }
+            let presence = presence(rows, first.ifindex, first.addr);
+            if presence != Presence::Tentative {
+                self.verdicts.push(Verdict {
+                    first,
+                    looked_ns: now_ns,
+                    presence,
+                });
             }
         }
     }
@@ -414,7 +461,10 @@ mod tests {
         // Not silent long enough: nothing happens.
         recorder.sweep(2000 * MS, 3000 * MS, 0);
         assert_eq!(recorder.tracker.in_flight_len(), 3);
+        // Looked at, acted on one sweep later.
         recorder.sweep(4000 * MS, 3000 * MS, 0);
+        assert_eq!(recorder.tracker.in_flight_len(), 3, "verdicts wait a sweep");
+        recorder.sweep(5000 * MS, 3000 * MS, 0);
         assert_eq!(recorder.tracker.in_flight_len(), 1, "fe80::1 is still tentative");
         let session = recorder.into_session(0, 5000 * MS);
         assert_eq!(
@@ -427,6 +477,7 @@ mod tests {
             (session.events[0].addr.to_string(), session.events[0].outcome),
             ("fe80::3".to_string(), Outcome::Aborted)
         );
+        assert_eq!(session.events[0].tentative_ns, 4000 * MS, "aborted when found gone");
         assert_eq!(session.unfinished.len(), 1);
         assert_eq!(session.unfinished[0].tentative_so_far_ns, 5000 * MS);
     }
@@ -438,7 +489,8 @@ mod tests {
             recorder.on_reading(observation(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, ifa, addr));
         }
         recorder.sweep(10_000 * MS, 3000 * MS, 0);
-        let session = recorder.into_session(0, 10_000 * MS);
+        recorder.sweep(11_000 * MS, 3000 * MS, 0);
+        let session = recorder.into_session(0, 11_000 * MS);
         assert_eq!(session.events.len(), 2);
         assert!(
             session
@@ -447,6 +499,24 @@ mod tests {
                 .all(|e| e.outcome == Outcome::Aborted && e.tentative_ns == 10_000 * MS)
         );
         assert!(session.unfinished.is_empty());
+    }
+
+    /// The namespace is read while the address's settle event is still on its way: the event
+    /// wins, and the address is settled once, not aborted (a churn test lost addresses so).
+    #[test]
+    fn an_event_after_the_look_overrules_what_the_look_found() {
+        let mut recorder = recorder(FakeEnricher::default(), &Lines::default());
+        let dad = dad(0, 0x1000, "fe80::1");
+        recorder.on_reading(dad[0].clone());
+        recorder.on_reading(dad[1].clone());
+        // Found gone (the namespace was just deleted), the events not yet read.
+        recorder.sweep(1600 * MS, 500 * MS, 0);
+        recorder.on_reading(dad[2].clone());
+        recorder.sweep(2600 * MS, 500 * MS, 0);
+        let session = recorder.into_session(0, 3000 * MS);
+        let outcomes: Vec<Outcome> = session.events.iter().map(|e| e.outcome).collect();
+        assert_eq!(outcomes, [Outcome::Settled]);
+        assert_eq!(session.events[0].tentative_ns, 1500 * MS);
     }
 
     #[test]

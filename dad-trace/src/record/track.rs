@@ -193,6 +193,12 @@ impl Tracker {
         self.in_flight.values()
     }
 
+    /// The in-flight address at kernel address `ifa`, if any.
+    #[must_use]
+    pub fn get(&self, ifa: u64) -> Option<&InFlight> {
+        self.in_flight.get(&ifa)
+    }
+
     #[must_use]
     pub fn in_flight_len(&self) -> usize {
         self.in_flight.len()
