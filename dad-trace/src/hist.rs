@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Values are nanoseconds; 3 significant digits up to an hour is plenty for DAD.
+/// Values are nanoseconds, 3 significant digits; the range grows with the values, so a
+/// delay of any length is shown as it is (sessions refuse what is not a time at all).
 fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("static bounds are valid")
+    Histogram::new(3).expect("3 significant digits is valid")
 }
 
 /// A distribution of delays in nanoseconds.
@@ -36,8 +37,11 @@ pub struct Summary {
 
 impl Delays {
     pub fn record(&mut self, ns: u64) {
-        // Zero delays (DAD disabled) are real data: HDR's lowest bucket holds them.
-        self.histogram.saturating_record(ns.max(1));
+        // Zero delays (DAD disabled) are real data: HDR's lowest bucket holds them. Beyond
+        // 2^63 ns (292 years) HDR cannot grow: the top it holds.
+        if self.histogram.record(ns.max(1)).is_err() {
+            self.histogram.saturating_record(ns);
+        }
     }
 
     #[must_use]
@@ -210,6 +214,15 @@ mod tests {
         assert!(within(summary.p99_ns, 990 * ms), "{summary:?}");
         assert!(within(summary.max_ns, 1000 * ms), "{summary:?}");
         assert!(Delays::default().summary().is_none());
+    }
+
+    /// A delay of days is shown as days, not clamped to a bound (it was an hour).
+    #[test]
+    fn long_delays_are_kept() {
+        let week = 7 * 24 * 3_600 * 1_000_000_000_u64;
+        let summary = Delays::from_values([1_000_000, week]).summary().expect("not empty");
+        assert!(summary.max_ns.abs_diff(week) <= week / 1000, "{summary:?}");
+        assert_eq!(human(week), "604800.00 s");
     }
 
     #[test]

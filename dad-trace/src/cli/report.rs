@@ -1,12 +1,15 @@
 //! `dad-trace report`.
-use std::path::{Path, PathBuf};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 
 use super::Format;
 use crate::{
     report::{compare, html, render_text, summarize},
-    session::Session,
+    session::{Session, file::write_atomically},
 };
 
 /// Summarize saved sessions (no root needed).
@@ -38,7 +41,8 @@ impl Report {
     pub fn run(self) -> anyhow::Result<()> {
         let text = self.render()?;
         if let Some(path) = &self.output {
-            std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+            write_atomically(path, |file| file.write_all(text.as_bytes()))
+                .with_context(|| format!("write {}", path.display()))
         } else {
             print!("{text}");
             Ok(())

@@ -2,6 +2,7 @@
 //! into one (events are stored one by one, so merging loses nothing).
 use std::{collections::BTreeSet, fmt::Write as _};
 
+use anyhow::Context as _;
 use serde::Serialize;
 
 use super::summary::{PodDelay, SessionSummary, summarize};
@@ -297,7 +298,12 @@ pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
         }
         merged.started_at = merged.started_at.min(session.started_at);
         merged.ended_at = merged.ended_at.max(session.ended_at);
-        merged.lost_events += session.lost_events;
+        merged.lost_events = merged.lost_events.checked_add(session.lost_events).with_context(|| {
+            format!(
+                "lost_events of {} ({}) and the others ({}) add up past 2^64: a corrupt session",
+                session.hostname, session.lost_events, merged.lost_events
+            )
+        })?;
         merged.events.extend(session.events);
         merged.unfinished.extend(session.unfinished);
     }
@@ -390,5 +396,12 @@ pub(crate) mod tests {
         // Same namespace inode on two nodes: two pods, not one.
         assert_eq!(crate::report::pod_delays(&merged.events).len(), 3);
         assert!(merge(Vec::new()).is_err());
+        // Counts are never wrapped: u64::MAX + 2 is refused, not shown as 1.
+        let mut huge = session("node-c", &[1500], "0");
+        huge.lost_events = u64::MAX;
+        let mut two = session("node-d", &[1500], "0");
+        two.lost_events = 2;
+        let error = merge(vec![huge, two]).expect_err("overflow refused");
+        assert!(format!("{error:#}").contains("lost_events of node-d"), "{error:#}");
     }
 }

@@ -1,6 +1,6 @@
 //! The scenario's results for people: each phase's report, the before/after comparison
 //! and the phase table; and the files `-o DIR` leaves.
-use std::{fmt::Write as _, path::Path};
+use std::{fmt::Write as _, io::Write as _, path::Path};
 
 use anyhow::Context as _;
 
@@ -8,7 +8,7 @@ use super::{PhaseResult, gates::add_baseline_ns, phases};
 use crate::{
     hist::{Summary, human},
     report::{self, compare, html},
-    session::Session,
+    session::{Session, file::write_atomically},
 };
 
 /// Everything the scenario prints: each phase's report, the phases side by side (the
@@ -53,7 +53,8 @@ pub fn write_outputs(results: &[PhaseResult], dir: &Path) -> anyhow::Result<()> 
     ];
     for (name, text) in files {
         let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        write_atomically(&path, |file| file.write_all(text.as_bytes()))
+            .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
 }

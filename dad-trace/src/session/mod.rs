@@ -1,42 +1,19 @@
-//! The session file: what `record` saw, in a form `report` reads without root.
-//! Written atomically (temp file + rename), so a crash never leaves half a file.
-use std::{
-    collections::BTreeMap,
-    io::Write as _,
-    net::Ipv6Addr,
-    path::{Path, PathBuf},
-};
+//! The session: what `record` saw, in a form `report` reads without root, and the only
+//! thing recording and processing share. [`file`] reads and writes it.
+use std::{collections::BTreeMap, net::Ipv6Addr};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use self::file::{MAX_FILE_BYTES, SessionError};
 pub use crate::kernel::Backend;
+
+pub mod file;
 
 /// Marks a JSON document as a dad-trace session.
 pub const FORMAT: &str = "dad-trace-session";
 /// Bumped on incompatible changes; readers refuse other versions with a clear message.
 pub const FORMAT_VERSION: u32 = 1;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("cannot read session file {path}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("session file {path} is empty: was the recording killed before it saved?")]
-    Empty { path: PathBuf },
-    #[error("session file {path} is not valid JSON; it may be truncated or not a dad-trace session")]
-    Parse { path: PathBuf, source: serde_json::Error },
-    #[error("session file {path} does not match the session format")]
-    Schema { path: PathBuf, source: serde_json::Error },
-    #[error("{path} is not a dad-trace session (format is {found:?}, expected {FORMAT:?})")]
-    NotASession { path: PathBuf, found: Option<String> },
-    #[error(
-        "session file {path} has format version {found}; this dad-trace reads version {FORMAT_VERSION}. \
-         Use the dad-trace release that recorded it"
-    )]
-    Version { path: PathBuf, found: u64 },
-    #[error("cannot write session file {path}")]
-    Write { path: PathBuf, source: std::io::Error },
-}
 
 /// How an address left the tentative state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -221,68 +198,6 @@ impl Session {
             sysctls_end: BTreeMap::new(),
         }
     }
-
-    /// Reads and validates a session file.
-    pub fn load(path: &Path) -> Result<Self, SessionError> {
-        let bytes = std::fs::read(path).map_err(|source| SessionError::Read {
-            path: path.into(),
-            source,
-        })?;
-        Self::parse(path, &bytes)
-    }
-
-    /// Validates `bytes` as the session at `path` (named in errors).
-    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, SessionError> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(SessionError::Empty { path: path.into() });
-        }
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|source| SessionError::Parse {
-            path: path.into(),
-            source,
-        })?;
-        let format = value.get("format").and_then(serde_json::Value::as_str);
-        if format != Some(FORMAT) {
-            return Err(SessionError::NotASession {
-                path: path.into(),
-                found: format.map(str::to_string),
-            });
-        }
-        match value.get("format_version").and_then(serde_json::Value::as_u64) {
-            Some(version) if version == u64::from(FORMAT_VERSION) => {}
-            found => {
-                return Err(SessionError::Version {
-                    path: path.into(),
-                    found: found.unwrap_or(0),
-                });
-            }
-        }
-        serde_json::from_value(value).map_err(|source| SessionError::Schema {
-            path: path.into(),
-            source,
-        })
-    }
-
-    /// Writes the session atomically: a reader sees the old file or the new one, never half.
-    pub fn save(&self, path: &Path) -> Result<(), SessionError> {
-        let error = |source| SessionError::Write {
-            path: path.into(),
-            source,
-        };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let mut file = tempfile::Builder::new()
-            .prefix(".dad-trace-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(error)?;
-        serde_json::to_writer_pretty(&mut file, self).map_err(|e| error(e.into()))?;
-        file.write_all(b"\n").map_err(error)?;
-        file.as_file().sync_all().map_err(error)?;
-        file.persist(path).map_err(|e| error(e.error))?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -319,60 +234,6 @@ pub(crate) mod tests {
             duplicate_of: Vec::new(),
         });
         session
-    }
-
-    #[test]
-    fn json_round_trip_and_atomic_save() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("s.json");
-        let session = sample();
-        session.save(&path).expect("save");
-        assert_eq!(Session::load(&path).expect("load"), session);
-        let text = std::fs::read_to_string(&path).expect("read");
-        for key in [
-            "\"netns_inode\"",
-            "\"netns_name\"",
-            "\"ifname\"",
-            "\"ifindex\"",
-            "\"addr\"",
-            "\"tentative_ns\"",
-            "\"dad_ns\": null",
-            "\"outcome\": \"settled\"",
-            "\"lost_events\": 2",
-            "\"backend\": \"tracepoint\"",
-            "\"kernel_release\"",
-        ] {
-            assert!(text.contains(key), "{key} missing in {text}");
-        }
-        // Only the target remains: no temp files left behind.
-        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
-        assert_eq!(
-            session.events[0].started().to_rfc3339(),
-            "2026-11-25T20:00:00.100+00:00"
-        );
-    }
-
-    #[test]
-    fn bad_input_names_file_and_problem() {
-        let path = Path::new("bad.json");
-        let text = serde_json::to_string(&sample()).expect("serialize");
-        let cases: [(&[u8], &str); 5] = [
-            (b"", "is empty"),
-            (&text.as_bytes()[..text.len() / 2], "not valid JSON"),
-            (br#"{"format":"other"}"#, "not a dad-trace session"),
-            (
-                br#"{"format":"dad-trace-session","format_version":99}"#,
-                "format version 99",
-            ),
-            (
-                br#"{"format":"dad-trace-session","format_version":1,"events":3}"#,
-                "does not match",
-            ),
-        ];
-        for (bytes, expected) in cases {
-            let message = Session::parse(path, bytes).expect_err("must fail").to_string();
-            assert!(message.contains("bad.json") && message.contains(expected), "{message}");
-        }
     }
 
     #[test]

@@ -1,0 +1,406 @@
+//! Reading and writing session files. Reading treats the file as hostile: only regular files
+//! up to [`MAX_FILE_BYTES`], parsed as a stream straight into the typed session, errors that
+//! name the file, the place (`events[12].tentative_ns`, line and column) and what is wrong,
+//! and values no recording can produce refused rather than bent. Writing is atomic (temp
+//! file, fsync, rename) and readable by anyone (sessions hold no secrets; `report` needs no
+//! root).
+use std::{
+    fs::File,
+    io::{BufReader, Read, Seek as _, SeekFrom, Write as _},
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use super::{FORMAT, FORMAT_VERSION, Session};
+
+/// The largest session file read: about 4.5 million addresses at ~230 bytes each.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read session file {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a regular file ({kind}): give the session file itself")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("session file {path} is {size} bytes, more than the {MAX_FILE_BYTES} dad-trace reads: split the recording")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("session file {path} is empty: was the recording killed before it saved?")]
+    Empty { path: PathBuf },
+    #[error("session file {path} is not valid JSON; it may be truncated or not a dad-trace session")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("session file {path} does not match the session format at {at}")]
+    Schema {
+        path: PathBuf,
+        at: String,
+        source: serde_json::Error,
+    },
+    #[error("{path} is not a dad-trace session (format is {found}, expected {FORMAT:?})")]
+    NotASession { path: PathBuf, found: String },
+    #[error(
+        "session file {path} has format version {found}; this dad-trace reads version {FORMAT_VERSION}. \
+         Use the dad-trace release that recorded it"
+    )]
+    Version { path: PathBuf, found: String },
+    #[error("session file {path} is corrupt at {at}: {why}")]
+    Invalid { path: PathBuf, at: String, why: String },
+    #[error("cannot write session file {path}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// The two fields that say what a document is, read before anything else is trusted (every
+/// other field is skipped without being kept).
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    format: Option<serde_json::Value>,
+    #[serde(default)]
+    format_version: Option<serde_json::Value>,
+}
+
+impl Session {
+    /// Reads and validates a session file.
+    pub fn load(path: &Path) -> Result<Self, SessionError> {
+        let read = |source| SessionError::Read {
+            path: path.into(),
+            source,
+        };
+        // Non-blocking: opening a FIFO must not wait for a writer; the type is checked next.
+        let mut file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(read)?;
+        let meta = file.metadata().map_err(read)?;
+        if !meta.is_file() {
+            let kind = kind(meta.file_type());
+            return Err(SessionError::NotAFile {
+                path: path.into(),
+                kind,
+            });
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(SessionError::TooLarge {
+                path: path.into(),
+                size: meta.len(),
+            });
+        }
+        let header = header(path, BufReader::new((&mut file).take(MAX_FILE_BYTES)))?;
+        check_header(path, header)?;
+        file.seek(SeekFrom::Start(0)).map_err(read)?;
+        typed(path, BufReader::new(file.take(MAX_FILE_BYTES)))
+    }
+
+    /// Validates `bytes` as the session at `path` (named in errors).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, SessionError> {
+        check_header(path, header(path, bytes)?)?;
+        typed(path, bytes)
+    }
+
+    /// Writes the session atomically: a reader sees the old file or the new one, never half.
+    /// The file is readable by everyone the umask allows (0644 by default).
+    pub fn save(&self, path: &Path) -> Result<(), SessionError> {
+        write_atomically(path, |file| {
+            serde_json::to_writer_pretty(&mut *file, self)?;
+            file.write_all(b"\n")
+        })
+        .map_err(|source| SessionError::Write {
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+/// Writes a file the way sessions are written: a temporary file beside it, synced, then
+/// renamed over it, created with mode 0644 less the umask.
+pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".dad-trace-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)?;
+    fill(temporary.as_file_mut())?;
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn kind(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// A reader that notes whether anything but whitespace went through it.
+struct Seen<R> {
+    inner: R,
+    content: bool,
+}
+
+impl<R: Read> Read for Seen<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.content |= buffer[..read].iter().any(|byte| !byte.is_ascii_whitespace());
+        Ok(read)
+    }
+}
+
+fn header(path: &Path, reader: impl Read) -> Result<Header, SessionError> {
+    let mut seen = Seen {
+        inner: reader,
+        content: false,
+    };
+    serde_json::from_reader(&mut seen).map_err(|source| match source.classify() {
+        _ if !seen.content => SessionError::Empty { path: path.into() },
+        // Valid JSON of another shape (a string, a number).
+        serde_json::error::Category::Data => SessionError::NotASession {
+            path: path.into(),
+            found: "absent: the document is not a JSON object".into(),
+        },
+        _ => SessionError::Parse {
+            path: path.into(),
+            source,
+        },
+    })
+}
+
+fn check_header(path: &Path, header: Header) -> Result<(), SessionError> {
+    match header.format {
+        Some(serde_json::Value::String(format)) if format == FORMAT => {}
+        found => {
+            return Err(SessionError::NotASession {
+                path: path.into(),
+                found: found.map_or_else(|| "missing".into(), |value| value.to_string()),
+            });
+        }
+    }
+    match header.format_version {
+        Some(version) if version.as_u64() == Some(u64::from(FORMAT_VERSION)) => Ok(()),
+        Some(version) if version.is_u64() => Err(SessionError::Version {
+            path: path.into(),
+            found: version.to_string(),
+        }),
+        found => Err(SessionError::Version {
+            path: path.into(),
+            found: found.map_or_else(|| "missing".into(), |value| format!("{value}, not a whole number")),
+        }),
+    }
+}
+
+fn typed(path: &Path, reader: impl Read) -> Result<Session, SessionError> {
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    let session: Session = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let at = error.path().to_string();
+        SessionError::Schema {
+            path: path.into(),
+            at,
+            source: error.into_inner(),
+        }
+    })?;
+    validate(path, &session)?;
+    Ok(session)
+}
+
+/// Values a recording cannot produce: refused with where they are, never clamped.
+fn validate(path: &Path, session: &Session) -> Result<(), SessionError> {
+    let invalid = |at: String, why: String| SessionError::Invalid {
+        path: path.into(),
+        at,
+        why,
+    };
+    for (index, event) in session.events.iter().enumerate() {
+        let start = i64::try_from(event.tentative_ns)
+            .ok()
+            .and_then(|ns| event.time.checked_sub_signed(chrono::Duration::nanoseconds(ns)));
+        if start.is_none() {
+            return Err(invalid(
+                format!("events[{index}].tentative_ns"),
+                format!(
+                    "{} ns before {} is not a time (more than 292 years)",
+                    event.tentative_ns, event.time
+                ),
+            ));
+        }
+        if event.dad_ns.is_some_and(|dad| dad > event.tentative_ns) {
+            return Err(invalid(
+                format!("events[{index}].dad_ns"),
+                "DAD cannot outlast the tentative state it is part of".into(),
+            ));
+        }
+    }
+    if session.ended_at < session.started_at {
+        return Err(invalid("ended_at".into(), "the session ends before it starts".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::tests::sample;
+
+    #[test]
+    fn json_round_trip_and_atomic_save() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.json");
+        let session = sample();
+        session.save(&path).expect("save");
+        assert_eq!(Session::load(&path).expect("load"), session);
+        let text = std::fs::read_to_string(&path).expect("read");
+        for key in [
+            "\"netns_inode\"",
+            "\"netns_name\"",
+            "\"ifname\"",
+            "\"ifindex\"",
+            "\"addr\"",
+            "\"tentative_ns\"",
+            "\"dad_ns\": null",
+            "\"outcome\": \"settled\"",
+            "\"lost_events\": 2",
+            "\"backend\": \"tracepoint\"",
+            "\"kernel_release\"",
+        ] {
+            assert!(text.contains(key), "{key} missing in {text}");
+        }
+        // Only the target remains: no temp files left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        assert_eq!(
+            session.events[0].started().to_rfc3339(),
+            "2026-11-25T20:00:00.100+00:00"
+        );
+    }
+
+    #[test]
+    fn bad_input_names_file_and_problem() {
+        let path = Path::new("bad.json");
+        let text = serde_json::to_string(&sample()).expect("serialize");
+        let mut huge = sample();
+        huge.events[0].tentative_ns = u64::MAX;
+        let huge = serde_json::to_string(&huge).expect("serialize");
+        let mut backwards = sample();
+        backwards.events[0].dad_ns = Some(backwards.events[0].tentative_ns + 1);
+        let backwards = serde_json::to_string(&backwards).expect("serialize");
+        let cases: [(&[u8], &str); 12] = [
+            (b"", "is empty"),
+            (b" \n\n ", "is empty"),
+            (b"{\n", "not valid JSON"),
+            (&text.as_bytes()[..text.len() / 2], "not valid JSON"),
+            (br#"{"format":"other"}"#, "not a dad-trace session (format is \"other\""),
+            (br#""a string""#, "format is absent: the document is not a JSON object"),
+            (br#"{"version": 1}"#, "format is missing"),
+            (
+                br#"{"format":"dad-trace-session","format_version":99}"#,
+                "format version 99",
+            ),
+            (br#"{"format":"dad-trace-session"}"#, "format version missing"),
+            (
+                br#"{"format":"dad-trace-session","format_version":"1"}"#,
+                "format version \"1\", not a whole number",
+            ),
+            (
+                br#"{"format":"dad-trace-session","format_version":1,"events":3}"#,
+                "does not match the session format at events: invalid type: integer `3`, expected a sequence at line 1",
+            ),
+            (
+                huge.as_bytes(),
+                "corrupt at events[0].tentative_ns: 18446744073709551615 ns before",
+            ),
+        ];
+        let message = Session::parse(path, backwards.as_bytes())
+            .expect_err("must fail")
+            .to_string();
+        assert!(message.contains("corrupt at events[0].dad_ns"), "{message}");
+        for (bytes, expected) in cases {
+            let error = Session::parse(path, bytes).expect_err("must fail");
+            // The whole chain, as main prints it (`{e:#}`).
+            let message = format!("{:#}", anyhow::Error::from(error));
+            assert!(message.contains("bad.json") && message.contains(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named_by_its_place() {
+        let mut value = serde_json::to_value(sample()).expect("json");
+        value["events"][0]["tentative_ns"] = serde_json::json!("soon");
+        let text = serde_json::to_string_pretty(&value).expect("json");
+        let error = Session::parse(Path::new("s.json"), text.as_bytes()).expect_err("refused");
+        let message = format!("{:#}", anyhow::Error::from(error));
+        assert!(message.contains("at events[0].tentative_ns"), "{message}");
+        assert!(message.contains("line ") && message.contains("column "), "{message}");
+    }
+
+    /// Not a file: refused at once (a FIFO would block a reader forever, /dev/zero would
+    /// fill memory), with what it is.
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let zero = dir.path().join("zero.json");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        for (path, kind) in [
+            (fifo, "a FIFO"),
+            (zero, "a character device"),
+            (dir.path().into(), "a directory"),
+        ] {
+            let (done, result) = std::sync::mpsc::channel();
+            let probe = path.clone();
+            std::thread::spawn(move || {
+                let _ = done.send(Session::load(&probe).map(drop).map_err(|e| e.to_string()));
+            });
+            let outcome = result
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("{} blocked the reader", path.display()));
+            let message = outcome.expect_err("refused");
+            assert!(message.contains(&format!("not a regular file ({kind})")), "{message}");
+        }
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.json");
+        // Sparse: nothing is written, nothing must be read.
+        File::create(&path)
+            .expect("create")
+            .set_len(MAX_FILE_BYTES + 1)
+            .expect("set_len");
+        let message = Session::load(&path).expect_err("refused").to_string();
+        assert!(
+            message.contains("more than the 1073741824 dad-trace reads"),
+            "{message}"
+        );
+    }
+
+    /// Sessions hold no secrets and `report` needs no root: readable by others.
+    #[test]
+    fn saved_sessions_are_readable_by_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.json");
+        sample().save(&path).expect("save");
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let umask = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Umask:"))
+            .and_then(|mask| u32::from_str_radix(mask.trim(), 8).ok())
+            .expect("umask");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644 & !umask);
+    }
+}
