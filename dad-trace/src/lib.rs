@@ -12,9 +12,11 @@
 //! - [`scenario`]: the CNI pod-start story in phases, built on all of the above.
 //! - [`cli`]: one file per subcommand.
 //!
-//! [`hist`] (delay distributions) and [`error`] (refusals and exit codes) are leaves.
+//! [`hist`] (delay distributions), [`error`] (refusals and exit codes) and [`files`] (hostile
+//! input, atomic output) are leaves.
 pub mod cli;
 pub mod error;
+pub mod files;
 pub mod hist;
 pub mod kernel;
 pub mod node;

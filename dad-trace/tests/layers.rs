@@ -8,15 +8,18 @@ use std::{
 /// What each top-level module may use (besides itself). Leaves use nothing.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
+    ("files", &[]),
     ("hist", &[]),
     ("kernel", &["error"]),
-    ("node", &["error", "kernel"]),
-    ("session", &["kernel"]),
-    ("record", &["error", "hist", "kernel", "node", "session"]),
-    ("report", &["error", "hist", "session"]),
+    ("node", &["error", "files", "kernel"]),
+    ("session", &["files", "kernel"]),
+    ("record", &["error", "files", "hist", "kernel", "node", "session"]),
+    ("report", &["error", "files", "hist", "session"]),
     (
         "scenario",
-        &["error", "hist", "kernel", "node", "record", "report", "session"],
+        &[
+            "error", "files", "hist", "kernel", "node", "record", "report", "session",
+        ],
     ),
     (
         "cli",

@@ -136,3 +136,26 @@ fn doctor_names_pods_created_before_the_fix() {
         diagnosis.findings
     );
 }
+
+/// `tune --revert` is all or nothing: a value the kernel refuses half-way (here
+/// `devconf_inherit_init_net` accepts 0-3 only) puts back the one written before it.
+#[test]
+fn tune_revert_is_all_or_nothing() {
+    if !kernel_tests_allowed("tune_revert_is_all_or_nothing") {
+        return;
+    }
+    let mut guard = dad_trace::node::sysctl::SysctlGuard::default();
+    guard.set("net.ipv6.conf.all.accept_dad", "0").expect("sysctl");
+    let before = dad_trace::node::sysctl::snapshot();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("tune-state.json");
+    std::fs::write(
+        &state,
+        r#"{"previous": [["net.ipv6.conf.all.accept_dad", "1"], ["net.core.devconf_inherit_init_net", "5"]]}"#,
+    )
+    .expect("write");
+    let error = dad_trace::node::tune::revert(&state).expect_err("the kernel refuses 5");
+    assert!(format!("{error:#}").contains("nothing was reverted"), "{error:#}");
+    assert_eq!(dad_trace::node::sysctl::snapshot(), before, "accept_dad was put back");
+    assert!(state.exists(), "the state file is kept");
+}

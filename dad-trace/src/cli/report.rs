@@ -8,8 +8,9 @@ use anyhow::Context as _;
 
 use super::Format;
 use crate::{
+    files::write_atomically,
     report::{compare, html, render_text, summarize},
-    session::{Session, file::write_atomically},
+    session::Session,
 };
 
 /// Summarize saved sessions (no root needed).

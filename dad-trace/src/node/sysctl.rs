@@ -3,19 +3,31 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-/// `/proc/sys` path of a dotted sysctl name (`net.ipv6.conf.all.accept_dad`).
-#[must_use]
-pub fn path(name: &str) -> PathBuf {
-    PathBuf::from("/proc/sys").join(name.replace('.', "/"))
+/// `/proc/sys` path of a dotted sysctl name (`net.ipv6.conf.all.accept_dad`). Only names of
+/// that shape are accepted: never a path (`/tmp/x`, `..`), so no input can point a write
+/// elsewhere than /proc/sys.
+pub fn path(name: &str) -> anyhow::Result<PathBuf> {
+    let well_formed = !name.is_empty()
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    anyhow::ensure!(
+        well_formed,
+        "{name:?} is not a sysctl name (dotted words, like net.core.somaxconn)"
+    );
+    Ok(PathBuf::from("/proc/sys").join(name.replace('.', "/")))
 }
 
 pub fn read(name: &str) -> anyhow::Result<String> {
-    let value = std::fs::read_to_string(path(name)).with_context(|| format!("read sysctl {name}"))?;
+    let value = std::fs::read_to_string(path(name)?).with_context(|| format!("read sysctl {name}"))?;
     Ok(value.trim().to_string())
 }
 
 pub fn write(name: &str, value: &str) -> anyhow::Result<()> {
-    std::fs::write(path(name), value).with_context(|| format!("set sysctl {name}={value}"))
+    std::fs::write(path(name)?, value).with_context(|| format!("set sysctl {name}={value}"))
 }
 
 /// Where guards also note the values to restore, when set: a run killed before its guards
@@ -186,8 +198,24 @@ mod tests {
     #[test]
     fn dotted_names_map_to_proc_sys() {
         assert_eq!(
-            super::path("net.ipv6.conf.all.accept_dad").to_str(),
+            super::path("net.ipv6.conf.all.accept_dad").expect("a name").to_str(),
             Some("/proc/sys/net/ipv6/conf/all/accept_dad")
         );
+    }
+
+    #[test]
+    fn paths_are_not_names() {
+        for bad in [
+            "/tmp/x",
+            "../../etc/passwd",
+            "net..x",
+            "",
+            "net.ipv6/../../x",
+            "net. x",
+            ".net",
+        ] {
+            let error = super::path(bad).expect_err(bad);
+            assert!(error.to_string().contains("is not a sysctl name"), "{error}");
+        }
     }
 }

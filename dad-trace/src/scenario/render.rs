@@ -6,9 +6,10 @@ use anyhow::Context as _;
 
 use super::{PhaseResult, gates::add_baseline_ns, phases};
 use crate::{
+    files::write_atomically,
     hist::{Summary, human},
     report::{self, compare, html},
-    session::{Session, file::write_atomically},
+    session::Session,
 };
 
 /// Everything the scenario prints: each phase's report, the phases side by side (the

@@ -5,15 +5,14 @@
 //! file, fsync, rename) and readable by anyone (sessions hold no secrets; `report` needs no
 //! root).
 use std::{
-    fs::File,
     io::{BufReader, Read, Seek as _, SeekFrom, Write as _},
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
 use serde::Deserialize;
 
 use super::{FORMAT, FORMAT_VERSION, Session};
+use crate::files::{self, OpenError};
 
 /// The largest session file read: about 4.5 million addresses at ~230 bytes each.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
@@ -66,26 +65,22 @@ impl Session {
             path: path.into(),
             source,
         };
-        // Non-blocking: opening a FIFO must not wait for a writer; the type is checked next.
-        let mut file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(read)?;
-        let meta = file.metadata().map_err(read)?;
-        if !meta.is_file() {
-            let kind = kind(meta.file_type());
-            return Err(SessionError::NotAFile {
-                path: path.into(),
-                kind,
-            });
-        }
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(SessionError::TooLarge {
-                path: path.into(),
-                size: meta.len(),
-            });
-        }
+        let mut file = match files::open_regular(path, MAX_FILE_BYTES) {
+            Ok((file, _)) => file,
+            Err(OpenError::Io(source)) => return Err(read(source)),
+            Err(OpenError::NotAFile(kind)) => {
+                return Err(SessionError::NotAFile {
+                    path: path.into(),
+                    kind,
+                });
+            }
+            Err(OpenError::TooLarge { size, .. }) => {
+                return Err(SessionError::TooLarge {
+                    path: path.into(),
+                    size,
+                });
+            }
+        };
         let header = header(path, BufReader::new((&mut file).take(MAX_FILE_BYTES)))?;
         check_header(path, header)?;
         file.seek(SeekFrom::Start(0)).map_err(read)?;
@@ -101,7 +96,7 @@ impl Session {
     /// Writes the session atomically: a reader sees the old file or the new one, never half.
     /// The file is readable by everyone the umask allows (0644 by default).
     pub fn save(&self, path: &Path) -> Result<(), SessionError> {
-        write_atomically(path, |file| {
+        files::write_atomically(path, |file| {
             serde_json::to_writer_pretty(&mut *file, self)?;
             file.write_all(b"\n")
         })
@@ -109,41 +104,6 @@ impl Session {
             path: path.into(),
             source,
         })
-    }
-}
-
-/// Writes a file the way sessions are written: a temporary file beside it, synced, then
-/// renamed over it, created with mode 0644 less the umask.
-pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".dad-trace-")
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)?;
-    fill(temporary.as_file_mut())?;
-    temporary.as_file().sync_all()?;
-    temporary.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
-fn kind(file_type: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
     }
 }
 
@@ -252,6 +212,8 @@ fn validate(path: &Path, session: &Session) -> Result<(), SessionError> {
 
 #[cfg(test)]
 mod tests {
+    use std::{fs::File, os::unix::fs::PermissionsExt as _};
+
     use super::*;
     use crate::session::tests::sample;
 
