@@ -24,7 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
-            "error", "hist", "kernel", "node", "record", "report", "scenario", "session",
+            "error", "files", "hist", "kernel", "node", "record", "report", "scenario", "session",
         ],
     ),
 ];
@@ -67,7 +67,8 @@ fn expand(tree: &str) -> Vec<String> {
         return vec![tree];
     };
     let prefix = &tree[..open];
-    let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+    let close = tree.rfind('}').filter(|close| *close > open).unwrap_or(tree.len());
+    let inner = &tree[open + 1..close];
     let mut parts = Vec::new();
     let (mut depth, mut start) = (0, 0);
     for (i, c) in inner.char_indices() {
@@ -125,6 +126,22 @@ fn resolve(module: &str, path: &str, known: &BTreeMap<String, String>) -> Option
     found
 }
 
+/// Where the next `use` statement's tree starts (after `use `, at the start of a line).
+fn find_use(code: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in code.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        for prefix in ["use ", "pub use ", "pub(crate) use ", "pub(super) use "] {
+            if trimmed.starts_with(prefix) {
+                return Some(offset + indent + prefix.len());
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// File-level edges: module → modules it uses.
 fn edges() -> BTreeMap<String, BTreeSet<String>> {
     let modules = modules();
@@ -132,10 +149,18 @@ fn edges() -> BTreeMap<String, BTreeSet<String>> {
     for (module, code) in &modules {
         let mut targets = BTreeSet::new();
         let mut paths = Vec::new();
-        for statement in code.split("use ").skip(1) {
-            if let Some(end) = statement.find(';') {
-                paths.extend(expand(&statement[..end]));
-            }
+        // Comments say anything; code is what imports.
+        let code: String = code
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut rest = code.as_str();
+        while let Some(start) = find_use(rest) {
+            let statement = &rest[start..];
+            let end = statement.find(';').unwrap_or(statement.len());
+            paths.extend(expand(&statement[..end]));
+            rest = &statement[end..];
         }
         for word in code.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')) {
             if word.starts_with("crate::") || word.starts_with("super::") {
