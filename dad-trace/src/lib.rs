@@ -12,8 +12,8 @@
 //! - [`scenario`]: the CNI pod-start story in phases, built on all of the above.
 //! - [`cli`]: one file per subcommand.
 //!
-//! [`hist`] (delay distributions), [`error`] (refusals and exit codes) and [`files`] (hostile
-//! input, atomic output) are leaves.
+//! [`hist`] (delay distributions), [`error`] (refusals and exit codes), [`files`] (hostile
+//! input, atomic output) and [`text`] (names made safe to print) are leaves.
 pub mod cli;
 pub mod error;
 pub mod files;
@@ -24,3 +24,4 @@ pub mod record;
 pub mod report;
 pub mod scenario;
 pub mod session;
+pub mod text;

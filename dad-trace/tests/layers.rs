@@ -10,21 +10,25 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("files", &[]),
     ("hist", &[]),
+    ("text", &[]),
     ("kernel", &["error"]),
-    ("node", &["error", "files", "kernel"]),
+    ("node", &["error", "files", "kernel", "text"]),
     ("session", &["files", "kernel"]),
-    ("record", &["error", "files", "hist", "kernel", "node", "session"]),
-    ("report", &["error", "files", "hist", "session"]),
+    (
+        "record",
+        &["error", "files", "hist", "kernel", "node", "session", "text"],
+    ),
+    ("report", &["error", "files", "hist", "session", "text"]),
     (
         "scenario",
         &[
-            "error", "files", "hist", "kernel", "node", "record", "report", "session",
+            "error", "files", "hist", "kernel", "node", "record", "report", "session", "text",
         ],
     ),
     (
         "cli",
         &[
-            "error", "files", "hist", "kernel", "node", "record", "report", "scenario", "session",
+            "error", "files", "hist", "kernel", "node", "record", "report", "scenario", "session", "text",
         ],
     ),
 ];

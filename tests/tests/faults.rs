@@ -247,6 +247,53 @@ fn duplicate_from_out_of_sight_is_said_to_come_from_off_this_node() {
     assert_sane(&session);
 }
 
+/// A tenant names its pod's interface with a terminal escape sequence (Linux allows any
+/// byte but `/`, `:` and whitespace): the session keeps the name as it is, every printed form
+/// shows it escaped.
+#[test]
+fn an_interface_named_with_an_escape_sequence_is_shown_not_obeyed() {
+    if !kernel_tests_allowed("an_interface_named_with_an_escape_sequence_is_shown_not_obeyed") {
+        return;
+    }
+    let _sysctls = stock_dad_settings();
+    let hostile = "e\u{1b}[2J\u{7}x";
+    let (session, _netns) = record_during(options(), Duration::from_millis(500), move || {
+        let netns = TestNetns::new("dtf-esc");
+        integration_tests::netns::ip(&[
+            "link",
+            "add",
+            "dtf-esc-h",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            hostile,
+            "netns",
+            "dtf-esc",
+        ]);
+        integration_tests::netns::ip(&["link", "set", "dtf-esc-h", "up"]);
+        netns.ip(&["link", "set", hostile, "up"]);
+        netns.ip(&["addr", "add", "fd00:dad:f9::1/64", "dev", hostile]);
+        netns.wait_settled(addr("fd00:dad:f9::1"));
+        netns
+    });
+    let events = events_of(&session, "dtf-esc", addr("fd00:dad:f9::1"));
+    assert_eq!(events.len(), 1, "{:#?}", session.events);
+    assert_eq!(
+        events[0].ifname, hostile,
+        "the session keeps the name as the kernel has it"
+    );
+    let line = dad_trace::record::sinks::event_line(events[0]);
+    let report = dad_trace::report::render_text(&session, true);
+    for printed in [&line, &report] {
+        assert!(!printed.chars().any(|c| c.is_control() && c != '\n'), "{printed:?}");
+    }
+    assert!(line.contains("e\\x1b[2J\\x07x"), "{line}");
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "dtf-esc-h"])
+        .output();
+}
+
 /// A ring buffer too small for a burst: the kernel counts what it drops, the report shows
 /// it, and what arrived is still right.
 #[test]

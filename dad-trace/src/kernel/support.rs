@@ -110,8 +110,9 @@ impl Plan {
     }
 }
 
-/// Picks the addresses of the functions dad-trace cares about; `.cold` parts and module
-/// symbols are skipped. Addresses read as 0 without `CAP_SYSLOG` (`kptr_restrict`).
+/// Picks the addresses of the functions dad-trace cares about, built in or in a module
+/// (`addrconf_dad_work\t[ipv6]` where IPv6 is a module); `.cold` parts never match.
+/// Addresses read as 0 without `CAP_SYSLOG` (`kptr_restrict`).
 #[must_use]
 pub fn parse_kallsyms(text: &str) -> HashMap<String, u64> {
     text.lines()
@@ -120,7 +121,11 @@ pub fn parse_kallsyms(text: &str) -> HashMap<String, u64> {
             let address = u64::from_str_radix(fields.next()?, 16).ok()?;
             let _kind = fields.next()?;
             let name = fields.next()?;
-            (fields.next().is_none() && KERNEL_FUNCTIONS.contains(&name)).then(|| (name.to_string(), address))
+            let module_or_nothing = fields
+                .next()
+                .is_none_or(|module| module.starts_with('[') && module.ends_with(']'));
+            (module_or_nothing && fields.next().is_none() && KERNEL_FUNCTIONS.contains(&name))
+                .then(|| (name.to_string(), address))
         })
         .collect()
 }
@@ -180,6 +185,28 @@ mod tests {
         let symbols = parse_kallsyms(KALLSYMS);
         assert_eq!(symbols.get("addrconf_dad_work"), Some(&0xffff_ffff_820e_3200));
         assert_eq!(symbols.len(), 4);
+    }
+
+    /// A kernel with IPv6 built as a module lists its symbols with the module's name.
+    #[test]
+    fn ipv6_as_a_module_is_traced() {
+        let module = "ffffffffc0a1b000 t addrconf_dad_work\t[ipv6]\n\
+                      ffffffffc0a1c000 t addrconf_dad_completed\t[ipv6]\n\
+                      ffffffffc0a1d000 t ipv6_add_addr\t[ipv6]\n\
+                      ffffffffc0a1e000 t addrconf_dad_kick [ipv6] extra\n";
+        let symbols = parse_kallsyms(module);
+        assert_eq!(symbols.get("addrconf_dad_work"), Some(&0xffff_ffff_c0a1_b000));
+        assert_eq!(
+            symbols.len(),
+            3,
+            "a line with more than a module after the name is not a symbol line"
+        );
+        let support = KernelSupport {
+            symbols,
+            kprobes: false,
+            btf_functions: vec![],
+        };
+        assert!(support.plan(Backend::Tracepoint).usable());
     }
 
     #[test]

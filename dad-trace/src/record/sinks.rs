@@ -7,6 +7,7 @@ use crate::{
     hist::human,
     node::synthetic::SyntheticPod,
     session::{AddressEvent, Outcome},
+    text::terminal,
 };
 
 /// Every consumer of finished addresses; each one is optional.
@@ -158,7 +159,9 @@ pub fn event_line(event: &AddressEvent) -> String {
         .map(|peer| {
             format!(
                 " peer {}",
-                peer.ifname.clone().unwrap_or_else(|| format!("#{}", peer.ifindex))
+                peer.ifname
+                    .as_deref()
+                    .map_or_else(|| format!("#{}", peer.ifindex), |name| terminal(name).into_owned())
             )
         })
         .unwrap_or_default();
@@ -170,7 +173,7 @@ pub fn event_line(event: &AddressEvent) -> String {
             let holders: Vec<String> = event
                 .duplicate_of
                 .iter()
-                .map(|holder| format!("{} {}", holder.name, holder.ifname))
+                .map(|holder| format!("{} {}", terminal(&holder.name), terminal(&holder.ifname)))
                 .collect();
             format!(" duplicate of {}", holders.join(", "))
         }
@@ -180,8 +183,8 @@ pub fn event_line(event: &AddressEvent) -> String {
     format!(
         "{}  {:<16} {:<10} {:<28} tentative {:>9}  DAD {:>9}  {}{partial}{peer}{duplicate}",
         event.time.format("%H:%M:%S%.3f"),
-        event.pod_label(),
-        event.ifname,
+        terminal(&event.pod_label()),
+        terminal(&event.ifname),
         event.addr,
         human(event.tentative_ns),
         dad,
@@ -214,6 +217,20 @@ mod tests {
         }
         assert_eq!(sinks.finished(), 1000);
         assert!(sinks.into_events().is_empty());
+    }
+
+    /// A tenant names its interface with a terminal escape: the line shows it, not obeys it.
+    #[test]
+    fn names_cannot_drive_the_terminal() {
+        let mut event = crate::session::tests::sample().events.remove(0);
+        event.ifname = "e\u{1b}[2J".into();
+        event.netns_name = Some("cni-\u{1b}]0;owned\u{7}".into());
+        let line = event_line(&event);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.contains("e\\x1b[2J") && line.contains("cni-\\x1b]0;owned\\x07"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::summary::{PodDelay, SessionSummary, summarize};
 use crate::{
     hist::{Summary, Unit, human, log2_counts, slot_bounds},
     session::Session,
+    text::{self, terminal},
 };
 
 /// How many of the slowest pods each session lists.
@@ -180,7 +181,7 @@ pub fn render_overlaid(comparison: &Comparison) -> String {
             "{}{} = {}",
             if index > 0 { ", " } else { "" },
             MARKS[index % MARKS.len()],
-            column.label
+            terminal(&column.label)
         );
     }
     let _ = writeln!(out, "):\n{:>10}{:15}: counts", unit.label(), "");
@@ -204,8 +205,19 @@ pub fn render_overlaid(comparison: &Comparison) -> String {
 /// Aligned terminal table, then slowest pods and changed settings.
 #[must_use]
 pub fn render_text(comparison: &Comparison) -> String {
-    let rows = rows(comparison);
-    let labels: Vec<&str> = comparison.sessions.iter().map(|c| c.label.as_str()).collect();
+    // Every cell is shown safe: hosts, kernels and labels come from session files.
+    let rows: Vec<Row> = rows(comparison)
+        .into_iter()
+        .map(|row| Row {
+            cells: row.cells.iter().map(|cell| terminal(cell).into_owned()).collect(),
+            ..row
+        })
+        .collect();
+    let labels: Vec<String> = comparison
+        .sessions
+        .iter()
+        .map(|c| terminal(&c.label).into_owned())
+        .collect();
     let width = |i: usize| {
         rows.iter()
             .map(|r| r.cells[i].len())
@@ -229,14 +241,20 @@ pub fn render_text(comparison: &Comparison) -> String {
         let slowest: Vec<String> = column
             .outliers
             .iter()
-            .map(|p| format!("{} {}", p.pod, human(p.delay_ns)))
+            .map(|p| format!("{} {}", terminal(&p.pod), human(p.delay_ns)))
             .collect();
         if !slowest.is_empty() {
-            let _ = writeln!(out, "slowest pods in {}: {}", column.label, slowest.join(", "));
+            let _ = writeln!(
+                out,
+                "slowest pods in {}: {}",
+                terminal(&column.label),
+                slowest.join(", ")
+            );
         }
     }
     render_settings(&mut out, comparison, |name, values| {
-        format!("setting {name}: {}\n", values.join(" -> "))
+        let values: Vec<_> = values.iter().map(|value| terminal(value)).collect();
+        format!("setting {}: {}\n", terminal(name), values.join(" -> "))
     });
     out.push('\n');
     out.push_str(&render_overlaid(comparison));
@@ -261,13 +279,14 @@ pub fn render_markdown(comparison: &Comparison) -> String {
     let multi = comparison.sessions.len() > 1;
     let mut out = String::from("| metric |");
     for column in &comparison.sessions {
-        let _ = write!(out, " {} |", column.label);
+        let _ = write!(out, " {} |", text::markdown(&column.label));
     }
     out.push_str(if multi { " last/first |\n| --- |" } else { "\n| --- |" });
     out.push_str(&" ---: |".repeat(comparison.sessions.len() + usize::from(multi)));
     out.push('\n');
     for row in rows {
-        let _ = write!(out, "| {} | {} |", row.metric, row.cells.join(" | "));
+        let cells: Vec<String> = row.cells.iter().map(|cell| text::markdown(cell)).collect();
+        let _ = write!(out, "| {} | {} |", row.metric, cells.join(" | "));
         if multi {
             let _ = write!(out, " {} |", row.ratio.unwrap_or_default());
         }
@@ -276,7 +295,8 @@ pub fn render_markdown(comparison: &Comparison) -> String {
     if !comparison.setting_changes.is_empty() {
         out.push_str("\nSettings that changed between sessions:\n\n");
         render_settings(&mut out, comparison, |name, values| {
-            format!("- `{name}`: {}\n", values.join(" → "))
+            let values: Vec<String> = values.iter().map(|value| text::markdown(value)).collect();
+            format!("- {}: {}\n", text::markdown(name), values.join(" → "))
         });
     }
     out
@@ -380,6 +400,26 @@ pub(crate) mod tests {
         assert!(markdown.contains("| DAD p50 | 1.60 s | - |  |"), "{markdown}");
         let json = serde_json::to_value(&comparison).expect("serializable");
         assert_eq!(json["sessions"][1]["summary"]["addresses"], 4);
+    }
+
+    /// Names from hostile session files keep every table's shape and the terminal's state.
+    #[test]
+    fn hostile_names_keep_the_tables() {
+        let before = session("a|b\nc\u{1b}[2J", &[1500, 1800], "0");
+        let after = session("node-a", &[1, 2], "1");
+        let comparison = compare(&[("be|fore".into(), before), ("after".into(), after)]);
+        let markdown = render_markdown(&comparison);
+        let table: Vec<&str> = markdown.lines().take_while(|line| line.starts_with('|')).collect();
+        let columns = |line: &str| line.replace("\\|", "").matches('|').count();
+        assert!(table.len() > 20, "{markdown}");
+        assert!(
+            table.iter().all(|line| columns(line) == columns(table[0])),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| a\\|b\\x0ac\\x1b[2J |"), "{markdown}");
+        let text = render_text(&comparison);
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(text.contains("a|b\\x0ac\\x1b[2J"), "{text}");
     }
 
     #[test]

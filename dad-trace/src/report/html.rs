@@ -13,8 +13,10 @@ const MARGIN: f64 = 50.0;
 const X_MIN_NS: f64 = 1e4;
 const X_MAX_NS: f64 = 1e10;
 
+/// HTML-escaped, with control characters shown (see [`crate::text::terminal`]).
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
+    crate::text::terminal(text)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
@@ -246,5 +248,19 @@ mod tests {
         });
         assert!(handler.is_none(), "an event handler in the page: on{handler:?}");
         assert!(page.contains("devconf_inherit_init_net</code>: 0 → 1"));
+        let rows = page.matches("<tr>").count();
+        // A hostile host name (a `|`, a newline, an escape) changes no row or column.
+        let mut hostile = crate::report::compare::tests::session("a|b\nc\u{1b}[2J", &[1500], "0");
+        hostile.events[0].netns_name = Some("x|y".into());
+        let page = render(&compare(&[
+            ("before".into(), hostile),
+            (
+                "after".into(),
+                crate::report::compare::tests::session("node-a", &[1, 2], "1"),
+            ),
+        ]));
+        assert_eq!(page.matches("<tr>").count(), rows);
+        assert!(page.contains("<td>a|b\\x0ac\\x1b[2J</td>"), "{page}");
+        assert!(!page.chars().any(|c| c.is_control() && c != '\n'));
     }
 }

@@ -6,6 +6,7 @@ use super::summary::{settled_values, summarize};
 use crate::{
     hist::{Delays, Unit, human, render_log2, render_summary},
     session::Session,
+    text::terminal,
 };
 
 fn section(out: &mut String, title: &str, values: &[u64]) {
@@ -30,8 +31,8 @@ pub fn render_text(session: &Session, per_pod: bool) -> String {
         out,
         "dad-trace session: {} backend, kernel {}, host {}, {:.1} s from {}",
         session.backend,
-        session.kernel_release,
-        session.hostname,
+        terminal(&session.kernel_release),
+        terminal(&session.hostname),
         seconds,
         session.started_at.format("%Y-%m-%d %H:%M:%S UTC")
     );
@@ -70,17 +71,18 @@ pub fn render_text(session: &Session, per_pod: bool) -> String {
         &pod_values,
     );
     if per_pod && !summary.pods.is_empty() {
-        let width = summary.pods.iter().map(|pod| pod.pod.len()).max().unwrap_or(3).max(3);
+        let names: Vec<_> = summary.pods.iter().map(|pod| terminal(&pod.pod)).collect();
+        let width = names.iter().map(|name| name.chars().count()).max().unwrap_or(3).max(3);
         let _ = writeln!(
             out,
             "\n{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}",
             "POD", "ADDRS", "DELAY", "FAILED", "ABORTED"
         );
-        for pod in &summary.pods {
+        for (pod, name) in summary.pods.iter().zip(&names) {
             let _ = writeln!(
                 out,
                 "{:<width$}  {:>5}  {:>10}  {:>6}  {:>7}",
-                pod.pod,
+                name,
                 pod.addresses,
                 human(pod.delay_ns),
                 pod.failed,
