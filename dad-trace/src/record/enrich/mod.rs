@@ -42,7 +42,20 @@ pub struct Enricher {
     /// Finished addresses ready for the sinks.
     ready: Vec<AddressEvent>,
     resolve_wait: Duration,
+    holders: Option<HolderIndex>,
 }
+
+/// Every settled address of every namespace dad-trace can enter, by address: one look
+/// answers every DAD failure that started before it. A flood of failures (anyone on the link
+/// can answer DAD) costs at most one look per [`HOLDER_LOOK_INTERVAL`], not one per failure.
+struct HolderIndex {
+    built: chrono::DateTime<chrono::Utc>,
+    at: Instant,
+    holders: HashMap<Ipv6Addr, Vec<Holder>>,
+}
+
+/// The least time between two looks for holders.
+const HOLDER_LOOK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Puts what the runtime says about a sandbox into an event's pod (it outranks cgroup paths).
 pub fn merge_identity(pod: &mut Option<Pod>, identity: SandboxIdentity) {
@@ -76,6 +89,7 @@ impl Enricher {
             held: VecDeque::new(),
             ready: Vec::new(),
             resolve_wait: Duration::ZERO,
+            holders: None,
         })
     }
 
@@ -151,23 +165,47 @@ impl Enricher {
         found
     }
 
-    /// Who else on this node holds `addr` (settled, not itself a failed copy): the other side
-    /// of a DAD failure, when it is here. Every namespace dad-trace knows is looked in.
-    fn holders(&mut self, addr: Ipv6Addr, except_inode: u32) -> Vec<Holder> {
+    /// Who else on this node holds `addr` (not itself a failed copy): the other side of a
+    /// DAD failure that began at `started`, when it is here. Every namespace dad-trace can
+    /// enter is looked in, through the [`HolderIndex`].
+    fn holders(&mut self, addr: Ipv6Addr, except_inode: u32, started: chrono::DateTime<chrono::Utc>) -> Vec<Holder> {
+        // The holder had the address before the failed copy began DAD: an index built since
+        // then knows it. Otherwise look again, but not more often than the interval.
+        let fresh = self
+            .holders
+            .as_ref()
+            .is_some_and(|index| index.built >= started || index.at.elapsed() < HOLDER_LOOK_INTERVAL);
+        if !fresh {
+            self.holders = Some(self.look_for_holders());
+        }
+        self.holders
+            .as_ref()
+            .and_then(|index| index.holders.get(&addr))
+            .map(|holders| {
+                holders
+                    .iter()
+                    .filter(|holder| holder.netns_inode != except_inode)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn look_for_holders(&mut self) -> HolderIndex {
+        let built = chrono::Utc::now();
+        let at = Instant::now();
         let mut namespaces = self.book.openable();
         namespaces.push((self.host_inode, self.host_handle.clone()));
-        let mut holders = Vec::new();
+        let mut holders: HashMap<Ipv6Addr, Vec<Holder>> = HashMap::new();
         for (inode, handle) in namespaces {
-            if inode == except_inode {
-                continue;
-            }
             let Ok(rows) = addresses_in(&handle) else {
                 continue;
             };
+            let mut name = None;
             for row in rows {
-                if row.addr == addr && row.flags & dad_trace_common::IFA_F_DADFAILED == 0 {
-                    let name = self.holder_name(inode);
-                    holders.push(Holder {
+                if row.flags & dad_trace_common::IFA_F_DADFAILED == 0 {
+                    let name = name.get_or_insert_with(|| self.holder_name(inode)).clone();
+                    holders.entry(row.addr).or_default().push(Holder {
                         netns_inode: inode,
                         name,
                         ifname: row.ifname,
@@ -175,7 +213,11 @@ impl Enricher {
                 }
             }
         }
-        holders
+        log::debug!(
+            "looked for address holders in every namespace ({} addresses)",
+            holders.len()
+        );
+        HolderIndex { built, at, holders }
     }
 
     /// A holder is named the way its own addresses are (see [`AddressEvent::pod_label`]).
@@ -222,7 +264,8 @@ impl Enrich for Enricher {
             event.peer = self.peer(netns, event.ifindex);
         }
         if event.outcome == Outcome::Failed {
-            event.duplicate_of = self.holders(event.addr, netns.inode);
+            let started = event.started();
+            event.duplicate_of = self.holders(event.addr, netns.inode, started);
         }
         if self.cri.is_some() && unnamed(&event) {
             self.held.push_back((Instant::now(), event));
