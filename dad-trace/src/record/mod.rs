@@ -272,7 +272,7 @@ async fn start_metrics(
         &kernel.release,
         options.per_pod_labels,
     ));
-    let server = serve::start(options.listen, metrics.clone()).await?;
+    let (server, _) = serve::start(options.listen, metrics.clone(), serve::Limits::for_this_process()).await?;
     eprintln!("Serving Prometheus metrics on http://{}/metrics", options.listen);
     Ok((Some(metrics), Some(AbortOnDrop(server))))
 }
