@@ -32,6 +32,8 @@ pub trait Enrich {
     fn name_late(&mut self, events: &mut [AddressEvent]);
     /// The addresses in a namespace now; `None` when it is gone.
     fn addresses(&mut self, netns: NetnsId) -> Option<Vec<Inet6Row>>;
+    /// Once a second: forget what is no longer needed.
+    fn tick(&mut self);
 }
 
 /// Whether an address still sits in its namespace, and how.
@@ -165,6 +167,7 @@ impl<E: Enrich> Recorder<E> {
             metrics.set_in_flight(self.tracker.in_flight_len());
         }
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
+        tokio::task::block_in_place(|| self.enricher.tick());
         self.apply_verdicts(lost_events);
         self.look_at_silent(now_ns, stale_ns);
     }
@@ -293,6 +296,7 @@ mod tests {
         noted: HashSet<u32>,
         present: HashMap<NetnsId, Vec<Inet6Row>>,
         late: HashMap<u32, String>,
+        ticks: usize,
     }
 
     impl Enrich for FakeEnricher {
@@ -331,6 +335,10 @@ mod tests {
 
         fn addresses(&mut self, netns: NetnsId) -> Option<Vec<Inet6Row>> {
             self.present.get(&netns).cloned()
+        }
+
+        fn tick(&mut self) {
+            self.ticks += 1;
         }
     }
 
@@ -490,6 +498,7 @@ mod tests {
         }
         recorder.sweep(10_000 * MS, 3000 * MS, 0);
         recorder.sweep(11_000 * MS, 3000 * MS, 0);
+        assert_eq!(recorder.enricher.ticks, 2, "enrichment forgets on every sweep");
         let session = recorder.into_session(0, 11_000 * MS);
         assert_eq!(session.events.len(), 2);
         assert!(

@@ -156,13 +156,10 @@ pub fn event_line(event: &AddressEvent) -> String {
     let peer = event
         .peer
         .as_ref()
-        .map(|peer| {
-            format!(
-                " peer {}",
-                peer.ifname
-                    .as_deref()
-                    .map_or_else(|| format!("#{}", peer.ifindex), |name| terminal(name).into_owned())
-            )
+        .map(|peer| match (&peer.ifname, &peer.pod) {
+            (_, Some(pod)) => format!(" serves {}", terminal(pod)),
+            (Some(name), None) => format!(" peer {}", terminal(name)),
+            (None, None) => format!(" peer #{}", peer.ifindex),
         })
         .unwrap_or_default();
     let partial = if event.partial { " (partial)" } else { "" };

@@ -60,6 +60,9 @@ pub struct Peer {
     pub ifindex: u32,
     /// Known when the peer lives in the host namespace.
     pub ifname: Option<String>,
+    /// For a host-side veth: the pod (its label) whose interface is the other end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// One IPv6 address that left the tentative state.
@@ -224,6 +227,7 @@ pub(crate) mod tests {
             peer: Some(Peer {
                 ifindex: 17,
                 ifname: Some("dt-h0".into()),
+                pod: None,
             }),
             addr: "fd00:dad::1".parse().expect("literal address"),
             tentative_ns: 1_400_000_000,

@@ -229,6 +229,8 @@ struct Table {
     by_inode: HashMap<u32, SandboxIdentity>,
     by_id: HashMap<String, SandboxIdentity>,
     last_listed: HashMap<String, Instant>,
+    /// When the latest listing was merged: a sandbox listed then is current.
+    latest: Option<Instant>,
     last_error: Option<String>,
 }
 
@@ -241,9 +243,16 @@ pub struct Identities {
 }
 
 impl Identities {
+    /// The sandbox whose network namespace has this inode, for a namespace dad-trace first
+    /// saw at `first_seen`: a sandbox the runtime still lists, or one it listed after that
+    /// moment. A sandbox gone before the namespace appeared had an older namespace under the
+    /// same inode (inodes are reused), and is not this one.
     #[must_use]
-    pub fn get(&self, inode: u32) -> Option<SandboxIdentity> {
-        self.lock().by_inode.get(&inode).cloned()
+    pub fn get(&self, inode: u32, first_seen: Instant) -> Option<SandboxIdentity> {
+        let table = self.lock();
+        let identity = table.by_inode.get(&inode)?;
+        let listed = table.last_listed.get(&identity.sandbox_id)?;
+        (Some(*listed) == table.latest || *listed >= first_seen).then(|| identity.clone())
     }
 
     /// Asks the refresher to list sandboxes now (a namespace was seen that it does not know).
@@ -260,6 +269,7 @@ impl Identities {
     fn update(&self, listed: Vec<SandboxIdentity>, proc_root: &Path) {
         let now = Instant::now();
         let mut table = self.lock();
+        table.latest = Some(now);
         for identity in listed {
             table.last_listed.insert(identity.sandbox_id.clone(), now);
             if let Some(inode) = netns_inode(&identity, proc_root) {
@@ -389,12 +399,17 @@ mod tests {
             netns_path: Some(netns.clone()),
             pid: None,
         };
+        let seen = Instant::now();
         let identities = Identities::default();
         identities.update(vec![identity.clone()], dir.path());
-        assert_eq!(identities.get(inode), Some(identity));
-        // The runtime stops listing the sandbox and its namespace is gone: still known.
+        assert_eq!(identities.get(inode, seen), Some(identity));
+        // The runtime stops listing the sandbox and its namespace is gone: still known, for
+        // the namespace dad-trace saw while the sandbox was listed.
         std::fs::remove_file(&netns).expect("remove");
         identities.update(Vec::new(), dir.path());
-        assert_eq!(identities.get(inode).map(|i| i.name), Some("web-1".to_string()));
+        assert_eq!(identities.get(inode, seen).map(|i| i.name), Some("web-1".to_string()));
+        // A namespace first seen after the sandbox was last listed reuses the inode: not it.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(identities.get(inode, Instant::now()), None);
     }
 }

@@ -1,11 +1,14 @@
 //! Enrichment, with one owner: the [`Enricher`] turns what the kernel said about an address
-//! (namespace inode, ifindex) into what a person knows (namespace name, pod, veth peer, who
-//! holds a duplicate), holding an address back a little while its pod has no name yet.
+//! (namespace inode and cookie, ifindex) into what a person knows (namespace name, pod, veth
+//! peer, who holds a duplicate), holding an address back a little while its pod has no name
+//! yet.
 //!
 //! Sources, first that answers: the container runtime ([`cri`]), processes in the
 //! namespace and their kubepods cgroup ([`proc`]), the name under /run/netns ([`netns`]).
+//! Veth peers come from the host's links, followed through netlink ([`netlink`]): no lookup
+//! enters a namespace, starts a thread or opens a socket.
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::Ipv6Addr,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -16,26 +19,30 @@ use anyhow::Context as _;
 
 use self::{
     cri::{Identities, SandboxIdentity},
+    holders::HolderIndex,
+    netlink::{HostLinks, Requests},
     netns::{NetnsBook, NetnsInfo},
 };
 use super::recorder::Enrich;
 use crate::{
     kernel::events::NetnsId,
-    node::netns::{Inet6Row, addresses_in, in_netns},
-    session::{AddressEvent, Holder, Outcome, Peer, Pod},
+    node::netns::{Inet6Row, addresses_in},
+    session::{AddressEvent, Outcome, Peer, Pod},
 };
 
 pub mod cri;
+pub mod holders;
+pub mod netlink;
 pub mod netns;
 pub mod proc;
-pub mod veth;
 
 pub struct Enricher {
     /// The host's namespace, as this process sees it.
     host_handle: PathBuf,
     host_inode: u32,
     book: NetnsBook,
-    peers: HashMap<(NetnsId, i32), Option<Peer>>,
+    requests: Requests,
+    links: HostLinks,
     cri: Option<Identities>,
     /// Finished addresses of pods the runtime has not named yet, since when.
     held: VecDeque<(Instant, AddressEvent)>,
@@ -44,18 +51,6 @@ pub struct Enricher {
     resolve_wait: Duration,
     holders: Option<HolderIndex>,
 }
-
-/// Every settled address of every namespace dad-trace can enter, by address: one look
-/// answers every DAD failure that started before it. A flood of failures (anyone on the link
-/// can answer DAD) costs at most one look per [`HOLDER_LOOK_INTERVAL`], not one per failure.
-struct HolderIndex {
-    built: chrono::DateTime<chrono::Utc>,
-    at: Instant,
-    holders: HashMap<Ipv6Addr, Vec<Holder>>,
-}
-
-/// The least time between two looks for holders.
-const HOLDER_LOOK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Puts what the runtime says about a sandbox into an event's pod (it outranks cgroup paths).
 pub fn merge_identity(pod: &mut Option<Pod>, identity: SandboxIdentity) {
@@ -80,11 +75,14 @@ impl Enricher {
         let host_inode = std::fs::metadata(&host_handle)
             .with_context(|| format!("stat {} (dad-trace needs the host's /proc)", host_handle.display()))?
             .ino() as u32;
+        let mut requests = Requests::open().context("route netlink (veth peers)")?;
+        let links = HostLinks::follow(&mut requests).context("follow the host's links")?;
         Ok(Self {
             book: NetnsBook::new(proc_root, netns_dir, host_inode),
             host_handle,
             host_inode,
-            peers: HashMap::new(),
+            requests,
+            links,
             cri: None,
             held: VecDeque::new(),
             ready: Vec::new(),
@@ -106,13 +104,14 @@ impl Enricher {
         inode == self.host_inode
     }
 
-    /// The runtime's identity for a pod namespace; asks for a refresh when it has none yet.
-    fn sandbox(&self, inode: u32) -> Option<SandboxIdentity> {
+    /// The runtime's identity for a pod namespace first seen at `first_seen`; asks for a
+    /// refresh when it has none yet.
+    fn sandbox(&self, inode: u32, first_seen: Instant) -> Option<SandboxIdentity> {
         let cri = self.cri.as_ref()?;
         if self.is_host(inode) {
             return None;
         }
-        let found = cri.get(inode);
+        let found = cri.get(inode, first_seen);
         if found.is_none() {
             cri.refresh_soon();
         }
@@ -121,109 +120,95 @@ impl Enricher {
 
     /// Everything known about a namespace, resolving it on a miss.
     fn netns(&mut self, inode: u32) -> NetnsInfo {
-        if self.is_host(inode) {
-            return NetnsInfo {
-                handle: Some(self.host_handle.clone()),
-                ..NetnsInfo::default()
-            };
-        }
         let mut info = self.book.lookup(inode);
-        if let Some(identity) = self.sandbox(inode) {
+        if self.is_host(inode) {
+            info.handle = Some(self.host_handle.clone());
+            return info;
+        }
+        if let Some(identity) = self.sandbox(inode, info.first_seen) {
             merge_identity(&mut info.pod, identity);
         }
         info
     }
 
-    /// The veth peer of an interface: for a pod's interface, the host-side veth.
-    fn peer(&mut self, netns: NetnsId, ifindex: i32) -> Option<Peer> {
-        if let Some(known) = self.peers.get(&(netns, ifindex)) {
-            return known.clone();
-        }
-        let info = self.netns(netns.inode);
-        let index = u32::try_from(ifindex).ok()?;
-        let peer = info
-            .handle
-            .and_then(|handle| match in_netns(&handle, move || veth::veth_peer_here(index)) {
-                Ok(found) => found.map(|(peer_index, _)| peer_index),
-                Err(e) => {
-                    log::debug!("veth peer of {ifindex} in netns {}: {e:#}", netns.inode);
-                    None
-                }
-            })?;
-        // A pod's peer normally lives in the host namespace; confirm it points back at us.
-        let ifname = if self.is_host(netns.inode) {
-            None
-        } else {
-            in_netns(&self.host_handle, move || veth::veth_peer_here(peer))
-                .ok()
-                .flatten()
-                .filter(|(back, _)| *back == index)
-                .map(|(_, name)| name)
-        };
-        let found = Some(Peer { ifindex: peer, ifname });
-        self.peers.insert((netns, ifindex), found.clone());
-        found
+    /// The label of a namespace, as its addresses are labelled.
+    fn label(&mut self, inode: u32) -> String {
+        let info = self.netns(inode);
+        AddressEvent::label_of(self.is_host(inode), info.pod.as_ref(), info.name.as_deref(), inode)
     }
 
-    /// Who else on this node holds `addr` (not itself a failed copy): the other side of a
-    /// DAD failure that began at `started`, when it is here. Every namespace dad-trace can
-    /// enter is looked in, through the [`HolderIndex`].
-    fn holders(&mut self, addr: Ipv6Addr, except_inode: u32, started: chrono::DateTime<chrono::Utc>) -> Vec<Holder> {
-        // The holder had the address before the failed copy began DAD: an index built since
-        // then knows it. Otherwise look again, but not more often than the interval.
-        let fresh = self
-            .holders
-            .as_ref()
-            .is_some_and(|index| index.built >= started || index.at.elapsed() < HOLDER_LOOK_INTERVAL);
-        if !fresh {
-            self.holders = Some(self.look_for_holders());
+    /// The id the host gives a pod namespace, asked once while the namespace can be opened.
+    fn nsid(&mut self, inode: u32) -> Option<i32> {
+        let info = self.netns(inode);
+        if info.nsid.is_some() {
+            return info.nsid;
+        }
+        let nsid = self
+            .requests
+            .nsid(info.handle.as_deref()?)
+            .inspect_err(|e| log::debug!("nsid of netns {inode}: {e:#}"))
+            .ok()
+            .flatten()?;
+        self.book.set_nsid(inode, nsid);
+        Some(nsid)
+    }
+
+    /// The other end of a veth: for a pod's interface, the host-side veth (by name); for a
+    /// host-side veth, the pod it serves.
+    fn peer(&mut self, netns: NetnsId, ifindex: i32) -> Option<Peer> {
+        let index = u32::try_from(ifindex).ok()?;
+        if let Err(e) = self.links.catch_up(&mut self.requests) {
+            log::debug!("host links: {e:#}");
+        }
+        if self.is_host(netns.inode) {
+            let link = self.links.get(index)?.clone();
+            let peer = link.veth_peer?;
+            let pod = link
+                .peer_nsid
+                .and_then(|nsid| self.book.by_nsid(nsid).map(|(inode, _)| inode))
+                .map(|inode| self.label(inode));
+            return Some(Peer {
+                ifindex: peer,
+                ifname: None,
+                pod,
+            });
+        }
+        let Some(nsid) = self.nsid(netns.inode) else {
+            log::debug!("netns {} has no id in the host: no veth peer there", netns.inode);
+            return None;
+        };
+        if self.links.peer_of(nsid, index).is_none() && self.links.reread(&mut self.requests).unwrap_or(false) {
+            log::debug!("read the host's links again for the peer of {index} in nsid {nsid}");
+        }
+        let Some((host_index, link)) = self.links.peer_of(nsid, index) else {
+            log::debug!("no host link is the peer of {index} in nsid {nsid}");
+            return None;
+        };
+        Some(Peer {
+            ifindex: host_index,
+            ifname: Some(link.name.clone()),
+            pod: None,
+        })
+    }
+
+    /// Who else on this node holds `addr`: the other side of a DAD failure that began at
+    /// `started`, when it is here.
+    fn holders(
+        &mut self,
+        addr: Ipv6Addr,
+        except_inode: u32,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<crate::session::Holder> {
+        if !self.holders.as_ref().is_some_and(|index| index.answers(started)) {
+            let mut namespaces = self.book.openable();
+            namespaces.push((self.host_inode, self.host_handle.clone()));
+            let index = HolderIndex::look(namespaces, |inode| self.label(inode));
+            self.holders = Some(index);
         }
         self.holders
             .as_ref()
-            .and_then(|index| index.holders.get(&addr))
-            .map(|holders| {
-                holders
-                    .iter()
-                    .filter(|holder| holder.netns_inode != except_inode)
-                    .cloned()
-                    .collect()
-            })
+            .map(|index| index.of(addr, except_inode))
             .unwrap_or_default()
-    }
-
-    fn look_for_holders(&mut self) -> HolderIndex {
-        let built = chrono::Utc::now();
-        let at = Instant::now();
-        let mut namespaces = self.book.openable();
-        namespaces.push((self.host_inode, self.host_handle.clone()));
-        let mut holders: HashMap<Ipv6Addr, Vec<Holder>> = HashMap::new();
-        for (inode, handle) in namespaces {
-            let Ok(rows) = addresses_in(&handle) else {
-                continue;
-            };
-            let mut name = None;
-            for row in rows {
-                if row.flags & dad_trace_common::IFA_F_DADFAILED == 0 {
-                    let name = name.get_or_insert_with(|| self.holder_name(inode)).clone();
-                    holders.entry(row.addr).or_default().push(Holder {
-                        netns_inode: inode,
-                        name,
-                        ifname: row.ifname,
-                    });
-                }
-            }
-        }
-        log::debug!(
-            "looked for address holders in every namespace ({} addresses)",
-            holders.len()
-        );
-        HolderIndex { built, at, holders }
-    }
-
-    /// A holder is named the way its own addresses are (see [`AddressEvent::pod_label`]).
-    fn holder_name(&mut self, inode: u32) -> String {
-        let info = self.netns(inode);
-        AddressEvent::label_of(self.is_host(inode), info.pod.as_ref(), info.name.as_deref(), inode)
     }
 
     /// Gives held addresses the names the runtime knows by now; past `resolve_wait` (or at
@@ -231,7 +216,8 @@ impl Enricher {
     fn release_held(&mut self, all: bool) {
         let mut waiting = VecDeque::new();
         while let Some((since, mut event)) = self.held.pop_front() {
-            if let Some(identity) = self.sandbox(event.netns_inode) {
+            let first_seen = self.book.lookup(event.netns_inode).first_seen;
+            if let Some(identity) = self.sandbox(event.netns_inode, first_seen) {
                 merge_identity(&mut event.pod, identity);
                 self.ready.push(event);
             } else if all || since.elapsed() >= self.resolve_wait {
@@ -246,8 +232,11 @@ impl Enricher {
 
 impl Enrich for Enricher {
     fn note(&mut self, netns: NetnsId) {
-        if !self.is_host(netns.inode) && !self.book.is_known(netns.inode) {
+        self.book.touch(netns);
+        if !self.is_host(netns.inode) && !self.book.is_resolved(netns.inode) {
             self.netns(netns.inode);
+            // Asked now, while the namespace surely lives: its host-side veth needs it.
+            self.nsid(netns.inode);
         }
     }
 
@@ -281,7 +270,8 @@ impl Enrich for Enricher {
 
     fn name_late(&mut self, events: &mut [AddressEvent]) {
         for event in events.iter_mut().filter(|event| unnamed(event)) {
-            if let Some(identity) = self.sandbox(event.netns_inode) {
+            let first_seen = self.book.lookup(event.netns_inode).first_seen;
+            if let Some(identity) = self.sandbox(event.netns_inode, first_seen) {
                 merge_identity(&mut event.pod, identity);
             }
         }
@@ -299,6 +289,11 @@ impl Enrich for Enricher {
         addresses_in(&handle)
             .inspect_err(|e| log::debug!("address check in netns {}: {e:#}", netns.inode))
             .ok()
+    }
+
+    fn tick(&mut self) {
+        self.book.forget_unused(Instant::now());
+        log::trace!("{} namespaces remembered", self.book.remembered());
     }
 }
 
@@ -329,11 +324,15 @@ mod tests {
         )
         .expect("write");
 
-        let mut enricher = Enricher::new(&proc_root, &netns_dir).expect("enricher");
-        assert_eq!(enricher.netns(named_inode).name.as_deref(), Some("cni-1234"));
-        let pod = enricher.netns(777).pod.expect("pod found via /proc");
+        let mut book = NetnsBook::new(&proc_root, &netns_dir, 1);
+        for inode in [named_inode, 777, 778] {
+            book.touch(NetnsId { inode, cookie: 0 });
+        }
+        assert_eq!(book.lookup(named_inode).name.as_deref(), Some("cni-1234"));
+        let pod = book.lookup(777).pod.expect("pod found via /proc");
         assert_eq!(pod.uid.as_deref(), Some("3f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8"));
         assert_eq!((pod.pid, pod.comm.as_deref()), (Some(4242), Some("pause")));
-        assert_eq!(enricher.netns(778), NetnsInfo::default());
+        let unknown = book.lookup(778);
+        assert_eq!((unknown.name, unknown.pod, unknown.handle), (None, None, None));
     }
 }

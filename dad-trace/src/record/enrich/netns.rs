@@ -1,5 +1,9 @@
 //! What is known about each network namespace dad-trace has seen: its name under
-//! /run/netns, the pod its processes belong to, and a path that opens it while it lives.
+//! /run/netns, the pod its processes belong to, a path that opens it while it lives, and the
+//! id the host gives it. Entries are keyed by inode but carry the kernel's cookie (inodes are
+//! reused once a namespace dies; a new cookie under an old inode starts a new entry), and are
+//! forgotten [`FORGET_AFTER`] after their last use, so a long-running agent holds only the
+//! namespaces of recent pods.
 use std::{
     collections::HashMap,
     ffi::OsString,
@@ -9,18 +13,44 @@ use std::{
 };
 
 use super::proc;
-use crate::session::Pod;
+use crate::{kernel::events::NetnsId, session::Pod};
 
 /// How often a cache miss may trigger a full scan of /proc or of the names.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// An entry unused this long is forgotten. Addresses of a namespace keep using it while
+/// tentative; a minute after the last one finished nothing needs its names any more (and a
+/// namespace that comes back to life is resolved again).
+pub const FORGET_AFTER: Duration = Duration::from_mins(1);
 
 /// What is known about one network namespace.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetnsInfo {
     pub name: Option<String>,
     pub pod: Option<Pod>,
     /// A path that opens this namespace (for setns), while it lives.
     pub handle: Option<PathBuf>,
+    /// The kernel's cookie, once an event carried it (0: not known).
+    pub cookie: u64,
+    /// The id the host gives this namespace (`ip netns list-id`), once asked.
+    pub nsid: Option<i32>,
+    /// When dad-trace first saw it.
+    pub first_seen: Instant,
+    last_used: Instant,
+}
+
+impl NetnsInfo {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            name: None,
+            pod: None,
+            handle: None,
+            cookie: 0,
+            nsid: None,
+            first_seen: now,
+            last_used: now,
+        }
+    }
 }
 
 /// Namespaces by inode, resolved on a miss; scans are rate-limited.
@@ -28,6 +58,9 @@ pub struct NetnsBook {
     proc_root: PathBuf,
     netns_dir: PathBuf,
     host_inode: u32,
+    /// The device of namespace files (nsfs): a name whose file is on another device is not
+    /// bind-mounted yet (`ip netns add` creates the file, then mounts over it).
+    nsfs_device: Option<u64>,
     known: HashMap<u32, NetnsInfo>,
     /// Names under `netns_dir` already looked at, and their inodes: a node with a thousand
     /// pods must not stat a thousand files for each new namespace.
@@ -40,6 +73,9 @@ impl NetnsBook {
     #[must_use]
     pub fn new(proc_root: &Path, netns_dir: &Path, host_inode: u32) -> Self {
         Self {
+            nsfs_device: std::fs::metadata(proc_root.join("self/ns/net"))
+                .ok()
+                .map(|meta| meta.dev()),
             proc_root: proc_root.into(),
             netns_dir: netns_dir.into(),
             host_inode,
@@ -50,13 +86,37 @@ impl NetnsBook {
         }
     }
 
+    /// Notes an event of namespace `netns`: a cookie other than the one on record means
+    /// the inode now names another namespace, and the old entry goes.
+    pub fn touch(&mut self, netns: NetnsId) {
+        if let Some(info) = self.known.get_mut(&netns.inode) {
+            if netns.cookie != 0 && info.cookie != 0 && info.cookie != netns.cookie {
+                log::debug!("netns inode {} reused: a new namespace", netns.inode);
+                self.known.remove(&netns.inode);
+            } else {
+                info.last_used = Instant::now();
+                if info.cookie == 0 {
+                    info.cookie = netns.cookie;
+                }
+                return;
+            }
+        }
+        let mut info = NetnsInfo::new();
+        info.cookie = netns.cookie;
+        self.known.insert(netns.inode, info);
+    }
+
     #[must_use]
-    pub fn is_known(&self, inode: u32) -> bool {
-        self.known.contains_key(&inode)
+    pub fn is_resolved(&self, inode: u32) -> bool {
+        self.known
+            .get(&inode)
+            .is_some_and(|info| info.handle.is_some() || info.name.is_some() || info.pod.is_some())
     }
 
     /// Everything known about a namespace other than the host's, resolving it on a miss.
     pub fn lookup(&mut self, inode: u32) -> NetnsInfo {
+        // The entry first: the scans fill only entries that exist.
+        self.known.entry(inode).or_insert_with(NetnsInfo::new);
         let unknown = |me: &Self| me.known.get(&inode).is_none_or(|info| info.handle.is_none());
         if unknown(self) {
             self.scan_names(false);
@@ -66,32 +126,64 @@ impl NetnsBook {
             self.scan_names(true);
         }
         let scan_due = self.last_proc_scan.is_none_or(|at| at.elapsed() >= SCAN_INTERVAL);
-        if scan_due
-            && !self
-                .known
-                .get(&inode)
-                .is_some_and(|info| info.pod.is_some() || info.name.is_some())
-        {
+        if scan_due && !self.is_resolved(inode) {
             self.scan_processes();
         }
-        self.known.get(&inode).cloned().unwrap_or_default()
+        let info = self.known.entry(inode).or_insert_with(NetnsInfo::new);
+        info.last_used = Instant::now();
+        info.clone()
     }
 
-    /// Every namespace with a path that opens it, after looking for new ones.
-    pub fn openable(&mut self) -> Vec<(u32, PathBuf)> {
-        self.scan_names(false);
-        self.scan_processes();
+    /// Records the id the host gives a namespace.
+    pub fn set_nsid(&mut self, inode: u32, nsid: i32) {
+        if let Some(info) = self.known.get_mut(&inode) {
+            info.nsid = Some(nsid);
+        }
+    }
+
+    /// The namespace the host calls `nsid`, among those known.
+    #[must_use]
+    pub fn by_nsid(&self, nsid: i32) -> Option<(u32, &NetnsInfo)> {
         self.known
             .iter()
-            .filter_map(|(inode, info)| Some((*inode, info.handle.clone()?)))
-            .collect()
+            .find(|(_, info)| info.nsid == Some(nsid))
+            .map(|(inode, info)| (*inode, info))
+    }
+
+    /// Every namespace on the node with a path that opens it now (named, or where a process
+    /// lives), whether or not dad-trace saw events of it; nothing is remembered.
+    #[must_use]
+    pub fn openable(&self) -> Vec<(u32, PathBuf)> {
+        let mut found: HashMap<u32, PathBuf> = HashMap::new();
+        for entry in std::fs::read_dir(&self.netns_dir).into_iter().flatten().flatten() {
+            if let Ok(meta) = std::fs::metadata(entry.path()) {
+                found.entry(meta.ino() as u32).or_insert_with(|| entry.path());
+            }
+        }
+        for process in proc::processes_outside(&self.proc_root, self.host_inode) {
+            found.entry(process.netns_inode).or_insert(process.handle);
+        }
+        found.into_iter().collect()
     }
 
     /// The namespace is gone: it cannot be entered any more, but keeps the names it had.
     pub fn closed(&mut self, inode: u32) {
         if let Some(info) = self.known.get_mut(&inode) {
             info.handle = None;
+            info.nsid = None;
         }
+    }
+
+    /// Forgets the entries unused for [`FORGET_AFTER`] (as of `now`).
+    pub fn forget_unused(&mut self, now: Instant) {
+        self.known
+            .retain(|_, info| now.saturating_duration_since(info.last_used) < FORGET_AFTER);
+    }
+
+    /// How many namespaces are remembered.
+    #[must_use]
+    pub fn remembered(&self) -> usize {
+        self.known.len()
     }
 
     /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use): new
@@ -106,18 +198,23 @@ impl NetnsBook {
         let mut present = HashMap::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if let (false, Some(&inode)) = (full, self.named.get(&name)) {
-                present.insert(name, inode);
-                continue;
-            }
-            let path = entry.path();
-            if let Ok(meta) = std::fs::metadata(&path) {
-                let inode = meta.ino() as u32;
-                let info = self.known.entry(inode).or_default();
+            let inode = match (full, self.named.get(&name)) {
+                (false, Some(&inode)) => inode,
+                _ => match std::fs::metadata(entry.path()) {
+                    Ok(meta) if self.nsfs_device.is_none_or(|nsfs| nsfs == meta.dev()) => meta.ino() as u32,
+                    // Not mounted yet (or gone): looked at again next time.
+                    _ => continue,
+                },
+            };
+            // Only namespaces dad-trace has seen events of are remembered: a node with
+            // thousands of idle pods is not copied into memory.
+            if let Some(info) = self.known.get_mut(&inode)
+                && info.handle.is_none()
+            {
                 info.name = Some(name.to_string_lossy().into_owned());
-                info.handle = Some(path);
-                present.insert(name, inode);
+                info.handle = Some(entry.path());
             }
+            present.insert(name, inode);
         }
         self.named = present;
     }
@@ -126,7 +223,9 @@ impl NetnsBook {
     fn scan_processes(&mut self) {
         self.last_proc_scan = Some(Instant::now());
         for process in proc::processes_outside(&self.proc_root, self.host_inode) {
-            let info = self.known.entry(process.netns_inode).or_default();
+            let Some(info) = self.known.get_mut(&process.netns_inode) else {
+                continue;
+            };
             if info.handle.is_none() {
                 info.handle = Some(process.handle);
             }
@@ -135,5 +234,58 @@ impl NetnsBook {
             }
             info.pod = Some(proc::pod_of(&self.proc_root, process.pid));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book_with(dir: &Path) -> (NetnsBook, u32) {
+        let netns_dir = dir.join("netns");
+        std::fs::create_dir_all(&netns_dir).expect("mkdir");
+        std::fs::create_dir_all(dir.join("proc")).expect("mkdir");
+        let named = netns_dir.join("cni-1");
+        std::fs::write(&named, "").expect("write");
+        let inode = std::fs::metadata(&named).expect("stat").ino() as u32;
+        (NetnsBook::new(&dir.join("proc"), &netns_dir, 1), inode)
+    }
+
+    #[test]
+    fn a_new_cookie_under_an_old_inode_is_a_new_namespace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut book, inode) = book_with(dir.path());
+        book.touch(NetnsId { inode, cookie: 7 });
+        assert_eq!(book.lookup(inode).name.as_deref(), Some("cni-1"));
+        book.set_nsid(inode, 3);
+        assert!(book.by_nsid(3).is_some());
+        // The namespace died and its inode came back for another one.
+        book.touch(NetnsId { inode, cookie: 8 });
+        assert_eq!(book.known[&inode].cookie, 8);
+        assert!(book.by_nsid(3).is_none(), "nothing of the dead namespace is kept");
+        // The same cookie again is the same namespace.
+        book.touch(NetnsId { inode, cookie: 8 });
+        assert_eq!(book.remembered(), 1);
+    }
+
+    #[test]
+    fn unused_entries_are_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut book, inode) = book_with(dir.path());
+        book.touch(NetnsId { inode, cookie: 7 });
+        book.forget_unused(Instant::now());
+        assert_eq!(book.remembered(), 1, "just used");
+        book.forget_unused(Instant::now() + FORGET_AFTER);
+        assert_eq!(book.remembered(), 0);
+    }
+
+    #[test]
+    fn namespaces_without_events_are_openable_but_not_remembered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (book, inode) = book_with(dir.path());
+        let openable = book.openable();
+        assert_eq!(openable.len(), 1);
+        assert_eq!(openable[0].0, inode);
+        assert_eq!(book.remembered(), 0, "a name alone is not an entry");
     }
 }

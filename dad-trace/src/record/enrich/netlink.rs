@@ -1,0 +1,308 @@
+//! Route netlink in the host namespace, synchronously: one socket for requests (a link by
+//! index, the id the host gives another namespace) and one that follows every link the
+//! host adds or removes, so veth lookups are answered from memory. No socket is ever opened
+//! inside a pod's namespace: a socket holds its namespace alive, and dad-trace must never
+//! keep a deleted pod's network from going away.
+use std::{collections::HashMap, os::fd::AsRawFd as _, path::Path, time::Duration};
+
+use anyhow::Context as _;
+use rtnetlink::{
+    packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload},
+    packet_route::{
+        AddressFamily, RouteNetlinkMessage,
+        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+        nsid::{NsidAttribute, NsidMessage},
+    },
+    sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
+};
+
+/// The multicast group of link changes (`RTNLGRP_LINK`).
+const LINK_GROUP: u32 = 1;
+/// A reply the kernel does not send within this long is not coming.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A link as the host sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostLink {
+    pub name: String,
+    /// For a veth: its peer's index, in the namespace `peer_nsid` names (the host's own when
+    /// `None`).
+    pub veth_peer: Option<u32>,
+    pub peer_nsid: Option<i32>,
+}
+
+fn host_link(message: &LinkMessage) -> (u32, HostLink) {
+    let mut link = HostLink {
+        name: String::new(),
+        veth_peer: None,
+        peer_nsid: None,
+    };
+    let mut veth = false;
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name.clone_from(name),
+            LinkAttribute::Link(peer) => link.veth_peer = Some(*peer),
+            LinkAttribute::LinkNetNsId(nsid) => link.peer_nsid = Some(*nsid),
+            LinkAttribute::LinkInfo(infos) => {
+                veth = infos.iter().any(|info| matches!(info, LinkInfo::Kind(InfoKind::Veth)));
+            }
+            _ => {}
+        }
+    }
+    if !veth {
+        link.veth_peer = None;
+        link.peer_nsid = None;
+    }
+    (message.header.index, link)
+}
+
+/// Room for link changes between two catch-ups: pods set up by the hundred send thousands.
+const EVENTS_BUFFER: libc::c_int = 16 << 20;
+
+fn set_option(socket: &Socket, option: libc::c_int, value: &impl Sized) -> std::io::Result<()> {
+    // SAFETY: a valid socket and a value of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(value).cast(),
+            u32::try_from(size_of_val(value)).unwrap_or(0),
+        )
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn open(group: Option<u32>) -> anyhow::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE).context("netlink socket")?;
+    socket.bind_auto().context("bind netlink socket")?;
+    if let Some(group) = group {
+        socket.add_membership(group).context("follow link changes")?;
+        // Past the system's limit where allowed (CAP_NET_ADMIN); the default otherwise, and
+        // an overflow then costs a re-read.
+        if set_option(&socket, libc::SO_RCVBUFFORCE, &EVENTS_BUFFER).is_err() {
+            let _ = set_option(&socket, libc::SO_RCVBUF, &EVENTS_BUFFER);
+        }
+    }
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .context("connect netlink socket")?;
+    let timeout = libc::timeval {
+        tv_sec: libc::time_t::try_from(REPLY_TIMEOUT.as_secs()).unwrap_or(2),
+        tv_usec: 0,
+    };
+    set_option(&socket, libc::SO_RCVTIMEO, &timeout).context("netlink receive timeout")?;
+    Ok(socket)
+}
+
+/// Receives until one whole batch of messages is in; calls `each` with every message.
+fn receive(
+    socket: &Socket,
+    buffer: &mut Vec<u8>,
+    mut each: impl FnMut(NetlinkMessage<RouteNetlinkMessage>),
+) -> anyhow::Result<()> {
+    buffer.clear();
+    socket.recv(buffer, 0).context("netlink reply")?;
+    let mut offset = 0;
+    while offset < buffer.len() {
+        let message =
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..]).context("netlink message")?;
+        let length = message.header.length as usize;
+        each(message);
+        if length == 0 {
+            break;
+        }
+        offset += length;
+    }
+    Ok(())
+}
+
+/// Requests on the host's route netlink.
+pub struct Requests {
+    socket: Socket,
+    sequence: u32,
+    buffer: Vec<u8>,
+}
+
+impl Requests {
+    pub fn open() -> anyhow::Result<Self> {
+        Ok(Self {
+            socket: open(None)?,
+            sequence: 0,
+            buffer: Vec::with_capacity(1 << 16),
+        })
+    }
+
+    /// Sends `message` and collects the replies to it until the dump ends (or, for a single
+    /// request, the reply comes). A netlink error ends it with that error.
+    fn request(&mut self, message: RouteNetlinkMessage, dump: bool) -> anyhow::Result<Vec<RouteNetlinkMessage>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+        header.sequence_number = self.sequence;
+        let mut request = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+        request.finalize();
+        let mut bytes = vec![0; request.buffer_len()];
+        request.serialize(&mut bytes);
+        self.socket.send(&bytes, 0).context("netlink request")?;
+        let mut replies = Vec::new();
+        let mut done = false;
+        let mut failure = None;
+        while !done {
+            let sequence = self.sequence;
+            receive(&self.socket, &mut self.buffer, |reply| {
+                if reply.header.sequence_number != sequence {
+                    return;
+                }
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(inner) => {
+                        replies.push(inner);
+                        done |= !dump;
+                    }
+                    NetlinkPayload::Error(error) => {
+                        done = true;
+                        if let Some(code) = error.code {
+                            failure = Some(std::io::Error::from_raw_os_error(-code.get()));
+                        }
+                    }
+                    NetlinkPayload::Done(_) => done = true,
+                    _ => {}
+                }
+            })?;
+        }
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(replies),
+        }
+    }
+
+    /// Every link of the host.
+    pub fn links(&mut self) -> anyhow::Result<HashMap<u32, HostLink>> {
+        let replies = self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), true)?;
+        Ok(replies
+            .iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(host_link(link)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The id the host gives the namespace at `handle` (`ip netns list-id`), if it has one.
+    /// The handle is open only for the question: nothing here keeps the namespace alive.
+    pub fn nsid(&mut self, handle: &Path) -> anyhow::Result<Option<i32>> {
+        let file = std::fs::File::open(handle).with_context(|| format!("open {}", handle.display()))?;
+        let mut message = NsidMessage::default();
+        message.header.family = AddressFamily::Unspec;
+        let fd = u32::try_from(file.as_raw_fd()).context("descriptor")?;
+        message.attributes.push(NsidAttribute::Fd(fd));
+        let replies = self.request(RouteNetlinkMessage::GetNsId(message), false)?;
+        drop(file);
+        Ok(replies.iter().find_map(|reply| match reply {
+            RouteNetlinkMessage::NewNsId(answer) => answer.attributes.iter().find_map(|attribute| match attribute {
+                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+}
+
+/// The host's links, kept current from the kernel's link notifications.
+pub struct HostLinks {
+    events: Socket,
+    buffer: Vec<u8>,
+    links: HashMap<u32, HostLink>,
+    read_at: std::time::Instant,
+}
+
+/// The least time between two full reads of the host's links after a miss.
+const REREAD_INTERVAL: Duration = Duration::from_secs(1);
+
+impl HostLinks {
+    /// Starts following changes, then reads every link (changes meanwhile are queued).
+    pub fn follow(requests: &mut Requests) -> anyhow::Result<Self> {
+        let events = open(Some(LINK_GROUP))?;
+        events.set_non_blocking(true).context("non-blocking link events")?;
+        Ok(Self {
+            events,
+            buffer: Vec::with_capacity(1 << 16),
+            links: requests.links()?,
+            read_at: std::time::Instant::now(),
+        })
+    }
+
+    /// Reads every link again, dropping the changes queued meanwhile (they are older than
+    /// what the read returns). At most once per [`REREAD_INTERVAL`]; whether it read.
+    pub fn reread(&mut self, requests: &mut Requests) -> anyhow::Result<bool> {
+        if self.read_at.elapsed() < REREAD_INTERVAL {
+            return Ok(false);
+        }
+        self.reread_now(requests)?;
+        Ok(true)
+    }
+
+    fn reread_now(&mut self, requests: &mut Requests) -> anyhow::Result<()> {
+        while receive(&self.events, &mut self.buffer, |_| {}).is_ok() {}
+        self.links = requests.links()?;
+        self.read_at = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Applies the changes the kernel announced since the last call. When the kernel had to
+    /// drop some (its queue overflowed), every link is read again.
+    pub fn catch_up(&mut self, requests: &mut Requests) -> anyhow::Result<()> {
+        loop {
+            let mut changes = Vec::new();
+            match receive(&self.events, &mut self.buffer, |message| {
+                if let NetlinkPayload::InnerMessage(change) = message.payload {
+                    changes.push(change);
+                }
+            }) {
+                Ok(()) => {}
+                Err(e) => {
+                    let io = e.downcast_ref::<std::io::Error>().map(std::io::Error::raw_os_error);
+                    return match io {
+                        Some(Some(libc::EAGAIN)) => Ok(()),
+                        Some(Some(libc::ENOBUFS)) => {
+                            log::debug!("link changes overflowed: reading every link again");
+                            self.reread_now(requests)
+                        }
+                        _ => Err(e),
+                    };
+                }
+            }
+            for change in changes {
+                match change {
+                    RouteNetlinkMessage::NewLink(link) => {
+                        let (index, link) = host_link(&link);
+                        self.links.insert(index, link);
+                    }
+                    RouteNetlinkMessage::DelLink(link) => {
+                        self.links.remove(&link.header.index);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn get(&self, index: u32) -> Option<&HostLink> {
+        self.links.get(&index)
+    }
+
+    /// The host-side veth whose peer is interface `index` of the namespace the host calls
+    /// `nsid`.
+    #[must_use]
+    pub fn peer_of(&self, nsid: i32, index: u32) -> Option<(u32, &HostLink)> {
+        self.links
+            .iter()
+            .find(|(_, link)| link.peer_nsid == Some(nsid) && link.veth_peer == Some(index))
+            .map(|(host_index, link)| (*host_index, link))
+    }
+}
