@@ -1,8 +1,6 @@
 //! `dad-trace report`.
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-
 use super::Format;
 use crate::{
     report::{compare, html, render_text, summarize},
@@ -37,12 +35,7 @@ pub struct Report {
 impl Report {
     pub fn run(self) -> anyhow::Result<()> {
         let text = self.render()?;
-        if let Some(path) = &self.output {
-            std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
-        } else {
-            print!("{text}");
-            Ok(())
-        }
+        super::write_output(self.output.as_deref(), &text)
     }
 
     fn render(&self) -> anyhow::Result<String> {

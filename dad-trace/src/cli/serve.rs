@@ -27,6 +27,9 @@ pub struct Serve {
 
 impl Serve {
     pub async fn run(self, verbose: bool) -> anyhow::Result<()> {
+        if let Some(path) = &self.output {
+            super::warn_if_format_name(path);
+        }
         let opts = RecordOptions {
             keep_events: self.output.is_some(),
             output: self.output,
