@@ -7,7 +7,9 @@
 )]
 
 pub mod containerd;
+pub mod doctor;
 pub mod manifests;
+pub mod monitoring;
 pub mod netns;
 
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};

@@ -42,6 +42,7 @@ use crate::{
 pub mod clock;
 pub mod enrich;
 pub mod metrics;
+mod pod_wait;
 pub mod recorder;
 pub mod serve;
 pub mod signals;
