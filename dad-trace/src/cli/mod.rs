@@ -12,6 +12,7 @@ use crate::{
     record::{RecordOptions, enrich::cri::SocketChoice},
 };
 
+pub mod completions;
 pub mod doctor;
 pub mod gate;
 pub mod probes;
@@ -49,6 +50,8 @@ pub enum Command {
     Gate(gate::Gate),
     Report(report::Report),
     KernelFacts(probes::KernelFacts),
+    Completions(completions::Completions),
+    Man(completions::Man),
 }
 
 impl Command {
@@ -71,6 +74,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gate(command) => command.run(),
         Command::Report(command) => command.run(),
         Command::KernelFacts(command) => command.run(),
+        Command::Completions(command) => command.run(),
+        Command::Man(command) => command.run(),
     }
 }
 
