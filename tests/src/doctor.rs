@@ -31,6 +31,50 @@ pub enum PodSetup {
     NamespaceOptimistic,
     /// The pod address added with `nodad` (`IFA_F_NODAD`), as a CNI plugin may.
     NodadAddress,
+    /// Set up by the real CNI bridge plugin without `"enableDad": true` (it sets `eth0
+    /// accept_dad=0` in the pod namespace); its host side is a random `veth…` on a bridge.
+    BridgePlugin,
+}
+
+/// The bridge plugin's network for [`PodSetup::BridgePlugin`].
+const BRIDGE: &str = "dtdocbr0";
+const BRIDGE_IPAM: &str = "/tmp/dtdoc-bridge-ipam";
+
+fn bridge_config() -> String {
+    serde_json::json!({
+        "cniVersion": "0.4.0", "name": "dtdoc-bridge", "type": "bridge", "bridge": BRIDGE,
+        "isGateway": true, "ipMasq": false,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "fd00:dad:d0b::/64"}]], "dataDir": BRIDGE_IPAM},
+    })
+    .to_string()
+}
+
+/// Whether the CNI bridge plugin is installed (Debian's containernetworking-plugins).
+#[must_use]
+pub fn bridge_plugin_installed() -> bool {
+    std::path::Path::new(CNI_DIR).join("bridge").exists() && std::path::Path::new(CNI_DIR).join("host-local").exists()
+}
+
+const CNI_DIR: &str = "/usr/lib/cni";
+
+fn bridge(command: &str, ns: &str) -> std::io::Result<std::process::Output> {
+    use std::io::Write as _;
+    let mut child = Command::new(std::path::Path::new(CNI_DIR).join("bridge"))
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", ns)
+        .env("CNI_NETNS", std::path::Path::new(NETNS_DIR).join(ns))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", CNI_DIR)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bridge_config().as_bytes())?;
+    child.wait_with_output()
 }
 
 pub struct Case {
@@ -74,6 +118,15 @@ fn create_pod(tag: &str, index: usize, setup: PodSetup) {
     let (ns, host) = names(tag, index);
     let peer = format!("dtd{tag}p{index}");
     ip(&["netns", "add", &ns]);
+    if setup == PodSetup::BridgePlugin {
+        let output = bridge("ADD", &ns).expect("run the bridge plugin");
+        assert!(
+            output.status.success(),
+            "bridge ADD {ns}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        return;
+    }
     if setup == PodSetup::NamespaceOptimistic {
         ip(&["netns", "exec", &ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"]);
         ip(&[
@@ -106,13 +159,24 @@ fn create_pod(tag: &str, index: usize, setup: PodSetup) {
 struct Pods {
     tag: &'static str,
     count: usize,
+    setup: fn(usize) -> PodSetup,
 }
 
 impl Drop for Pods {
     fn drop(&mut self) {
+        let mut bridged = false;
         for index in 0..self.count {
             let (ns, _) = names(self.tag, index);
+            if (self.setup)(index) == PodSetup::BridgePlugin {
+                // DEL first, so host-local releases the address.
+                let _ = bridge("DEL", &ns);
+                bridged = true;
+            }
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        if bridged {
+            let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
+            let _ = std::fs::remove_dir_all(BRIDGE_IPAM);
         }
     }
 }
@@ -166,7 +230,7 @@ pub fn measure(case: &Case) -> Measured {
             // Let the recorder attach first: it reads the kernel's BTF and loads its programs,
             // and nothing tells this thread when it is done (a pod made earlier is missed).
             std::thread::sleep(Duration::from_secs(3));
-            let pods = Pods { tag, count };
+            let pods = Pods { tag, count, setup };
             for index in 0..count {
                 create_pod(tag, index, setup(index));
             }
@@ -252,17 +316,20 @@ fn compare(case: &Case, before: &Diagnosis, live: &Diagnosis, session: &Session)
                 estimate: *wait,
             });
         }
-        let host_side: Vec<_> = session
-            .events
-            .iter()
-            .filter(|e| e.host_netns && e.ifname == host)
-            .collect();
-        assert_eq!(host_side.len(), 1, "{host}");
-        compared.push(Compared {
-            what: format!("host {host}"),
-            measured_ms: host_side[0].tentative_ns as f64 / 1e6,
-            estimate: before.host_veth,
-        });
+        // The bridge plugin names its host side itself (`veth…`): only ours are compared.
+        if (case.setup)(index) != PodSetup::BridgePlugin {
+            let host_side: Vec<_> = session
+                .events
+                .iter()
+                .filter(|e| e.host_netns && e.ifname == host)
+                .collect();
+            assert_eq!(host_side.len(), 1, "{host}");
+            compared.push(Compared {
+                what: format!("host {host}"),
+                measured_ms: host_side[0].tentative_ns as f64 / 1e6,
+                estimate: before.host_veth,
+            });
+        }
         if (case.setup)(index) == PodSetup::Plain {
             let pod = dad_trace::report::pod_delays(&session.events)
                 .into_iter()

@@ -76,3 +76,75 @@ pub fn run_promtool(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     }
     Ok(text)
 }
+
+/// A query and what Prometheus answered (its series, or its refusal).
+pub type Answer = (PanelQuery, Result<Vec<crate::prometheus::Sample>, String>);
+
+/// Every dashboard query evaluated now by `prometheus` (instant queries).
+pub fn evaluate_dashboard(prometheus: &crate::prometheus::Prometheus) -> anyhow::Result<Vec<Answer>> {
+    Ok(dashboard_queries()?
+        .into_iter()
+        .map(|query| {
+            let result = prometheus.query_all(&query.expr);
+            (query, result)
+        })
+        .collect())
+}
+
+fn legend(template: &str, labels: &std::collections::BTreeMap<String, String>) -> String {
+    if template.is_empty() {
+        return labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    let mut text = template.to_string();
+    for (name, value) in labels {
+        text = text.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    text
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('<', "&lt;")
+}
+
+/// The dashboard's panels with what the real Prometheus answered, as Markdown: what stands in
+/// for a Grafana screenshot (no Grafana here).
+#[must_use]
+pub fn render_preview(results: &[(PanelQuery, Result<Vec<crate::prometheus::Sample>, String>)], note: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "# The dad-trace dashboard, evaluated\n\n{note}\n\nEach panel of `deploy/grafana-dashboard.json` with its \
+         queries (Grafana's variables set to all nodes and namespaces, `$__rate_interval` = 5m) and what the real \
+         Prometheus answered at the end of the run.\n"
+    );
+    let mut last_panel = "";
+    for (query, result) in results {
+        if query.panel != last_panel {
+            let _ = write!(out, "\n## {}\n\n", query.panel);
+            last_panel = &query.panel;
+        }
+        let _ = writeln!(out, "`{}`\n", query.expr);
+        match result {
+            Ok(samples) if samples.is_empty() => out.push_str("(no data)\n\n"),
+            Ok(samples) => {
+                out.push_str("| series | value |\n| --- | --- |\n");
+                for sample in samples {
+                    let value = if sample.value.is_finite() && sample.value.fract() != 0.0 {
+                        format!("{:.4}", sample.value)
+                    } else {
+                        format!("{}", sample.value)
+                    };
+                    let _ = writeln!(out, "| {} | {value} |", cell(&legend(&query.legend, &sample.labels)));
+                }
+                out.push('\n');
+            }
+            Err(e) => {
+                let _ = writeln!(out, "error: {}\n", cell(e));
+            }
+        }
+    }
+    out
+}

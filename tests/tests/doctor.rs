@@ -141,6 +141,37 @@ fn per_interface_override_in_a_pod_namespace() {
     }
 }
 
+/// The real CNI bridge plugin without `"enableDad": true` turns DAD off on the pod's `eth0`
+/// (a per-interface `accept_dad=0`, not `nodad`): the doctor reads it from the namespace.
+#[test]
+fn bridge_plugin_without_enable_dad_skips_dad_per_interface() {
+    const TEST: &str = "bridge_plugin_without_enable_dad_skips_dad_per_interface";
+    fn setup(_: usize) -> PodSetup {
+        PodSetup::BridgePlugin
+    }
+    const CASE: Case = Case {
+        tag: "b",
+        host_sysctls: &[],
+        pods: 4,
+        setup,
+    };
+    if !integration_tests::doctor::bridge_plugin_installed() {
+        println!("SKIP {TEST}: the CNI bridge plugin is not installed (containernetworking-plugins)");
+        return;
+    }
+    if let Some(measured) = run(TEST, &CASE, Verdict::DadOn) {
+        let (_, max) = measured.range(|c| c.what.starts_with("dtdoc-b-"));
+        assert!(max < 50.0, "bridge pods waited {max} ms");
+        assert!(
+            measured
+                .diagnosis
+                .findings
+                .iter()
+                .any(|f| f.contains("per-interface override"))
+        );
+    }
+}
+
 /// `optimistic_dad=1` reaching new pods: the link-local address skips the random start delay
 /// only where `all.forwarding` is 0; the added address waits in full either way.
 #[test]

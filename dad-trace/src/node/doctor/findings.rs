@@ -44,7 +44,9 @@ fn settings(audit: &Audit, diagnosis: &Diagnosis, out: &mut Vec<String>) {
             pod.rtr_solicit_delay_ms
         ));
     }
-    if pod.accepts_dad() && pod.all_accept_dad < 1 && pod.accept_dad >= 1 {
+    // On a stock node (nothing inherited) all=0, default=1 is the kernel's own default: only
+    // worth saying when someone made new pods inherit a tuning that left `default` on.
+    if super::model::inherits(&audit.host) && pod.accepts_dad() && pod.all_accept_dad < 1 && pod.accept_dad >= 1 {
         out.push(
             "net.ipv6.conf.all.accept_dad=0 alone does not turn DAD off: the kernel runs DAD when either `all` or \
              the interface's accept_dad is 1 or more, and new interfaces take `default`'s (1). Set default too."

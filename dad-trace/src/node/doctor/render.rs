@@ -86,17 +86,29 @@ fn blocks(audit: &Audit, diagnosis: &Diagnosis) -> Vec<Block> {
     let mut rows = Vec::new();
     for (settings, estimate) in audit.namespaces.iter().zip(&diagnosis.namespaces) {
         for (interface, est) in settings.interfaces.iter().zip(&estimate.interfaces) {
-            let addresses: Vec<String> = est
+            let live: Vec<_> = settings
                 .addresses
                 .iter()
-                .map(|(addr, wait)| {
-                    let nodad = settings
-                        .addresses
-                        .iter()
-                        .any(|a| a.addr == *addr && a.ifname == interface.ifname && a.nodad());
-                    format!("{addr}{} ({wait})", if nodad { " nodad" } else { "" })
-                })
+                .filter(|a| a.ifname == interface.ifname)
                 .collect();
+            // A few addresses one by one; a namespace with hundreds (churn) in a line.
+            let addresses = if live.len() <= 3 {
+                est.addresses
+                    .iter()
+                    .map(|(addr, wait)| {
+                        let nodad = live.iter().any(|a| a.addr == *addr && a.nodad());
+                        format!("{addr}{} ({wait})", if nodad { " nodad" } else { "" })
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                let tentative = live
+                    .iter()
+                    .filter(|a| a.flags & dad_trace_common::IFA_F_TENTATIVE != 0)
+                    .count();
+                let nodad = live.iter().filter(|a| a.nodad()).count();
+                format!("{} addresses, {tentative} tentative now, {nodad} nodad", live.len())
+            };
             rows.push(vec![
                 settings.name.clone(),
                 interface.ifname.clone(),
@@ -104,7 +116,7 @@ fn blocks(audit: &Audit, diagnosis: &Diagnosis) -> Vec<Block> {
                 interface.dad_transmits.to_string(),
                 format!("{}/{}", settings.all.optimistic_dad, interface.optimistic_dad),
                 wait_cell(est.new_address),
-                addresses.join(", "),
+                addresses,
             ]);
         }
     }
@@ -124,7 +136,7 @@ fn blocks(audit: &Audit, diagnosis: &Diagnosis) -> Vec<Block> {
             rows,
         ));
     }
-    out.push(Block::Heading(format!("Diagnosis: {:?}", diagnosis.verdict)));
+    out.push(Block::Heading(format!("Diagnosis ({:?})", diagnosis.verdict)));
     out.push(Block::Bullets(diagnosis.findings.clone()));
     out.push(Block::Paragraph(format!(
         "Estimated wait per new pod: {}",
