@@ -147,6 +147,10 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
     let (session, scraped) = runtime.block_on(async {
         let workload = async move {
             tokio::task::spawn_blocking(move || {
+                // As on a node, the agent is scraped before pods come: rate() needs a sample of
+                // every series from before the pods' addresses count.
+                assert_eq!(prometheus.wait_for("sum(up)", 1.0), Some(1.0), "Prometheus never scraped serve");
+                std::thread::sleep(Duration::from_secs(1));
                 let pods = dad_trace::node::synthetic::create_pods("dtm-", PODS).expect("synthetic pods");
                 let scraped = (
                     prometheus.wait_for("sum(dad_trace_tentative_seconds_count)", expected),
