@@ -149,7 +149,11 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
             tokio::task::spawn_blocking(move || {
                 // As on a node, the agent is scraped before pods come: rate() needs a sample of
                 // every series from before the pods' addresses count.
-                assert_eq!(prometheus.wait_for("sum(up)", 1.0), Some(1.0), "Prometheus never scraped serve");
+                assert_eq!(
+                    prometheus.wait_for("sum(up)", 1.0),
+                    Some(1.0),
+                    "Prometheus never scraped serve"
+                );
                 std::thread::sleep(Duration::from_secs(1));
                 let pods = dad_trace::node::synthetic::create_pods("dtm-", PODS).expect("synthetic pods");
                 let scraped = (

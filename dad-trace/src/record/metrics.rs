@@ -142,15 +142,15 @@ impl Metrics {
             // (every host veth at once) would show no rate at all.
             for namespace in [HOST_LABEL, UNKNOWN_LABEL] {
                 let labels = vec![(NAMESPACE_LABEL.to_string(), namespace.to_string())];
-                metrics.tentative.get_or_create(&labels);
-                metrics.dad.get_or_create(&labels);
+                drop(metrics.tentative.get_or_create(&labels));
+                drop(metrics.dad.get_or_create(&labels));
                 for outcome in ["settled", "failed", "aborted"] {
                     let mut with_outcome = labels.clone();
                     with_outcome.push(("outcome".to_string(), outcome.to_string()));
-                    metrics.addresses.get_or_create(&with_outcome);
+                    drop(metrics.addresses.get_or_create(&with_outcome));
                 }
                 if namespace != HOST_LABEL {
-                    metrics.pod_wait.get_or_create(&labels);
+                    drop(metrics.pod_wait.get_or_create(&labels));
                 }
             }
         }
