@@ -7,8 +7,12 @@
 )]
 
 pub mod containerd;
+pub mod doctor;
 pub mod manifests;
+pub mod monitoring;
 pub mod netns;
+pub mod progress;
+pub mod prometheus;
 
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
 

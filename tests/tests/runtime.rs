@@ -11,7 +11,9 @@ use dad_trace::{
 use integration_tests::{
     STOCK_DAD_NS,
     containerd::{self, Containerd},
-    kernel_tests_allowed, manifests, skip, stock_dad_settings,
+    kernel_tests_allowed, manifests, monitoring,
+    prometheus::{Prometheus, free_loopback_port, prometheus_installed},
+    skip, stock_dad_settings,
 };
 use tokio::sync::Notify;
 
@@ -116,88 +118,8 @@ fn containerd_pods_are_named_with_their_delays() {
     }
 }
 
-/// A Prometheus server started for one test, scraping `target` every second.
-struct Prometheus {
-    process: std::process::Child,
-    address: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-fn free_loopback_port() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address")
-}
-
-impl Prometheus {
-    fn start(target: std::net::SocketAddr) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: dad-trace\n    \
-             static_configs:\n      - targets: ['{target}']\n"
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).expect("write config");
-        let address = free_loopback_port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-        let process = std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={address}"))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus");
-        Self {
-            process,
-            address,
-            _dir: dir,
-        }
-    }
-
-    /// The value of an instant query that returns one sample, if it does yet.
-    fn query(&self, query: &str) -> Option<f64> {
-        let body = ureq::get(format!("http://{}/api/v1/query", self.address))
-            .query("query", query)
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()?;
-        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let results = json.pointer("/data/result")?.as_array()?;
-        if results.len() != 1 {
-            return None;
-        }
-        results[0].pointer("/value/1")?.as_str()?.parse().ok()
-    }
-
-    /// Polls until the query returns `expected` (or 60 s pass); returns the last value.
-    fn wait_for(&self, query: &str, expected: f64) -> Option<f64> {
-        let deadline = std::time::Instant::now() + Duration::from_mins(1);
-        loop {
-            let value = self.query(query);
-            if value.is_some_and(|v| (v - expected).abs() < 1e-9) || std::time::Instant::now() > deadline {
-                return value;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-fn prometheus_installed() -> bool {
-    std::process::Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success())
-}
-
-/// `serve`'s histograms, scraped by a real Prometheus, count exactly the traced addresses.
+/// `serve`'s histograms, scraped by a real Prometheus, count exactly the traced addresses,
+/// and every query of the dashboard in deploy/ returns data from it.
 #[test]
 fn serve_metrics_scraped_by_prometheus_match_the_trace() {
     const TEST: &str = "serve_metrics_scraped_by_prometheus_match_the_trace";
@@ -233,17 +155,28 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
     let (session, scraped) = runtime.block_on(async {
         let workload = async move {
             tokio::task::spawn_blocking(move || {
+                // As on a node, the agent is scraped before pods come: rate() needs a sample of
+                // every series from before the pods' addresses count.
+                assert_eq!(
+                    prometheus.wait_for("sum(up)", 1.0),
+                    Some(1.0),
+                    "Prometheus never scraped serve"
+                );
+                std::thread::sleep(Duration::from_secs(1));
                 let pods = dad_trace::node::synthetic::create_pods("dtm-", PODS).expect("synthetic pods");
                 let scraped = (
                     prometheus.wait_for("sum(dad_trace_tentative_seconds_count)", expected),
-                    prometheus.query(r#"sum(dad_trace_tentative_seconds_count{namespace="(host)"})"#),
+                    prometheus.query(r#"sum(dad_trace_tentative_seconds_count{k8s_namespace_name="(host)"})"#),
                     prometheus.query("sum(dad_trace_tentative_seconds_sum)"),
                     prometheus.query("sum(dad_trace_lost_events_total)"),
                     prometheus.query("count(dad_trace_backend_info)"),
                     prometheus.query(r#"sum(dad_trace_addresses_total{outcome="settled"})"#),
+                    // A pod is counted once its addresses are done and a sweep passed quietly.
+                    prometheus.wait_for("sum(dad_trace_pod_wait_seconds_count)", PODS as f64),
                 );
+                let dashboard = monitoring::evaluate_dashboard(&prometheus).expect("dashboard");
                 drop(pods);
-                scraped
+                (scraped, dashboard)
             })
             .await
         };
@@ -255,7 +188,7 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
         });
         (session.expect("record"), scraped.expect("workload"))
     });
-    let (count, host, sum, lost, info, settled) = scraped;
+    let ((count, host, sum, lost, info, settled, pods), dashboard) = scraped;
     let traced: Vec<_> = session
         .events
         .iter()
@@ -279,6 +212,57 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
     );
     assert_eq!(lost, Some(0.0));
     assert_eq!(info, Some(1.0));
+    assert_eq!(pods, Some(PODS as f64), "one per-pod wait per pod");
+    check_dashboard(&dashboard, &session);
+}
+
+/// Every dashboard query answers with data (all of them have some on one node running DAD:
+/// the failure and tuned-node panels fall back to an explicit 0), and the wait panels show
+/// DAD's wait. Writes what stands in for a screenshot: target/dashboard-preview.md
+/// (deploy/dashboard-preview.md too with `DAD_TRACE_UPDATE_PREVIEW=1`).
+fn check_dashboard(
+    dashboard: &[(
+        monitoring::PanelQuery,
+        Result<Vec<integration_tests::prometheus::Sample>, String>,
+    )],
+    session: &dad_trace::session::Session,
+) {
+    let note = format!(
+        "Produced by `serve_metrics_scraped_by_prometheus_match_the_trace` (tests/tests/runtime.rs): one node \
+         (kernel {}, {} backend), 8 synthetic pods with kernel-default DAD, scraped every second by Prometheus 2.42.",
+        session.kernel_release, session.backend
+    );
+    let preview = monitoring::render_preview(dashboard, &note);
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-preview.md");
+    std::fs::write(&target, &preview).expect("write the preview");
+    if std::env::var_os("DAD_TRACE_UPDATE_PREVIEW").is_some() {
+        std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dashboard-preview.md"),
+            &preview,
+        )
+        .expect("write deploy/dashboard-preview.md");
+    }
+    println!("{preview}");
+    for (query, result) in dashboard {
+        let samples = result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: Prometheus refused {}: {e}", query.panel, query.expr));
+        assert!(!samples.is_empty(), "{}: no data for {}", query.panel, query.expr);
+        assert!(
+            samples.iter().all(|sample| sample.value.is_finite()),
+            "{}: {} gave {samples:?}",
+            query.panel,
+            query.expr
+        );
+        if query.panel.starts_with("Pod DAD wait") {
+            // Kernel defaults: every pod waits 1-2 s for DAD.
+            assert!(
+                samples.iter().all(|sample| (0.5..=3.0).contains(&sample.value)),
+                "{}: {samples:?}",
+                query.panel
+            );
+        }
+    }
 }
 
 /// Capability numbers (include/uapi/linux/capability.h) of the names a manifest may add.
@@ -451,13 +435,13 @@ fn the_daemonset_runs_in_containerd_and_names_pods() {
     }
     // eth0's link-local and global address per pod, labelled with the pod's namespace.
     let wanted = (2 * pods.len()) as f64;
-    let count = r#"dad_trace_tentative_seconds_count{namespace="team-c"}"#;
+    let count = r#"dad_trace_tentative_seconds_count{k8s_namespace_name="team-c"}"#;
     let metrics = poll_metrics(&get, |metrics| metrics_value(metrics, count) >= wanted);
     println!("{}", agent_log());
     assert_eq!(metrics_value(&metrics, count), wanted, "{metrics}");
     let slow = metrics_value(
         &metrics,
-        r#"dad_trace_tentative_seconds_bucket{le="0.25",namespace="team-c"}"#,
+        r#"dad_trace_tentative_seconds_bucket{le="0.25",k8s_namespace_name="team-c"}"#,
     );
     assert_eq!(
         slow, 0.0,

@@ -93,7 +93,7 @@ pub fn test() -> anyhow::Result<()> {
 }
 
 /// The integration test binaries that run on this machine (`vm_kernel` runs in the guests).
-const HOST_TESTS: &[&str] = &["host_kernel", "faults", "runtime", "deploy"];
+const HOST_TESTS: &[&str] = &["host_kernel", "faults", "runtime", "deploy", "doctor", "monitoring"];
 /// Kernel tests share the kernel's sysctls and namespaces: one at a time, output shown (the
 /// tiers are counted from it).
 const SERIAL: &[&str] = &["--", "--test-threads=1", "--nocapture"];

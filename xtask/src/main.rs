@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod kind;
+mod progress;
 mod setup;
 mod tiers;
 mod vm;
@@ -169,6 +170,8 @@ pub(crate) fn image() -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(rootfs.join("var/lib/dad-trace"))?;
     std::fs::create_dir_all(rootfs.join("tmp"))?;
     std::fs::copy(&binary, rootfs.join("dad-trace")).with_context(|| format!("copy {}", binary.display()))?;
+    let share = shell_files(&binary)?;
+    copy_tree(&share, &rootfs.join("usr/share"))?;
     let archive = workspace_root().join(IMAGE_ARCHIVE);
     run(Command::new("sh")
         .arg(workspace_root().join("deploy/oci-archive.sh"))
@@ -178,6 +181,46 @@ pub(crate) fn image() -> anyhow::Result<PathBuf> {
     std::fs::remove_dir_all(&rootfs)?;
     eprintln!("image {IMAGE_REF}: {}", archive.display());
     Ok(archive)
+}
+
+/// Shell completions and manual pages, written by the binary itself into target/share (the
+/// layout of /usr/share, which deploy/Containerfile copies).
+fn shell_files(binary: &Path) -> anyhow::Result<PathBuf> {
+    let share = workspace_root().join("target/share");
+    let completions = [
+        ("bash", "bash-completion/completions/dad-trace"),
+        ("zsh", "zsh/vendor-completions/_dad-trace"),
+        ("fish", "fish/vendor_completions.d/dad-trace.fish"),
+    ];
+    for (shell, path) in completions {
+        let output = Command::new(binary).args(["completions", shell]).output()?;
+        if !output.status.success() {
+            bail!(
+                "{} completions {shell}: {}",
+                binary.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let path = share.join(path);
+        std::fs::create_dir_all(path.parent().context("completion directory")?)?;
+        std::fs::write(&path, output.stdout)?;
+    }
+    run(Command::new(binary).arg("man").arg("-o").arg(share.join("man/man1")))?;
+    Ok(share)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 fn bench(args: &[String]) -> anyhow::Result<()> {

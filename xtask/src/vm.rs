@@ -245,6 +245,8 @@ fn boot(name: &str, vmlinuz: &Path, initrd: &Path, log: &Path) -> anyhow::Result
     });
     let mut log_file = fs::File::create(log)?;
     let mut text = String::new();
+    let progress = crate::progress::Progress::spinner(&format!("guest {name}"));
+    let mut passed = 0;
     let deadline = Instant::now() + GUEST_TIMEOUT;
     let outcome = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -253,7 +255,12 @@ fn boot(name: &str, vmlinuz: &Path, initrd: &Path, log: &Path) -> anyhow::Result
                 use std::io::Write as _;
                 let line = line.trim_end_matches('\r');
                 writeln!(log_file, "{line}")?;
-                eprintln!("  [{name}] {line}");
+                progress.line(&format!("  [{name}] {line}"));
+                // libtest's "test NAME ... ok" lines.
+                if line.starts_with("test ") && line.ends_with(" ok") {
+                    passed += 1;
+                    progress.message(format!("{passed} tests passed"));
+                }
                 text.push_str(line);
                 text.push('\n');
                 if let Some(mark) = FATAL_MARKS.iter().find(|mark| line.contains(*mark)) {

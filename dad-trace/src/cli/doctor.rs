@@ -2,28 +2,46 @@
 use std::path::{Path, PathBuf};
 
 use super::Format;
-use crate::node::{doctor, netns::NETNS_DIR, tune};
+use crate::node::{
+    doctor::{
+        self,
+        render::{Style, render_as},
+    },
+    netns::NETNS_DIR,
+    tune,
+};
 
 /// Audit this node's DAD settings: why DAD still runs where it does, what each pod pays,
 /// and the fix (Bottlerocket TOML, sysctl.d, kind). Root to look inside pod namespaces.
 #[derive(clap::Args)]
 #[command(after_help = "EXAMPLES:\n    \
     sudo dad-trace doctor                # diagnosis and the fix\n    \
-    sudo dad-trace doctor --format json  # for machines")]
+    sudo dad-trace doctor --format json  # for machines\n    \
+    sudo dad-trace doctor --format markdown > doctor.md   # a ticket or pull request\n    \
+    sudo dad-trace doctor --format html -o doctor.html    # one offline page")]
 pub struct Doctor {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 impl Doctor {
     pub fn run(self) -> anyhow::Result<()> {
         let audit = doctor::audit(Path::new(NETNS_DIR));
         let diagnosis = doctor::diagnose(&audit);
-        match self.format {
-            Format::Json => println!("{}", serde_json::to_string_pretty(&(&audit, &diagnosis))?),
-            Format::Text | Format::Markdown | Format::Html => print!("{}", doctor::render(&audit, &diagnosis)),
-        }
-        Ok(())
+        let style = match self.format {
+            Format::Json => None,
+            Format::Text => Some(Style::Text),
+            Format::Markdown => Some(Style::Markdown),
+            Format::Html => Some(Style::Html),
+        };
+        let text = match style {
+            Some(style) => render_as(&audit, &diagnosis, style),
+            None => serde_json::to_string_pretty(&(&audit, &diagnosis))? + "\n",
+        };
+        super::write_output(self.output.as_deref(), &text)
     }
 }
 

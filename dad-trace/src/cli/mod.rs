@@ -1,14 +1,20 @@
 //! Command line: one file per subcommand, each its arguments and its `run`.
-use std::{path::PathBuf, time::Duration};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
+    files::write_atomically,
     kernel::{BackendChoice, VMLINUX_BTF},
     record::{RecordOptions, enrich::cri::SocketChoice, filter::Filter},
 };
 
+pub mod completions;
 pub mod doctor;
 pub mod gate;
 pub mod probes;
@@ -46,6 +52,8 @@ pub enum Command {
     Gate(gate::Gate),
     Report(report::Report),
     KernelFacts(probes::KernelFacts),
+    Completions(completions::Completions),
+    Man(completions::Man),
 }
 
 impl Command {
@@ -68,6 +76,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gate(command) => command.run(),
         Command::Report(command) => command.run(),
         Command::KernelFacts(command) => command.run(),
+        Command::Completions(command) => command.run(),
+        Command::Man(command) => command.run(),
     }
 }
 
@@ -78,6 +88,40 @@ pub enum Format {
     /// One self-contained page with SVG charts (write it with -o).
     Html,
     Json,
+}
+
+/// Writes `text` to `output`, or to standard output without one.
+pub(crate) fn write_output(output: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    if let Some(path) = output {
+        warn_if_format_name(path);
+        write_atomically(path, |file| file.write_all(text.as_bytes()))
+            .with_context(|| format!("write {}", path.display()))
+    } else {
+        print!("{text}");
+        Ok(())
+    }
+}
+
+/// The names of output formats, which `-o` (a file) is easily mistaken for.
+const FORMAT_NAMES: &[&str] = &["json", "jsonl", "text", "txt", "markdown", "md", "html", "csv", "yaml"];
+
+/// The warning for an output file named like a format (`record -o json` writes a file called
+/// `json`): `-o` is the file everywhere, `--format` the format.
+#[must_use]
+pub fn format_name_warning(path: &Path) -> Option<String> {
+    let name = path.to_str()?;
+    FORMAT_NAMES.contains(&name.to_ascii_lowercase().as_str()).then(|| {
+        format!(
+            "writing to a file named {name:?} in the current directory: -o takes a file name; \
+             for a format say --format (or name the file e.g. {name}-out.{name})"
+        )
+    })
+}
+
+pub(crate) fn warn_if_format_name(path: &Path) {
+    if let Some(warning) = format_name_warning(path) {
+        eprintln!("dad-trace: warning: {warning}");
+    }
 }
 
 /// How to trace: shared by `record` and `serve`.
@@ -169,6 +213,28 @@ mod tests {
             .err()
             .expect("rejected");
         assert_eq!(usage.exit_code(), i32::from(EXIT_USAGE));
+    }
+
+    #[test]
+    fn output_files_named_like_formats_are_warned_about() {
+        assert!(format_name_warning(Path::new("json")).is_some_and(|w| w.contains("--format")));
+        assert!(format_name_warning(Path::new("HTML")).is_some());
+        assert_eq!(format_name_warning(Path::new("before.json")), None);
+        assert_eq!(format_name_warning(Path::new("out/json")), None);
+    }
+
+    #[test]
+    fn formats_a_command_cannot_write_are_refused() {
+        let error = Cli::try_parse_from(["dad-trace", "gate", "a.json", "b.json", "--format", "html"])
+            .err()
+            .expect("refused");
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue, "{error}");
+        for format in ["text", "markdown", "html", "json"] {
+            assert!(
+                Cli::try_parse_from(["dad-trace", "doctor", "--format", format]).is_ok(),
+                "{format}"
+            );
+        }
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Record {
 
 impl Record {
     pub async fn run(self, verbose: bool) -> anyhow::Result<()> {
+        if let Some(path) = &self.output {
+            super::warn_if_format_name(path);
+        }
         let opts = RecordOptions {
             duration: self.duration.map(|d| seconds(d, "--duration")).transpose()?,
             count: self.count,

@@ -1,14 +1,8 @@
 //! `dad-trace report`.
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-};
-
-use anyhow::Context as _;
+use std::path::{Path, PathBuf};
 
 use super::Format;
 use crate::{
-    files::write_atomically,
     report::{compare, html, render_text, summarize},
     session::Session,
 };
@@ -41,13 +35,7 @@ pub struct Report {
 impl Report {
     pub fn run(self) -> anyhow::Result<()> {
         let text = self.render()?;
-        if let Some(path) = &self.output {
-            write_atomically(path, |file| file.write_all(text.as_bytes()))
-                .with_context(|| format!("write {}", path.display()))
-        } else {
-            print!("{text}");
-            Ok(())
-        }
+        super::write_output(self.output.as_deref(), &text)
     }
 
     fn render(&self) -> anyhow::Result<String> {

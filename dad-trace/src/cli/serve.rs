@@ -40,6 +40,9 @@ impl Serve {
     }
 
     pub async fn run(self, verbose: bool) -> anyhow::Result<()> {
+        if let Some(path) = &self.output {
+            super::warn_if_format_name(path);
+        }
         let session = record::record(self.options(verbose)?).await?;
         eprintln!("Stopped; {} events lost in all.", session.lost_events);
         Ok(())

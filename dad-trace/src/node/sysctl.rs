@@ -163,6 +163,8 @@ pub const DAD_SETTINGS: &[&str] = &[
     "net.ipv6.conf.all.enhanced_dad",
     "net.ipv6.conf.default.enhanced_dad",
     "net.ipv6.conf.default.router_solicitation_delay",
+    // Optimistic DAD is off wherever `all.forwarding` is on.
+    "net.ipv6.conf.all.forwarding",
     "net.ipv6.neigh.default.retrans_time_ms",
 ];
 

@@ -1,14 +1,28 @@
 //! Prometheus metrics of `dad-trace serve`, in the `OpenMetrics` text format.
 //!
 //! Labels are the Kubernetes namespace by default; the pod name is opt-in because a node
-//! churns through many pods and every label value is a new time series.
+//! churns through many pods and every label value is a new time series. They are called
+//! `k8s_namespace_name` and `k8s_pod_name` (OpenTelemetry's `k8s.namespace.name`,
+//! `k8s.pod.name`), not `namespace`/`pod`: the usual `kubernetes-pods` scrape job sets
+//! `namespace` and `pod` to the *scraped* pod's (the agent's), and without `honor_labels`
+//! Prometheus would rename ours to `exported_namespace`/`exported_pod`.
+use std::collections::BTreeMap;
+
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
     registry::{Registry, Unit},
 };
 
-use crate::session::{AddressEvent, Outcome};
+use super::pod_wait::PodWindows;
+use crate::{
+    node::{doctor::model, sysctl},
+    session::{AddressEvent, Outcome},
+};
+
+/// Label names, as the dashboards and alerts in deploy/ use them.
+pub const NAMESPACE_LABEL: &str = "k8s_namespace_name";
+pub const POD_LABEL: &str = "k8s_pod_name";
 
 /// Bucket bounds in seconds: 0.5 ms .. 10 ms resolves tuned nodes, 0.5 s .. 5 s the DAD
 /// wait (1 s per probe with the default `dad_transmits=1`, plus the random start delay).
@@ -32,11 +46,13 @@ pub struct Metrics {
     per_pod_labels: bool,
     tentative: Family<Labels, Histogram, fn() -> Histogram>,
     dad: Family<Labels, Histogram, fn() -> Histogram>,
+    pod_wait: Family<Labels, Histogram, fn() -> Histogram>,
+    pods: PodWindows,
     addresses: Family<Labels, Counter>,
-    failures: Family<Labels, Counter>,
-    aborted: Family<Labels, Counter>,
     lost: Counter,
     in_flight: Gauge,
+    sysctls: Family<Labels, Gauge>,
+    new_pod_dad: Gauge,
 }
 
 impl Metrics {
@@ -57,19 +73,20 @@ impl Metrics {
             Unit::Seconds,
             dad.clone(),
         );
-        let addresses = Family::default();
-        registry.register("addresses", "Addresses that finished, by outcome", addresses.clone());
-        let failures = Family::default();
-        registry.register(
-            "dad_failures",
-            "Addresses that DAD found duplicated (dadfailed)",
-            failures.clone(),
+        let pod_wait = Family::new_with_constructor(new_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "pod_wait",
+            "Per pod: its first address added -> its last settled (what a CNI plugin waiting for them pays)",
+            Unit::Seconds,
+            pod_wait.clone(),
         );
-        let aborted = Family::default();
+        // One counter for every outcome: failures (duplicates) and aborted addresses are
+        // `outcome="failed"` and `outcome="aborted"` here, not counters of their own.
+        let addresses = Family::default();
         registry.register(
-            "aborted_addresses",
-            "Addresses removed (or whose interface or namespace was) while tentative",
-            aborted.clone(),
+            "addresses",
+            "Addresses that finished, by outcome: settled, failed (a duplicate answered), aborted (removed while tentative)",
+            addresses.clone(),
         );
         let lost = Counter::default();
         registry.register(
@@ -83,26 +100,61 @@ impl Metrics {
             "Addresses tentative right now",
             in_flight.clone(),
         );
+        let sysctls = Family::default();
+        registry.register(
+            "node_sysctl",
+            "The node's DAD settings (host namespace), by sysctl name",
+            sysctls.clone(),
+        );
+        let new_pod_dad = Gauge::default();
+        registry.register(
+            "node_new_pods_run_dad",
+            "1 when a pod created now runs DAD (the doctor's reading of node_sysctl), 0 when the node is tuned",
+            new_pod_dad.clone(),
+        );
         registry.register(
             "backend",
-            "The probe backend and kernel in use",
+            "The probe backend, kernel and node in use",
             Info::new(vec![
                 ("backend".to_string(), backend.to_string()),
                 ("kernel".to_string(), kernel.to_string()),
                 ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+                ("k8s_node_name".to_string(), crate::node::hostname()),
             ]),
         );
-        Self {
+        let metrics = Self {
             registry,
             per_pod_labels,
             tentative,
             dad,
+            pod_wait,
+            pods: PodWindows::default(),
             addresses,
-            failures,
-            aborted,
             lost,
             in_flight,
+            sysctls,
+            new_pod_dad,
+        };
+        metrics.set_sysctls(&sysctl::snapshot());
+        if !per_pod_labels {
+            // Series that exist from the first scrape at 0: Prometheus's rate() and increase()
+            // count nothing of a series' first sample, so a series born at its first burst
+            // (every host veth at once) would show no rate at all.
+            for namespace in [HOST_LABEL, UNKNOWN_LABEL] {
+                let labels = vec![(NAMESPACE_LABEL.to_string(), namespace.to_string())];
+                drop(metrics.tentative.get_or_create(&labels));
+                drop(metrics.dad.get_or_create(&labels));
+                for outcome in ["settled", "failed", "aborted"] {
+                    let mut with_outcome = labels.clone();
+                    with_outcome.push(("outcome".to_string(), outcome.to_string()));
+                    drop(metrics.addresses.get_or_create(&with_outcome));
+                }
+                if namespace != HOST_LABEL {
+                    drop(metrics.pod_wait.get_or_create(&labels));
+                }
+            }
         }
+        metrics
     }
 
     fn labels(&self, event: &AddressEvent) -> Labels {
@@ -115,14 +167,14 @@ impl Metrics {
                 .and_then(|pod| pod.namespace.clone())
                 .unwrap_or_else(|| UNKNOWN_LABEL.to_string())
         };
-        let mut labels = vec![("namespace".to_string(), namespace)];
+        let mut labels = vec![(NAMESPACE_LABEL.to_string(), namespace)];
         if self.per_pod_labels {
             let pod = event
                 .pod
                 .as_ref()
                 .and_then(|pod| pod.name.clone())
                 .unwrap_or_else(|| event.pod_label());
-            labels.push(("pod".to_string(), pod));
+            labels.push((POD_LABEL.to_string(), pod));
         }
         labels
     }
@@ -138,22 +190,38 @@ impl Metrics {
         let mut with_outcome = labels.clone();
         with_outcome.push(("outcome".to_string(), outcome.to_string()));
         self.addresses.get_or_create(&with_outcome).inc();
-        match event.outcome {
-            Outcome::Settled => {
-                self.tentative
-                    .get_or_create(&labels)
-                    .observe(event.tentative_ns as f64 / 1e9);
-                if let Some(dad_ns) = event.dad_ns {
-                    self.dad.get_or_create(&labels).observe(dad_ns as f64 / 1e9);
-                }
-            }
-            Outcome::Failed => {
-                self.failures.get_or_create(&labels).inc();
-            }
-            Outcome::Aborted => {
-                self.aborted.get_or_create(&labels).inc();
+        if event.outcome == Outcome::Settled {
+            self.tentative
+                .get_or_create(&labels)
+                .observe(event.tentative_ns as f64 / 1e9);
+            if let Some(dad_ns) = event.dad_ns {
+                self.dad.get_or_create(&labels).observe(dad_ns as f64 / 1e9);
             }
         }
+        if !event.host_netns {
+            self.pods.see(event, labels);
+        }
+    }
+
+    /// Once a second: pods with no address in flight (`in_flight` holds the namespaces that
+    /// have one) and none finished since the last sweep are done; their waits are counted.
+    pub fn sweep_pods(&self, in_flight: &std::collections::HashSet<u32>) {
+        for (labels, wait_ns) in self.pods.finish(in_flight) {
+            self.pod_wait.get_or_create(&labels).observe(wait_ns as f64 / 1e9);
+        }
+    }
+
+    /// The node's DAD sysctls, and whether a new pod runs DAD under them.
+    pub fn set_sysctls(&self, host: &BTreeMap<String, String>) {
+        for (name, value) in host {
+            if let Ok(value) = value.trim().parse::<i64>() {
+                self.sysctls
+                    .get_or_create(&vec![("sysctl".to_string(), name.clone())])
+                    .set(value);
+            }
+        }
+        let pod = model::pod_estimate(&model::new_pod_interface(host, model::inherits(host)));
+        self.new_pod_dad.set(i64::from(pod.per_pod.dad));
     }
 
     /// Brings the lost-events counter up to the kernel's running total.
@@ -226,8 +294,25 @@ mod tests {
             .sum();
         assert!((value(&text, "dad_trace_tentative_seconds_sum{") - total).abs() < 1e-6);
         assert!(text.contains(r#"dad_trace_backend_info{backend="tracepoint",kernel="6.18""#));
-        assert!(text.contains(r#"namespace="(host)""#));
-        assert!(!text.contains("pod=\""), "pod labels are opt-in");
+        assert!(text.contains(r#"k8s_namespace_name="(host)""#));
+        assert!(!text.contains("k8s_pod_name="), "pod labels are opt-in");
+        assert!(
+            !text.contains("namespace=\"") && !text.contains(" pod=\""),
+            "labels a scrape job sets itself"
+        );
+        // Every pod once its addresses are done and a sweep passed quietly.
+        metrics.sweep_pods(&std::collections::HashSet::new());
+        metrics.sweep_pods(&std::collections::HashSet::new());
+        let text = metrics.render();
+        let pods: std::collections::HashSet<_> = session
+            .events
+            .iter()
+            .filter(|e| !e.host_netns && e.outcome == Outcome::Settled)
+            .map(|e| e.netns_inode)
+            .collect();
+        let pods = pods.len();
+        assert!(pods > 0);
+        assert_eq!(value(&text, "dad_trace_pod_wait_seconds_count{"), pods as f64);
         assert!(text.ends_with("# EOF\n"));
     }
 
@@ -241,8 +326,32 @@ mod tests {
         metrics.set_lost(5);
         metrics.set_lost(3);
         let text = metrics.render();
-        assert!(text.contains(r#"pod="dt-pod-0""#));
+        assert!(text.contains(r#"k8s_pod_name="dt-pod-0""#));
         assert_eq!(value(&text, "dad_trace_lost_events_total"), 5.0);
+    }
+
+    #[test]
+    fn node_sysctls_and_whether_new_pods_run_dad() {
+        let metrics = Metrics::new("tracepoint", "6.18", false);
+        let host = |inherit: &str| -> BTreeMap<String, String> {
+            [
+                ("net.core.devconf_inherit_init_net", inherit),
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+        };
+        metrics.set_sysctls(&host("0"));
+        let text = metrics.render();
+        assert!(
+            text.contains("dad_trace_node_sysctl{sysctl=\"net.ipv6.conf.default.accept_dad\"} 0"),
+            "{text}"
+        );
+        assert_eq!(value(&text, "dad_trace_node_new_pods_run_dad"), 1.0);
+        metrics.set_sysctls(&host("1"));
+        assert_eq!(value(&metrics.render(), "dad_trace_node_new_pods_run_dad"), 0.0);
     }
 
     #[test]

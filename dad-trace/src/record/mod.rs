@@ -43,6 +43,7 @@ pub mod clock;
 pub mod enrich;
 pub mod filter;
 pub mod metrics;
+mod pod_wait;
 pub mod recorder;
 pub mod serve;
 pub mod signals;

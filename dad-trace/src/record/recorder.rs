@@ -165,6 +165,11 @@ impl<E: Enrich> Recorder<E> {
         if let Some(metrics) = self.sinks.metrics() {
             metrics.set_lost(lost_events);
             metrics.set_in_flight(self.tracker.in_flight_len());
+            let busy: std::collections::HashSet<u32> =
+                self.tracker.in_flight().map(|entry| entry.first.netns.inode).collect();
+            metrics.sweep_pods(&busy);
+            // Cheap (a dozen small files) and a tuning applied while the agent runs shows.
+            metrics.set_sysctls(&crate::node::sysctl::snapshot());
         }
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
         tokio::task::block_in_place(|| self.enricher.tick());

@@ -37,6 +37,7 @@ pub mod cni;
 pub mod gates;
 pub mod phases;
 pub mod pods;
+mod progress;
 pub mod render;
 
 /// One pod of a phase and how long its network setup took.
@@ -118,9 +119,18 @@ pub async fn run_phase(
             opts.pods,
         );
         let cancelled = cancelled.clone();
+        let progress = progress::PodProgress::new(phase.name, count);
         async move {
             let pods = tokio::task::spawn_blocking(move || {
-                pods::add_pods(plugin, &cni_dir, config.as_deref(), &prefix, count, &cancelled)
+                pods::add_pods(
+                    plugin,
+                    &cni_dir,
+                    config.as_deref(),
+                    &prefix,
+                    count,
+                    &cancelled,
+                    &progress,
+                )
             })
             .await;
             stop.notify_one();

@@ -43,6 +43,7 @@ pub(super) fn add_pods(
     prefix: &str,
     count: usize,
     cancelled: &AtomicBool,
+    progress: &super::progress::PodProgress,
 ) -> anyhow::Result<Vec<(Pod, String, Option<u64>)>> {
     let add_cni = |config: &str, name: &str| -> anyhow::Result<Pod> {
         let netns = NamedNetns::create(Path::new(NETNS_DIR), name)?;
@@ -72,6 +73,7 @@ pub(super) fn add_pods(
         };
         let add_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         pods.push((pod, name, Some(add_ns)));
+        progress.pod_done();
     }
     Ok(pods)
 }

@@ -44,6 +44,7 @@ use dad_trace::{
     session::{Outcome, Session},
 };
 use futures::StreamExt as _;
+use integration_tests::progress;
 use rtnetlink::{
     packet_core::NetlinkPayload,
     packet_route::{
@@ -720,21 +721,27 @@ fn main() -> anyhow::Result<()> {
     sysctls.set("net.core.devconf_inherit_init_net", "0")?;
     sysctls.set("net.ipv6.conf.default.accept_dad", "1")?;
     sysctls.set("net.ipv6.conf.default.dad_transmits", "1")?;
-    eprintln!("== kernel cost ({} s)", args.cost_seconds);
+    let stage = progress::stage(&format!("kernel cost ({} s)", args.cost_seconds));
     let cost = kernel_cost(&args, dir.path())?;
+    drop(stage);
     if args.cost_only {
         print!("{}", render(&args, &cost, &[], None));
         return Ok(());
     }
-    eprintln!("== scale: {} pods", args.pods);
+    let stage = progress::stage(&format!("scale: {} pods", args.pods));
     let mut scale_rows = vec![scale(&args, dir.path(), "plain")?];
-    eprintln!("== scale: {} pods with {} idle veth interfaces", args.pods, args.veths);
+    drop(stage);
     {
+        let _stage = progress::stage(&format!(
+            "scale: {} pods with {} idle veth interfaces",
+            args.pods, args.veths
+        ));
         let _veths = Veths::create(args.veths)?;
         scale_rows.push(scale(&args, dir.path(), &format!("{} veths present", args.veths))?);
     }
-    eprintln!("== accuracy: {} pods", args.accuracy_pods);
+    let stage = progress::stage(&format!("accuracy: {} pods", args.accuracy_pods));
     let accuracy = accuracy(&args, dir.path())?;
+    drop(stage);
     let table = render(&args, &cost, &scale_rows, Some(&accuracy));
     if let Some(dir) = args.output.parent() {
         std::fs::create_dir_all(dir)?;
