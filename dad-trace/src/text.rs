@@ -27,21 +27,36 @@ pub fn terminal(text: &str) -> Cow<'_, str> {
     Cow::Owned(safe)
 }
 
-/// `text` as one cell of a markdown table: [`terminal`]-safe, and `|`, backquotes and angle
-/// brackets escaped so the table keeps its columns and carries no HTML.
+/// `text` inside Markdown (a table cell, a list item): [`terminal`]-safe, every character
+/// Markdown gives a meaning escaped, so a name keeps a table's columns, formats nothing and
+/// carries no HTML.
 #[must_use]
 pub fn markdown(text: &str) -> String {
-    let mut cell = String::new();
+    let mut out = String::new();
     for c in terminal(text).chars() {
         match c {
-            '|' => cell.push_str("\\|"),
-            '`' => cell.push_str("\\`"),
-            '<' => cell.push_str("&lt;"),
-            '>' => cell.push_str("&gt;"),
-            c => cell.push(c),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '~' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            c => out.push(c),
         }
     }
-    cell
+    out
+}
+
+/// `text` inside HTML: [`terminal`]-safe, then escaped for element content and attributes.
+#[must_use]
+pub fn html(text: &str) -> String {
+    terminal(text)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 #[cfg(test)]
@@ -66,7 +81,8 @@ mod tests {
     fn markdown_cells_keep_their_columns() {
         assert_eq!(markdown("a|b"), "a\\|b");
         assert_eq!(markdown("<img src=x>"), "&lt;img src=x&gt;");
-        assert_eq!(markdown("a\nb"), "a\\x0ab");
-        assert_eq!(markdown("`x`"), "\\`x\\`");
+        assert_eq!(markdown("a\nb"), "a\\\\x0ab");
+        assert_eq!(markdown("`x`_*"), "\\`x\\`\\_\\*");
+        assert_eq!(html("<a href='x'>\u{1b}"), "&lt;a href=&#39;x&#39;&gt;\\x1b");
     }
 }

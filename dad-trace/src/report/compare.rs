@@ -416,7 +416,7 @@ pub(crate) mod tests {
             table.iter().all(|line| columns(line) == columns(table[0])),
             "{markdown}"
         );
-        assert!(markdown.contains("| a\\|b\\x0ac\\x1b[2J |"), "{markdown}");
+        assert!(markdown.contains("| a\\|b\\\\x0ac\\\\x1b\\[2J |"), "{markdown}");
         let text = render_text(&comparison);
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
         assert!(text.contains("a|b\\x0ac\\x1b[2J"), "{text}");

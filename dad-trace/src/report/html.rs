@@ -13,13 +13,9 @@ const MARGIN: f64 = 50.0;
 const X_MIN_NS: f64 = 1e4;
 const X_MAX_NS: f64 = 1e10;
 
-/// HTML-escaped, with control characters shown (see [`crate::text::terminal`]).
+/// HTML-escaped, with control characters shown (see [`crate::text::html`]).
 fn escape(text: &str) -> String {
-    crate::text::terminal(text)
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    crate::text::html(text)
 }
 
 fn x_of(ns: u64) -> f64 {

@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use super::{Audit, Diagnosis, Verdict, Wait};
-use crate::node::tune::RECOMMENDED;
+use crate::{
+    node::tune::RECOMMENDED,
+    text::{html, markdown, terminal},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Style {
@@ -22,43 +25,8 @@ enum Block {
     Code(String),
 }
 
-/// Control characters (terminal escapes among them) shown as `\u{..}`, never sent.
 fn plain(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-fn html(text: &str) -> String {
-    plain(text)
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-fn markdown(text: &str) -> String {
-    let mut out = String::new();
-    for c in plain(text).chars() {
-        match c {
-            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '~' | '!' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            _ => out.push(c),
-        }
-    }
-    out
+    terminal(text).into_owned()
 }
 
 fn wait_cell(wait: Wait) -> String {

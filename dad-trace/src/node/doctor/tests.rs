@@ -225,7 +225,7 @@ fn every_style_escapes_names_from_the_node() {
     let audit = audit(DEFAULTS, vec![ns]);
     let d = diagnose(&audit);
     let text = render_as(&audit, &d, Style::Text);
-    assert!(!text.contains('\u{1b}') && text.contains("\\u{1b}"), "{text}");
+    assert!(!text.contains('\u{1b}') && text.contains("\\x1b"), "{text}");
     let md = render_as(&audit, &d, Style::Markdown);
     assert!(md.contains("&lt;b&gt;x&lt;/b&gt;\\|\\`") && !md.contains("<b>"), "{md}");
     assert!(md.contains("## Diagnosis (DadOn)") && md.contains("| namespace | interface |"));
