@@ -202,3 +202,98 @@ fn probes_verify_loads_every_program() {
     }
     assert_eq!(stdout.matches("verifier OK").count(), programs.len(), "{stdout}");
 }
+
+/// A reader that goes away (`| head`): report-like commands end quietly with 0, never a
+/// "Broken pipe" panic.
+#[test]
+fn a_closed_stdout_ends_a_report_quietly() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/default-20-pods.json");
+    for args in [
+        vec!["report".to_string(), fixture.display().to_string(), "--per-pod".into()],
+        vec!["probes".into()],
+        vec!["scenario".into(), "--list".into()],
+    ] {
+        let mut child = dad_trace()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn dad-trace");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `record` with its terminal gone still saves the whole session.
+#[test]
+fn a_closed_stdout_does_not_cost_the_session() {
+    if !allowed("a_closed_stdout_does_not_cost_the_session") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("session.json");
+    let mut child = dad_trace()
+        .args([
+            "record",
+            "--backend",
+            "tracepoint",
+            "--synthetic-prefix",
+            "dtp-",
+            "--synthetic-pods",
+            "2",
+            "-o",
+        ])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dad-trace");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let session = dad_trace::session::Session::load(&path).expect("the session was saved");
+    let ours = session
+        .events
+        .iter()
+        .filter(|e| e.netns_name.as_deref().is_some_and(|name| name.starts_with("dtp-")))
+        .count();
+    assert_eq!(ours, 4, "both pods' addresses, though nobody read the lines");
+}
+
+/// Sessions are saved readable by others: a user without privileges reports one that root
+/// recorded, as the README says.
+#[test]
+fn another_user_reports_a_session_root_saved() {
+    if !allowed("another_user_reports_a_session_root_saved") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.path().join("before.json");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/default-20-pods.json");
+    dad_trace::session::Session::load(&fixture)
+        .expect("fixture")
+        .save(&path)
+        .expect("save as root");
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_dad-trace"),
+            "report",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run as nobody");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("Per-pod delay"), "{stdout}");
+}

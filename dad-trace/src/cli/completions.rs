@@ -32,8 +32,7 @@ impl Completions {
             // so no subcommand's options ever complete (clap-rs/clap#6421, open). One spelling.
             script = script.replace("dad__subcmd__trace", "dad__trace");
         }
-        print!("{script}");
-        Ok(())
+        super::out(&script)
     }
 }
 
@@ -54,8 +53,7 @@ impl Man {
         let Some(dir) = self.output else {
             let mut out = Vec::new();
             clap_mangen::Man::new(command).render(&mut out)?;
-            print!("{}", String::from_utf8_lossy(&out));
-            return Ok(());
+            return super::out(&String::from_utf8_lossy(&out));
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         // dad-trace.1 plus dad-trace-SUB.1 for every visible subcommand.

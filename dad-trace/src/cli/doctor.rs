@@ -1,5 +1,8 @@
 //! `dad-trace doctor` and `dad-trace tune`.
-use std::path::{Path, PathBuf};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use super::Format;
 use crate::node::{
@@ -74,10 +77,11 @@ impl Tune {
         } else {
             anyhow::bail!("say --apply --yes to apply the fix, or --revert to undo it");
         };
+        let mut text = String::new();
         for (name, value) in &state.previous {
-            println!("{name}: was {value}");
+            let _ = writeln!(text, "{name}: was {value}");
         }
-        println!("{verb} {}", self.state.display());
-        Ok(())
+        let _ = writeln!(text, "{verb} {}", self.state.display());
+        super::out(&text)
     }
 }

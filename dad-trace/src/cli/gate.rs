@@ -49,8 +49,8 @@ impl Gate {
         };
         let verdict = gate.check(&Session::load(&self.before)?, &Session::load(&self.after)?);
         match self.format {
-            GateFormat::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
-            GateFormat::Text | GateFormat::Markdown => print!("{}", verdict.render()),
+            GateFormat::Json => super::out(&(serde_json::to_string_pretty(&verdict)? + "\n"))?,
+            GateFormat::Text | GateFormat::Markdown => super::out(&verdict.render())?,
         }
         if verdict.passed() {
             Ok(())

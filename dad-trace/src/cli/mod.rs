@@ -97,8 +97,17 @@ pub(crate) fn write_output(output: Option<&Path>, text: &str) -> anyhow::Result<
         write_atomically(path, |file| file.write_all(text.as_bytes()))
             .with_context(|| format!("write {}", path.display()))
     } else {
-        print!("{text}");
-        Ok(())
+        out(text)
+    }
+}
+
+/// Writes to standard output. A reader that went away (`dad-trace report … | head`) ends
+/// the output, not the program: that is success, never a panic.
+pub(crate) fn out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("write to standard output"),
+        _ => Ok(()),
     }
 }
 

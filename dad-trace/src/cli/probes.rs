@@ -1,5 +1,5 @@
 //! `dad-trace probes`, and the hidden `kernel-facts` that `record` runs in a child.
-use std::path::PathBuf;
+use std::{fmt::Write as _, path::PathBuf};
 
 use crate::kernel::{self, Kernel, VMLINUX_BTF, btf, support};
 
@@ -20,8 +20,12 @@ pub struct Probes {
 impl Probes {
     pub fn run(self) -> anyhow::Result<()> {
         let kernel = Kernel::discover(&self.btf, None)?;
-        println!("kernel {}, BTF {}", kernel.release, kernel.btf.display());
-        print!("{}", support::render(&kernel.support));
+        let mut text = format!(
+            "kernel {}, BTF {}\n{}",
+            kernel.release,
+            kernel.btf.display(),
+            support::render(&kernel.support)
+        );
         if self.verify {
             kernel::check_privileges()?;
             for verdict in kernel::verify_programs(&kernel)? {
@@ -29,10 +33,10 @@ impl Probes {
                     Ok(()) => "verifier OK".to_string(),
                     Err(e) => format!("FAILED: {:#}", anyhow::Error::from(e)),
                 };
-                println!("{:<10} {:<18} {result}", verdict.backend, verdict.program);
+                let _ = writeln!(text, "{:<10} {:<18} {result}", verdict.backend, verdict.program);
             }
         }
-        Ok(())
+        super::out(&text)
     }
 }
 
@@ -47,7 +51,6 @@ pub struct KernelFacts {
 
 impl KernelFacts {
     pub fn run(self) -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string(&btf::read_facts(&self.btf)?)?);
-        Ok(())
+        super::out(&(serde_json::to_string(&btf::read_facts(&self.btf)?)? + "\n"))
     }
 }

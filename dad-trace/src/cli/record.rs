@@ -56,7 +56,7 @@ impl Record {
             ..self.trace.options(verbose)?
         };
         let session = record::record(opts).await?;
-        print!("{}", report::render_text(&session, self.per_pod));
-        Ok(())
+        // Saved already: a closed terminal now loses nothing.
+        super::out(&report::render_text(&session, self.per_pod))
     }
 }

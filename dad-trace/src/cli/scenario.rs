@@ -42,8 +42,7 @@ pub struct Scenario {
 impl Scenario {
     pub async fn run(self) -> anyhow::Result<()> {
         if self.list {
-            println!("{}", serde_json::to_string_pretty(&phases::listing())?);
-            return Ok(());
+            return super::out(&(serde_json::to_string_pretty(&phases::listing())? + "\n"));
         }
         let phases = self
             .phases
@@ -76,7 +75,7 @@ impl Scenario {
         if let Some(dir) = &self.output {
             render::write_outputs(&results, dir)?;
         }
-        print!("{}", render::report(&results));
+        super::out(&render::report(&results))?;
         let failed: Vec<_> = results
             .iter()
             .filter(|result| !result.problems.is_empty())
