@@ -297,3 +297,31 @@ fn another_user_reports_a_session_root_saved() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("Per-pod delay"), "{stdout}");
 }
+
+/// The doctor run by a user who cannot enter pod namespaces says it could not look, and why
+/// (it used to print "Pod namespaces (0)" as if there were none).
+#[test]
+fn doctor_without_rights_says_it_could_not_look() {
+    if !allowed("doctor_without_rights_says_it_could_not_look") {
+        return;
+    }
+    let netns = dad_trace::node::netns::NamedNetns::create(Path::new(dad_trace::node::netns::NETNS_DIR), "dtp-doctor")
+        .expect("a pod namespace");
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_dad-trace"),
+            "doctor",
+        ])
+        .output()
+        .expect("run as nobody");
+    drop(netns);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.contains("Could not look into") && stdout.contains("run the doctor as root"),
+        "{stdout}"
+    );
+}

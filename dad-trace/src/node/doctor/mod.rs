@@ -97,6 +97,9 @@ pub struct Audit {
     /// Host-namespace values of [`sysctl::DAD_SETTINGS`].
     pub host: BTreeMap<String, String>,
     pub namespaces: Vec<NamespaceSettings>,
+    /// Pod namespaces the doctor could not look into, with why (say, not root).
+    #[serde(default)]
+    pub unreadable: Vec<(String, String)>,
 }
 
 fn read_int(path: &Path) -> i64 {
@@ -156,6 +159,7 @@ fn namespace_here(name: String) -> anyhow::Result<NamespaceSettings> {
 /// Audits the node: host settings and every named pod namespace (root).
 pub fn audit(netns_dir: &Path) -> Audit {
     let mut namespaces = Vec::new();
+    let mut unreadable = Vec::new();
     if let Ok(entries) = std::fs::read_dir(netns_dir) {
         let mut paths: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
         paths.sort();
@@ -163,9 +167,12 @@ pub fn audit(netns_dir: &Path) -> Audit {
             let name = path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            match in_netns(&path, move || namespace_here(name)) {
+            match in_netns(&path, {
+                let name = name.clone();
+                move || namespace_here(name)
+            }) {
                 Ok(namespace) => namespaces.push(namespace),
-                Err(e) => log::debug!("{}: {e:#}", path.display()),
+                Err(e) => unreadable.push((name, format!("{e:#}"))),
             }
         }
     }
@@ -173,6 +180,7 @@ pub fn audit(netns_dir: &Path) -> Audit {
         kernel_release: crate::kernel::release(),
         host: sysctl::snapshot(),
         namespaces,
+        unreadable,
     }
 }
 

@@ -51,6 +51,16 @@ fn blocks(audit: &Audit, diagnosis: &Diagnosis) -> Vec<Block> {
         ],
     ));
     out.push(Block::Heading(format!("Pod namespaces ({})", audit.namespaces.len())));
+    if let Some((_, why)) = audit.unreadable.first() {
+        // Not seeing them is not finding none: say so, and why.
+        out.push(Block::Paragraph(format!(
+            "Could not look into {} pod namespace{} ({}): run the doctor as root to see their \
+             settings and addresses.",
+            audit.unreadable.len(),
+            if audit.unreadable.len() == 1 { "" } else { "s" },
+            plain(why)
+        )));
+    }
     let mut rows = Vec::new();
     for (settings, estimate) in audit.namespaces.iter().zip(&diagnosis.namespaces) {
         for (interface, est) in settings.interfaces.iter().zip(&estimate.interfaces) {

@@ -11,6 +11,7 @@ fn audit(settings: &[(&str, &str)], namespaces: Vec<NamespaceSettings>) -> Audit
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect(),
         namespaces,
+        unreadable: Vec::new(),
     }
 }
 
@@ -236,4 +237,20 @@ fn every_style_escapes_names_from_the_node() {
     );
     assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</body></html>\n"));
     assert!(page.contains("<h2>Fix</h2>"));
+}
+
+/// A doctor run without the rights to enter pod namespaces says so instead of reporting none.
+#[test]
+fn namespaces_it_could_not_enter_are_said() {
+    let mut audit = audit(DEFAULTS, vec![]);
+    audit.unreadable = vec![
+        ("cni-1".into(), "setns: Operation not permitted".into()),
+        ("cni-2".into(), "setns: Operation not permitted".into()),
+    ];
+    let d = diagnose(&audit);
+    let text = render_as(&audit, &d, Style::Text);
+    assert!(
+        text.contains("Could not look into 2 pod namespaces (setns: Operation not permitted): run the doctor as root"),
+        "{text}"
+    );
 }
