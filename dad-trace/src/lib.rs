@@ -25,3 +25,9 @@ pub mod report;
 pub mod scenario;
 pub mod session;
 pub mod text;
+
+/// The tests' rule for skipping (a skip fails under `DAD_TRACE_NO_SKIP`), shared with the
+/// integration tests.
+#[cfg(test)]
+#[path = "../tests/common/skip.rs"]
+pub(crate) mod test_skip;

@@ -2,8 +2,9 @@
 //! [`Config`]. Nothing is hard-coded for one kernel.
 use std::path::{Path, PathBuf};
 
-use btfparse::{ErrorKind, Offset, Readable, TypeInformation};
 use dad_trace_common::Config;
+
+use self::raw::{Btf, Kind};
 
 use crate::error::Refusal;
 
@@ -33,20 +34,7 @@ pub enum BtfError {
     },
 }
 
-/// BTF read into memory once; btfparse reads it through this.
-pub(crate) struct Bytes(pub(crate) Vec<u8>);
-
-impl Readable for Bytes {
-    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let source = start
-            .checked_add(buffer.len())
-            .and_then(|end| self.0.get(start..end))
-            .ok_or_else(|| btfparse::Error::new(ErrorKind::IOError, "read past the end of BTF"))?;
-        buffer.copy_from_slice(source);
-        Ok(())
-    }
-}
+pub mod raw;
 
 /// What dad-trace needs from the kernel's BTF: struct offsets (`dad_work_fn` left 0) and
 /// which of the DAD functions the kernel has.
@@ -54,6 +42,10 @@ impl Readable for Bytes {
 pub struct KernelFacts {
     pub config: Config,
     pub functions: Vec<String>,
+    /// The id of the typedef `btf_trace_workqueue_queue_work`: what a BTF-typed tracepoint
+    /// program on that tracepoint is loaded against (absent: the raw tracepoint is used).
+    #[serde(default)]
+    pub queue_work_btf_id: Option<u32>,
 }
 
 /// The kernel facts, parsed by `helper` (this binary, `kernel-facts`) in a child process
@@ -84,10 +76,19 @@ pub fn read_facts(path: &Path) -> Result<KernelFacts, Refusal> {
     facts.map_err(|e| Refusal::Kernel(format!("{:#}", anyhow::Error::from(e))))
 }
 
-/// Parsed BTF of one kernel.
+/// The typedef a BTF-typed program on `workqueue_queue_work` is loaded against.
+pub const QUEUE_WORK_TYPEDEF: &str = "btf_trace_workqueue_queue_work";
+
+/// The structs whose members the programs read.
+const STRUCTS: &[&str] = &["inet6_ifaddr", "work_struct", "inet6_dev", "net_device", "net"];
+
+/// Read BTF of one kernel, with the ids of the structs and functions dad-trace looks at.
 pub struct KernelTypes {
     path: PathBuf,
-    types: TypeInformation,
+    btf: Btf,
+    structs: std::collections::HashMap<String, u32>,
+    functions: std::collections::HashMap<String, u32>,
+    typedefs: std::collections::HashMap<String, u32>,
 }
 
 impl KernelTypes {
@@ -96,13 +97,16 @@ impl KernelTypes {
             path: path.into(),
             source,
         })?;
-        let types = TypeInformation::new(&Bytes(bytes)).map_err(|e| BtfError::Parse {
+        let btf = Btf::parse(bytes).map_err(|e| BtfError::Parse {
             path: path.into(),
-            message: format!("{e:?}"),
+            message: e.to_string(),
         })?;
         Ok(Self {
             path: path.into(),
-            types,
+            structs: btf.ids_of(STRUCTS, Kind::Struct),
+            functions: btf.ids_of(super::probes::KERNEL_FUNCTIONS, Kind::Func),
+            typedefs: btf.ids_of(&[QUEUE_WORK_TYPEDEF], Kind::Typedef),
+            btf,
         })
     }
 
@@ -110,7 +114,7 @@ impl KernelTypes {
     /// inlined everywhere only on some kernels, so absence proves little).
     #[must_use]
     pub fn has_function(&self, name: &str) -> bool {
-        self.types.id_of(name).is_some()
+        self.functions.contains_key(name)
     }
 
     #[must_use]
@@ -127,20 +131,17 @@ impl KernelTypes {
                 .filter(|name| self.has_function(name))
                 .map(ToString::to_string)
                 .collect(),
+            queue_work_btf_id: self.typedefs.get(QUEUE_WORK_TYPEDEF).copied(),
         })
     }
 
     /// Byte offset and size of `path` (dotted, e.g. `nd_net.net`) in `struct type_name`.
     fn field(&self, type_name: &'static str, path: &'static str) -> Result<(u32, usize), BtfError> {
         let missing = || BtfError::Field { type_name, path };
-        let tid = self.types.id_of(type_name).ok_or_else(missing)?;
-        match self.types.offset_of(tid, path) {
-            Ok((member_tid, Offset::ByteOffset(offset))) => {
-                let size = self.types.size_of(member_tid).map_err(|_| missing())?;
-                Ok((offset, size))
-            }
-            _ => Err(missing()),
-        }
+        let id = *self.structs.get(type_name).ok_or_else(missing)?;
+        let (offset, member) = self.btf.offset_of(id, path).ok_or_else(missing)?;
+        let size = self.btf.size_of(member).ok_or_else(missing)?;
+        Ok((offset, size))
     }
 
     fn sized(&self, type_name: &'static str, path: &'static str, expected: usize) -> Result<u32, BtfError> {

@@ -1,0 +1,421 @@
+//! The BTF format (include/uapi/linux/btf.h), read for the few questions dad-trace asks: a
+//! named type's id, a member's offset along a dotted path (through anonymous structs and
+//! unions), a type's size. One pass indexes where each type record starts; nothing else is
+//! built, so reading the kernel's 5–6 MB of BTF costs little more than the file itself.
+use std::collections::HashMap;
+
+const MAGIC: u16 = 0xeb9f;
+const HEADER_LEN: usize = 24;
+
+/// BTF kinds (`BTF_KIND_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Ptr,
+    Array,
+    Struct,
+    Union,
+    Enum,
+    Fwd,
+    Typedef,
+    Volatile,
+    Const,
+    Restrict,
+    Func,
+    FuncProto,
+    Var,
+    Datasec,
+    Float,
+    DeclTag,
+    TypeTag,
+    Enum64,
+}
+
+impl Kind {
+    fn of(raw: u32) -> Option<Kind> {
+        const KINDS: [Kind; 19] = [
+            Kind::Int,
+            Kind::Ptr,
+            Kind::Array,
+            Kind::Struct,
+            Kind::Union,
+            Kind::Enum,
+            Kind::Fwd,
+            Kind::Typedef,
+            Kind::Volatile,
+            Kind::Const,
+            Kind::Restrict,
+            Kind::Func,
+            Kind::FuncProto,
+            Kind::Var,
+            Kind::Datasec,
+            Kind::Float,
+            Kind::DeclTag,
+            Kind::TypeTag,
+            Kind::Enum64,
+        ];
+        KINDS.get(usize::try_from(raw).ok()?.checked_sub(1)?).copied()
+    }
+
+    /// Bytes that follow the 12-byte common record, for `vlen` entries.
+    fn trailer(self, vlen: usize) -> usize {
+        match self {
+            Kind::Int | Kind::Var | Kind::DeclTag => 4,
+            Kind::Array => 12,
+            Kind::Struct | Kind::Union | Kind::Datasec | Kind::Enum64 => 12 * vlen,
+            Kind::Enum | Kind::FuncProto => 8 * vlen,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("not BTF (magic {0:#06x})")]
+    Magic(u16),
+    #[error("truncated or inconsistent BTF ({0})")]
+    Layout(&'static str),
+    #[error("unknown BTF kind {0} at type id {1}")]
+    UnknownKind(u32, usize),
+}
+
+/// One type record.
+#[derive(Clone, Copy, Debug)]
+pub struct Type {
+    pub kind: Kind,
+    name_off: u32,
+    vlen: usize,
+    kind_flag: bool,
+    /// `size` for sized kinds, the referenced type id for the others.
+    size_or_ref: u32,
+    /// Where the trailer starts, in the type section.
+    trailer: usize,
+}
+
+/// Read BTF: the bytes and where each type record starts (ids from 1; 0 is void).
+pub struct Btf {
+    bytes: Vec<u8>,
+    types: usize,
+    strings: usize,
+    strings_len: usize,
+    starts: Vec<u32>,
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl Btf {
+    /// Indexes little-endian BTF (every architecture dad-trace runs on).
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, FormatError> {
+        let magic = u16_at(&bytes, 0).ok_or(FormatError::Layout("header"))?;
+        if magic != MAGIC {
+            return Err(FormatError::Magic(magic));
+        }
+        let field = |at| u32_at(&bytes, at).map(|v| v as usize).ok_or(FormatError::Layout("header"));
+        let header_len = field(4)?;
+        let (type_off, type_len, str_off, str_len) = (field(8)?, field(12)?, field(16)?, field(20)?);
+        if header_len < HEADER_LEN {
+            return Err(FormatError::Layout("header length"));
+        }
+        let types = header_len + type_off;
+        let strings = header_len + str_off;
+        if types.checked_add(type_len).is_none_or(|end| end > bytes.len())
+            || strings.checked_add(str_len).is_none_or(|end| end > bytes.len())
+        {
+            return Err(FormatError::Layout("sections past the end"));
+        }
+        let mut starts = vec![0];
+        let mut at = 0;
+        while at < type_len {
+            let info = u32_at(&bytes, types + at + 4).ok_or(FormatError::Layout("type record"))?;
+            let kind = Kind::of((info >> 24) & 0x1f).ok_or(FormatError::UnknownKind((info >> 24) & 0x1f, starts.len()))?;
+            starts.push(u32::try_from(at).map_err(|_| FormatError::Layout("type section size"))?);
+            at += 12 + kind.trailer((info & 0xffff) as usize);
+        }
+        if at != type_len {
+            return Err(FormatError::Layout("type section end"));
+        }
+        Ok(Self {
+            bytes,
+            types,
+            strings,
+            strings_len: str_len,
+            starts,
+        })
+    }
+
+    /// How many type ids there are, void included.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.starts.len() <= 1
+    }
+
+    #[must_use]
+    pub fn get(&self, id: u32) -> Option<Type> {
+        if id == 0 {
+            return None;
+        }
+        let at = self.types + *self.starts.get(usize::try_from(id).ok()?)? as usize;
+        let info = u32_at(&self.bytes, at + 4)?;
+        Some(Type {
+            kind: Kind::of((info >> 24) & 0x1f)?,
+            name_off: u32_at(&self.bytes, at)?,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            size_or_ref: u32_at(&self.bytes, at + 8)?,
+            trailer: at + 12,
+        })
+    }
+
+    /// The string at `offset` in the string section.
+    fn string(&self, offset: u32) -> &str {
+        let start = self.strings + offset as usize;
+        let end = self.strings + self.strings_len;
+        let Some(slice) = self.bytes.get(start..end) else {
+            return "";
+        };
+        let len = slice.iter().position(|&b| b == 0).unwrap_or(slice.len());
+        std::str::from_utf8(&slice[..len]).unwrap_or("")
+    }
+
+    #[must_use]
+    pub fn name(&self, ty: &Type) -> &str {
+        self.string(ty.name_off)
+    }
+
+    /// The ids of the types named in `wanted` (of kind `kind`), in one pass.
+    #[must_use]
+    pub fn ids_of(&self, wanted: &[&str], kind: Kind) -> HashMap<String, u32> {
+        let mut found = HashMap::new();
+        for id in 1..self.starts.len() {
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            if let Some(ty) = self.get(id)
+                && ty.kind == kind
+            {
+                let name = self.name(&ty);
+                if wanted.contains(&name) && !found.contains_key(name) {
+                    found.insert(name.to_string(), id);
+                }
+            }
+        }
+        found
+    }
+
+    /// Follows typedefs and qualifiers to the type they name.
+    #[must_use]
+    pub fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.get(id) {
+                Some(ty) if matches!(ty.kind, Kind::Typedef | Kind::Volatile | Kind::Const | Kind::Restrict | Kind::TypeTag) => {
+                    id = ty.size_or_ref;
+                }
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// The size in bytes of a type, if it has one.
+    #[must_use]
+    pub fn size_of(&self, id: u32) -> Option<usize> {
+        let ty = self.get(self.resolve(id))?;
+        match ty.kind {
+            Kind::Int | Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64 | Kind::Float | Kind::Datasec => {
+                Some(ty.size_or_ref as usize)
+            }
+            Kind::Ptr => Some(8),
+            Kind::Array => {
+                let element = u32_at(&self.bytes, ty.trailer)?;
+                let count = u32_at(&self.bytes, ty.trailer + 8)? as usize;
+                self.size_of(element)?.checked_mul(count)
+            }
+            _ => None,
+        }
+    }
+
+    /// The members of a struct or union: (name, type id, bit offset).
+    fn members(&self, id: u32) -> Vec<(&str, u32, u32)> {
+        let Some(ty) = self.get(self.resolve(id)) else {
+            return Vec::new();
+        };
+        if !matches!(ty.kind, Kind::Struct | Kind::Union) {
+            return Vec::new();
+        }
+        (0..ty.vlen)
+            .filter_map(|index| {
+                let at = ty.trailer + 12 * index;
+                let name = self.string(u32_at(&self.bytes, at)?);
+                let member = u32_at(&self.bytes, at + 4)?;
+                let offset = u32_at(&self.bytes, at + 8)?;
+                // With kind_flag the low 24 bits are the bit offset (the rest a bitfield size).
+                let bits = if ty.kind_flag { offset & 0x00ff_ffff } else { offset };
+                Some((name, member, bits))
+            })
+            .collect()
+    }
+
+    /// Byte offset and type id of member `name` of a struct or union, looking through
+    /// anonymous members as C does.
+    fn member(&self, id: u32, name: &str) -> Option<(u32, u32)> {
+        let members = self.members(id);
+        if let Some(&(_, member, bits)) = members.iter().find(|(n, _, _)| *n == name) {
+            return (bits % 8 == 0).then_some((bits / 8, member));
+        }
+        members.iter().filter(|(n, _, _)| n.is_empty()).find_map(|&(_, anonymous, bits)| {
+            let (inner, member) = self.member(anonymous, name)?;
+            (bits % 8 == 0).then_some((bits / 8 + inner, member))
+        })
+    }
+
+    /// Byte offset and type id of a dotted member path (`nd_net.net`) in a struct.
+    #[must_use]
+    pub fn offset_of(&self, id: u32, path: &str) -> Option<(u32, u32)> {
+        let mut offset = 0;
+        let mut current = id;
+        for part in path.split('.') {
+            let (inner, member) = self.member(current, part)?;
+            offset += inner;
+            current = member;
+        }
+        Some((offset, current))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a little-endian BTF blob from type records (12-byte header + trailer each).
+    struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+    }
+
+    impl Builder {
+        fn new() -> Self {
+            Self {
+                types: Vec::new(),
+                strings: vec![0],
+            }
+        }
+
+        fn name(&mut self, name: &str) -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let at = u32::try_from(self.strings.len()).expect("small");
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            at
+        }
+
+        fn record(&mut self, name: &str, kind: u32, vlen: u32, size_or_ref: u32, trailer: &[u32]) {
+            let name = self.name(name);
+            for word in [name, (kind << 24) | vlen, size_or_ref].iter().chain(trailer) {
+                self.types.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+
+        fn member_words(&mut self, members: &[(&str, u32, u32)]) -> Vec<u32> {
+            members
+                .iter()
+                .flat_map(|&(name, ty, bits)| [self.name(name), ty, bits])
+                .collect()
+        }
+
+        fn build(self) -> Vec<u8> {
+            let mut blob = Vec::new();
+            blob.extend_from_slice(&MAGIC.to_le_bytes());
+            blob.extend_from_slice(&[1, 0]);
+            let header = u32::try_from(HEADER_LEN).expect("small");
+            let types = u32::try_from(self.types.len()).expect("small");
+            let strings = u32::try_from(self.strings.len()).expect("small");
+            for word in [header, 0, types, types, strings] {
+                blob.extend_from_slice(&word.to_le_bytes());
+            }
+            blob.extend_from_slice(&self.types);
+            blob.extend_from_slice(&self.strings);
+            blob
+        }
+    }
+
+    fn sample() -> Btf {
+        let mut b = Builder::new();
+        b.record("int", 1, 0, 4, &[32]); // 1
+        let inner = b.member_words(&[("x", 1, 32)]);
+        b.record("inner", 4, 1, 8, &inner); // 2
+        let outer = b.member_words(&[("a", 1, 0), ("", 4, 64), ("p", 5, 128)]);
+        b.record("outer", 4, 3, 24, &outer); // 3
+        let anonymous = b.member_words(&[("nested", 2, 0)]);
+        b.record("", 4, 1, 8, &anonymous); // 4
+        b.record("", 2, 0, 0, &[]); // 5: void *
+        b.record("outer_t", 8, 0, 7, &[]); // 6
+        b.record("", 10, 0, 3, &[]); // 7: const struct outer
+        b.record("do_it", 12, 0, 9, &[]); // 8
+        b.record("", 13, 0, 0, &[]); // 9
+        b.record("", 3, 0, 0, &[1, 1, 4]); // 10: int[4]
+        Btf::parse(b.build()).expect("valid BTF")
+    }
+
+    #[test]
+    fn members_through_anonymous_structs_typedefs_and_qualifiers() {
+        let btf = sample();
+        assert_eq!(btf.len(), 11);
+        let outer = btf.ids_of(&["outer"], Kind::Struct)["outer"];
+        assert_eq!(btf.offset_of(outer, "a"), Some((0, 1)));
+        assert_eq!(btf.offset_of(outer, "nested.x"), Some((12, 1)), "through the anonymous member");
+        assert_eq!(btf.offset_of(outer, "p").map(|(at, ty)| (at, btf.size_of(ty))), Some((16, Some(8))));
+        assert_eq!(btf.offset_of(outer, "missing"), None);
+        let typedef = btf.ids_of(&["outer_t"], Kind::Typedef)["outer_t"];
+        assert_eq!(btf.resolve(typedef), outer, "typedef -> const -> struct");
+        assert_eq!(btf.offset_of(typedef, "nested.x"), Some((12, 1)));
+        assert_eq!(btf.size_of(typedef), Some(24));
+        assert_eq!(btf.size_of(10), Some(16), "int[4]");
+        assert!(btf.ids_of(&["do_it"], Kind::Func).contains_key("do_it"));
+        assert!(btf.ids_of(&["do_it"], Kind::Struct).is_empty(), "kinds are told apart");
+    }
+
+    #[test]
+    fn bad_input_is_refused_not_trusted() {
+        assert_eq!(Btf::parse(vec![0; 4]).err(), Some(FormatError::Magic(0)));
+        assert!(Btf::parse(MAGIC.to_le_bytes().to_vec()).is_err());
+        let mut b = Builder::new();
+        b.record("int", 1, 0, 4, &[32]);
+        let mut blob = b.build();
+        blob.truncate(blob.len() - 3);
+        assert_eq!(Btf::parse(blob).err(), Some(FormatError::Layout("sections past the end")));
+        let mut b = Builder::new();
+        b.record("odd", 30, 0, 0, &[]);
+        assert_eq!(Btf::parse(b.build()).err(), Some(FormatError::UnknownKind(30, 1)));
+    }
+
+    /// The running kernel's own BTF (readable by anyone where the kernel publishes it).
+    #[test]
+    fn the_running_kernel_answers_what_the_programs_read() {
+        let Ok(bytes) = std::fs::read(crate::kernel::VMLINUX_BTF) else {
+            crate::test_skip::skip(
+                "the_running_kernel_answers_what_the_programs_read",
+                "this kernel publishes no BTF",
+            );
+            return;
+        };
+        let btf = Btf::parse(bytes).expect("the kernel's BTF parses");
+        assert!(btf.len() > 10_000);
+        let ids = btf.ids_of(&["work_struct", "net_device", "inet6_ifaddr"], Kind::Struct);
+        let work = ids["work_struct"];
+        assert_eq!(btf.offset_of(work, "func").map(|(at, _)| at), Some(24), "data, entry, func on 64-bit");
+        assert_eq!(btf.offset_of(ids["net_device"], "name").map(|(at, ty)| (at, btf.size_of(ty))).map(|x| x.1), Some(Some(16)));
+        let (_, addr) = btf.offset_of(ids["inet6_ifaddr"], "addr").expect("addr");
+        assert_eq!(btf.size_of(addr), Some(16));
+    }
+}
