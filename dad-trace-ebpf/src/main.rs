@@ -17,9 +17,9 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
-    macros::{kprobe, kretprobe, map, raw_tracepoint},
+    macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use aya_log_ebpf::debug;
 use dad_trace_common::{Config, DEFAULT_RING_BYTES, Hook, RawEvent};
@@ -160,6 +160,28 @@ pub fn dad_work_queued(ctx: RawTracePointContext) -> i32 {
             emit(&ctx, &cfg, Hook::WorkQueued, work - u64::from(cfg.ifa_dad_work));
         }
         _ => {}
+    }
+    0
+}
+
+/// The same filter as a BTF-typed tracepoint, where the kernel supports one (5.5+ with BTF):
+/// `work` is a typed kernel pointer, so `work->func` is one direct load, no helper call; the
+/// offset comes from the read-only config, which the verifier folds and checks against
+/// `struct work_struct` (a wrong offset is refused at load, never read).
+#[btf_tracepoint(function = "workqueue_queue_work")]
+pub fn dad_work_queued_btf(ctx: BtfTracePointContext) -> i32 {
+    let work: *const u8 = ctx.arg(2);
+    // SAFETY: a typed load the verifier allows only inside `struct work_struct`; a fault-safe
+    // PROBE_MEM load once JITed.
+    let func = unsafe { read_volatile(work.add(work_func_offset() as usize).cast::<u64>()) };
+    if func == dad_work_fn() {
+        let cfg = config();
+        emit(
+            &ctx,
+            &cfg,
+            Hook::WorkQueued,
+            (work as u64) - u64::from(cfg.ifa_dad_work),
+        );
     }
     0
 }

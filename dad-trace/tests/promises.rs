@@ -187,12 +187,7 @@ fn probes_verify_loads_every_program() {
     let output = dad_trace().args(["probes", "--verify"]).output().expect("probes");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    let programs: BTreeSet<&str> = Backend::ALL
-        .iter()
-        .flat_map(|backend| probes::table(*backend))
-        .flat_map(|phase| phase.hooks)
-        .map(|hook| hook.program)
-        .collect();
+    let programs: BTreeSet<&str> = probes::programs().iter().map(|(_, hook)| hook.program).collect();
     for program in &programs {
         let line = stdout
             .lines()

@@ -33,7 +33,7 @@ impl Probes {
                     Ok(()) => "verifier OK".to_string(),
                     Err(e) => format!("FAILED: {:#}", anyhow::Error::from(e)),
                 };
-                let _ = writeln!(text, "{:<10} {:<18} {result}", verdict.backend, verdict.program);
+                let _ = writeln!(text, "{:<10} {:<20} {result}", verdict.backend, verdict.program);
             }
         }
         super::out(&text)

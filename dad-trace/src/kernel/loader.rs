@@ -1,9 +1,9 @@
 //! Loads the embedded kernel programs, attaches a backend's hooks, and streams the ring
 //! buffer: one reader task → bounded channel → consumer.
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{KProbe, ProgramError, RawTracePoint},
+    programs::{BtfTracePoint, KProbe, ProgramError, RawTracePoint},
 };
 use dad_trace_common::{CONFIG_GLOBAL, Config, EVENTS_MAP, LOST_MAP};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
@@ -40,6 +40,8 @@ pub enum AttachError {
     MissingProgram { program: &'static str },
     #[error("{probe}")]
     Program { probe: String, source: ProgramError },
+    #[error("{probe}: the kernel's BTF has no type btf_trace_{target}")]
+    NoBtfType { probe: String, target: &'static str },
 }
 
 /// Loads the object with `config` baked in. Nothing is attached yet.
@@ -69,12 +71,14 @@ fn probe_name(hook: &HookSpec) -> String {
         ProgramKind::Kprobe => "kprobe",
         ProgramKind::Kretprobe => "kretprobe",
         ProgramKind::RawTracepoint => "raw_tracepoint",
+        ProgramKind::BtfTracepoint => "tp_btf",
     };
     format!("{kind} {} (program {})", hook.target, hook.program)
 }
 
-/// Runs the verifier on one program (no attach).
-pub fn load_program(ebpf: &mut Ebpf, hook: &HookSpec) -> Result<(), AttachError> {
+/// Runs the verifier on one program (no attach). `btf_id` is the kernel's BTF id of the
+/// `btf_trace_<target>` typedef, which a `tp_btf` program is loaded against.
+pub fn load_program(ebpf: &mut Ebpf, hook: &HookSpec, btf_id: Option<u32>) -> Result<(), AttachError> {
     let program = hook.program;
     let wrap = |source| AttachError::Program {
         probe: probe_name(hook),
@@ -92,32 +96,90 @@ pub fn load_program(ebpf: &mut Ebpf, hook: &HookSpec) -> Result<(), AttachError>
             let tracepoint: &mut RawTracePoint = prog.try_into().map_err(wrap)?;
             tracepoint.load().map_err(wrap)
         }
+        ProgramKind::BtfTracepoint => {
+            let no_type = || AttachError::NoBtfType {
+                probe: probe_name(hook),
+                target: hook.target,
+            };
+            let btf = placeholder_btf(&format!("btf_trace_{}", hook.target), btf_id.ok_or_else(no_type)?)
+                .ok_or_else(no_type)?;
+            let tracepoint: &mut BtfTracePoint = prog.try_into().map_err(wrap)?;
+            tracepoint.load(hook.target, &btf).map_err(wrap)
+        }
     }
 }
 
-/// Loads and attaches every hook of `plan`. Links live as long as `ebpf`.
-pub fn attach(ebpf: &mut Ebpf, plan: &Plan) -> Result<(), AttachError> {
-    for hook in &plan.hooks {
-        load_program(ebpf, hook)?;
-        let wrap = |source| AttachError::Program {
-            probe: probe_name(hook),
-            source,
-        };
-        let prog = ebpf
-            .program_mut(hook.program)
-            .ok_or(AttachError::MissingProgram { program: hook.program })?;
-        match hook.kind {
-            ProgramKind::Kprobe | ProgramKind::Kretprobe => {
-                let kprobe: &mut KProbe = prog.try_into().map_err(wrap)?;
-                kprobe.attach(hook.target, 0).map_err(wrap)?;
-            }
-            ProgramKind::RawTracepoint => {
-                let tracepoint: &mut RawTracePoint = prog.try_into().map_err(wrap)?;
-                tracepoint.attach(hook.target).map_err(wrap)?;
-            }
-        }
-        log::debug!("attached {}", probe_name(hook));
+/// An aya `Btf` holding only what `BtfTracePoint::load` looks up: the typedef `name` at type
+/// id `id`, after `id - 1` pointers to void. aya finds the typedef there and hands the kernel
+/// that id, which is the one the kernel's own BTF gives it. Parsing all of vmlinux BTF for
+/// this lookup would cost ~19 MB; this costs ~84 bytes per id, dropped after the load. (aya
+/// 0.14 has no load by id, and its typedef constructor is private.)
+fn placeholder_btf(name: &str, id: u32) -> Option<Btf> {
+    const RECORD: u32 = 12;
+    const PTR: u32 = 2 << 24;
+    const TYPEDEF: u32 = 8 << 24;
+    // vmlinux has ~130,000 types; an id far past that is not one the kernel gave.
+    const MAX_ID: u32 = 1 << 21;
+    if id == 0 || id > MAX_ID {
+        return None;
     }
+    let strings: Vec<u8> = [0].into_iter().chain(name.bytes()).chain([0]).collect();
+    let types_len = id * RECORD;
+    let mut blob = Vec::with_capacity(24 + types_len as usize + strings.len());
+    blob.extend(0xeb9f_u16.to_le_bytes());
+    blob.extend([1, 0]); // version 1, no flags
+    let strings_len = u32::try_from(strings.len()).ok()?;
+    for word in [24, 0, types_len, types_len, strings_len] {
+        blob.extend(word.to_le_bytes());
+    }
+    for _ in 1..id {
+        blob.extend([0, PTR, 0].iter().flat_map(|word: &u32| word.to_le_bytes()));
+    }
+    blob.extend([1, TYPEDEF, 0].iter().flat_map(|word: &u32| word.to_le_bytes()));
+    blob.extend(&strings);
+    Btf::parse(&blob, aya::Endianness::Little).ok()
+}
+
+/// Loads and attaches every hook of `plan`; a hook that cannot be (a `tp_btf` the kernel
+/// refuses) is replaced by its fallback. Links live as long as `ebpf`.
+pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf_id: Option<u32>) -> Result<(), AttachError> {
+    for hook in &plan.hooks {
+        match (load_and_attach(ebpf, hook, btf_id), hook.fallback) {
+            (Ok(()), _) => {}
+            (Err(e), Some(fallback)) => {
+                log::info!("{e:#}; using {} instead", probe_name(fallback));
+                load_and_attach(ebpf, fallback, btf_id)?;
+            }
+            (Err(e), None) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn load_and_attach(ebpf: &mut Ebpf, hook: &HookSpec, btf_id: Option<u32>) -> Result<(), AttachError> {
+    load_program(ebpf, hook, btf_id)?;
+    let wrap = |source| AttachError::Program {
+        probe: probe_name(hook),
+        source,
+    };
+    let prog = ebpf
+        .program_mut(hook.program)
+        .ok_or(AttachError::MissingProgram { program: hook.program })?;
+    match hook.kind {
+        ProgramKind::Kprobe | ProgramKind::Kretprobe => {
+            let kprobe: &mut KProbe = prog.try_into().map_err(wrap)?;
+            kprobe.attach(hook.target, 0).map_err(wrap)?;
+        }
+        ProgramKind::RawTracepoint => {
+            let tracepoint: &mut RawTracePoint = prog.try_into().map_err(wrap)?;
+            tracepoint.attach(hook.target).map_err(wrap)?;
+        }
+        ProgramKind::BtfTracepoint => {
+            let tracepoint: &mut BtfTracePoint = prog.try_into().map_err(wrap)?;
+            tracepoint.attach().map_err(wrap)?;
+        }
+    }
+    log::debug!("attached {}", probe_name(hook));
     Ok(())
 }
 
@@ -207,8 +269,27 @@ mod tests {
     use object::{Object as _, ObjectSection as _};
 
     use super::*;
-    use crate::test_skip as skip;
     use crate::kernel::btf::raw::{Btf, Kind};
+    use crate::test_skip as skip;
+
+    /// aya finds the typedef where the kernel's BTF has it, whatever the id.
+    #[test]
+    fn the_placeholder_btf_puts_the_typedef_at_the_kernels_id() {
+        for id in [1, 2, 7345, 79_263] {
+            let name = "btf_trace_workqueue_queue_work";
+            let btf = placeholder_btf(name, id).expect("parses");
+            assert_eq!(
+                btf.id_by_type_name_kind(name, aya_obj::btf::BtfKind::Typedef)
+                    .expect("found"),
+                id
+            );
+        }
+        assert!(
+            placeholder_btf("x", u32::MAX).is_none(),
+            "an id past any BTF is refused"
+        );
+        assert!(placeholder_btf("x", 0).is_none(), "id 0 is void, never a typedef");
+    }
 
     /// The layouts the kernel programs were compiled with, read from the embedded object's
     /// BTF, against the ones this binary decodes with: a mismatch (a field added on one side,

@@ -72,8 +72,13 @@ impl Kernel {
     /// [`btf::kernel_facts`]), `/proc/kallsyms` and the kprobe PMU.
     pub fn discover(btf_path: &Path, helper: Option<&Path>) -> anyhow::Result<Self> {
         let facts = btf::kernel_facts(btf_path, helper)?;
-        let support = KernelSupport::read(Path::new(KALLSYMS), Path::new(KPROBE_PMU), facts.functions.clone())
-            .with_context(|| format!("read {KALLSYMS}"))?;
+        let support = KernelSupport::read(
+            Path::new(KALLSYMS),
+            Path::new(KPROBE_PMU),
+            facts.functions.clone(),
+            facts.queue_work_btf_id,
+        )
+        .with_context(|| format!("read {KALLSYMS}"))?;
         Ok(Self {
             release: release(),
             btf: btf_path.into(),
@@ -122,7 +127,7 @@ pub fn attach(kernel: &Kernel, choice: BackendChoice, ring_bytes: u32, verbose: 
             continue;
         }
         let mut ebpf = loader::load(&config, ring_bytes, verbose)?;
-        match loader::attach(&mut ebpf, &plan) {
+        match loader::attach(&mut ebpf, &plan, kernel.support.queue_work_btf_id) {
             Ok(()) => {
                 for phase in &plan.unobservable {
                     log::warn!("{backend} backend cannot observe phase '{phase}' on this kernel");
@@ -146,25 +151,17 @@ pub struct Verdict {
     pub result: Result<(), loader::AttachError>,
 }
 
-/// Loads every program of both backends through the verifier (nothing is attached); a
-/// program two backends share is loaded once.
+/// Loads every program either backend may use, fallbacks included, through the verifier
+/// (nothing is attached).
 pub fn verify_programs(kernel: &Kernel) -> anyhow::Result<Vec<Verdict>> {
     let config = kernel.config()?;
     let mut ebpf = loader::load(&config, dad_trace_common::DEFAULT_RING_BYTES, false)?;
-    let mut verdicts = Vec::new();
-    for backend in Backend::ALL {
-        for spec in probes::table(backend) {
-            for hook in spec.hooks {
-                if verdicts.iter().any(|v: &Verdict| v.program == hook.program) {
-                    continue;
-                }
-                verdicts.push(Verdict {
-                    backend,
-                    program: hook.program,
-                    result: loader::load_program(&mut ebpf, hook),
-                });
-            }
-        }
-    }
-    Ok(verdicts)
+    Ok(probes::programs()
+        .into_iter()
+        .map(|(backend, hook)| Verdict {
+            backend,
+            program: hook.program,
+            result: loader::load_program(&mut ebpf, hook, kernel.support.queue_work_btf_id),
+        })
+        .collect())
 }

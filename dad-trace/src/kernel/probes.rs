@@ -90,6 +90,8 @@ pub enum ProgramKind {
     Kprobe,
     Kretprobe,
     RawTracepoint,
+    /// A BTF-typed tracepoint (`tp_btf`): typed arguments, direct loads.
+    BtfTracepoint,
 }
 
 /// One kernel program and where it attaches.
@@ -102,6 +104,8 @@ pub struct HookSpec {
     pub target: &'static str,
     pub hook: Hook,
     pub why: &'static str,
+    /// What to attach instead where this one cannot be (kernel, BTF or verifier).
+    pub fallback: Option<&'static HookSpec>,
 }
 
 /// How many of a phase's hooks to attach.
@@ -126,15 +130,27 @@ const fn kprobe(program: &'static str, target: &'static str, hook: Hook, why: &'
         target,
         hook,
         why,
+        fallback: None,
     }
 }
 
-const QUEUED: HookSpec = HookSpec {
+/// Where `tp_btf` is not available (no BTF typedef, kernel before 5.5): the same filter
+/// reading `work->func` through a helper call, two to three times the cost.
+const QUEUED_RAW: HookSpec = HookSpec {
     program: "dad_work_queued",
     kind: ProgramKind::RawTracepoint,
     target: "workqueue_queue_work",
     hook: Hook::WorkQueued,
     why: "dad_work queued: the address state at each DAD step",
+    fallback: None,
+};
+const QUEUED: HookSpec = HookSpec {
+    program: "dad_work_queued_btf",
+    kind: ProgramKind::BtfTracepoint,
+    target: "workqueue_queue_work",
+    hook: Hook::WorkQueued,
+    why: "dad_work queued (BTF-typed: work->func is a direct load)",
+    fallback: Some(&QUEUED_RAW),
 };
 const DONE: HookSpec = HookSpec {
     program: "dad_work_done",
@@ -142,6 +158,7 @@ const DONE: HookSpec = HookSpec {
     target: "workqueue_execute_end",
     hook: Hook::WorkDone,
     why: "addrconf_dad_work returned: flags and state after each DAD step",
+    fallback: None,
 };
 
 pub const KPROBE_TABLE: &[PhaseSpec] = &[
@@ -155,6 +172,7 @@ pub const KPROBE_TABLE: &[PhaseSpec] = &[
                 target: "ipv6_add_addr",
                 hook: Hook::AddrAdded,
                 why: "returns the new inet6_ifaddr, tentative from birth",
+                fallback: None,
             },
             // Second choice only: Debian's 6.1 and 6.12 inline it into the link-local path
             // and keep an out-of-line copy for the rest, so a kprobe there misses addresses.
@@ -259,6 +277,21 @@ pub const TRACEPOINT_TABLE: &[PhaseSpec] = &[
 ];
 
 #[must_use]
+/// Every program either backend may load, fallbacks included, each once.
+pub fn programs() -> Vec<(Backend, &'static HookSpec)> {
+    let mut all: Vec<(Backend, &'static HookSpec)> = Vec::new();
+    for backend in Backend::ALL {
+        for hook in table(backend).iter().flat_map(|phase| phase.hooks) {
+            for form in std::iter::once(hook).chain(hook.fallback) {
+                if !all.iter().any(|(_, known)| known.program == form.program) {
+                    all.push((backend, form));
+                }
+            }
+        }
+    }
+    all
+}
+
 pub fn table(backend: Backend) -> &'static [PhaseSpec] {
     match backend {
         Backend::Kprobe => KPROBE_TABLE,

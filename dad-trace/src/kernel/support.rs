@@ -15,6 +15,8 @@ pub struct KernelSupport {
     pub kprobes: bool,
     /// Functions BTF knows; a function there but not in kallsyms was inlined.
     pub btf_functions: Vec<String>,
+    /// The BTF id of `btf_trace_workqueue_queue_work`, which a `tp_btf` program loads against.
+    pub queue_work_btf_id: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,13 +40,20 @@ impl fmt::Display for HookStatus {
 }
 
 impl KernelSupport {
-    /// Reads kallsyms and the kprobe PMU; `btf_functions` are the DAD functions BTF knows.
-    pub fn read(kallsyms: &Path, kprobe_pmu: &Path, btf_functions: Vec<String>) -> std::io::Result<Self> {
+    /// Reads kallsyms and the kprobe PMU; `btf_functions` are the DAD functions BTF knows,
+    /// `queue_work_btf_id` the typedef `tp_btf` needs.
+    pub fn read(
+        kallsyms: &Path,
+        kprobe_pmu: &Path,
+        btf_functions: Vec<String>,
+        queue_work_btf_id: Option<u32>,
+    ) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(kallsyms)?;
         Ok(Self {
             symbols: parse_kallsyms(&text),
             kprobes: kprobe_pmu.exists(),
             btf_functions,
+            queue_work_btf_id,
         })
     }
 
@@ -52,6 +61,11 @@ impl KernelSupport {
     pub fn status(&self, spec: &HookSpec) -> HookStatus {
         match spec.kind {
             ProgramKind::RawTracepoint => HookStatus::Available,
+            ProgramKind::BtfTracepoint if self.queue_work_btf_id.is_some() => HookStatus::Available,
+            ProgramKind::BtfTracepoint => HookStatus::Refused(format!(
+                "no BTF type btf_trace_{} (kernel before 5.5, or built without it)",
+                spec.target
+            )),
             ProgramKind::Kprobe | ProgramKind::Kretprobe => {
                 if self.symbols.contains_key(spec.target) {
                     if self.kprobes {
@@ -68,16 +82,23 @@ impl KernelSupport {
         }
     }
 
+    /// The hook itself when it is available here, else its fallback when that is.
+    #[must_use]
+    pub fn usable_form<'a>(&self, hook: &'a HookSpec) -> Option<&'a HookSpec> {
+        let available = |spec: &HookSpec| self.status(spec) == HookStatus::Available;
+        if available(hook) {
+            Some(hook)
+        } else {
+            hook.fallback.filter(|fallback| available(fallback))
+        }
+    }
+
     /// The hooks a backend attaches on this kernel, with phases it cannot observe.
     #[must_use]
     pub fn plan(&self, backend: Backend) -> Plan {
         let mut plan = Plan::default();
         for spec in table(backend) {
-            let usable: Vec<&HookSpec> = spec
-                .hooks
-                .iter()
-                .filter(|hook| self.status(hook) == HookStatus::Available)
-                .collect();
+            let usable: Vec<&HookSpec> = spec.hooks.iter().filter_map(|hook| self.usable_form(hook)).collect();
             let chosen: Vec<&HookSpec> = match spec.pick {
                 Pick::First => usable.into_iter().take(1).collect(),
                 Pick::All => usable,
@@ -146,26 +167,35 @@ pub fn render(support: &KernelSupport) -> String {
         for spec in table(backend) {
             let _ = writeln!(out, "  {}:", spec.phase);
             for hook in spec.hooks {
-                let chosen =
-                    plan.hooks.iter().any(|h| h.program == hook.program) && !plan.unobservable.contains(&spec.phase);
-                let mark = if chosen { "*" } else { " " };
-                let _ = writeln!(
-                    out,
-                    "   {mark} {:<26} {:<11} {:<40} {}",
-                    hook.target,
-                    match hook.kind {
-                        ProgramKind::Kprobe => "kprobe",
-                        ProgramKind::Kretprobe => "kretprobe",
-                        ProgramKind::RawTracepoint => "raw_tp",
-                    },
-                    support.status(hook).to_string(),
-                    hook.why
-                );
+                render_hook(&mut out, support, &plan, hook, "");
+                if let Some(fallback) = hook.fallback {
+                    render_hook(&mut out, support, &plan, fallback, "or ");
+                }
             }
         }
     }
     out.push_str("(* = attached by that backend on this kernel)\n");
     out
+}
+
+fn render_hook(out: &mut String, support: &KernelSupport, plan: &Plan, hook: &HookSpec, prefix: &str) {
+    use std::fmt::Write as _;
+    let chosen = plan.hooks.iter().any(|h| h.program == hook.program);
+    let mark = if chosen { "*" } else { " " };
+    let kind = match hook.kind {
+        ProgramKind::Kprobe => "kprobe",
+        ProgramKind::Kretprobe => "kretprobe",
+        ProgramKind::RawTracepoint => "raw_tp",
+        ProgramKind::BtfTracepoint => "tp_btf",
+    };
+    let _ = writeln!(
+        out,
+        "   {mark} {:<26} {:<11} {:<40} {}",
+        format!("{prefix}{}", hook.target),
+        kind,
+        support.status(hook).to_string(),
+        hook.why
+    );
 }
 
 #[cfg(test)]
@@ -205,6 +235,7 @@ mod tests {
             symbols,
             kprobes: false,
             btf_functions: vec![],
+            queue_work_btf_id: None,
         };
         assert!(support.plan(Backend::Tracepoint).usable());
     }
@@ -215,6 +246,7 @@ mod tests {
             symbols: parse_kallsyms(KALLSYMS),
             kprobes: true,
             btf_functions: vec!["addrconf_dad_begin".into()],
+            queue_work_btf_id: None,
         };
         let plan = support.plan(Backend::Kprobe);
         let targets: Vec<_> = plan.hooks.iter().map(|h| h.target).collect();
@@ -227,12 +259,52 @@ mod tests {
         assert_eq!(support.status(&KPROBE_TABLE[1].hooks[0]), HookStatus::Inlined);
     }
 
+    /// The typed tracepoint where BTF names its typedef, the raw one where it does not.
+    #[test]
+    fn the_queue_filter_takes_tp_btf_where_the_kernel_has_its_type() {
+        let queued = |btf_id| {
+            let support = KernelSupport {
+                symbols: parse_kallsyms(KALLSYMS),
+                kprobes: false,
+                btf_functions: vec![],
+                queue_work_btf_id: btf_id,
+            };
+            let plan = support.plan(Backend::Tracepoint);
+            assert!(plan.usable());
+            plan.hooks
+                .iter()
+                .find(|hook| hook.target == "workqueue_queue_work")
+                .map(|hook| hook.program)
+        };
+        assert_eq!(queued(Some(7345)), Some("dad_work_queued_btf"));
+        assert_eq!(queued(None), Some("dad_work_queued"));
+        let shown = render(&KernelSupport {
+            symbols: parse_kallsyms(KALLSYMS),
+            kprobes: false,
+            btf_functions: vec![],
+            queue_work_btf_id: None,
+        });
+        assert!(
+            shown
+                .lines()
+                .any(|line| line.contains("tp_btf") && line.contains("no BTF type")),
+            "{shown}"
+        );
+        assert!(
+            shown
+                .lines()
+                .any(|line| line.starts_with("   * or workqueue_queue_work") && line.contains("raw_tp")),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn kprobes_refused_without_pmu() {
         let support = KernelSupport {
             symbols: parse_kallsyms(KALLSYMS),
             kprobes: false,
             btf_functions: vec![],
+            queue_work_btf_id: None,
         };
         assert!(!support.plan(Backend::Kprobe).usable());
         assert!(support.plan(Backend::Tracepoint).usable());

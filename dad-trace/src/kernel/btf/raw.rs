@@ -116,7 +116,11 @@ impl Btf {
         if magic != MAGIC {
             return Err(FormatError::Magic(magic));
         }
-        let field = |at| u32_at(&bytes, at).map(|v| v as usize).ok_or(FormatError::Layout("header"));
+        let field = |at| {
+            u32_at(&bytes, at)
+                .map(|v| v as usize)
+                .ok_or(FormatError::Layout("header"))
+        };
         let header_len = field(4)?;
         let (type_off, type_len, str_off, str_len) = (field(8)?, field(12)?, field(16)?, field(20)?);
         if header_len < HEADER_LEN {
@@ -133,7 +137,8 @@ impl Btf {
         let mut at = 0;
         while at < type_len {
             let info = u32_at(&bytes, types + at + 4).ok_or(FormatError::Layout("type record"))?;
-            let kind = Kind::of((info >> 24) & 0x1f).ok_or(FormatError::UnknownKind((info >> 24) & 0x1f, starts.len()))?;
+            let kind =
+                Kind::of((info >> 24) & 0x1f).ok_or(FormatError::UnknownKind((info >> 24) & 0x1f, starts.len()))?;
             starts.push(u32::try_from(at).map_err(|_| FormatError::Layout("type section size"))?);
             at += 12 + kind.trailer((info & 0xffff) as usize);
         }
@@ -216,7 +221,12 @@ impl Btf {
     pub fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.get(id) {
-                Some(ty) if matches!(ty.kind, Kind::Typedef | Kind::Volatile | Kind::Const | Kind::Restrict | Kind::TypeTag) => {
+                Some(ty)
+                    if matches!(
+                        ty.kind,
+                        Kind::Typedef | Kind::Volatile | Kind::Const | Kind::Restrict | Kind::TypeTag
+                    ) =>
+                {
                     id = ty.size_or_ref;
                 }
                 _ => break,
@@ -271,10 +281,13 @@ impl Btf {
         if let Some(&(_, member, bits)) = members.iter().find(|(n, _, _)| *n == name) {
             return (bits % 8 == 0).then_some((bits / 8, member));
         }
-        members.iter().filter(|(n, _, _)| n.is_empty()).find_map(|&(_, anonymous, bits)| {
-            let (inner, member) = self.member(anonymous, name)?;
-            (bits % 8 == 0).then_some((bits / 8 + inner, member))
-        })
+        members
+            .iter()
+            .filter(|(n, _, _)| n.is_empty())
+            .find_map(|&(_, anonymous, bits)| {
+                let (inner, member) = self.member(anonymous, name)?;
+                (bits % 8 == 0).then_some((bits / 8 + inner, member))
+            })
     }
 
     /// Byte offset and type id of a dotted member path (`nd_net.net`) in a struct.
@@ -373,8 +386,15 @@ mod tests {
         assert_eq!(btf.len(), 11);
         let outer = btf.ids_of(&["outer"], Kind::Struct)["outer"];
         assert_eq!(btf.offset_of(outer, "a"), Some((0, 1)));
-        assert_eq!(btf.offset_of(outer, "nested.x"), Some((12, 1)), "through the anonymous member");
-        assert_eq!(btf.offset_of(outer, "p").map(|(at, ty)| (at, btf.size_of(ty))), Some((16, Some(8))));
+        assert_eq!(
+            btf.offset_of(outer, "nested.x"),
+            Some((12, 1)),
+            "through the anonymous member"
+        );
+        assert_eq!(
+            btf.offset_of(outer, "p").map(|(at, ty)| (at, btf.size_of(ty))),
+            Some((16, Some(8)))
+        );
         assert_eq!(btf.offset_of(outer, "missing"), None);
         let typedef = btf.ids_of(&["outer_t"], Kind::Typedef)["outer_t"];
         assert_eq!(btf.resolve(typedef), outer, "typedef -> const -> struct");
@@ -393,7 +413,10 @@ mod tests {
         b.record("int", 1, 0, 4, &[32]);
         let mut blob = b.build();
         blob.truncate(blob.len() - 3);
-        assert_eq!(Btf::parse(blob).err(), Some(FormatError::Layout("sections past the end")));
+        assert_eq!(
+            Btf::parse(blob).err(),
+            Some(FormatError::Layout("sections past the end"))
+        );
         let mut b = Builder::new();
         b.record("odd", 30, 0, 0, &[]);
         assert_eq!(Btf::parse(b.build()).err(), Some(FormatError::UnknownKind(30, 1)));
@@ -413,8 +436,17 @@ mod tests {
         assert!(btf.len() > 10_000);
         let ids = btf.ids_of(&["work_struct", "net_device", "inet6_ifaddr"], Kind::Struct);
         let work = ids["work_struct"];
-        assert_eq!(btf.offset_of(work, "func").map(|(at, _)| at), Some(24), "data, entry, func on 64-bit");
-        assert_eq!(btf.offset_of(ids["net_device"], "name").map(|(at, ty)| (at, btf.size_of(ty))).map(|x| x.1), Some(Some(16)));
+        assert_eq!(
+            btf.offset_of(work, "func").map(|(at, _)| at),
+            Some(24),
+            "data, entry, func on 64-bit"
+        );
+        assert_eq!(
+            btf.offset_of(ids["net_device"], "name")
+                .map(|(at, ty)| (at, btf.size_of(ty)))
+                .map(|x| x.1),
+            Some(Some(16))
+        );
         let (_, addr) = btf.offset_of(ids["inet6_ifaddr"], "addr").expect("addr");
         assert_eq!(btf.size_of(addr), Some(16));
     }
