@@ -3,6 +3,7 @@
 //! must not hang a root process). Writes: atomic, synced, readable by others.
 use std::{
     fs::File,
+    io::{BufWriter, Write as _},
     os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::Path,
 };
@@ -57,7 +58,11 @@ fn kind(file_type: std::fs::FileType) -> &'static str {
 
 /// Writes `path` atomically: a temporary file beside it, filled, synced, then renamed over
 /// it, created with mode 0644 less the umask. A reader sees the old file or the new one.
-pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> std::io::Result<()> {
+/// `fill` writes through a buffer: serializers write token by token.
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -67,7 +72,10 @@ pub fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Re
         .suffix(".tmp")
         .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)?;
-    fill(temporary.as_file_mut())?;
+    let mut buffered = BufWriter::with_capacity(64 << 10, temporary.as_file_mut());
+    fill(&mut buffered)?;
+    buffered.flush()?;
+    drop(buffered);
     temporary.as_file().sync_all()?;
     temporary.persist(path).map_err(|e| e.error)?;
     Ok(())

@@ -11,7 +11,7 @@ use std::{
 
 use dad_trace::{
     error,
-    kernel::{Backend, KPROBE_PMU, VMLINUX_BTF, probes},
+    kernel::{KPROBE_PMU, VMLINUX_BTF, probes},
     node::sysctl,
 };
 use nix::sys::signal::Signal;

@@ -1,5 +1,7 @@
 //! Loads the embedded kernel programs, attaches a backend's hooks, and streams the ring
 //! buffer: one reader task → bounded channel → consumer.
+use std::time::Duration;
+
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
@@ -226,8 +228,15 @@ pub enum Reading {
     Undecodable(events::DecodeError),
 }
 
-/// Spawns the one reader of the events ring buffer. It ends when the receiver is dropped.
-pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<Reading>, LoadError> {
+/// How long the reader lets events gather after the ring buffer wakes it. The kernel wakes
+/// a reader only when it has caught up, so under pod churn this turns a wake-up per event
+/// (each handed between threads, costing more than the event) into one per window.
+/// Timestamps come from the kernel: nothing measured moves.
+const GATHER: Duration = Duration::from_millis(25);
+
+/// Spawns the one reader of the events ring buffer. Everything the ring holds after a
+/// wake-up and [`GATHER`] goes as one batch. It ends when the receiver is dropped.
+pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<Vec<Reading>>, LoadError> {
     let map = ebpf.take_map(EVENTS_MAP).ok_or(LoadError::MissingMap(EVENTS_MAP))?;
     let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map {
         map: EVENTS_MAP,
@@ -238,12 +247,13 @@ pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<R
         .map_err(|e| LoadError::Poll(e.into()))?;
     let (sender, receiver) = mpsc::channel(capacity);
     tokio::spawn(async move {
-        let mut batch = Vec::new();
         loop {
             let Ok(mut guard) = ring.readable_mut().await else {
                 return;
             };
+            tokio::time::sleep(GATHER).await;
             let ring = guard.get_inner_mut();
+            let mut batch = Vec::new();
             while let Some(item) = ring.next() {
                 batch.push(match events::decode(&item) {
                     Ok(obs) => Reading::Observation(obs),
@@ -251,10 +261,8 @@ pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<R
                 });
             }
             guard.clear_ready();
-            for reading in batch.drain(..) {
-                if sender.send(reading).await.is_err() {
-                    return;
-                }
+            if !batch.is_empty() && sender.send(batch).await.is_err() {
+                return;
             }
         }
     });
@@ -269,8 +277,10 @@ mod tests {
     use object::{Object as _, ObjectSection as _};
 
     use super::*;
-    use crate::kernel::btf::raw::{Btf, Kind};
-    use crate::test_skip as skip;
+    use crate::{
+        kernel::btf::raw::{Btf, Kind},
+        test_skip as skip,
+    };
 
     /// aya finds the typedef where the kernel's BTF has it, whatever the id.
     #[test]

@@ -124,7 +124,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     let Attached { mut ebpf, backend } = kernel::attach(&kernel, opts.backend, opts.ring_bytes, opts.verbose)?;
     loader::start_kernel_logs(&mut ebpf);
     let lost = LostCounter::take(&mut ebpf)?;
-    let mut readings = loader::spawn_reader(&mut ebpf, 4096)?;
+    let mut readings = loader::spawn_reader(&mut ebpf, 256)?;
     let (metrics, _server) = start_metrics(opts.serve, &kernel, backend).await?;
     let (enricher, _refresher) = start_enricher(&opts).await?;
     let mut session = Session::new(backend, kernel.release.clone(), node::hostname(), Utc::now());
@@ -150,11 +150,12 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     };
     // Whatever the kernel already sent still counts: give the reader a moment, then drain.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    while let Ok(reading) = readings.try_recv() {
-        recorder.on_reading(reading);
-    }
-
-    let mut session = recorder.into_session(lost.total(), monotonic_ns());
+    let mut session = tokio::task::block_in_place(|| {
+        while let Ok(batch) = readings.try_recv() {
+            batch.into_iter().for_each(|reading| recorder.on_reading(reading));
+        }
+        recorder.into_session(lost.total(), monotonic_ns())
+    });
     session.sysctls_end = sysctl::snapshot();
     drop(ebpf);
     drop(pods);
@@ -170,7 +171,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
 /// is a failure.
 async fn follow(
     recorder: &mut Recorder<Enricher>,
-    readings: &mut mpsc::Receiver<Reading>,
+    readings: &mut mpsc::Receiver<Vec<Reading>>,
     lost: &LostCounter,
     opts: &RecordOptions,
     signals: &mut StopSignals,
@@ -184,11 +185,16 @@ async fn follow(
     let external_stop = opts.stop.clone().unwrap_or_default();
     loop {
         tokio::select! {
-            reading = readings.recv() => match reading {
-                Some(reading) => recorder.on_reading(reading),
+            // Enrichment may block: one hand-off of the worker thread per batch.
+            batch = readings.recv() => match batch {
+                Some(batch) => tokio::task::block_in_place(|| {
+                    batch.into_iter().for_each(|reading| recorder.on_reading(reading));
+                }),
                 None => return Some(anyhow::anyhow!("the ring buffer reader stopped")),
             },
-            _ = sweep.tick() => recorder.sweep(monotonic_ns(), stale_ns, lost.total()),
+            _ = sweep.tick() => tokio::task::block_in_place(|| {
+                recorder.sweep(monotonic_ns(), stale_ns, lost.total());
+            }),
             () = signals.recv() => return None,
             () = &mut deadline => return None,
             () = external_stop.notified(), if opts.stop.is_some() => return None,

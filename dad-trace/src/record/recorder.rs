@@ -1,6 +1,7 @@
 //! The consumer side of a recording: kernel readings → the phase tracker → enrichment →
 //! sinks, and the session at the end. Nothing here touches the kernel: readings arrive as
-//! values and enrichment is a trait, so unit tests drive it with a fake feed.
+//! values and enrichment is a trait, so unit tests drive it with a fake feed. Enrichment
+//! may block (netlink, files): on an async runtime, call in `block_in_place`.
 use std::net::Ipv6Addr;
 
 use super::{
@@ -132,7 +133,7 @@ impl<E: Enrich> Recorder<E> {
         match reading {
             Reading::Observation(obs) => {
                 log::trace!("{obs}");
-                tokio::task::block_in_place(|| self.enricher.note(obs.netns));
+                self.enricher.note(obs.netns);
                 if let Some(finished) = self.tracker.observe(&obs) {
                     self.finish(&finished);
                 }
@@ -146,12 +147,12 @@ impl<E: Enrich> Recorder<E> {
 
     fn finish(&mut self, finished: &Finished) {
         let event = kernel_event(finished, self.clock);
-        tokio::task::block_in_place(|| self.enricher.finish(event));
+        self.enricher.finish(event);
         self.flush(false);
     }
 
     fn flush(&mut self, all: bool) {
-        for event in tokio::task::block_in_place(|| self.enricher.ready(all)) {
+        for event in self.enricher.ready(all) {
             self.sinks.accept(event);
         }
     }
@@ -172,7 +173,7 @@ impl<E: Enrich> Recorder<E> {
             metrics.set_sysctls(&crate::node::sysctl::snapshot());
         }
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
-        tokio::task::block_in_place(|| self.enricher.tick());
+        self.enricher.tick();
         self.apply_verdicts(lost_events);
         self.look_at_silent(now_ns, stale_ns);
     }
@@ -218,7 +219,7 @@ impl<E: Enrich> Recorder<E> {
         let mut looked: Option<(NetnsId, Option<Vec<Inet6Row>>)> = None;
         for first in stale {
             if looked.as_ref().is_none_or(|(netns, _)| *netns != first.netns) {
-                let rows = tokio::task::block_in_place(|| self.enricher.addresses(first.netns));
+                let rows = self.enricher.addresses(first.netns);
                 looked = Some((first.netns, rows));
             }
             let rows = looked.as_ref().and_then(|(_, rows)| rows.as_deref());
@@ -243,7 +244,7 @@ impl<E: Enrich> Recorder<E> {
         }
         let mut session = self.session;
         session.events = self.sinks.into_events();
-        tokio::task::block_in_place(|| self.enricher.name_late(&mut session.events));
+        self.enricher.name_late(&mut session.events);
         session.ended_at = self.clock.wall(now_ns).max(session.started_at);
         session.lost_events = lost_events;
         session.unfinished = self

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use dad_trace_common::Config;
 
 use self::raw::{Btf, Kind};
-
 use crate::error::Refusal;
 
 /// Where the kernel publishes its own type information.

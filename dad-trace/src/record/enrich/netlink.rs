@@ -7,11 +7,14 @@ use std::{collections::HashMap, os::fd::AsRawFd as _, path::Path, time::Duration
 
 use anyhow::Context as _;
 use rtnetlink::{
-    packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload},
+    packet_core::{
+        ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+        NetlinkPayload, NlaBuffer, NlasIterator, Parseable as _, parse_i32, parse_string, parse_u32,
+    },
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
-        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
-        nsid::{NsidAttribute, NsidMessage},
+        link::{LinkMessage, LinkMessageBuffer},
+        nsid::{NsidAttribute, NsidMessage, NsidMessageBuffer},
     },
     sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
 };
@@ -31,21 +34,25 @@ pub struct HostLink {
     pub peer_nsid: Option<i32>,
 }
 
-fn host_link(message: &LinkMessage) -> (u32, HostLink) {
+/// Reads the four attributes dad-trace needs from a link message (`RTM_NEWLINK` payload),
+/// walking the attributes without parsing the rest: a full parse of every link change
+/// the host announces (statistics, per-family configuration) was most of the tracer's CPU
+/// while pods were being created.
+fn host_link(payload: &[u8]) -> Option<(u32, HostLink)> {
+    let message = LinkMessageBuffer::new_checked(payload).ok()?;
     let mut link = HostLink {
         name: String::new(),
         veth_peer: None,
         peer_nsid: None,
     };
     let mut veth = false;
-    for attribute in &message.attributes {
-        match attribute {
-            LinkAttribute::IfName(name) => link.name.clone_from(name),
-            LinkAttribute::Link(peer) => link.veth_peer = Some(*peer),
-            LinkAttribute::LinkNetNsId(nsid) => link.peer_nsid = Some(*nsid),
-            LinkAttribute::LinkInfo(infos) => {
-                veth = infos.iter().any(|info| matches!(info, LinkInfo::Kind(InfoKind::Veth)));
-            }
+    for attribute in message.attributes().flatten() {
+        let value = attribute.value();
+        match attribute.kind() {
+            libc::IFLA_IFNAME => link.name = parse_string(value).ok()?,
+            libc::IFLA_LINK => link.veth_peer = parse_u32(value).ok(),
+            libc::IFLA_LINK_NETNSID => link.peer_nsid = parse_i32(value).ok(),
+            libc::IFLA_LINKINFO => veth = is_veth(value),
             _ => {}
         }
     }
@@ -53,7 +60,14 @@ fn host_link(message: &LinkMessage) -> (u32, HostLink) {
         link.veth_peer = None;
         link.peer_nsid = None;
     }
-    (message.header.index, link)
+    Some((message.link_index(), link))
+}
+
+/// Whether nested link info says kind "veth".
+fn is_veth(info: &[u8]) -> bool {
+    NlasIterator::new(info).flatten().any(|nested: NlaBuffer<&[u8]>| {
+        nested.kind() == libc::IFLA_INFO_KIND && parse_string(nested.value()).is_ok_and(|kind| kind == "veth")
+    })
 }
 
 /// Room for link changes between two catch-ups: pods set up by the hundred send thousands.
@@ -99,24 +113,31 @@ fn open(group: Option<u32>) -> anyhow::Result<Socket> {
     Ok(socket)
 }
 
-/// Receives until one whole batch of messages is in; calls `each` with every message.
-fn receive(
-    socket: &Socket,
-    buffer: &mut Vec<u8>,
-    mut each: impl FnMut(NetlinkMessage<RouteNetlinkMessage>),
-) -> anyhow::Result<()> {
+/// One netlink message as received: its type, sequence number and payload.
+struct Raw<'a> {
+    kind: u16,
+    sequence: u32,
+    payload: &'a [u8],
+}
+
+/// Receives one datagram and calls `each` with every whole message in it. A receive error
+/// (`EAGAIN` on a non-blocking socket, `ENOBUFS` after an overflow) is returned as is; a
+/// malformed message ends the datagram.
+fn receive(socket: &Socket, buffer: &mut Vec<u8>, mut each: impl FnMut(Raw<'_>)) -> std::io::Result<()> {
     buffer.clear();
-    socket.recv(buffer, 0).context("netlink reply")?;
-    let mut offset = 0;
-    while offset < buffer.len() {
-        let message =
-            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buffer[offset..]).context("netlink message")?;
-        let length = message.header.length as usize;
-        each(message);
-        if length == 0 {
+    socket.recv(buffer, 0)?;
+    let mut rest = &buffer[..];
+    while let Ok(message) = NetlinkBuffer::new_checked(rest) {
+        let length = (message.length() as usize).next_multiple_of(4);
+        each(Raw {
+            kind: message.message_type(),
+            sequence: message.sequence_number(),
+            payload: message.payload(),
+        });
+        if length == 0 || length >= rest.len() {
             break;
         }
-        offset += length;
+        rest = &rest[length..];
     }
     Ok(())
 }
@@ -137,9 +158,15 @@ impl Requests {
         })
     }
 
-    /// Sends `message` and collects the replies to it until the dump ends (or, for a single
-    /// request, the reply comes). A netlink error ends it with that error.
-    fn request(&mut self, message: RouteNetlinkMessage, dump: bool) -> anyhow::Result<Vec<RouteNetlinkMessage>> {
+    /// Sends `message` and hands `each` the type and payload of every reply until the dump
+    /// ends (or, for a single request, the reply comes). A netlink error ends it with that
+    /// error.
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        dump: bool,
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> anyhow::Result<()> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
@@ -149,47 +176,52 @@ impl Requests {
         let mut bytes = vec![0; request.buffer_len()];
         request.serialize(&mut bytes);
         self.socket.send(&bytes, 0).context("netlink request")?;
-        let mut replies = Vec::new();
         let mut done = false;
         let mut failure = None;
         while !done {
             let sequence = self.sequence;
             receive(&self.socket, &mut self.buffer, |reply| {
-                if reply.header.sequence_number != sequence {
+                if reply.sequence != sequence {
                     return;
                 }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(inner) => {
-                        replies.push(inner);
+                match reply.kind {
+                    NLMSG_DONE => done = true,
+                    NLMSG_ERROR => {
+                        done = true;
+                        failure = ErrorBuffer::new_checked(reply.payload)
+                            .ok()
+                            .and_then(|error| error.code())
+                            .map(|code| std::io::Error::from_raw_os_error(-code.get()));
+                    }
+                    kind => {
+                        each(kind, reply.payload);
                         done |= !dump;
                     }
-                    NetlinkPayload::Error(error) => {
-                        done = true;
-                        if let Some(code) = error.code {
-                            failure = Some(std::io::Error::from_raw_os_error(-code.get()));
-                        }
-                    }
-                    NetlinkPayload::Done(_) => done = true,
-                    _ => {}
                 }
-            })?;
+            })
+            .context("netlink reply")?;
         }
         match failure {
             Some(error) => Err(error.into()),
-            None => Ok(replies),
+            None => Ok(()),
         }
     }
 
     /// Every link of the host.
     pub fn links(&mut self) -> anyhow::Result<HashMap<u32, HostLink>> {
-        let replies = self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), true)?;
-        Ok(replies
-            .iter()
-            .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => Some(host_link(link)),
-                _ => None,
-            })
-            .collect())
+        let mut links = HashMap::new();
+        self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            true,
+            |kind, payload| {
+                if kind == libc::RTM_NEWLINK
+                    && let Some((index, link)) = host_link(payload)
+                {
+                    links.insert(index, link);
+                }
+            },
+        )?;
+        Ok(links)
     }
 
     /// The id the host gives the namespace at `handle` (`ip netns list-id`), if it has one.
@@ -200,15 +232,21 @@ impl Requests {
         message.header.family = AddressFamily::Unspec;
         let fd = u32::try_from(file.as_raw_fd()).context("descriptor")?;
         message.attributes.push(NsidAttribute::Fd(fd));
-        let replies = self.request(RouteNetlinkMessage::GetNsId(message), false)?;
+        let mut nsid = None;
+        self.request(RouteNetlinkMessage::GetNsId(message), false, |kind, payload| {
+            if kind != libc::RTM_NEWNSID {
+                return;
+            }
+            let answer = NsidMessageBuffer::new_checked(&payload).and_then(|buffer| NsidMessage::parse(&buffer));
+            nsid = answer.ok().and_then(|answer| {
+                answer.attributes.iter().find_map(|attribute| match attribute {
+                    NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                    _ => None,
+                })
+            });
+        })?;
         drop(file);
-        Ok(replies.iter().find_map(|reply| match reply {
-            RouteNetlinkMessage::NewNsId(answer) => answer.attributes.iter().find_map(|attribute| match attribute {
-                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
-                _ => None,
-            }),
-            _ => None,
-        }))
+        Ok(nsid)
     }
 }
 
@@ -257,36 +295,28 @@ impl HostLinks {
     /// drop some (its queue overflowed), every link is read again.
     pub fn catch_up(&mut self, requests: &mut Requests) -> anyhow::Result<()> {
         loop {
-            let mut changes = Vec::new();
-            match receive(&self.events, &mut self.buffer, |message| {
-                if let NetlinkPayload::InnerMessage(change) = message.payload {
-                    changes.push(change);
+            let links = &mut self.links;
+            let received = receive(&self.events, &mut self.buffer, |change| match change.kind {
+                libc::RTM_NEWLINK => {
+                    if let Some((index, link)) = host_link(change.payload) {
+                        links.insert(index, link);
+                    }
                 }
-            }) {
+                libc::RTM_DELLINK => {
+                    if let Ok(link) = LinkMessageBuffer::new_checked(change.payload) {
+                        links.remove(&link.link_index());
+                    }
+                }
+                _ => {}
+            });
+            match received {
                 Ok(()) => {}
-                Err(e) => {
-                    let io = e.downcast_ref::<std::io::Error>().map(std::io::Error::raw_os_error);
-                    return match io {
-                        Some(Some(libc::EAGAIN)) => Ok(()),
-                        Some(Some(libc::ENOBUFS)) => {
-                            log::debug!("link changes overflowed: reading every link again");
-                            self.reread_now(requests)
-                        }
-                        _ => Err(e),
-                    };
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    log::debug!("link changes overflowed: reading every link again");
+                    return self.reread_now(requests);
                 }
-            }
-            for change in changes {
-                match change {
-                    RouteNetlinkMessage::NewLink(link) => {
-                        let (index, link) = host_link(&link);
-                        self.links.insert(index, link);
-                    }
-                    RouteNetlinkMessage::DelLink(link) => {
-                        self.links.remove(&link.header.index);
-                    }
-                    _ => {}
-                }
+                Err(e) => return Err(e).context("link changes"),
             }
         }
     }

@@ -113,10 +113,16 @@ impl NetnsBook {
             .is_some_and(|info| info.handle.is_some() || info.name.is_some() || info.pod.is_some())
     }
 
-    /// Everything known about a namespace other than the host's, resolving it on a miss.
+    /// Everything known about a namespace, resolving one other than the host's on a miss.
     pub fn lookup(&mut self, inode: u32) -> NetnsInfo {
         // The entry first: the scans fill only entries that exist.
-        self.known.entry(inode).or_insert_with(NetnsInfo::new);
+        let info = self.known.entry(inode).or_insert_with(NetnsInfo::new);
+        if inode == self.host_inode {
+            // Nothing to find: the host has no name or pod, and scanning for it on every
+            // host-side address cost more than all the rest of enrichment.
+            info.last_used = Instant::now();
+            return info.clone();
+        }
         let unknown = |me: &Self| me.known.get(&inode).is_none_or(|info| info.handle.is_none());
         if unknown(self) {
             self.scan_names(false);
@@ -249,6 +255,24 @@ mod tests {
         std::fs::write(&named, "").expect("write");
         let inode = std::fs::metadata(&named).expect("stat").ino() as u32;
         (NetnsBook::new(&dir.join("proc"), &netns_dir, 1), inode)
+    }
+
+    /// The host's namespace is never searched for: it has no name or pod to find.
+    #[test]
+    fn the_host_namespace_costs_no_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut book, named) = book_with(dir.path());
+        book.touch(NetnsId { inode: 1, cookie: 1 });
+        for _ in 0..3 {
+            assert_eq!(book.lookup(1).name, None);
+        }
+        assert_eq!((book.last_full_name_scan, book.last_proc_scan), (None, None));
+        assert!(book.named.is_empty(), "the names were not read");
+        book.touch(NetnsId {
+            inode: named,
+            cookie: 2,
+        });
+        assert_eq!(book.lookup(named).name.as_deref(), Some("cni-1"));
     }
 
     #[test]
