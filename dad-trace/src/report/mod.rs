@@ -5,8 +5,9 @@
 pub mod compare;
 pub mod gate;
 pub mod html;
+pub mod significance;
 pub mod summary;
 pub mod text;
 
 pub use summary::{PodDelay, SessionSummary, pod_delays, summarize};
-pub use text::render_text;
+pub use text::{render_text, render_text_in};
