@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::Command};
 
 use dad_trace::{
     hist::human,
-    report::{compare, html},
+    report::{compare, html, markdown},
     session::Session,
 };
 
@@ -47,7 +47,7 @@ fn pod_delays_by_hand(session: &Session) -> Vec<u64> {
 #[test]
 fn markdown_and_json_carry_the_before_after_story() {
     let comparison = before_after();
-    let markdown = compare::render_markdown(&comparison);
+    let markdown = markdown::render_markdown(&comparison);
     // The p50 of 20 values is their 10th (HDR rounds within 0.1%).
     let p50 = |name: &str| {
         let delays = pod_delays_by_hand(&fixture(name));
