@@ -68,12 +68,13 @@ impl Cli {
         let Some((kind, message)) = problem else {
             return Ok(());
         };
-        let mut command = Cli::command();
-        command.build();
-        let sub = command
-            .find_subcommand_mut(name)
-            .map_or_else(|| Cli::command(), |sub| sub.clone().bin_name(format!("dad-trace {name}")));
-        Err(sub.clone().error(kind, message))
+        let command = Cli::command();
+        let mut sub = command
+            .find_subcommand(name)
+            .cloned()
+            .unwrap_or_else(Cli::command)
+            .bin_name(format!("dad-trace {name}"));
+        Err(sub.error(kind, message))
     }
 }
 

@@ -116,7 +116,11 @@ impl Record {
     fn plan(&self) -> anyhow::Result<(Option<usize>, bool, LiveView)> {
         let interval = self.interval().map(|s| seconds(s, "--interval")).transpose()?;
         let count = self.count.or(self.count_arg);
-        let (addresses, intervals) = if interval.is_some() { (None, count) } else { (count, None) };
+        let (addresses, intervals) = if interval.is_some() {
+            (None, count)
+        } else {
+            (count, None)
+        };
         let format = match self.format {
             RecordFormat::Text => LiveFormat::Text,
             RecordFormat::Jsonl => LiveFormat::Jsonl,
@@ -151,8 +155,9 @@ impl Record {
             // The intervals or the JSON lines were the output; the session has the rest.
             return Ok(());
         }
-        // Saved already: a closed terminal now loses nothing.
-        super::out(&report::render_text_in(&session, self.per_pod, live.unit))
+        // Saved already: a closed terminal now loses nothing. A blank line after the lines.
+        let report = report::render_text_in(&session, self.per_pod, live.unit);
+        super::out(&if lines { format!("\n{report}") } else { report })
     }
 }
 
@@ -179,7 +184,10 @@ mod tests {
     #[test]
     fn count_is_of_intervals_with_an_interval_and_of_addresses_without() {
         let (addresses, lines, live) = plan(&["--count", "6"]);
-        assert_eq!((addresses, lines, live.interval, live.intervals), (Some(6), true, None, None));
+        assert_eq!(
+            (addresses, lines, live.interval, live.intervals),
+            (Some(6), true, None, None)
+        );
         let (addresses, lines, live) = plan(&["--interval", "2.5", "--count", "4"]);
         assert_eq!(
             (addresses, lines, live.interval, live.intervals),
@@ -188,11 +196,18 @@ mod tests {
         );
         // bcc's bare numbers: interval, then count.
         let (addresses, _, live) = plan(&["5", "3"]);
-        assert_eq!((addresses, live.interval, live.intervals), (None, Some(Duration::from_secs(5)), Some(3)));
+        assert_eq!(
+            (addresses, live.interval, live.intervals),
+            (None, Some(Duration::from_secs(5)), Some(3))
+        );
         let (_, _, live) = plan(&["5", "--count", "2", "-m"]);
         assert_eq!((live.intervals, live.unit), (Some(2), Some(Unit::Msecs)));
         let (_, _, live) = plan(&["1"]);
-        assert_eq!((live.interval, live.intervals), (Some(Duration::from_secs(1)), None), "until stopped");
+        assert_eq!(
+            (live.interval, live.intervals),
+            (Some(Duration::from_secs(1)), None),
+            "until stopped"
+        );
         let (_, lines, live) = plan(&["--format", "jsonl"]);
         assert_eq!((lines, live.format, live.unit), (false, LiveFormat::Jsonl, None));
         assert!(!plan(&["--quiet"]).1);
@@ -200,16 +215,13 @@ mod tests {
 
     #[test]
     fn flags_that_would_do_nothing_are_refused() {
-        let refused = |args: &[&str]| {
-            parse(args).err().map(|e| e.kind()).or_else(|| {
-                parse(args)
-                    .expect("parses")
-                    .check()
-                    .err()
-                    .map(|e| e.kind())
-            })
-        };
         use clap::error::ErrorKind::{ArgumentConflict, ValueValidation};
+        let refused = |args: &[&str]| {
+            parse(args)
+                .err()
+                .map(|e| e.kind())
+                .or_else(|| parse(args).expect("parses").check().err().map(|e| e.kind()))
+        };
         assert_eq!(refused(&["5", "--interval", "5"]), Some(ArgumentConflict));
         assert_eq!(refused(&["5", "3", "--count", "3"]), Some(ArgumentConflict));
         assert_eq!(refused(&["--interval", "0"]), Some(ValueValidation));
@@ -220,10 +232,20 @@ mod tests {
         for flag in ["--per-pod", "--quiet", "-m"] {
             assert_eq!(refused(&["--format", "jsonl", flag]), Some(ArgumentConflict), "{flag}");
         }
-        let usage = parse(&["--format", "jsonl", "-m"]).expect("parses").check().expect_err("refused");
+        let usage = parse(&["--format", "jsonl", "-m"])
+            .expect("parses")
+            .check()
+            .expect_err("refused");
         assert_eq!(usage.exit_code(), i32::from(crate::error::EXIT_USAGE));
-        assert!(usage.to_string().contains("-m does nothing with --format jsonl"), "{usage}");
-        for fine in [&["--interval", "1", "-m"][..], &["--format", "jsonl", "--interval", "2"], &["--per-pod", "-m"]] {
+        assert!(
+            usage.to_string().contains("-m does nothing with --format jsonl"),
+            "{usage}"
+        );
+        for fine in [
+            &["--interval", "1", "-m"][..],
+            &["--format", "jsonl", "--interval", "2"],
+            &["--per-pod", "-m"],
+        ] {
             assert_eq!(refused(fine), None, "{fine:?}");
         }
     }

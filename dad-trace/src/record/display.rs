@@ -62,11 +62,7 @@ pub fn header_row(zone: FixedOffset) -> String {
     let time = format!("TIME({})", zone_name(zone));
     format!(
         "{time:<width$}  {:<POD$} {:<IFACE$} {:<ADDRESS$} {:>DELAY$}  {:>DELAY$}  OUTCOME",
-        "POD",
-        "IFACE",
-        "ADDRESS",
-        "TENTATIVE",
-        "DAD"
+        "POD", "IFACE", "ADDRESS", "TENTATIVE", "DAD"
     )
 }
 
@@ -130,7 +126,12 @@ fn histogram(out: &mut String, title: &str, values: &[u64], unit: Option<Unit>) 
 }
 
 /// An interval for people: its end with the zone, what finished, then the histograms.
-pub(super) fn render_interval(interval: &Interval, now: DateTime<Utc>, zone: FixedOffset, unit: Option<Unit>) -> String {
+pub(super) fn render_interval(
+    interval: &Interval,
+    now: DateTime<Utc>,
+    zone: FixedOffset,
+    unit: Option<Unit>,
+) -> String {
     let mut outcomes = Vec::new();
     for (count, name) in [
         (interval.settled, "settled"),
@@ -204,7 +205,11 @@ mod tests {
             let line = line_in(&sample(), zone);
             assert!(header.starts_with(&format!("TIME({}) ", zone_name(zone))), "{header}");
             let column = |word: &str| header.find(word).expect("a header word");
-            assert_eq!(line[column("POD")..].split_whitespace().next(), Some("dt-pod-0"), "{header}\n{line}");
+            assert_eq!(
+                line[column("POD")..].split_whitespace().next(),
+                Some("dt-pod-0"),
+                "{header}\n{line}"
+            );
             assert_eq!(line[column("IFACE")..].split_whitespace().next(), Some("eth0"));
             assert_eq!(line[column("ADDRESS")..].split_whitespace().next(), Some("fd00:dad::1"));
             // Delays are right-aligned: they end where their header ends.
@@ -299,12 +304,18 @@ mod tests {
         let text = render_interval(&interval, now, offset(3600), None);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "", "a blank line between intervals");
-        assert_eq!(lines[1], "11:00:05 UTC+1: 4 addresses finished (3 settled, 1 failed), 2 pods done");
+        assert_eq!(
+            lines[1],
+            "11:00:05 UTC+1: 4 addresses finished (3 settled, 1 failed), 2 pods done"
+        );
         assert_eq!(lines[2], "Tentative-state delay, settled addresses:");
         assert!(lines[3].contains("msecs"), "{text}");
         assert!(text.contains("1024 -> 2047       : 3 "), "{text}");
         assert!(text.contains("  count 3   p50 1.50 s"), "{text}");
-        assert!(text.contains("Per-pod delay (first tentative address -> last finished):\n"), "{text}");
+        assert!(
+            text.contains("Per-pod delay (first tentative address -> last finished):\n"),
+            "{text}"
+        );
         assert!(text.contains("  count 2   p50 1.90 s"), "{text}");
         // A forced unit; microseconds are what would be chosen for these.
         let small = Interval {
@@ -313,7 +324,10 @@ mod tests {
             pods: vec![400_000],
             ..Interval::default()
         };
-        assert_eq!(render_interval(&small, now, offset(0), None).matches("usecs").count(), 2);
+        assert_eq!(
+            render_interval(&small, now, offset(0), None).matches("usecs").count(),
+            2
+        );
         let forced = render_interval(&small, now, offset(0), Some(Unit::Msecs));
         assert_eq!(forced.matches("msecs").count(), 2, "{forced}");
         assert!(forced.contains("10:00:05 UTC: 1 addresses finished (1 settled), 1 pods done"));
@@ -324,6 +338,9 @@ mod tests {
             aborted: 2,
             ..Interval::default()
         };
-        assert!(render_interval(&aborted, now, offset(0), None).ends_with("2 addresses finished (2 aborted), 0 pods done\n"));
+        assert!(
+            render_interval(&aborted, now, offset(0), None)
+                .ends_with("2 addresses finished (2 aborted), 0 pods done\n")
+        );
     }
 }

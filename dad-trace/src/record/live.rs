@@ -313,7 +313,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 6, "a header and five lines, no interval: {text}");
         assert!(lines[0].starts_with("TIME(UTC)") && lines[0].contains("TENTATIVE"));
-        assert!(lines[1].starts_with("20:00:01.500  pod-10") && lines[5].contains("aborted"), "{text}");
+        assert!(
+            lines[1].starts_with("20:00:01.500  pod-10") && lines[5].contains("aborted"),
+            "{text}"
+        );
         assert_eq!(live.intervals(), 0, "no intervals asked for");
     }
 
@@ -439,22 +442,40 @@ mod tests {
         let pods = of("pod");
         assert_eq!(pods.len(), 2, "the host is no pod");
         // Pod 11 was done at the second sweep, pod 10 only at the end (in flight until then).
-        assert_eq!((pods[0]["pod"].as_str(), pods[0]["delay_ns"].as_u64()), (Some("pod-11"), Some(2_300_000_000)));
-        assert_eq!((pods[0]["addresses"].as_u64(), pods[0]["aborted"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(
+            (pods[0]["pod"].as_str(), pods[0]["delay_ns"].as_u64()),
+            (Some("pod-11"), Some(2_300_000_000))
+        );
+        assert_eq!(
+            (pods[0]["addresses"].as_u64(), pods[0]["aborted"].as_u64()),
+            (Some(2), Some(1))
+        );
         assert_eq!(pods[0]["first_tentative"], "2026-11-25T20:00:00.100Z");
         assert_eq!(pods[0]["last_settled"], "2026-11-25T20:00:02.400Z");
-        assert_eq!((pods[1]["pod"].as_str(), pods[1]["failed"].as_u64()), (Some("pod-10"), Some(1)));
+        assert_eq!(
+            (pods[1]["pod"].as_str(), pods[1]["failed"].as_u64()),
+            (Some("pod-10"), Some(1))
+        );
         assert_eq!(pods[1]["netns_inode"], 10);
         let intervals = of("interval");
         assert_eq!(intervals.len(), 2, "a tick and the partial last");
         assert_eq!(intervals[0]["index"], 1);
         assert_eq!(intervals[0]["time"], "2026-11-25T20:00:05Z");
-        assert_eq!((intervals[0]["addresses"].as_u64(), intervals[0]["settled"].as_u64()), (Some(5), Some(3)));
-        assert_eq!((intervals[0]["failed"].as_u64(), intervals[0]["aborted"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(
+            (intervals[0]["addresses"].as_u64(), intervals[0]["settled"].as_u64()),
+            (Some(5), Some(3))
+        );
+        assert_eq!(
+            (intervals[0]["failed"].as_u64(), intervals[0]["aborted"].as_u64()),
+            (Some(1), Some(1))
+        );
         assert_eq!(intervals[0]["pods"], 1);
         assert_eq!(intervals[0]["tentative"]["count"], 3);
         assert_eq!(intervals[0]["pod"]["count"], 1);
-        assert_eq!((intervals[1]["index"].as_u64(), intervals[1]["pods"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(
+            (intervals[1]["index"].as_u64(), intervals[1]["pods"].as_u64()),
+            (Some(2), Some(1))
+        );
         assert_eq!(intervals[1]["tentative"], serde_json::Value::Null);
         assert!(!screen.text().contains("TIME("), "no header row in JSON");
     }

@@ -219,7 +219,7 @@ async fn follow(
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     // The first interval ends one period after the start (not at once, as tokio's first
     // tick would); a loop that fell behind shows one late interval, not a burst.
-    let every = opts.live.interval.unwrap_or(Duration::from_secs(3600));
+    let every = opts.live.interval.unwrap_or(Duration::from_hours(1));
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stale_ns = u64::try_from(opts.stale_after.as_nanos()).unwrap_or(u64::MAX);

@@ -158,7 +158,10 @@ mod tests {
         windows.see(&event(7, 1500, 1500, Outcome::Settled), || "a");
         assert!(windows.finish(&HashSet::from([7]), false).is_empty(), "still in flight");
         windows.see(&event(7, 1900, 1890, Outcome::Settled), || "not made twice");
-        assert!(windows.finish(&HashSet::new(), false).is_empty(), "fresh: one more sweep");
+        assert!(
+            windows.finish(&HashSet::new(), false).is_empty(),
+            "fresh: one more sweep"
+        );
         let done = windows.finish(&HashSet::new(), false);
         assert_eq!(waits(&done), [("a", Some(1_900_000_000))]);
         assert_eq!((done[0].addresses, done[0].failed, done[0].aborted), (2, 0, 0));
@@ -177,7 +180,11 @@ mod tests {
         windows.see(&event(9, 1300, 1300, Outcome::Aborted), || "c");
         windows.finish(&HashSet::new(), false);
         let done = windows.finish(&HashSet::new(), false);
-        assert_eq!(waits(&done), [("b", None), ("c", Some(1_000_000_000))], "in start order");
+        assert_eq!(
+            waits(&done),
+            [("b", None), ("c", Some(1_000_000_000))],
+            "in start order"
+        );
         assert_eq!(done[0].delay_ns(), 100_000_000);
         assert_eq!(done[1].delay_ns(), 1_300_000_000);
         assert_eq!((done[1].addresses, done[1].failed, done[1].aborted), (3, 1, 1));
@@ -188,7 +195,10 @@ mod tests {
     fn at_the_end_every_open_pod_is_done() {
         let windows = PodWindows::default();
         windows.see(&event(7, 1500, 1500, Outcome::Settled), || "a");
-        assert_eq!(waits(&windows.finish(&HashSet::from([7]), true)), [("a", Some(1_500_000_000))]);
+        assert_eq!(
+            waits(&windows.finish(&HashSet::from([7]), true)),
+            [("a", Some(1_500_000_000))]
+        );
         assert!(windows.finish(&HashSet::new(), true).is_empty());
     }
 }

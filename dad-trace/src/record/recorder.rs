@@ -407,10 +407,14 @@ mod tests {
     }
 
     fn recorder(enricher: FakeEnricher, lines: &Lines) -> Recorder<FakeEnricher> {
-        recorder_with(enricher, lines, LiveOptions {
-            lines: true,
-            ..LiveOptions::default()
-        })
+        recorder_with(
+            enricher,
+            lines,
+            LiveOptions {
+                lines: true,
+                ..LiveOptions::default()
+            },
+        )
     }
 
     fn recorder_with(enricher: FakeEnricher, lines: &Lines, options: LiveOptions) -> Recorder<FakeEnricher> {
@@ -453,7 +457,9 @@ mod tests {
         let printed: Vec<&str> = printed.lines().collect();
         assert_eq!(printed.len(), 3, "a header row, then a line per address: {printed:?}");
         assert!(printed[0].starts_with("TIME(UTC)") && printed[0].ends_with("OUTCOME"));
-        assert!(printed[2].starts_with("10:00:01.510") && printed[2].contains("cni-1") && printed[2].contains("fd00::5"));
+        assert!(
+            printed[2].starts_with("10:00:01.510") && printed[2].contains("cni-1") && printed[2].contains("fd00::5")
+        );
     }
 
     #[test]

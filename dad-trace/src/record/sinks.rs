@@ -227,7 +227,11 @@ mod tests {
             sinks.accept(event);
             sinks.close(Utc::now(), true);
             assert_eq!(sinks.finished(), 2);
-            assert_eq!(sinks.intervals(), 2, "intervals still count: a tick and the partial last");
+            assert_eq!(
+                sinks.intervals(),
+                2,
+                "intervals still count: a tick and the partial last"
+            );
             assert_eq!(sinks.into_events().len(), 2);
         }
     }

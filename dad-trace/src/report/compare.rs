@@ -101,12 +101,11 @@ pub fn change_line(comparison: &Comparison, label: impl Fn(&str) -> String) -> O
         return None;
     };
     let head = format!("per-pod delay {} -> {}", label(&first.label), label(&last.label));
-    Some(match &comparison.change {
-        Some(change) => format!("{head}: {}", change.sentence()),
-        None => {
-            let empty = if first.summary.pods.is_empty() { first } else { last };
-            format!("{head}: cannot tell, {} has no pods", label(&empty.label))
-        }
+    Some(if let Some(change) = &comparison.change {
+        format!("{head}: {}", change.sentence())
+    } else {
+        let empty = if first.summary.pods.is_empty() { first } else { last };
+        format!("{head}: cannot tell, {} has no pods", label(&empty.label))
     })
 }
 
@@ -377,7 +376,13 @@ pub(crate) mod tests {
         assert_eq!(json["sessions"][1]["summary"]["addresses"], 4);
         assert_eq!(json["change"]["test"], "kolmogorov-smirnov");
         assert_eq!(json["change"]["direction"], "faster");
-        assert_eq!((json["change"]["before_count"].as_u64(), json["change"]["after_count"].as_u64()), (Some(4), Some(4)));
+        assert_eq!(
+            (
+                json["change"]["before_count"].as_u64(),
+                json["change"]["after_count"].as_u64()
+            ),
+            (Some(4), Some(4))
+        );
         assert_eq!(json["change"]["significant"], false);
         assert!((json["change"]["p_value"].as_f64().expect("a number") - 0.011_07).abs() < 1e-4);
     }

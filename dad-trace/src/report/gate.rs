@@ -83,7 +83,8 @@ impl BeforeAfter {
     pub fn check(self, before_session: &Session, after_session: &Session) -> GateResult {
         let before = PodTentative::of(before_session);
         let after = PodTentative::of(after_session);
-        let delays = |session: &Session| -> Vec<u64> { pod_delays(&session.events).iter().map(|pod| pod.delay_ns).collect() };
+        let delays =
+            |session: &Session| -> Vec<u64> { pod_delays(&session.events).iter().map(|pod| pod.delay_ns).collect() };
         let (before_pods, after_pods) = (delays(before_session), delays(after_session));
         let change = ChangeTest::of(&before_pods, &after_pods, ALPHA);
         let mut problems = Vec::new();
@@ -212,12 +213,34 @@ mod tests {
         let result = required.check(&slow, &fast);
         assert!(result.passed(), "{}", result.render());
         let change = result.change.expect("pods on both sides");
-        assert!(change.significant && change.direction == Direction::Faster && (change.before_count, change.after_count) == (20, 20));
-        assert!(result.render().contains("\nPer-pod delay, after against before (required): a real change: faster (Kolmogorov–Smirnov D 1.00, p "), "{}", result.render());
-        assert!(POD_START.check(&slow, &fast).render().contains("\nPer-pod delay, after against before: a real change: faster"));
+        assert!(
+            change.significant
+                && change.direction == Direction::Faster
+                && (change.before_count, change.after_count) == (20, 20)
+        );
+        assert!(
+            result.render().contains(
+                "\nPer-pod delay, after against before (required): a real change: faster (Kolmogorov–Smirnov D 1.00, p "
+            ),
+            "{}",
+            result.render()
+        );
+        assert!(
+            POD_START
+                .check(&slow, &fast)
+                .render()
+                .contains("\nPer-pod delay, after against before: a real change: faster")
+        );
         // Slower for real: refused, the thresholds failing too.
         let swapped = required.check(&fast, &slow);
-        assert!(swapped.problems.iter().any(|p| p.starts_with("per-pod delay: a real change: slower")), "{:?}", swapped.problems);
+        assert!(
+            swapped
+                .problems
+                .iter()
+                .any(|p| p.starts_with("per-pod delay: a real change: slower")),
+            "{:?}",
+            swapped.problems
+        );
         // Thresholds opened wide: only the test can fail. The same session twice is no change.
         let loose = BeforeAfter {
             before_min_p50_ms: 0,
@@ -228,14 +251,32 @@ mod tests {
         let same = loose.check(&slow, &slow);
         assert_eq!(same.problems.len(), 1, "{:?}", same.problems);
         assert!(same.problems[0].starts_with("per-pod delay: no real change: the difference could be noise (Kolmogorov–Smirnov D 0.00, p 1.00, 20 vs 20 pods"), "{:?}", same.problems);
-        assert!(POD_START.check(&slow, &slow).problems.iter().all(|p| !p.starts_with("per-pod delay")), "not required: not a problem");
+        assert!(
+            POD_START
+                .check(&slow, &slow)
+                .problems
+                .iter()
+                .all(|p| !p.starts_with("per-pod delay")),
+            "not required: not a problem"
+        );
         // No pods on a side: said.
         let mut empty = fast.clone();
         empty.events.clear();
         let result = loose.check(&slow, &empty);
         assert!(result.change.is_none());
-        assert!(result.problems.contains(&"per-pod delay: cannot tell whether it changed: after has no pods".to_string()), "{:?}", result.problems);
-        assert!(loose.check(&empty, &fast).problems.contains(&"per-pod delay: cannot tell whether it changed: before has no pods".to_string()));
+        assert!(
+            result
+                .problems
+                .contains(&"per-pod delay: cannot tell whether it changed: after has no pods".to_string()),
+            "{:?}",
+            result.problems
+        );
+        assert!(
+            loose
+                .check(&empty, &fast)
+                .problems
+                .contains(&"per-pod delay: cannot tell whether it changed: before has no pods".to_string())
+        );
         assert!(!result.render().contains("Per-pod delay, after against before"));
     }
 

@@ -181,8 +181,8 @@ pub fn render(comparison: &Comparison) -> String {
     html.push_str(&cdf(comparison));
     html.push_str("<h2>Summary</h2>\n");
     html.push_str(&table(comparison));
-    if let Some(line) = change_line(comparison, escape) {
-        let _ = writeln!(html, "<p class=\"change\">{line}</p>");
+    if let Some(line) = change_line(comparison, str::to_string) {
+        let _ = writeln!(html, "<p class=\"change\">{}</p>", escape(&line));
     }
     if !comparison.setting_changes.is_empty() {
         html.push_str("<h2>Settings that changed</h2>\n<ul>\n");
@@ -226,7 +226,7 @@ mod tests {
         assert!(page.contains("<td>tentative p50</td>"));
         // The verdict on the change, labels escaped (3 vs 2 pods cannot be told from noise).
         assert!(
-            page.contains("<p class=\"change\">per-pod delay before&lt;1&gt; -> after: no real change: "),
+            page.contains("<p class=\"change\">per-pod delay before&lt;1&gt; -&gt; after: no real change: "),
             "{page}"
         );
         // Offline and inert: no scripts, no handlers, nothing fetched. The SVG namespace is an

@@ -58,10 +58,16 @@ mod tests {
             markdown.contains("\nper-pod delay before -> after: no real change: the difference could be noise (Kolmogorov–Smirnov D 1.00, p 0.011, 4 vs 4 pods; real when p < 0.01)\n"),
             "{markdown}"
         );
-        assert!(markdown.contains("- net.core.devconf\\_inherit\\_init\\_net: 0 → 1"), "{markdown}");
+        assert!(
+            markdown.contains("- net.core.devconf\\_inherit\\_init\\_net: 0 → 1"),
+            "{markdown}"
+        );
         let alone = render_markdown(&compare(&[("before".into(), session("node-a", &[1500], "0"))]));
         assert!(alone.starts_with("| metric | before |\n| --- | ---: |\n"), "{alone}");
-        assert!(!alone.contains("per-pod delay before"), "no change with one session: {alone}");
+        assert!(
+            !alone.contains("per-pod delay before"),
+            "no change with one session: {alone}"
+        );
     }
 
     /// Names from hostile session files keep every table's shape.

@@ -1,5 +1,5 @@
 //! Is a before/after difference real, or noise? The two-sample Kolmogorov–Smirnov test on
-//! per-pod delays, as Kubernetes' ClusterLoader2 compares latency distributions.
+//! per-pod delays, as Kubernetes' `ClusterLoader2` compares latency distributions.
 //!
 //! Why this test: it compares whole distributions and assumes no shape (a DAD wait is a
 //! random 0..1 s start delay plus whole probe intervals; a tuned pod's is sub-millisecond),
@@ -112,24 +112,24 @@ pub fn format_p(p: f64) -> String {
 /// `max(F - G)`. Equal values are stepped over together, so ties count once.
 #[must_use]
 pub fn one_sided_distances(before: &[u64], after: &[u64]) -> (f64, f64) {
-    let mut a = before.to_vec();
-    let mut b = after.to_vec();
-    a.sort_unstable();
-    b.sort_unstable();
-    let (n, m) = (a.len() as f64, b.len() as f64);
-    let (mut i, mut j) = (0, 0);
+    let mut before = before.to_vec();
+    let mut after = after.to_vec();
+    before.sort_unstable();
+    after.sort_unstable();
+    let (before_len, after_len) = (before.len() as f64, after.len() as f64);
+    let (mut below_before, mut below_after) = (0, 0);
     let (mut faster, mut slower) = (0.0_f64, 0.0_f64);
-    while i < a.len() && j < b.len() {
-        let x = a[i].min(b[j]);
-        while i < a.len() && a[i] == x {
-            i += 1;
+    while below_before < before.len() && below_after < after.len() {
+        let value = before[below_before].min(after[below_after]);
+        while below_before < before.len() && before[below_before] == value {
+            below_before += 1;
         }
-        while j < b.len() && b[j] == x {
-            j += 1;
+        while below_after < after.len() && after[below_after] == value {
+            below_after += 1;
         }
-        let (f, g) = (i as f64 / n, j as f64 / m);
-        faster = faster.max(g - f);
-        slower = slower.max(f - g);
+        let (before_cdf, after_cdf) = (below_before as f64 / before_len, below_after as f64 / after_len);
+        faster = faster.max(after_cdf - before_cdf);
+        slower = slower.max(before_cdf - after_cdf);
     }
     (faster, slower)
 }
@@ -152,9 +152,7 @@ pub fn kolmogorov_survival(x: f64) -> f64 {
     let survival = if x < 1.18 {
         // 1 - sqrt(2 pi) / x * sum exp(-(2k-1)^2 pi^2 / (8 x^2))
         let base = -PI * PI / (8.0 * x * x);
-        let sum: f64 = (1..=20_u32)
-            .map(|k| (f64::from(2 * k - 1).powi(2) * base).exp())
-            .sum();
+        let sum: f64 = (1..=20_u32).map(|k| (f64::from(2 * k - 1).powi(2) * base).exp()).sum();
         1.0 - (2.0 * PI).sqrt() / x * sum
     } else {
         // 2 sum (-1)^(k-1) exp(-2 k^2 x^2)
@@ -227,12 +225,18 @@ mod tests {
     fn distances_step_over_ties_together() {
         // F: 1 -> 2/3, 2 -> 1; G: 1 -> 1/3, 2 -> 1. One distance of 1/3, not 2/3.
         let (faster, slower) = one_sided_distances(&[1, 1, 2], &[1, 2, 2]);
-        assert!((slower - 1.0 / 3.0).abs() < 1e-12 && faster.abs() < 1e-12, "{faster} {slower}");
+        assert!(
+            (slower - 1.0 / 3.0).abs() < 1e-12 && faster.abs() < 1e-12,
+            "{faster} {slower}"
+        );
         let (faster, slower) = one_sided_distances(&[5, 6, 7, 8], &[1, 2, 3, 4]);
         assert!((faster - 1.0).abs() < 1e-12 && slower.abs() < 1e-12);
         // Interleaved: before 1 3 5 7, after 2 4 6 8: F leads by 1/4 at most.
         let (faster, slower) = one_sided_distances(&[1, 3, 5, 7], &[2, 4, 6, 8]);
-        assert!(faster.abs() < 1e-12 && (slower - 0.25).abs() < 1e-12, "{faster} {slower}");
+        assert!(
+            faster.abs() < 1e-12 && (slower - 0.25).abs() < 1e-12,
+            "{faster} {slower}"
+        );
         // Order of the input does not matter.
         assert_eq!(
             one_sided_distances(&[7, 1, 5, 3], &[8, 2, 6, 4]),
@@ -250,7 +254,10 @@ mod tests {
         assert!((test.p_value - 0.011_065_637).abs() < 1e-8, "{test:?}");
         assert_eq!(test.direction, Direction::Faster);
         assert!(test.significant);
-        assert!(test.sentence().starts_with("a real change: faster (Kolmogorov–Smirnov D 1.00, p 0.011, 4 vs 4 pods"));
+        assert!(
+            test.sentence()
+                .starts_with("a real change: faster (Kolmogorov–Smirnov D 1.00, p 0.011, 4 vs 4 pods")
+        );
         // At 1 % four pods a side are not enough: the verdict is about evidence, not size.
         let strict = ChangeTest::of(&[1500, 1600, 1700, 1800], &[1, 2, 3, 4], ALPHA).expect("both sides");
         assert!(!strict.significant && strict.sentence().starts_with("no real change"));
@@ -277,7 +284,10 @@ mod tests {
         let odd: Vec<u64> = (0..20).map(|i| 2 * i + 1).collect();
         let even: Vec<u64> = (0..20).map(|i| 2 * i).collect();
         let noise = ChangeTest::of(&odd, &even, ALPHA).expect("both sides");
-        assert!((noise.statistic - 0.05).abs() < 1e-12 && noise.p_value > 0.99, "{noise:?}");
+        assert!(
+            (noise.statistic - 0.05).abs() < 1e-12 && noise.p_value > 0.99,
+            "{noise:?}"
+        );
         assert!(ChangeTest::of(&[], &after, ALPHA).is_none());
         assert!(ChangeTest::of(&before, &[], ALPHA).is_none());
     }
