@@ -354,9 +354,12 @@ fn flags_that_do_nothing_together_exit_2() {
             Some(i32::from(dad_trace::error::EXIT_USAGE)),
             "{args:?}: {stderr}"
         );
-        assert!(
-            stderr.contains(says) && stderr.contains("Usage: dad-trace record"),
-            "{args:?}: {stderr}"
-        );
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        if says.contains("with") {
+            assert!(
+                stderr.contains("Usage: dad-trace record"),
+                "the subcommand's usage: {stderr}"
+            );
+        }
     }
 }
