@@ -59,6 +59,11 @@ impl Sinks {
     }
 
     pub fn accept(&mut self, event: AddressEvent) {
+        // Synthetic pods end the run once done, whatever the filter shows (`--netns 'dt-*'`
+        // leaves out their host-side veths, which still have to finish).
+        if let Some(progress) = self.progress.as_mut() {
+            progress.see(&event);
+        }
         if !self.filter.admits(&event) {
             return;
         }
@@ -68,9 +73,6 @@ impl Sinks {
         }
         if let Some(live) = self.live.as_mut() {
             live.address(&event);
-        }
-        if let Some(progress) = self.progress.as_mut() {
-            progress.see(&event);
         }
         if let Some(kept) = self.kept.as_mut() {
             kept.push(event);
@@ -157,11 +159,16 @@ struct SyntheticProgress {
 
 impl SyntheticProgress {
     fn new(pods: &[SyntheticPod]) -> Self {
+        Self::of(pods.iter().map(|pod| (pod.name.as_str(), pod.host_veth.as_str())))
+    }
+
+    /// Pods by namespace name and host-side veth name.
+    fn of<'a>(pods: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
         let mut pending = HashSet::new();
-        for pod in pods {
-            pending.insert((pod.name.clone(), true));
-            pending.insert((pod.name.clone(), false));
-            pending.insert((pod.host_veth.clone(), true));
+        for (name, host_veth) in pods {
+            pending.insert((name.to_string(), true));
+            pending.insert((name.to_string(), false));
+            pending.insert((host_veth.to_string(), true));
         }
         Self { pending }
     }
@@ -234,6 +241,43 @@ mod tests {
             );
             assert_eq!(sinks.into_events().len(), 2);
         }
+    }
+
+    /// A synthetic pod is done when its two addresses and its host veth's link-local are;
+    /// the filter does not hide them from that count (the host veth is not in the pod's
+    /// namespace), only from the output.
+    #[test]
+    fn synthetic_pods_are_followed_past_the_filter() {
+        let template = crate::session::tests::sample().events.remove(0);
+        let address = |netns: Option<&str>, host: bool, ifname: &str, addr: &str| AddressEvent {
+            netns_name: netns.map(str::to_string),
+            host_netns: host,
+            ifname: ifname.into(),
+            addr: addr.parse().expect("literal"),
+            ..template.clone()
+        };
+        let filter = Filter {
+            netns: glob::Pattern::new("dt-*").ok(),
+            ..Filter::default()
+        };
+        let mut sinks = Sinks::new(true).with_filter(filter);
+        sinks.progress = Some(SyntheticProgress::of([("dt-0", "dt-h0"), ("dt-1", "dt-h1")].into_iter()));
+        assert!(sinks.follows_synthetic() && !sinks.synthetic_done());
+        for event in [
+            address(Some("dt-0"), false, "eth0", "fe80::1"),
+            address(Some("dt-0"), false, "eth0", "fd00:dad::1"),
+            address(None, true, "dt-h0", "fe80::2"),
+            address(Some("dt-1"), false, "eth0", "fe80::3"),
+            address(None, true, "dt-h1", "fe80::4"),
+            address(Some("other"), false, "eth0", "fd00:dad::2"),
+        ] {
+            sinks.accept(event);
+            assert!(!sinks.synthetic_done(), "dt-1's global address is missing");
+        }
+        sinks.accept(address(Some("dt-1"), false, "eth0", "fd00:dad::2"));
+        assert!(sinks.synthetic_done());
+        assert_eq!(sinks.finished(), 4, "the host veths and `other` are not shown");
+        assert!(!Sinks::new(true).follows_synthetic() && !Sinks::new(true).synthetic_done());
     }
 
     /// Only admitted addresses reach the live view and the count; sinks without a live view
