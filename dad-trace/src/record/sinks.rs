@@ -261,7 +261,9 @@ mod tests {
             ..Filter::default()
         };
         let mut sinks = Sinks::new(true).with_filter(filter);
-        sinks.progress = Some(SyntheticProgress::of([("dt-0", "dt-h0"), ("dt-1", "dt-h1")].into_iter()));
+        sinks.progress = Some(SyntheticProgress::of(
+            [("dt-0", "dt-h0"), ("dt-1", "dt-h1")].into_iter(),
+        ));
         assert!(sinks.follows_synthetic() && !sinks.synthetic_done());
         for event in [
             address(Some("dt-0"), false, "eth0", "fe80::1"),
