@@ -3,6 +3,9 @@ use dad_trace::{cli::Cli, error::exit_code, record::signals};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Err(usage) = cli.check() {
+        usage.exit();
+    }
     // Before the runtime's threads exist, so they inherit it: a Ctrl-C during start-up waits
     // for the handlers instead of killing a recording that would save its session.
     if cli.command.records() {

@@ -32,12 +32,18 @@ fn scenario_namespaces() -> Vec<String> {
         .collect()
 }
 
+/// The scenario tests take turns: each compares the node's sysctls with a snapshot taken
+/// before it ran, and one taken while the other's phase had tuned them would be restored to
+/// the tuned values (this left a node tuned once).
+static SCENARIO_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Ctrl-C during a phase: the phase's sysctls are put back and its pods removed.
 #[test]
 fn scenario_restores_sysctls_on_ctrl_c() {
     if !allowed("scenario_restores_sysctls_on_ctrl_c") {
         return;
     }
+    let _turn = SCENARIO_TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let before = sysctl::snapshot();
     let child = dad_trace()
         .args([
@@ -80,6 +86,7 @@ fn scenario_restores_sysctls_when_a_phase_fails() {
     if !allowed("scenario_restores_sysctls_when_a_phase_fails") {
         return;
     }
+    let _turn = SCENARIO_TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let cni = tempfile::tempdir().expect("tempdir");
     for plugin in ["ptp", "host-local"] {
         let path = cni.path().join(plugin);

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::Command};
 
 use dad_trace::{
     hist::human,
-    report::{compare, html},
+    report::{compare, html, markdown},
     session::Session,
 };
 
@@ -47,7 +47,7 @@ fn pod_delays_by_hand(session: &Session) -> Vec<u64> {
 #[test]
 fn markdown_and_json_carry_the_before_after_story() {
     let comparison = before_after();
-    let markdown = compare::render_markdown(&comparison);
+    let markdown = markdown::render_markdown(&comparison);
     // The p50 of 20 values is their 10th (HDR rounds within 0.1%).
     let p50 = |name: &str| {
         let delays = pod_delays_by_hand(&fixture(name));
@@ -61,7 +61,20 @@ fn markdown_and_json_carry_the_before_after_story() {
         before > 1_000_000_000 && after < 1_000_000,
         "the fixtures tell the story"
     );
+    // Twenty pods a side, DAD against none: a real change, and said so.
+    assert!(
+        markdown.contains("per-pod delay before -> after: a real change: faster (Kolmogorov–Smirnov D 1.00, p "),
+        "{markdown}"
+    );
     let json: serde_json::Value = serde_json::to_value(&comparison).expect("json");
+    assert_eq!(json["change"]["significant"], true);
+    assert_eq!(
+        (
+            json["change"]["before_count"].as_u64(),
+            json["change"]["after_count"].as_u64()
+        ),
+        (Some(20), Some(20))
+    );
     assert_eq!(
         json["sessions"][0]["summary"]["pods"].as_array().map(Vec::len),
         Some(20)
@@ -113,6 +126,10 @@ fn html_renders_in_headless_chromium() {
     // Chromium parsed the page and kept both charts: one CDF line per session, a bar per pod.
     assert_eq!(dom.matches("class=\"cdf-line\"").count(), 2, "{dom}");
     assert_eq!(dom.matches("class=\"pod-bar\"").count(), 40);
+    assert!(
+        dom.contains("<p class=\"change\">per-pod delay before -&gt; after: a real change: faster"),
+        "{dom}"
+    );
     let status = Command::new(chromium)
         .args(common)
         .arg(format!("--user-data-dir={}", profile.path().display()))

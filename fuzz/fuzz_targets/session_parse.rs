@@ -6,7 +6,7 @@
 use std::{path::Path, sync::OnceLock};
 
 use dad_trace::{
-    report::{compare, gate::POD_START, html, render_text},
+    report::{compare, gate::POD_START, html, markdown, render_text},
     session::Session,
 };
 
@@ -28,7 +28,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     let _ = render_text(&session, true);
     let alone = compare::compare(&[("fuzz".into(), session.clone())]);
-    let _ = compare::render_markdown(&alone);
+    let _ = markdown::render_markdown(&alone);
     let _ = compare::render_text(&alone);
     let _ = html::render(&alone);
     for pair in [
@@ -39,7 +39,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let _ = POD_START.check(&pair[0], &pair[1]).render();
         let side_by_side = compare::compare(&[("a".into(), pair[0].clone()), ("b".into(), pair[1].clone())]);
         let _ = compare::render_text(&side_by_side);
-        let _ = compare::render_markdown(&side_by_side);
+        let _ = markdown::render_markdown(&side_by_side);
         let _ = html::render(&side_by_side);
         if let Ok(merged) = compare::merge(pair.to_vec()) {
             let _ = render_text(&merged, true);

@@ -11,7 +11,8 @@ use crate::{
 #[derive(clap::Args)]
 #[command(after_help = "EXAMPLES:\n    \
     dad-trace gate defaults.json inherit.json                # the kind job's gate\n    \
-    dad-trace gate before.json after.json --after-max-p99-ms 10 --format json")]
+    dad-trace gate before.json after.json --after-max-p99-ms 10 --format json\n    \
+    dad-trace gate before.json after.json --require-change   # and faster for real, not noise")]
 pub struct Gate {
     #[arg(value_name = "BEFORE")]
     before: PathBuf,
@@ -26,6 +27,10 @@ pub struct Gate {
     /// Each side needs at least this many settled pod addresses.
     #[arg(long, default_value_t = POD_START.min_pod_addresses, value_name = "N")]
     min_pod_addresses: u64,
+    /// Also require the per-pod delay to be shorter after, and the difference real: a
+    /// Kolmogorov–Smirnov test with p below 0.01 (always shown; off, the thresholds decide).
+    #[arg(long)]
+    require_change: bool,
     /// text and markdown are the same table (a Markdown table reads as text too).
     #[arg(long, value_enum, default_value_t = GateFormat::Text)]
     format: GateFormat,
@@ -46,6 +51,7 @@ impl Gate {
             before_min_p50_ms: self.before_min_p50_ms,
             after_max_p99_ms: self.after_max_p99_ms,
             min_pod_addresses: self.min_pod_addresses,
+            require_change: self.require_change,
         };
         let verdict = gate.check(&Session::load(&self.before)?, &Session::load(&self.after)?);
         match self.format {

@@ -56,6 +56,28 @@ pub enum Command {
     Man(completions::Man),
 }
 
+impl Cli {
+    /// What the parser cannot say: flags accepted alone that do nothing together. Refused
+    /// as a usage error (exit code 2, with the subcommand's usage), never ignored.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory as _;
+        let (name, problem) = match &self.command {
+            Command::Record(record) => ("record", record.check().err()),
+            _ => return Ok(()),
+        };
+        let Some((kind, message)) = problem else {
+            return Ok(());
+        };
+        let command = Cli::command();
+        let mut sub = command
+            .find_subcommand(name)
+            .cloned()
+            .unwrap_or_else(Cli::command)
+            .bin_name(format!("dad-trace {name}"));
+        Err(sub.error(kind, message))
+    }
+}
+
 impl Command {
     /// Whether the command records: its stop signals must be held from the start.
     #[must_use]

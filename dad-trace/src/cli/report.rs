@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use super::Format;
 use crate::{
-    report::{compare, html, render_text, summarize},
+    report::{compare, html, markdown, render_text, summarize},
     session::Session,
 };
 
@@ -52,7 +52,7 @@ impl Report {
             let session = compare::merge(sessions.into_iter().map(|(_, session)| session).collect())?;
             return Ok(match self.format {
                 Format::Text => render_text(&session, self.per_pod),
-                Format::Markdown => compare::render_markdown(&compare::compare(&[(label, session)])),
+                Format::Markdown => markdown::render_markdown(&compare::compare(&[(label, session)])),
                 Format::Html => html::render(&compare::compare(&[(label, session)])),
                 Format::Json => serde_json::to_string_pretty(&summarize(&session))? + "\n",
             });
@@ -60,7 +60,7 @@ impl Report {
         let comparison = compare::compare(&sessions);
         Ok(match self.format {
             Format::Text => compare::render_text(&comparison),
-            Format::Markdown => compare::render_markdown(&comparison),
+            Format::Markdown => markdown::render_markdown(&comparison),
             Format::Html => html::render(&comparison),
             Format::Json => serde_json::to_string_pretty(&comparison)? + "\n",
         })

@@ -47,7 +47,7 @@ pub struct Metrics {
     tentative: Family<Labels, Histogram, fn() -> Histogram>,
     dad: Family<Labels, Histogram, fn() -> Histogram>,
     pod_wait: Family<Labels, Histogram, fn() -> Histogram>,
-    pods: PodWindows,
+    pods: PodWindows<Labels>,
     addresses: Family<Labels, Counter>,
     lost: Counter,
     in_flight: Gauge,
@@ -199,15 +199,17 @@ impl Metrics {
             }
         }
         if !event.host_netns {
-            self.pods.see(event, labels);
+            self.pods.see(event, || labels);
         }
     }
 
     /// Once a second: pods with no address in flight (`in_flight` holds the namespaces that
     /// have one) and none finished since the last sweep are done; their waits are counted.
     pub fn sweep_pods(&self, in_flight: &std::collections::HashSet<u32>) {
-        for (labels, wait_ns) in self.pods.finish(in_flight) {
-            self.pod_wait.get_or_create(&labels).observe(wait_ns as f64 / 1e9);
+        for pod in self.pods.finish(in_flight, false) {
+            if let Some(wait_ns) = pod.wait_ns() {
+                self.pod_wait.get_or_create(&pod.payload).observe(wait_ns as f64 / 1e9);
+            }
         }
     }
 

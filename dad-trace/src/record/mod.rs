@@ -40,8 +40,10 @@ use crate::{
 };
 
 pub mod clock;
+pub mod display;
 pub mod enrich;
 pub mod filter;
+pub mod live;
 pub mod metrics;
 mod pod_wait;
 pub mod recorder;
@@ -53,6 +55,7 @@ pub mod track;
 pub struct RecordOptions {
     pub backend: BackendChoice,
     pub duration: Option<Duration>,
+    /// Stop after this many finished addresses.
     pub count: Option<usize>,
     pub output: Option<PathBuf>,
     pub synthetic_pods: Option<usize>,
@@ -63,6 +66,8 @@ pub struct RecordOptions {
     pub stale_after: Duration,
     /// Print one line per finished address.
     pub lines: bool,
+    /// The live view on standard output: format, intervals, unit.
+    pub live: LiveView,
     /// Stops the recording when notified (for callers that drive a workload meanwhile).
     pub stop: Option<Arc<Notify>>,
     /// The container runtime socket that names pods (CRI).
@@ -94,6 +99,7 @@ impl Default for RecordOptions {
             verbose: false,
             stale_after: Duration::from_secs(3),
             lines: false,
+            live: LiveView::default(),
             stop: None,
             cri_socket: SocketChoice::Auto,
             resolve_wait: Duration::from_secs(10),
@@ -106,6 +112,25 @@ impl Default for RecordOptions {
     }
 }
 
+/// What `record` shows on standard output while it runs, besides the lines (`lines`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveView {
+    pub format: live::LiveFormat,
+    /// Histograms (or a JSON summary) every this long.
+    pub interval: Option<Duration>,
+    /// Stop after this many intervals (bcc's count).
+    pub intervals: Option<usize>,
+    /// The histograms' unit (`-m`); chosen per histogram when `None`.
+    pub unit: Option<crate::hist::Unit>,
+}
+
+impl RecordOptions {
+    /// Whether anything is shown on standard output while recording.
+    fn shows_live(&self) -> bool {
+        self.lines || self.live.interval.is_some() || self.live.format == live::LiveFormat::Jsonl
+    }
+}
+
 /// Where and how `serve` exposes metrics.
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
@@ -113,8 +138,8 @@ pub struct ServeOptions {
     pub per_pod_labels: bool,
 }
 
-/// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count`, all synthetic pods
-/// settled, or `stop`), then saves the session if asked.
+/// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count` addresses or intervals,
+/// all synthetic pods settled, or `stop`), then saves the session if asked.
 pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     kernel::check_privileges()?;
     // First thing: a signal during start-up must still end in a saved session and no leftovers.
@@ -139,8 +164,14 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         .with_filter(opts.filter.clone())
         .with_metrics(metrics)
         .with_progress(&pods);
-    if opts.lines {
-        sinks = sinks.with_lines(Box::new(std::io::stdout()));
+    if opts.shows_live() {
+        let options = live::LiveOptions {
+            format: opts.live.format,
+            lines: opts.lines,
+            intervals: opts.live.interval.is_some(),
+            unit: opts.live.unit,
+        };
+        sinks = sinks.with_live(live::Live::new(Box::new(std::io::stdout()), options));
     }
     let mut recorder = Recorder::new(enricher, sinks, Clock::now(), session);
     let failure = if interrupted {
@@ -154,6 +185,12 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         while let Ok(batch) = readings.try_recv() {
             batch.into_iter().for_each(|reading| recorder.on_reading(reading));
         }
+        // bcc's count means exactly that many intervals: no partial one after the last.
+        let counted_out = opts
+            .live
+            .intervals
+            .is_some_and(|count| recorder.sinks().intervals() >= count);
+        recorder.close_live(monotonic_ns(), !counted_out);
         recorder.into_session(lost.total(), monotonic_ns())
     });
     session.sysctls_end = sysctl::snapshot();
@@ -181,6 +218,11 @@ async fn follow(
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    // The first interval ends one period after the start (not at once, as tokio's first
+    // tick would); a loop that fell behind shows one late interval, not a burst.
+    let every = opts.live.interval.unwrap_or(Duration::from_hours(1));
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stale_ns = u64::try_from(opts.stale_after.as_nanos()).unwrap_or(u64::MAX);
     let external_stop = opts.stop.clone().unwrap_or_default();
     loop {
@@ -195,6 +237,12 @@ async fn follow(
             _ = sweep.tick() => tokio::task::block_in_place(|| {
                 recorder.sweep(monotonic_ns(), stale_ns, lost.total());
             }),
+            _ = interval.tick(), if opts.live.interval.is_some() => {
+                tokio::task::block_in_place(|| recorder.tick(monotonic_ns()));
+                if opts.live.intervals.is_some_and(|count| recorder.sinks().intervals() >= count) {
+                    return None;
+                }
+            }
             () = signals.recv() => return None,
             () = &mut deadline => return None,
             () = external_stop.notified(), if opts.stop.is_some() => return None,
@@ -227,7 +275,11 @@ fn announce(opts: &RecordOptions, session: &Session) {
         "Tracing IPv6 DAD with the {} backend on kernel {}. {}",
         session.backend,
         session.kernel_release,
-        if opts.duration.is_some() || opts.count.is_some() || opts.synthetic_pods.is_some() {
+        if opts.duration.is_some()
+            || opts.count.is_some()
+            || opts.live.intervals.is_some()
+            || opts.synthetic_pods.is_some()
+        {
             "Ctrl-C stops early."
         } else {
             "Ctrl-C to stop."

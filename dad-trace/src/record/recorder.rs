@@ -166,11 +166,13 @@ impl<E: Enrich> Recorder<E> {
         if let Some(metrics) = self.sinks.metrics() {
             metrics.set_lost(lost_events);
             metrics.set_in_flight(self.tracker.in_flight_len());
-            let busy: std::collections::HashSet<u32> =
-                self.tracker.in_flight().map(|entry| entry.first.netns.inode).collect();
-            metrics.sweep_pods(&busy);
             // Cheap (a dozen small files) and a tuning applied while the agent runs shows.
             metrics.set_sysctls(&crate::node::sysctl::snapshot());
+        }
+        if self.sinks.follows_pods() {
+            let busy: std::collections::HashSet<u32> =
+                self.tracker.in_flight().map(|entry| entry.first.netns.inode).collect();
+            self.sinks.sweep(&busy);
         }
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
         self.enricher.tick();
@@ -234,6 +236,18 @@ impl<E: Enrich> Recorder<E> {
         }
     }
 
+    /// An interval of the live view ended at `now_ns` (monotonic).
+    pub fn tick(&mut self, now_ns: u64) {
+        self.sinks.tick(self.clock.wall(now_ns));
+    }
+
+    /// The recording stopped at `now_ns`: held addresses go to the sinks, and the live view
+    /// shows its last pods and, with `last_interval`, its partial last interval.
+    pub fn close_live(&mut self, now_ns: u64, last_interval: bool) {
+        self.flush(true);
+        self.sinks.close(self.clock.wall(now_ns), last_interval);
+    }
+
     /// Ends the session: every held address is committed, addresses still tentative are
     /// listed, not lost.
     #[must_use]
@@ -278,6 +292,7 @@ mod tests {
             Backend,
             events::{DecodeError, IfaState, Observation},
         },
+        record::live::{Live, LiveOptions},
         session::{Outcome, Pod},
     };
 
@@ -393,10 +408,22 @@ mod tests {
     }
 
     fn recorder(enricher: FakeEnricher, lines: &Lines) -> Recorder<FakeEnricher> {
+        recorder_with(
+            enricher,
+            lines,
+            LiveOptions {
+                lines: true,
+                ..LiveOptions::default()
+            },
+        )
+    }
+
+    fn recorder_with(enricher: FakeEnricher, lines: &Lines, options: LiveOptions) -> Recorder<FakeEnricher> {
         let session = Session::new(Backend::Tracepoint, "6.18".into(), "node-a".into(), epoch());
+        let utc = |_| chrono::FixedOffset::east_opt(0).expect("UTC");
         Recorder::new(
             enricher,
-            Sinks::new(true).with_lines(Box::new(lines.clone())),
+            Sinks::new(true).with_live(Live::in_zone(Box::new(lines.clone()), options, utc)),
             Clock::at(epoch()),
             session,
         )
@@ -428,8 +455,12 @@ mod tests {
         assert_eq!(session.lost_events, 3);
         assert_eq!(session.ended_at, epoch() + chrono::Duration::seconds(2));
         let printed = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
-        assert_eq!(printed.lines().count(), 2, "{printed}");
-        assert!(printed.contains("cni-1") && printed.contains("fd00::5"), "{printed}");
+        let printed: Vec<&str> = printed.lines().collect();
+        assert_eq!(printed.len(), 3, "a header row, then a line per address: {printed:?}");
+        assert!(printed[0].starts_with("TIME(UTC)") && printed[0].ends_with("OUTCOME"));
+        assert!(
+            printed[2].starts_with("10:00:01.510") && printed[2].contains("cni-1") && printed[2].contains("fd00::5")
+        );
     }
 
     #[test]

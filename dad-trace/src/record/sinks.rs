@@ -1,20 +1,19 @@
-//! Where finished, enriched addresses go: the live line on the terminal, the Prometheus
-//! metrics of `serve`, the synthetic pods' progress, and the session's event list.
-use std::{collections::HashSet, io::Write, net::Ipv6Addr, sync::Arc};
+//! Where finished, enriched addresses go: the live view on the terminal (lines, intervals,
+//! JSON lines), the Prometheus metrics of `serve`, the synthetic pods' progress, and the
+//! session's event list.
+use std::{collections::HashSet, net::Ipv6Addr, sync::Arc};
 
-use super::{filter::Filter, metrics::Metrics};
-use crate::{
-    hist::human,
-    node::synthetic::SyntheticPod,
-    session::{AddressEvent, Outcome},
-    text::terminal,
-};
+use chrono::{DateTime, Utc};
+
+pub use super::display::event_line;
+use super::{filter::Filter, live::Live, metrics::Metrics};
+use crate::{node::synthetic::SyntheticPod, session::AddressEvent};
 
 /// Every consumer of finished addresses; each one is optional.
 #[derive(Default)]
 pub struct Sinks {
     filter: Filter,
-    lines: Option<Box<dyn Write + Send>>,
+    live: Option<Live>,
     metrics: Option<Arc<Metrics>>,
     progress: Option<SyntheticProgress>,
     kept: Option<Vec<AddressEvent>>,
@@ -39,10 +38,10 @@ impl Sinks {
         self
     }
 
-    /// Prints one line per address to `out`.
+    /// Shows finished addresses, pods and intervals as they come.
     #[must_use]
-    pub fn with_lines(mut self, out: Box<dyn Write + Send>) -> Self {
-        self.lines = Some(out);
+    pub fn with_live(mut self, live: Live) -> Self {
+        self.live = Some(live);
         self
     }
 
@@ -60,6 +59,11 @@ impl Sinks {
     }
 
     pub fn accept(&mut self, event: AddressEvent) {
+        // Synthetic pods end the run once done, whatever the filter shows (`--netns 'dt-*'`
+        // leaves out their host-side veths, which still have to finish).
+        if let Some(progress) = self.progress.as_mut() {
+            progress.see(&event);
+        }
         if !self.filter.admits(&event) {
             return;
         }
@@ -67,18 +71,49 @@ impl Sinks {
         if let Some(metrics) = &self.metrics {
             metrics.observe(&event);
         }
-        if let Some(out) = self.lines.as_mut()
-            && let Err(e) = writeln!(out, "{}", event_line(&event))
-        {
-            // A closed terminal or pipe ends the lines, not the recording.
-            log::debug!("live lines stopped: {e}");
-            self.lines = None;
-        }
-        if let Some(progress) = self.progress.as_mut() {
-            progress.see(&event);
+        if let Some(live) = self.live.as_mut() {
+            live.address(&event);
         }
         if let Some(kept) = self.kept.as_mut() {
             kept.push(event);
+        }
+    }
+
+    /// Whether a sink follows pods, so sweeps must say which namespaces are busy.
+    #[must_use]
+    pub fn follows_pods(&self) -> bool {
+        self.metrics.is_some() || self.live.is_some()
+    }
+
+    /// Once a second: pods with no address in flight (`busy` holds the namespaces that have
+    /// one) and none finished since the last sweep are done.
+    pub fn sweep(&mut self, busy: &HashSet<u32>) {
+        if let Some(metrics) = &self.metrics {
+            metrics.sweep_pods(busy);
+        }
+        if let Some(live) = self.live.as_mut() {
+            live.sweep(busy, false);
+        }
+    }
+
+    /// An interval of the live view ended.
+    pub fn tick(&mut self, now: DateTime<Utc>) {
+        if let Some(live) = self.live.as_mut() {
+            live.tick(now);
+        }
+    }
+
+    /// Intervals the live view showed.
+    #[must_use]
+    pub fn intervals(&self) -> usize {
+        self.live.as_ref().map_or(0, Live::intervals)
+    }
+
+    /// The recording ended: the live view shows its last pods (and, with `last_interval`,
+    /// its last partial interval).
+    pub fn close(&mut self, now: DateTime<Utc>, last_interval: bool) {
+        if let Some(live) = self.live.as_mut() {
+            live.close(now, last_interval);
         }
     }
 
@@ -124,11 +159,16 @@ struct SyntheticProgress {
 
 impl SyntheticProgress {
     fn new(pods: &[SyntheticPod]) -> Self {
+        Self::of(pods.iter().map(|pod| (pod.name.as_str(), pod.host_veth.as_str())))
+    }
+
+    /// Pods by namespace name and host-side veth name.
+    fn of<'a>(pods: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
         let mut pending = HashSet::new();
-        for pod in pods {
-            pending.insert((pod.name.clone(), true));
-            pending.insert((pod.name.clone(), false));
-            pending.insert((pod.host_veth.clone(), true));
+        for (name, host_veth) in pods {
+            pending.insert((name.to_string(), true));
+            pending.insert((name.to_string(), false));
+            pending.insert((host_veth.to_string(), true));
         }
         Self { pending }
     }
@@ -149,60 +189,12 @@ impl SyntheticProgress {
     }
 }
 
-/// One line per finished address, as `record` prints them while it runs.
-#[must_use]
-pub fn event_line(event: &AddressEvent) -> String {
-    let dad = event.dad_ns.map_or_else(|| "-".to_string(), human);
-    let peer = event
-        .peer
-        .as_ref()
-        .map(|peer| match (&peer.ifname, &peer.pod) {
-            (_, Some(pod)) => format!(" serves {}", terminal(pod)),
-            (Some(name), None) => format!(" peer {}", terminal(name)),
-            (None, None) => format!(" peer #{}", peer.ifindex),
-        })
-        .unwrap_or_default();
-    let partial = if event.partial { " (partial)" } else { "" };
-    let duplicate = if event.outcome == Outcome::Failed {
-        if event.duplicate_of.is_empty() {
-            " duplicate answered from off this node".to_string()
-        } else {
-            let holders: Vec<String> = event
-                .duplicate_of
-                .iter()
-                .map(|holder| format!("{} {}", terminal(&holder.name), terminal(&holder.ifname)))
-                .collect();
-            format!(" duplicate of {}", holders.join(", "))
-        }
-    } else {
-        String::new()
-    };
-    format!(
-        "{}  {:<16} {:<10} {:<28} tentative {:>9}  DAD {:>9}  {}{partial}{peer}{duplicate}",
-        event.time.format("%H:%M:%S%.3f"),
-        terminal(&event.pod_label()),
-        terminal(&event.ifname),
-        event.addr,
-        human(event.tentative_ns),
-        dad,
-        event.outcome,
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::io::Write;
 
-    #[test]
-    fn event_line_shows_dad_dash_when_no_dad() {
-        let mut event = crate::session::tests::sample().events.remove(0);
-        event.dad_ns = None;
-        let line = event_line(&event);
-        assert!(
-            line.contains("dt-pod-0") && line.contains("DAD         -") && line.ends_with("settled peer dt-h0"),
-            "{line}"
-        );
-    }
+    use super::*;
+    use crate::record::live::{LiveFormat, LiveOptions};
 
     /// The agent without `-o` keeps nothing per address: its memory does not grow with pods.
     #[test]
@@ -216,22 +208,8 @@ mod tests {
         assert!(sinks.into_events().is_empty());
     }
 
-    /// A tenant names its interface with a terminal escape: the line shows it, not obeys it.
     #[test]
-    fn names_cannot_drive_the_terminal() {
-        let mut event = crate::session::tests::sample().events.remove(0);
-        event.ifname = "e\u{1b}[2J".into();
-        event.netns_name = Some("cni-\u{1b}]0;owned\u{7}".into());
-        let line = event_line(&event);
-        assert!(!line.chars().any(char::is_control), "{line:?}");
-        assert!(
-            line.contains("e\\x1b[2J") && line.contains("cni-\\x1b]0;owned\\x07"),
-            "{line}"
-        );
-    }
-
-    #[test]
-    fn a_closed_output_stops_the_lines_not_the_sinks() {
+    fn a_closed_output_stops_the_live_view_not_the_sinks() {
         struct Closed;
         impl Write for Closed {
             fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
@@ -241,11 +219,83 @@ mod tests {
                 Ok(())
             }
         }
-        let mut sinks = Sinks::new(true).with_lines(Box::new(Closed));
+        for format in [LiveFormat::Text, LiveFormat::Jsonl] {
+            let options = LiveOptions {
+                format,
+                lines: true,
+                intervals: true,
+                unit: None,
+            };
+            let mut sinks = Sinks::new(true).with_live(Live::new(Box::new(Closed), options));
+            let event = crate::session::tests::sample().events.remove(0);
+            sinks.accept(event.clone());
+            sinks.sweep(&HashSet::new());
+            sinks.tick(event.time);
+            sinks.accept(event);
+            sinks.close(Utc::now(), true);
+            assert_eq!(sinks.finished(), 2);
+            assert_eq!(
+                sinks.intervals(),
+                2,
+                "intervals still count: a tick and the partial last"
+            );
+            assert_eq!(sinks.into_events().len(), 2);
+        }
+    }
+
+    /// A synthetic pod is done when its two addresses and its host veth's link-local are;
+    /// the filter does not hide them from that count (the host veth is not in the pod's
+    /// namespace), only from the output.
+    #[test]
+    fn synthetic_pods_are_followed_past_the_filter() {
+        let template = crate::session::tests::sample().events.remove(0);
+        let address = |netns: Option<&str>, host: bool, ifname: &str, addr: &str| AddressEvent {
+            netns_name: netns.map(str::to_string),
+            host_netns: host,
+            ifname: ifname.into(),
+            addr: addr.parse().expect("literal"),
+            ..template.clone()
+        };
+        let filter = Filter {
+            netns: glob::Pattern::new("dt-*").ok(),
+            ..Filter::default()
+        };
+        let mut sinks = Sinks::new(true).with_filter(filter);
+        sinks.progress = Some(SyntheticProgress::of(
+            [("dt-0", "dt-h0"), ("dt-1", "dt-h1")].into_iter(),
+        ));
+        assert!(sinks.follows_synthetic() && !sinks.synthetic_done());
+        for event in [
+            address(Some("dt-0"), false, "eth0", "fe80::1"),
+            address(Some("dt-0"), false, "eth0", "fd00:dad::1"),
+            address(None, true, "dt-h0", "fe80::2"),
+            address(Some("dt-1"), false, "eth0", "fe80::3"),
+            address(None, true, "dt-h1", "fe80::4"),
+            address(Some("other"), false, "eth0", "fd00:dad::2"),
+        ] {
+            sinks.accept(event);
+            assert!(!sinks.synthetic_done(), "dt-1's global address is missing");
+        }
+        sinks.accept(address(Some("dt-1"), false, "eth0", "fd00:dad::2"));
+        assert!(sinks.synthetic_done());
+        assert_eq!(sinks.finished(), 4, "the host veths and `other` are not shown");
+        assert!(!Sinks::new(true).follows_synthetic() && !Sinks::new(true).synthetic_done());
+    }
+
+    /// Only admitted addresses reach the live view and the count; sinks without a live view
+    /// or metrics need no busy namespaces.
+    #[test]
+    fn the_filter_comes_first() {
         let event = crate::session::tests::sample().events.remove(0);
-        sinks.accept(event.clone());
+        let filter = Filter {
+            ifname: glob::Pattern::new("veth*").ok(),
+            ..Default::default()
+        };
+        let mut sinks = Sinks::new(true).with_filter(filter);
+        assert!(!sinks.follows_pods());
         sinks.accept(event);
-        assert_eq!(sinks.finished(), 2);
-        assert_eq!(sinks.into_events().len(), 2);
+        assert_eq!(sinks.finished(), 0);
+        assert_eq!(sinks.intervals(), 0);
+        assert!(sinks.into_events().is_empty());
     }
 }

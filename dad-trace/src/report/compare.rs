@@ -1,15 +1,18 @@
-//! Sessions side by side: before/after tuning, or several nodes; and merging node sessions
-//! into one (events are stored one by one, so merging loses nothing).
+//! Sessions side by side: before/after tuning, or several nodes, with whether the per-pod
+//! delay changed for real between the first and the last ([`super::significance`]).
 use std::{collections::BTreeSet, fmt::Write as _};
 
-use anyhow::Context as _;
 use serde::Serialize;
 
-use super::summary::{PodDelay, SessionSummary, summarize};
+pub use super::merge::merge;
+use super::{
+    significance::{ALPHA, ChangeTest},
+    summary::{PodDelay, SessionSummary, summarize},
+};
 use crate::{
     hist::{Summary, Unit, human, log2_counts, slot_bounds},
     session::Session,
-    text::{self, terminal},
+    text::terminal,
 };
 
 /// How many of the slowest pods each session lists.
@@ -36,11 +39,14 @@ pub struct SettingChange {
 pub struct Comparison {
     pub sessions: Vec<Column>,
     pub setting_changes: Vec<SettingChange>,
+    /// Per-pod delay of the last session against the first: a real change or noise.
+    /// `None` with one session, or when a side has no pods.
+    pub change: Option<ChangeTest>,
 }
 
 #[must_use]
 pub fn compare(sessions: &[(String, Session)]) -> Comparison {
-    let columns = sessions
+    let columns: Vec<Column> = sessions
         .iter()
         .map(|(label, session)| {
             let summary = summarize(session);
@@ -72,10 +78,35 @@ pub fn compare(sessions: &[(String, Session)]) -> Comparison {
             })
         })
         .collect();
+    let change = match columns.as_slice() {
+        [first, .., last] => ChangeTest::of(&pod_delays_of(first), &pod_delays_of(last), ALPHA),
+        _ => None,
+    };
     Comparison {
         sessions: columns,
         setting_changes,
+        change,
     }
+}
+
+fn pod_delays_of(column: &Column) -> Vec<u64> {
+    column.summary.pods.iter().map(|pod| pod.delay_ns).collect()
+}
+
+/// The verdict on per-pod delay from the first session to the last, the labels shown with
+/// `label` (escaped for the format); `None` with one session.
+#[must_use]
+pub fn change_line(comparison: &Comparison, label: impl Fn(&str) -> String) -> Option<String> {
+    let [first, .., last] = comparison.sessions.as_slice() else {
+        return None;
+    };
+    let head = format!("per-pod delay {} -> {}", label(&first.label), label(&last.label));
+    Some(if let Some(change) = &comparison.change {
+        format!("{head}: {}", change.sentence())
+    } else {
+        let empty = if first.summary.pods.is_empty() { first } else { last };
+        format!("{head}: cannot tell, {} has no pods", label(&empty.label))
+    })
 }
 
 type Pick = fn(&Summary) -> u64;
@@ -237,6 +268,9 @@ pub fn render_text(comparison: &Comparison) -> String {
         }
         let _ = writeln!(out, "  {}", row.ratio.as_deref().unwrap_or(""));
     }
+    if let Some(line) = change_line(comparison, |label| terminal(label).into_owned()) {
+        let _ = writeln!(out, "{line}");
+    }
     for column in &comparison.sessions {
         let slowest: Vec<String> = column
             .outliers
@@ -270,65 +304,6 @@ pub(crate) fn render_settings(out: &mut String, comparison: &Comparison, line: i
             .collect();
         out.push_str(&line(&change.name, &values));
     }
-}
-
-/// A GitHub-flavoured markdown table (pull requests, CI step summaries).
-#[must_use]
-pub fn render_markdown(comparison: &Comparison) -> String {
-    let rows = rows(comparison);
-    let multi = comparison.sessions.len() > 1;
-    let mut out = String::from("| metric |");
-    for column in &comparison.sessions {
-        let _ = write!(out, " {} |", text::markdown(&column.label));
-    }
-    out.push_str(if multi { " last/first |\n| --- |" } else { "\n| --- |" });
-    out.push_str(&" ---: |".repeat(comparison.sessions.len() + usize::from(multi)));
-    out.push('\n');
-    for row in rows {
-        let cells: Vec<String> = row.cells.iter().map(|cell| text::markdown(cell)).collect();
-        let _ = write!(out, "| {} | {} |", row.metric, cells.join(" | "));
-        if multi {
-            let _ = write!(out, " {} |", row.ratio.unwrap_or_default());
-        }
-        out.push('\n');
-    }
-    if !comparison.setting_changes.is_empty() {
-        out.push_str("\nSettings that changed between sessions:\n\n");
-        render_settings(&mut out, comparison, |name, values| {
-            let values: Vec<String> = values.iter().map(|value| text::markdown(value)).collect();
-            format!("- {}: {}\n", text::markdown(name), values.join(" → "))
-        });
-    }
-    out
-}
-
-/// One session from several (e.g. one per node): events, lost counts and unfinished
-/// addresses are combined; the first session's backend and kernel head the result.
-pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
-    anyhow::ensure!(!sessions.is_empty(), "nothing to merge");
-    for session in &mut sessions {
-        for event in &mut session.events {
-            event.node.get_or_insert_with(|| session.hostname.clone());
-        }
-    }
-    let mut merged = sessions.remove(0);
-    for session in sessions {
-        if !merged.hostname.split('+').any(|host| host == session.hostname) {
-            merged.hostname = format!("{}+{}", merged.hostname, session.hostname);
-        }
-        merged.started_at = merged.started_at.min(session.started_at);
-        merged.ended_at = merged.ended_at.max(session.ended_at);
-        merged.lost_events = merged.lost_events.checked_add(session.lost_events).with_context(|| {
-            format!(
-                "lost_events of {} ({}) and the others ({}) add up past 2^64: a corrupt session",
-                session.hostname, session.lost_events, merged.lost_events
-            )
-        })?;
-        merged.events.extend(session.events);
-        merged.unfinished.extend(session.unfinished);
-    }
-    merged.events.sort_by_key(|event| event.time);
-    Ok(merged)
 }
 
 #[cfg(test)]
@@ -392,14 +367,55 @@ pub(crate) mod tests {
         );
         assert!(text.contains("(* = before, # = after)"), "{text}");
         assert!(text.contains("1024 -> 2047       : 4     0     |****"), "{text}");
-        let markdown = render_markdown(&comparison);
+        // Four pods a side, fully apart: p 0.011, not under 1 %.
         assert!(
-            markdown.starts_with("| metric | before | after | last/first |\n| --- | ---: | ---: | ---: |"),
-            "{markdown}"
+            text.contains("\nper-pod delay before -> after: no real change: the difference could be noise (Kolmogorov–Smirnov D 1.00, p 0.011, 4 vs 4 pods; real when p < 0.01)\n"),
+            "{text}"
         );
-        assert!(markdown.contains("| DAD p50 | 1.60 s | - |  |"), "{markdown}");
         let json = serde_json::to_value(&comparison).expect("serializable");
         assert_eq!(json["sessions"][1]["summary"]["addresses"], 4);
+        assert_eq!(json["change"]["test"], "kolmogorov-smirnov");
+        assert_eq!(json["change"]["direction"], "faster");
+        assert_eq!(
+            (
+                json["change"]["before_count"].as_u64(),
+                json["change"]["after_count"].as_u64()
+            ),
+            (Some(4), Some(4))
+        );
+        assert_eq!(json["change"]["significant"], false);
+        assert!((json["change"]["p_value"].as_f64().expect("a number") - 0.011_07).abs() < 1e-4);
+    }
+
+    /// Twenty pods a side, as the fixtures: a real change. One session: no verdict; a side
+    /// without pods: said, not guessed.
+    #[test]
+    fn the_change_is_judged_first_to_last() {
+        let slow: Vec<u64> = (0..20).map(|i| 1000 + 50 * i).collect();
+        let fast: Vec<u64> = (0..20).map(|i| 1 + i).collect();
+        let comparison = compare(&[
+            ("before".into(), session("node-a", &slow, "0")),
+            ("middle".into(), session("node-a", &slow, "0")),
+            ("after".into(), session("node-a", &fast, "1")),
+        ]);
+        let change = comparison.change.expect("both sides have pods");
+        assert!(change.significant && change.p_value < 1e-9, "{change:?}");
+        let line = change_line(&comparison, str::to_string).expect("several sessions");
+        assert!(line.starts_with("per-pod delay before -> after: a real change: faster (Kolmogorov–Smirnov D 1.00, p 5.5e-10, 20 vs 20 pods"), "{line}");
+        let alone = compare(&[("before".into(), session("node-a", &slow, "0"))]);
+        assert!(alone.change.is_none() && change_line(&alone, str::to_string).is_none());
+        assert!(!render_text(&alone).contains("per-pod delay before"));
+        for (first, last, empty) in [(&[][..], &fast[..], "before"), (&slow[..], &[][..], "after")] {
+            let comparison = compare(&[
+                ("before".into(), session("node-a", first, "0")),
+                ("after".into(), session("node-a", last, "1")),
+            ]);
+            assert!(comparison.change.is_none());
+            assert_eq!(
+                change_line(&comparison, |label| format!("<{label}>")).as_deref(),
+                Some(format!("per-pod delay <before> -> <after>: cannot tell, <{empty}> has no pods").as_str())
+            );
+        }
     }
 
     /// Names from hostile session files keep every table's shape and the terminal's state.
@@ -408,40 +424,8 @@ pub(crate) mod tests {
         let before = session("a|b\nc\u{1b}[2J", &[1500, 1800], "0");
         let after = session("node-a", &[1, 2], "1");
         let comparison = compare(&[("be|fore".into(), before), ("after".into(), after)]);
-        let markdown = render_markdown(&comparison);
-        let table: Vec<&str> = markdown.lines().take_while(|line| line.starts_with('|')).collect();
-        let columns = |line: &str| line.replace("\\|", "").matches('|').count();
-        assert!(table.len() > 20, "{markdown}");
-        assert!(
-            table.iter().all(|line| columns(line) == columns(table[0])),
-            "{markdown}"
-        );
-        assert!(markdown.contains("| a\\|b\\\\x0ac\\\\x1b\\[2J |"), "{markdown}");
         let text = render_text(&comparison);
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
         assert!(text.contains("a|b\\x0ac\\x1b[2J"), "{text}");
-    }
-
-    #[test]
-    fn merge_combines_nodes() {
-        let mut a = session("node-a", &[1500, 1800], "0");
-        a.lost_events = 1;
-        let b = session("node-b", &[1600], "0");
-        let merged = merge(vec![a, b]).expect("two sessions");
-        assert_eq!(
-            (merged.events.len(), merged.lost_events, merged.hostname.as_str()),
-            (3, 1, "node-a+node-b")
-        );
-        assert!(merged.events.windows(2).all(|pair| pair[0].time <= pair[1].time));
-        // Same namespace inode on two nodes: two pods, not one.
-        assert_eq!(crate::report::pod_delays(&merged.events).len(), 3);
-        assert!(merge(Vec::new()).is_err());
-        // Counts are never wrapped: u64::MAX + 2 is refused, not shown as 1.
-        let mut huge = session("node-c", &[1500], "0");
-        huge.lost_events = u64::MAX;
-        let mut two = session("node-d", &[1500], "0");
-        two.lost_events = 2;
-        let error = merge(vec![huge, two]).expect_err("overflow refused");
-        assert!(format!("{error:#}").contains("lost_events of node-d"), "{error:#}");
     }
 }

@@ -5,6 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::{
+    significance::{ALPHA, ChangeTest, Direction},
+    summary::pod_delays,
+};
 use crate::{
     hist::{Delays, human},
     session::{Outcome, Session},
@@ -19,6 +23,10 @@ pub struct BeforeAfter {
     /// Each side needs at least this many settled pod addresses: a p50 of one address is an
     /// anecdote, not a distribution.
     pub min_pod_addresses: u64,
+    /// The per-pod delay must be shorter after, and the difference real (Kolmogorov–Smirnov,
+    /// p below 1 %). Off in the shared gate: its thresholds are absolute and far apart, which
+    /// noise cannot pass on 20 pods a side; for gates with loose thresholds.
+    pub require_change: bool,
 }
 
 /// The gate of the kind job and of the local scenario (20 pods a side: 40 pod addresses).
@@ -26,6 +34,7 @@ pub const POD_START: BeforeAfter = BeforeAfter {
     before_min_p50_ms: 500,
     after_max_p99_ms: 100,
     min_pod_addresses: 10,
+    require_change: false,
 };
 
 /// Tentative delay of the settled addresses in pod namespaces (the host side of a veth is
@@ -63,15 +72,21 @@ pub struct GateResult {
     pub gate: BeforeAfter,
     pub before: PodTentative,
     pub after: PodTentative,
+    /// Per-pod delay after against before (always shown; a condition with `require_change`).
+    pub change: Option<ChangeTest>,
     /// Empty when the gate passed.
     pub problems: Vec<String>,
 }
 
 impl BeforeAfter {
     #[must_use]
-    pub fn check(self, before: &Session, after: &Session) -> GateResult {
-        let before = PodTentative::of(before);
-        let after = PodTentative::of(after);
+    pub fn check(self, before_session: &Session, after_session: &Session) -> GateResult {
+        let before = PodTentative::of(before_session);
+        let after = PodTentative::of(after_session);
+        let delays =
+            |session: &Session| -> Vec<u64> { pod_delays(&session.events).iter().map(|pod| pod.delay_ns).collect() };
+        let (before_pods, after_pods) = (delays(before_session), delays(after_session));
+        let change = ChangeTest::of(&before_pods, &after_pods, ALPHA);
         let mut problems = Vec::new();
         for (label, side) in [("before", &before), ("after", &after)] {
             if side.addresses < self.min_pod_addresses {
@@ -98,10 +113,23 @@ impl BeforeAfter {
                 self.after_max_p99_ms
             ));
         }
+        if self.require_change {
+            match &change {
+                None => problems.push(format!(
+                    "per-pod delay: cannot tell whether it changed: {} has no pods",
+                    if before_pods.is_empty() { "before" } else { "after" }
+                )),
+                Some(test) if !test.significant || test.direction != Direction::Faster => {
+                    problems.push(format!("per-pod delay: {}", test.sentence()));
+                }
+                Some(_) => {}
+            }
+        }
         GateResult {
             gate: self,
             before,
             after,
+            change,
             problems,
         }
     }
@@ -134,6 +162,14 @@ impl GateResult {
             human(self.after.p99_ns),
             self.gate.after_max_p99_ms
         );
+        if let Some(change) = &self.change {
+            let _ = writeln!(
+                out,
+                "\nPer-pod delay, after against before{}: {}",
+                if self.gate.require_change { " (required)" } else { "" },
+                change.sentence()
+            );
+        }
         if self.passed() {
             out.push_str("\nGate passed.\n");
         } else {
@@ -164,6 +200,84 @@ mod tests {
         assert_eq!(result.before.addresses, 40);
         assert!(result.before.p50_ns > 500_000_000);
         assert!(result.render().contains("Gate passed."));
+    }
+
+    /// Required, the change must be real and for the better; shown either way.
+    #[test]
+    fn a_required_change_must_be_real_and_faster() {
+        let required = BeforeAfter {
+            require_change: true,
+            ..POD_START
+        };
+        let (slow, fast) = (fixture("default-20-pods.json"), fixture("tuned-20-pods.json"));
+        let result = required.check(&slow, &fast);
+        assert!(result.passed(), "{}", result.render());
+        let change = result.change.expect("pods on both sides");
+        assert!(
+            change.significant
+                && change.direction == Direction::Faster
+                && (change.before_count, change.after_count) == (20, 20)
+        );
+        assert!(
+            result.render().contains(
+                "\nPer-pod delay, after against before (required): a real change: faster (Kolmogorov–Smirnov D 1.00, p "
+            ),
+            "{}",
+            result.render()
+        );
+        assert!(
+            POD_START
+                .check(&slow, &fast)
+                .render()
+                .contains("\nPer-pod delay, after against before: a real change: faster")
+        );
+        // Slower for real: refused, the thresholds failing too.
+        let swapped = required.check(&fast, &slow);
+        assert!(
+            swapped
+                .problems
+                .iter()
+                .any(|p| p.starts_with("per-pod delay: a real change: slower")),
+            "{:?}",
+            swapped.problems
+        );
+        // Thresholds opened wide: only the test can fail. The same session twice is no change.
+        let loose = BeforeAfter {
+            before_min_p50_ms: 0,
+            after_max_p99_ms: u64::MAX / 2_000_000,
+            ..required
+        };
+        assert_eq!(loose.check(&slow, &fast).problems, Vec::<String>::new());
+        let same = loose.check(&slow, &slow);
+        assert_eq!(same.problems.len(), 1, "{:?}", same.problems);
+        assert!(same.problems[0].starts_with("per-pod delay: no real change: the difference could be noise (Kolmogorov–Smirnov D 0.00, p 1.00, 20 vs 20 pods"), "{:?}", same.problems);
+        assert!(
+            POD_START
+                .check(&slow, &slow)
+                .problems
+                .iter()
+                .all(|p| !p.starts_with("per-pod delay")),
+            "not required: not a problem"
+        );
+        // No pods on a side: said.
+        let mut empty = fast.clone();
+        empty.events.clear();
+        let result = loose.check(&slow, &empty);
+        assert!(result.change.is_none());
+        assert!(
+            result
+                .problems
+                .contains(&"per-pod delay: cannot tell whether it changed: after has no pods".to_string()),
+            "{:?}",
+            result.problems
+        );
+        assert!(
+            loose
+                .check(&empty, &fast)
+                .problems
+                .contains(&"per-pod delay: cannot tell whether it changed: before has no pods".to_string())
+        );
+        assert!(!result.render().contains("Per-pod delay, after against before"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! of per-pod delay across sessions, and per-pod bars), no scripts, no external assets.
 use std::fmt::Write as _;
 
-use super::compare::{Comparison, render_settings, rows};
+use super::compare::{Comparison, change_line, render_settings, rows};
 use crate::hist::human;
 
 const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
@@ -181,6 +181,9 @@ pub fn render(comparison: &Comparison) -> String {
     html.push_str(&cdf(comparison));
     html.push_str("<h2>Summary</h2>\n");
     html.push_str(&table(comparison));
+    if let Some(line) = change_line(comparison, str::to_string) {
+        let _ = writeln!(html, "<p class=\"change\">{}</p>", escape(&line));
+    }
     if !comparison.setting_changes.is_empty() {
         html.push_str("<h2>Settings that changed</h2>\n<ul>\n");
         render_settings(&mut html, comparison, |name, values| {
@@ -221,6 +224,11 @@ mod tests {
         assert_eq!(page.matches("class=\"pod-bar\"").count(), 5);
         assert!(page.contains("before&lt;1&gt;") && !page.contains("before<1>"));
         assert!(page.contains("<td>tentative p50</td>"));
+        // The verdict on the change, labels escaped (3 vs 2 pods cannot be told from noise).
+        assert!(
+            page.contains("<p class=\"change\">per-pod delay before&lt;1&gt; -&gt; after: no real change: "),
+            "{page}"
+        );
         // Offline and inert: no scripts, no handlers, nothing fetched. The SVG namespace is an
         // identifier, not a fetch: it is the one URL allowed.
         let without_namespace = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");

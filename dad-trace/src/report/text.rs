@@ -9,13 +9,13 @@ use crate::{
     text::terminal,
 };
 
-fn section(out: &mut String, title: &str, values: &[u64]) {
+fn section(out: &mut String, title: &str, values: &[u64], unit: Option<Unit>) {
     let _ = writeln!(out, "\n{title}");
     if values.is_empty() {
         out.push_str("  (none)\n");
         return;
     }
-    out.push_str(&render_log2(values, Unit::for_values(values)));
+    out.push_str(&render_log2(values, unit.unwrap_or_else(|| Unit::for_values(values))));
     if let Some(summary) = Delays::from_values(values.iter().copied()).summary() {
         out.push_str(&render_summary(&summary));
     }
@@ -24,6 +24,13 @@ fn section(out: &mut String, title: &str, values: &[u64]) {
 /// The terminal report: counts, then histograms of tentative, DAD and per-pod delay.
 #[must_use]
 pub fn render_text(session: &Session, per_pod: bool) -> String {
+    render_text_in(session, per_pod, None)
+}
+
+/// [`render_text`] with every histogram in `unit` (`record -m`); chosen per histogram
+/// when `None`.
+#[must_use]
+pub fn render_text_in(session: &Session, per_pod: bool, unit: Option<Unit>) -> String {
     let summary = summarize(session);
     let mut out = String::new();
     let seconds = (session.ended_at - session.started_at).num_milliseconds() as f64 / 1000.0;
@@ -55,11 +62,13 @@ pub fn render_text(session: &Session, per_pod: bool) -> String {
         &mut out,
         "Tentative-state delay (address created -> tentative cleared), settled addresses:",
         &settled_values(events, |e| Some(e.tentative_ns)),
+        unit,
     );
     section(
         &mut out,
         "DAD delay (DAD begin -> completed), settled addresses that ran DAD:",
         &settled_values(events, |e| e.dad_ns),
+        unit,
     );
     let pod_values: Vec<u64> = summary.pods.iter().map(|pod| pod.delay_ns).collect();
     section(
@@ -69,6 +78,7 @@ pub fn render_text(session: &Session, per_pod: bool) -> String {
             summary.pods.len()
         ),
         &pod_values,
+        unit,
     );
     if per_pod && !summary.pods.is_empty() {
         let names: Vec<_> = summary.pods.iter().map(|pod| terminal(&pod.pod)).collect();
@@ -114,5 +124,16 @@ mod tests {
         assert!(text.contains("lost events: 3") && text.contains("WARNING"), "{text}");
         assert!(text.contains("POD") && text.contains("pod-11"), "{text}");
         assert!(text.contains("p99 1.80 s"), "{text}");
+        assert_eq!(render_text_in(&s, true, None), text);
+    }
+
+    /// `-m`: milliseconds, even where microseconds would be chosen.
+    #[test]
+    fn a_unit_can_be_forced() {
+        let s = session(vec![event(10, 0, 3, Some(2), Outcome::Settled)]);
+        assert!(render_text(&s, false).contains("usecs"));
+        let text = render_text_in(&s, false, Some(Unit::Msecs));
+        assert!(text.contains("msecs") && !text.contains("usecs"), "{text}");
+        assert_eq!(text.matches("msecs").count(), 3, "every histogram: {text}");
     }
 }

@@ -8,7 +8,7 @@ use super::{PhaseResult, gates::add_baseline_ns, phases};
 use crate::{
     files::write_atomically,
     hist::{Summary, human},
-    report::{self, compare, html},
+    report::{self, compare, html, markdown},
     session::Session,
 };
 
@@ -49,7 +49,7 @@ pub fn write_outputs(results: &[PhaseResult], dir: &Path) -> anyhow::Result<()> 
     let comparison = comparison(results);
     let files = [
         ("scenario.json", serde_json::to_string_pretty(results)?),
-        ("report.md", compare::render_markdown(&comparison)),
+        ("report.md", markdown::render_markdown(&comparison)),
         ("report.html", html::render(&comparison)),
     ];
     for (name, text) in files {

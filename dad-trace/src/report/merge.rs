@@ -1,0 +1,63 @@
+//! One session from several (e.g. one per node): events are stored one by one, so merging
+//! loses nothing.
+use anyhow::Context as _;
+
+use crate::session::Session;
+
+/// One session from several (e.g. one per node): events, lost counts and unfinished
+/// addresses are combined; the first session's backend and kernel head the result.
+pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
+    anyhow::ensure!(!sessions.is_empty(), "nothing to merge");
+    for session in &mut sessions {
+        for event in &mut session.events {
+            event.node.get_or_insert_with(|| session.hostname.clone());
+        }
+    }
+    let mut merged = sessions.remove(0);
+    for session in sessions {
+        if !merged.hostname.split('+').any(|host| host == session.hostname) {
+            merged.hostname = format!("{}+{}", merged.hostname, session.hostname);
+        }
+        merged.started_at = merged.started_at.min(session.started_at);
+        merged.ended_at = merged.ended_at.max(session.ended_at);
+        merged.lost_events = merged.lost_events.checked_add(session.lost_events).with_context(|| {
+            format!(
+                "lost_events of {} ({}) and the others ({}) add up past 2^64: a corrupt session",
+                session.hostname, session.lost_events, merged.lost_events
+            )
+        })?;
+        merged.events.extend(session.events);
+        merged.unfinished.extend(session.unfinished);
+    }
+    merged.events.sort_by_key(|event| event.time);
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::compare::tests::session;
+
+    #[test]
+    fn merge_combines_nodes() {
+        let mut a = session("node-a", &[1500, 1800], "0");
+        a.lost_events = 1;
+        let b = session("node-b", &[1600], "0");
+        let merged = merge(vec![a, b]).expect("two sessions");
+        assert_eq!(
+            (merged.events.len(), merged.lost_events, merged.hostname.as_str()),
+            (3, 1, "node-a+node-b")
+        );
+        assert!(merged.events.windows(2).all(|pair| pair[0].time <= pair[1].time));
+        // Same namespace inode on two nodes: two pods, not one.
+        assert_eq!(crate::report::pod_delays(&merged.events).len(), 3);
+        assert!(merge(Vec::new()).is_err());
+        // Counts are never wrapped: u64::MAX + 2 is refused, not shown as 1.
+        let mut huge = session("node-c", &[1500], "0");
+        huge.lost_events = u64::MAX;
+        let mut two = session("node-d", &[1500], "0");
+        two.lost_events = 2;
+        let error = merge(vec![huge, two]).expect_err("overflow refused");
+        assert!(format!("{error:#}").contains("lost_events of node-d"), "{error:#}");
+    }
+}
