@@ -231,7 +231,7 @@ pub fn load_every_program() -> usize {
     let verdicts = kernel::verify_programs(&this_kernel()).expect("object loads");
     for verdict in &verdicts {
         if let Err(e) = &verdict.result {
-            panic!("{} {}: {e}", verdict.backend, verdict.program);
+            panic!("{:?} {}: {e}", verdict.backend, verdict.program);
         }
     }
     verdicts.len()

@@ -5,12 +5,16 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{KProbe, ProgramError, RawTracePoint},
 };
-use dad_trace_common::{CONFIG_GLOBAL, Config, EVENTS_MAP, LOST_MAP};
+use dad_trace_common::{
+    CONFIG_GLOBAL, Config, EVENTS_MAP, LOST_MAP, PROC_CONFIG_GLOBAL, PROC_EVENTS_MAP, PROC_STATS_MAP, ProcConfig,
+    ProcStat,
+};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::{
     events::{self, Observation},
-    probes::{HookSpec, ProgramKind},
+    probes::{HookSpec, PROC_HOOKS, ProcHook, ProgramKind},
+    procs::{self, ProcEvent},
     support::Plan,
 };
 
@@ -42,8 +46,14 @@ pub enum AttachError {
     Program { probe: String, source: ProgramError },
 }
 
-/// Loads the object with `config` baked in. Nothing is attached yet.
+/// Loads the object with `config` baked in (the CNI call programs get an empty configuration:
+/// see [`load_with_procs`]). Nothing is attached yet.
 pub fn load(config: &Config, ring_bytes: u32, verbose: bool) -> Result<Ebpf, LoadError> {
+    load_with_procs(config, &ProcConfig::default(), ring_bytes, verbose)
+}
+
+/// Loads the object with both configurations baked in. Nothing is attached yet.
+pub fn load_with_procs(config: &Config, proc: &ProcConfig, ring_bytes: u32, verbose: bool) -> Result<Ebpf, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -58,6 +68,7 @@ pub fn load(config: &Config, ring_bytes: u32, verbose: bool) -> Result<Ebpf, Loa
         // again would only cost memory.
         .btf(None)
         .override_global(CONFIG_GLOBAL, config, true)
+        .override_global(PROC_CONFIG_GLOBAL, proc, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)?;
@@ -121,6 +132,38 @@ pub fn attach(ebpf: &mut Ebpf, plan: &Plan) -> Result<(), AttachError> {
     Ok(())
 }
 
+/// Loads one of the CNI call programs through the verifier (no attach).
+pub fn load_proc_program(ebpf: &mut Ebpf, hook: &ProcHook) -> Result<(), AttachError> {
+    let program = hook.program;
+    let wrap = |source| AttachError::Program {
+        probe: format!("raw_tracepoint {} (program {program})", hook.target),
+        source,
+    };
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or(AttachError::MissingProgram { program })?;
+    let tracepoint: &mut RawTracePoint = prog.try_into().map_err(wrap)?;
+    tracepoint.load().map_err(wrap)
+}
+
+/// Loads and attaches the exec and exit programs that follow CNI plugins.
+pub fn attach_procs(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    for hook in &PROC_HOOKS {
+        load_proc_program(ebpf, hook)?;
+        let wrap = |source| AttachError::Program {
+            probe: format!("raw_tracepoint {} (program {})", hook.target, hook.program),
+            source,
+        };
+        let prog = ebpf
+            .program_mut(hook.program)
+            .ok_or(AttachError::MissingProgram { program: hook.program })?;
+        let tracepoint: &mut RawTracePoint = prog.try_into().map_err(wrap)?;
+        tracepoint.attach(hook.target).map_err(wrap)?;
+        log::debug!("attached raw_tracepoint {}", hook.target);
+    }
+    Ok(())
+}
+
 /// Forwards kernel-side aya-log records to the `log` crate (shown with -v).
 pub fn start_kernel_logs(ebpf: &mut Ebpf) {
     match aya_log::EbpfLogger::init(ebpf) {
@@ -157,24 +200,76 @@ impl LostCounter {
     }
 }
 
-/// What the reader task sends: observations, or a record it could not decode.
+/// The counters of the CNI call programs ([`ProcStat`]).
+pub struct ProcStats(PerCpuArray<MapData, u64>);
+
+impl ProcStats {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
+        let map = ebpf
+            .take_map(PROC_STATS_MAP)
+            .ok_or(LoadError::MissingMap(PROC_STATS_MAP))?;
+        Ok(Self(PerCpuArray::try_from(map).map_err(|source| {
+            LoadError::Map {
+                map: PROC_STATS_MAP,
+                source,
+            }
+        })?))
+    }
+
+    /// The sum over CPUs of one counter.
+    #[must_use]
+    pub fn get(&self, stat: ProcStat) -> u64 {
+        self.0.get(&(stat as u32), 0).map_or(0, |values| values.iter().sum())
+    }
+}
+
+/// What the reader tasks send: observations of addresses, process records, or a record they
+/// could not decode.
 #[derive(Clone, Debug)]
 pub enum Reading {
     Observation(Observation),
+    Process(ProcEvent),
     Undecodable(events::DecodeError),
 }
 
 /// Spawns the one reader of the events ring buffer. It ends when the receiver is dropped.
 pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<Reading>, LoadError> {
-    let map = ebpf.take_map(EVENTS_MAP).ok_or(LoadError::MissingMap(EVENTS_MAP))?;
-    let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map {
-        map: EVENTS_MAP,
-        source,
+    spawn_readers(ebpf, capacity, false)
+}
+
+/// Spawns the events reader and, with `procs`, the process ring's reader, both sending into
+/// one channel (one consumer sees both). Records of two rings arrive in no common order: the
+/// consumer orders by timestamp where it matters.
+pub fn spawn_readers(
+    ebpf: &mut Ebpf,
+    capacity: usize,
+    with_procs: bool,
+) -> Result<mpsc::Receiver<Reading>, LoadError> {
+    let (sender, receiver) = mpsc::channel(capacity);
+    if with_procs {
+        spawn_ring_reader(ebpf, PROC_EVENTS_MAP, sender.clone(), |item| match procs::decode(item) {
+            Ok(event) => Reading::Process(event),
+            Err(e) => Reading::Undecodable(e),
+        })?;
+    }
+    spawn_ring_reader(ebpf, EVENTS_MAP, sender, |item| match events::decode(item) {
+        Ok(obs) => Reading::Observation(obs),
+        Err(e) => Reading::Undecodable(e),
     })?;
+    Ok(receiver)
+}
+
+fn spawn_ring_reader(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    sender: mpsc::Sender<Reading>,
+    decode: fn(&[u8]) -> Reading,
+) -> Result<(), LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map { map: name, source })?;
     // SAFETY: the AsyncFd owns the ring buffer, which owns the fd: it outlives the registration.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| LoadError::Poll(e.into()))?;
-    let (sender, receiver) = mpsc::channel(capacity);
     tokio::spawn(async move {
         let mut batch = Vec::new();
         loop {
@@ -183,10 +278,7 @@ pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<R
             };
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
-                batch.push(match events::decode(&item) {
-                    Ok(obs) => Reading::Observation(obs),
-                    Err(e) => Reading::Undecodable(e),
-                });
+                batch.push(decode(&item));
             }
             guard.clear_ready();
             for reading in batch.drain(..) {
@@ -196,7 +288,7 @@ pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<R
             }
         }
     });
-    Ok(receiver)
+    Ok(())
 }
 
 /// The tests' rule for skipping (a skip fails under `DAD_TRACE_NO_SKIP`), shared with the

@@ -14,10 +14,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::pod_wait::PodWindows;
+use super::{cni::TracedCall, pod_wait::PodWindows};
 use crate::{
     node::{doctor::model, sysctl},
-    session::{AddressEvent, Outcome},
+    session::{AddressEvent, Outcome, Pod},
 };
 
 /// Label names, as the dashboards and alerts in deploy/ use them.
@@ -47,6 +47,8 @@ pub struct Metrics {
     tentative: Family<Labels, Histogram, fn() -> Histogram>,
     dad: Family<Labels, Histogram, fn() -> Histogram>,
     pod_wait: Family<Labels, Histogram, fn() -> Histogram>,
+    cni_add: Family<Labels, Histogram, fn() -> Histogram>,
+    pod_dad_wait: Family<Labels, Histogram, fn() -> Histogram>,
     pods: PodWindows,
     addresses: Family<Labels, Counter>,
     lost: Counter,
@@ -79,6 +81,20 @@ impl Metrics {
             "Per pod: its first address added -> its last settled (what a CNI plugin waiting for them pays)",
             Unit::Seconds,
             pod_wait.clone(),
+        );
+        let cni_add = Family::new_with_constructor(new_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "cni_add",
+            "Per successful top-level CNI ADD: the runtime forked the plugin -> its last thread exited",
+            Unit::Seconds,
+            cni_add.clone(),
+        );
+        let pod_dad_wait = Family::new_with_constructor(new_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "pod_dad_wait",
+            "Per pod with a traced CNI ADD: how long its addresses were tentative inside that ADD (0 when none was)",
+            Unit::Seconds,
+            pod_dad_wait.clone(),
         );
         // One counter for every outcome: failures (duplicates) and aborted addresses are
         // `outcome="failed"` and `outcome="aborted"` here, not counters of their own.
@@ -128,6 +144,8 @@ impl Metrics {
             tentative,
             dad,
             pod_wait,
+            cni_add,
+            pod_dad_wait,
             pods: PodWindows::default(),
             addresses,
             lost,
@@ -151,6 +169,8 @@ impl Metrics {
                 }
                 if namespace != HOST_LABEL {
                     drop(metrics.pod_wait.get_or_create(&labels));
+                    drop(metrics.cni_add.get_or_create(&labels));
+                    drop(metrics.pod_dad_wait.get_or_create(&labels));
                 }
             }
         }
@@ -158,25 +178,51 @@ impl Metrics {
     }
 
     fn labels(&self, event: &AddressEvent) -> Labels {
-        let namespace = if event.host_netns {
-            HOST_LABEL.to_string()
-        } else {
-            event
-                .pod
-                .as_ref()
-                .and_then(|pod| pod.namespace.clone())
-                .unwrap_or_else(|| UNKNOWN_LABEL.to_string())
-        };
+        if event.host_netns {
+            let mut labels = vec![(NAMESPACE_LABEL.to_string(), HOST_LABEL.to_string())];
+            if self.per_pod_labels {
+                labels.push((POD_LABEL.to_string(), event.pod_label()));
+            }
+            return labels;
+        }
+        self.pod_labels(event.pod.as_ref(), || event.pod_label())
+    }
+
+    /// A pod's labels: its Kubernetes namespace (or `(unknown)`), and with per-pod labels its
+    /// name (or `label`, what else names it).
+    fn pod_labels(&self, pod: Option<&Pod>, label: impl FnOnce() -> String) -> Labels {
+        let namespace = pod
+            .and_then(|pod| pod.namespace.clone())
+            .unwrap_or_else(|| UNKNOWN_LABEL.to_string());
         let mut labels = vec![(NAMESPACE_LABEL.to_string(), namespace)];
         if self.per_pod_labels {
-            let pod = event
-                .pod
-                .as_ref()
-                .and_then(|pod| pod.name.clone())
-                .unwrap_or_else(|| event.pod_label());
-            labels.push((POD_LABEL.to_string(), pod));
+            let name = pod.and_then(|pod| pod.name.clone()).unwrap_or_else(label);
+            labels.push((POD_LABEL.to_string(), name));
         }
         labels
+    }
+
+    /// Counts one finished top-level CNI call: a successful ADD's time, and its window for
+    /// the pod's DAD wait.
+    pub fn observe_call(&self, traced: &TracedCall) {
+        let call = &traced.call;
+        let (Some(duration_ns), Some(end)) = (call.duration_ns, call.end()) else {
+            return;
+        };
+        if !call.is("ADD") || call.exit_status != Some(0) {
+            return;
+        }
+        let labels = self.pod_labels(traced.pod.as_ref(), || traced.label());
+        self.cni_add
+            .get_or_create(&labels)
+            .observe(duration_ns as f64 / 1e9);
+        if let (Some(inode), Some(start), Some(end)) = (
+            traced.netns_inode,
+            call.start.timestamp_nanos_opt(),
+            end.timestamp_nanos_opt(),
+        ) {
+            self.pods.see_add(inode, (start, end), labels);
+        }
     }
 
     /// Counts one finished address.
@@ -203,11 +249,19 @@ impl Metrics {
         }
     }
 
-    /// Once a second: pods with no address in flight (`in_flight` holds the namespaces that
-    /// have one) and none finished since the last sweep are done; their waits are counted.
-    pub fn sweep_pods(&self, in_flight: &std::collections::HashSet<u32>) {
-        for (labels, wait_ns) in self.pods.finish(in_flight) {
-            self.pod_wait.get_or_create(&labels).observe(wait_ns as f64 / 1e9);
+    /// Once a second: pods with no address in flight or held back (`busy` holds the
+    /// namespaces that have one) and no news since the last sweep are done; their waits
+    /// are counted.
+    pub fn sweep_pods(&self, busy: &std::collections::HashSet<u32>) {
+        for pod in self.pods.finish(busy) {
+            if let Some(wait_ns) = pod.wait_ns {
+                self.pod_wait.get_or_create(&pod.labels).observe(wait_ns as f64 / 1e9);
+            }
+            if let Some(in_add_ns) = pod.dad_in_add_ns {
+                self.pod_dad_wait
+                    .get_or_create(&pod.labels)
+                    .observe(in_add_ns as f64 / 1e9);
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 //! metrics of `serve`, the synthetic pods' progress, and the session's event list.
 use std::{collections::HashSet, io::Write, net::Ipv6Addr, sync::Arc};
 
-use super::{filter::Filter, metrics::Metrics};
+use super::{cni::TracedCall, filter::Filter, metrics::Metrics};
 use crate::{
     hist::human,
     node::synthetic::SyntheticPod,
@@ -18,7 +18,9 @@ pub struct Sinks {
     metrics: Option<Arc<Metrics>>,
     progress: Option<SyntheticProgress>,
     kept: Option<Vec<AddressEvent>>,
+    kept_calls: Option<Vec<TracedCall>>,
     finished: usize,
+    calls: usize,
 }
 
 impl Sinks {
@@ -28,6 +30,7 @@ impl Sinks {
     pub fn new(keep: bool) -> Self {
         Self {
             kept: keep.then(Vec::new),
+            kept_calls: keep.then(Vec::new),
             ..Self::default()
         }
     }
@@ -82,6 +85,33 @@ impl Sinks {
         }
     }
 
+    /// A finished top-level CNI call: counted in the metrics, shown, kept for the session's
+    /// pods.
+    pub fn accept_call(&mut self, traced: TracedCall) {
+        if !self.filter.admits_call(&traced) {
+            return;
+        }
+        self.calls += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_call(&traced);
+        }
+        if let Some(out) = self.lines.as_mut()
+            && let Err(e) = writeln!(out, "{}", call_line(&traced))
+        {
+            log::debug!("live lines stopped: {e}");
+            self.lines = None;
+        }
+        if let Some(kept) = self.kept_calls.as_mut() {
+            kept.push(traced);
+        }
+    }
+
+    /// Finished top-level CNI calls the filter admitted.
+    #[must_use]
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
     /// Finished addresses the filter admitted, whether or not kept.
     #[must_use]
     pub fn finished(&self) -> usize {
@@ -109,6 +139,12 @@ impl Sinks {
     #[must_use]
     pub fn into_events(self) -> Vec<AddressEvent> {
         self.kept.unwrap_or_default()
+    }
+
+    /// The kept events and calls.
+    #[must_use]
+    pub fn into_kept(self) -> (Vec<AddressEvent>, Vec<TracedCall>) {
+        (self.kept.unwrap_or_default(), self.kept_calls.unwrap_or_default())
     }
 }
 
@@ -147,6 +183,34 @@ impl SyntheticProgress {
     fn done(&self) -> bool {
         self.pending.is_empty()
     }
+}
+
+/// One line per finished top-level CNI call, as `record` prints them while it runs: when it
+/// ended, its pod (or namespace), command, plugin (and delegates), time and outcome.
+#[must_use]
+pub fn call_line(traced: &TracedCall) -> String {
+    let call = &traced.call;
+    let label = traced.label();
+    let delegates: Vec<&str> = call.delegates.iter().map(crate::session::CniCall::plugin_name).collect();
+    let plugin = if delegates.is_empty() {
+        call.plugin_name().to_string()
+    } else {
+        format!("{} (+{})", call.plugin_name(), delegates.join(", "))
+    };
+    let outcome = match (call.exit_status, call.exit_signal) {
+        (Some(0), _) => "ok".to_string(),
+        (Some(status), _) => format!("exit {status}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "running".to_string(),
+    };
+    format!(
+        "{}  {:<16} CNI {:<6} {:<28} {:>9}  {outcome}",
+        call.end().unwrap_or(call.start).format("%H:%M:%S%.3f"),
+        terminal(&label),
+        terminal(call.command.as_deref().unwrap_or("-")),
+        terminal(&plugin),
+        call.duration_ns.map_or_else(|| "-".to_string(), human),
+    )
 }
 
 /// One line per finished address, as `record` prints them while it runs.
