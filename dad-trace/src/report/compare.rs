@@ -117,11 +117,19 @@ pub fn rows(comparison: &Comparison) -> Vec<Row> {
         plain("lost events", cells(&|s| s.lost_events.to_string())),
         plain("pods", cells(&|s| s.pods.len().to_string())),
     ];
-    let delay_sets: [(&str, DelaySet); 3] = [
+    let mut delay_sets: Vec<(&str, DelaySet)> = vec![
         ("tentative", |s| s.tentative),
         ("DAD", |s| s.dad),
         ("per-pod", |s| s.pod),
     ];
+    // Pod start, when a session has it: CNI ADD, DAD's wait inside it, sandbox → container.
+    if columns.iter().any(|c| c.summary.pod_start.has_start_data()) {
+        delay_sets.extend([
+            ("CNI ADD", (|s| s.pod_start.cni_add) as DelaySet),
+            ("DAD in ADD", |s| s.pod_start.dad_wait),
+            ("pod start", |s| s.pod_start.pod_start),
+        ]);
+    }
     for (name, set) in delay_sets {
         for (stat, pick) in STATS {
             let values: Vec<Option<u64>> = columns.iter().map(|c| set(&c.summary).as_ref().map(pick)).collect();
@@ -146,6 +154,19 @@ pub fn rows(comparison: &Comparison) -> Vec<Row> {
                 cells,
                 ratio,
             });
+        }
+    }
+    if columns.iter().any(|c| c.summary.pod_start.has_start_data()) {
+        type ShareOf = fn(&SessionSummary) -> Option<super::podstart::Shares>;
+        let shares: [(&str, ShareOf); 2] = [
+            ("DAD share of ADD p50", |s| s.pod_start.dad_share_of_add),
+            ("DAD share of start p50", |s| s.pod_start.dad_share_of_start),
+        ];
+        for (metric, pick) in shares {
+            rows.push(plain(
+                metric,
+                cells(&|s| pick(s).map_or_else(|| "-".to_string(), |share| format!("{:.0}%", share.p50 * 100.0))),
+            ));
         }
     }
     rows
@@ -251,6 +272,29 @@ pub fn render_text(comparison: &Comparison) -> String {
                 slowest.join(", ")
             );
         }
+        let slowest_starts: Vec<String> = column
+            .summary
+            .pod_start
+            .slowest
+            .iter()
+            .take(OUTLIERS)
+            .filter_map(|pod| {
+                let (what, ns) = match (pod.pod_start_ns, pod.cni_add_ns) {
+                    (Some(start), _) => ("start", start),
+                    (None, Some(add)) => ("ADD", add),
+                    (None, None) => return None,
+                };
+                Some(format!("{} {what} {}", terminal(&pod.pod), human(ns)))
+            })
+            .collect();
+        if !slowest_starts.is_empty() {
+            let _ = writeln!(
+                out,
+                "slowest pod starts in {}: {}",
+                terminal(&column.label),
+                slowest_starts.join(", ")
+            );
+        }
     }
     render_settings(&mut out, comparison, |name, values| {
         let values: Vec<_> = values.iter().map(|value| terminal(value)).collect();
@@ -310,6 +354,9 @@ pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
         for event in &mut session.events {
             event.node.get_or_insert_with(|| session.hostname.clone());
         }
+        for pod in &mut session.pods {
+            pod.node.get_or_insert_with(|| session.hostname.clone());
+        }
     }
     let mut merged = sessions.remove(0);
     for session in sessions {
@@ -326,8 +373,24 @@ pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
         })?;
         merged.events.extend(session.events);
         merged.unfinished.extend(session.unfinished);
+        merged.pods.extend(session.pods);
+        merged.cni = match (merged.cni.take(), session.cni) {
+            (Some(mut first), Some(other)) => {
+                first.lost_records = first.lost_records.saturating_add(other.lost_records);
+                first.env_truncated = first.env_truncated.saturating_add(other.env_truncated);
+                first.calls_without_pod.extend(other.calls_without_pod);
+                for dir in other.bin_dirs {
+                    if !first.bin_dirs.contains(&dir) {
+                        first.bin_dirs.push(dir);
+                    }
+                }
+                Some(first)
+            }
+            (first, other) => first.or(other),
+        };
     }
     merged.events.sort_by_key(|event| event.time);
+    merged.pods.sort_by_key(|pod| pod.timeline.add_start.or(pod.timeline.first_tentative));
     Ok(merged)
 }
 

@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod gate;
 pub mod html;
+pub mod podstart;
 pub mod summary;
 pub mod text;
 
