@@ -44,10 +44,11 @@ static PROC_CONFIG: ProcConfig = ProcConfig {
 };
 
 /// Not read by anything: puts the record and map value layouts into the object's BTF for the
-/// loader's layout test (a reference, so no 16 KiB of zeros lands in the object).
+/// loader's layout test. The exec record is there whole (16 KiB of zeros in the read-only
+/// data): a reference to it left only a forward declaration in the BTF, which checks nothing.
 #[unsafe(no_mangle)]
 #[used]
-static PROC_LAYOUTS: (ExitRecord, Tracked, Option<&'static ExecRecord>) = (
+static PROC_LAYOUTS: (ExitRecord, Tracked, ExecRecord) = (
     ExitRecord {
         kind: 0,
         exit_code: 0,
@@ -57,7 +58,20 @@ static PROC_LAYOUTS: (ExitRecord, Tracked, Option<&'static ExecRecord>) = (
         tid: 0,
     },
     Tracked { exec_ns: 0 },
-    None,
+    ExecRecord {
+        kind: 0,
+        flags: 0,
+        ts_ns: 0,
+        forked_ns: 0,
+        tgid: 0,
+        tid: 0,
+        ppid: 0,
+        env_total: 0,
+        env_copied: 0,
+        reserved: 0,
+        path: [0; PATH_MAX],
+        env: [0; ENV_MAX],
+    },
 );
 
 #[map]

@@ -29,7 +29,8 @@ fn vm_every_program_passes_the_verifier() {
             kernel.support.plan(Backend::Kprobe).usable(),
             "kprobes must attach in the VM kernels"
         );
-        assert_eq!(load_every_program(), 11);
+        // 9 kprobes, 2 raw tracepoints, and the CNI exec and exit raw tracepoints.
+        assert_eq!(load_every_program(), 13);
     }
 }
 

@@ -302,7 +302,7 @@ mod tests {
     use std::mem::offset_of;
 
     use btfparse::{Offset, TypeInformation};
-    use dad_trace_common::RawEvent;
+    use dad_trace_common::{ExecRecord, ExitRecord, PathPrefix, RawEvent, Tracked};
     use object::{Object as _, ObjectSection as _};
 
     use super::{skip_rule as skip, *};
@@ -370,5 +370,56 @@ mod tests {
             ],
             size_of::<Config>(),
         );
+        check(
+            "ProcConfig",
+            &[
+                ("task_mm", offset_of!(ProcConfig, task_mm)),
+                ("task_start_time", offset_of!(ProcConfig, task_start_time)),
+                ("signal_live", offset_of!(ProcConfig, signal_live)),
+                ("mm_env_end", offset_of!(ProcConfig, mm_env_end)),
+                ("bprm_filename", offset_of!(ProcConfig, bprm_filename)),
+                ("prefixes", offset_of!(ProcConfig, prefixes)),
+            ],
+            size_of::<ProcConfig>(),
+        );
+        check(
+            "PathPrefix",
+            &[
+                ("words", offset_of!(PathPrefix, words)),
+                ("masks", offset_of!(PathPrefix, masks)),
+                ("len", offset_of!(PathPrefix, len)),
+            ],
+            size_of::<PathPrefix>(),
+        );
+        check(
+            "ExecRecord",
+            &[
+                ("kind", offset_of!(ExecRecord, kind)),
+                ("flags", offset_of!(ExecRecord, flags)),
+                ("ts_ns", offset_of!(ExecRecord, ts_ns)),
+                ("forked_ns", offset_of!(ExecRecord, forked_ns)),
+                ("tgid", offset_of!(ExecRecord, tgid)),
+                ("tid", offset_of!(ExecRecord, tid)),
+                ("ppid", offset_of!(ExecRecord, ppid)),
+                ("env_total", offset_of!(ExecRecord, env_total)),
+                ("env_copied", offset_of!(ExecRecord, env_copied)),
+                ("path", offset_of!(ExecRecord, path)),
+                ("env", offset_of!(ExecRecord, env)),
+            ],
+            size_of::<ExecRecord>(),
+        );
+        check(
+            "ExitRecord",
+            &[
+                ("kind", offset_of!(ExitRecord, kind)),
+                ("exit_code", offset_of!(ExitRecord, exit_code)),
+                ("ts_ns", offset_of!(ExitRecord, ts_ns)),
+                ("exec_ns", offset_of!(ExitRecord, exec_ns)),
+                ("tgid", offset_of!(ExitRecord, tgid)),
+                ("tid", offset_of!(ExitRecord, tid)),
+            ],
+            size_of::<ExitRecord>(),
+        );
+        check("Tracked", &[("exec_ns", offset_of!(Tracked, exec_ns))], size_of::<Tracked>());
     }
 }

@@ -370,6 +370,58 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
+    /// A pod's successful ADD is one CNI ADD time; once its addresses are done and a sweep
+    /// passed quietly, its DAD wait inside the ADD is one more (a failed ADD is neither).
+    #[test]
+    fn cni_adds_and_the_dad_wait_inside_them() {
+        use crate::{record::cni::TracedCall, session::CniCall};
+        let session = fixture();
+        let pod_event = session
+            .events
+            .iter()
+            .find(|event| !event.host_netns && event.outcome == Outcome::Settled)
+            .expect("a pod address")
+            .clone();
+        let metrics = Metrics::new("tracepoint", "6.18", false);
+        let add = |exit_status| TracedCall {
+            call: CniCall {
+                command: Some("ADD".into()),
+                plugin: "/opt/cni/bin/ptp".into(),
+                container_id: Some("sandbox".into()),
+                netns: Some("/run/netns/cni-1".into()),
+                ifname: Some("eth0".into()),
+                pid: 10,
+                ppid: 1,
+                start: pod_event.started() - chrono::Duration::milliseconds(20),
+                duration_ns: Some(pod_event.tentative_ns + 50_000_000),
+                exit_status: Some(exit_status),
+                exit_signal: None,
+                env_truncated: false,
+                delegates: Vec::new(),
+            },
+            netns_inode: Some(pod_event.netns_inode),
+            pod: Some(Pod {
+                namespace: Some("team-a".into()),
+                ..Pod::default()
+            }),
+        };
+        metrics.observe_call(&add(1));
+        metrics.observe(&pod_event);
+        metrics.observe_call(&add(0));
+        let text = metrics.render();
+        assert_eq!(value(&text, "dad_trace_cni_add_seconds_count{"), 1.0, "{text}");
+        let expected = (pod_event.tentative_ns + 50_000_000) as f64 / 1e9;
+        assert!((value(&text, r#"dad_trace_cni_add_seconds_sum{k8s_namespace_name="team-a"}"#) - expected).abs() < 1e-6);
+        let busy = std::collections::HashSet::from([pod_event.netns_inode]);
+        metrics.sweep_pods(&busy);
+        assert_eq!(value(&metrics.render(), "dad_trace_pod_dad_wait_seconds_count{"), 0.0, "held back: not done");
+        metrics.sweep_pods(&std::collections::HashSet::new());
+        let text = metrics.render();
+        assert_eq!(value(&text, "dad_trace_pod_dad_wait_seconds_count{"), 1.0, "{text}");
+        let wait = pod_event.tentative_ns as f64 / 1e9;
+        assert!((value(&text, "dad_trace_pod_dad_wait_seconds_sum{") - wait).abs() < 1e-6, "{text}");
+    }
+
     #[test]
     fn per_pod_labels_and_lost_events() {
         let session = fixture();
