@@ -188,11 +188,206 @@ const _: () = {
     assert!(offset_of!(Config, net_cookie) == 8 + 14 * 4);
     assert!(offset_of!(Config, reserved) == 8 + 15 * 4);
     assert!(size_of::<Config>() == 8 + 16 * 4);
+    // PathPrefix: 8 words, 8 masks, len, reserved; ProcConfig: ten u32, then the prefixes.
+    assert!(offset_of!(PathPrefix, masks) == 64);
+    assert!(offset_of!(PathPrefix, len) == 128);
+    assert!(size_of::<PathPrefix>() == 136);
+    assert!(offset_of!(ProcConfig, bprm_filename) == 36);
+    assert!(offset_of!(ProcConfig, prefixes) == 40);
+    assert!(size_of::<ProcConfig>() == 40 + PREFIXES * 136);
+    // ExecRecord: a 48-byte header, the path, the environment.
+    assert!(offset_of!(ExecRecord, ts_ns) == 8);
+    assert!(offset_of!(ExecRecord, forked_ns) == 16);
+    assert!(offset_of!(ExecRecord, tgid) == 24);
+    assert!(offset_of!(ExecRecord, ppid) == 32);
+    assert!(offset_of!(ExecRecord, env_copied) == 40);
+    assert!(offset_of!(ExecRecord, path) == 48);
+    assert!(offset_of!(ExecRecord, env) == 48 + PATH_MAX);
+    assert!(size_of::<ExecRecord>() == 48 + PATH_MAX + ENV_MAX);
+    assert!(offset_of!(ExitRecord, ts_ns) == 8);
+    assert!(offset_of!(ExitRecord, exec_ns) == 16);
+    assert!(offset_of!(ExitRecord, tid) == 28);
+    assert!(size_of::<ExitRecord>() == 32);
+    assert!(size_of::<Tracked>() == 8);
 };
+
+/// Process records (CNI plugin exec and exit) travel through their own ring buffer, so a burst
+/// of 16 KiB exec records never crowds out DAD events (and the DAD record layout is untouched).
+pub const PROC_EVENTS_MAP: &str = "PROC_EVENTS";
+/// Per-CPU counters of the process programs, indexed by [`ProcStat`].
+pub const PROC_STATS_MAP: &str = "PROC_STATS";
+/// LRU hash of tracked processes: tgid → [`Tracked`]. Bounded, and an entry leaves on the
+/// process's last exit; the LRU keeps a missed exit from filling it.
+pub const TRACKED_MAP: &str = "TRACKED";
+/// Name of the read-only global holding the [`ProcConfig`].
+pub const PROC_CONFIG_GLOBAL: &str = "PROC_CONFIG";
+/// Default size of the process ring buffer: 60 exec records in flight.
+pub const DEFAULT_PROC_RING_BYTES: u32 = 1024 * 1024;
+/// Tracked processes at most (plugins and their children alive at once).
+pub const TRACKED_MAX: u32 = 8192;
+/// Bytes of the environment copied per exec: about ten times what a runtime passes (the
+/// CNI_* variables sit anywhere in it: libcni builds it from a Go map, in random order).
+pub const ENV_MAX: usize = 16 * 1024;
+/// Bytes of the executed path kept.
+pub const PATH_MAX: usize = 256;
+/// Path prefixes the exec filter compares, and the bytes of the path it compares them with.
+pub const PREFIXES: usize = 4;
+pub const PREFIX_BYTES: usize = 64;
+pub const PREFIX_WORDS: usize = PREFIX_BYTES / 8;
+
+/// Indexes of [`PROC_STATS_MAP`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcStat {
+    /// Exec records the ring buffer had no room for (the process is then not tracked).
+    Lost = 0,
+    /// Exec records whose environment was longer than [`ENV_MAX`].
+    EnvTruncated = 1,
+    /// Tracked processes the LRU map could not take (`TRACKED_MAX` alive at once).
+    TrackFailed = 2,
+    /// Exit records the ring buffer had no room for.
+    ExitLost = 3,
+}
+
+impl ProcStat {
+    pub const COUNT: u32 = 4;
+}
+
+/// One path prefix, compared 8 bytes at a time without a loop: `(path ^ bytes) & mask == 0`
+/// for every word, so the program is straight-line code on every kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct PathPrefix {
+    pub words: [u64; PREFIX_WORDS],
+    pub masks: [u64; PREFIX_WORDS],
+    /// 0 for an unused slot.
+    pub len: u32,
+    pub reserved: u32,
+}
+
+impl PathPrefix {
+    /// The prefix `text` (shorter than [`PREFIX_BYTES`]: the kernel reads that many bytes of
+    /// the path as a string, its last one the NUL; else `None`), little-endian words as the
+    /// program loads them.
+    #[must_use]
+    pub fn new(text: &[u8]) -> Option<Self> {
+        if text.is_empty() || text.len() >= PREFIX_BYTES {
+            return None;
+        }
+        let mut prefix = Self {
+            len: text.len() as u32,
+            ..Self::default()
+        };
+        for (index, &byte) in text.iter().enumerate() {
+            let (word, shift) = (index / 8, (index % 8) * 8);
+            prefix.words[word] |= u64::from(byte) << shift;
+            prefix.masks[word] |= 0xff << shift;
+        }
+        Some(prefix)
+    }
+
+    /// Whether `path` (its first [`PREFIX_BYTES`] bytes, zero-padded) starts with the prefix:
+    /// the same test the kernel program makes.
+    #[must_use]
+    pub fn matches(&self, path: &[u64; PREFIX_WORDS]) -> bool {
+        self.len != 0
+            && path
+                .iter()
+                .zip(self.words.iter().zip(&self.masks))
+                .all(|(word, (bytes, mask))| (word ^ bytes) & mask == 0)
+    }
+}
+
+/// What the process programs read, from the running kernel's BTF, and which paths they follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct ProcConfig {
+    /// `struct task_struct`: `mm`, `real_parent`, `tgid`, `exit_code`, `signal`, `start_time`.
+    pub task_mm: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_exit_code: u32,
+    pub task_signal: u32,
+    pub task_start_time: u32,
+    /// `struct signal_struct.live` (an `atomic_t`: its counter is at +0).
+    pub signal_live: u32,
+    /// `struct mm_struct`: `env_start`, `env_end` (inside an anonymous struct on 6.x).
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    /// `struct linux_binprm.filename`.
+    pub bprm_filename: u32,
+    pub prefixes: [PathPrefix; PREFIXES],
+}
+
+/// [`ExecRecord::flags`]: why the process is followed, and what could not be copied.
+pub const EXEC_BY_PREFIX: u32 = 1;
+pub const EXEC_BY_PARENT: u32 = 2;
+pub const EXEC_BY_SELF: u32 = 4;
+pub const EXEC_ENV_TRUNCATED: u32 = 8;
+pub const EXEC_ENV_UNREAD: u32 = 16;
+
+/// [`ExecRecord::kind`] and [`ExitRecord::kind`].
+pub const PROC_EXEC: u32 = 1;
+pub const PROC_EXIT: u32 = 2;
+
+/// A followed exec: a CNI plugin, a process it started, or a re-exec of either.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    /// [`PROC_EXEC`].
+    pub kind: u32,
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` at the exec tracepoint (`CLOCK_MONOTONIC`).
+    pub ts_ns: u64,
+    /// `task->start_time`: when the process was forked, on the same clock. The caller's view
+    /// of a call starts there, a few ms before the exec.
+    pub forked_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// `real_parent->tgid`: the caller (a runtime, or the plugin that delegated).
+    pub ppid: u32,
+    /// Bytes between `env_start` and `env_end`, and how many were copied into `env`.
+    pub env_total: u32,
+    pub env_copied: u32,
+    pub reserved: u32,
+    /// The path given to execve, NUL-terminated unless [`PATH_MAX`] long.
+    pub path: [u8; PATH_MAX],
+    /// `K=V\0` strings as the kernel laid them out.
+    pub env: [u8; ENV_MAX],
+}
+
+/// The last thread of a followed process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// [`PROC_EXIT`].
+    pub kind: u32,
+    /// `task->exit_code`, a wait status: exit status `>> 8 & 0xff`, signal `& 0x7f`.
+    pub exit_code: u32,
+    pub ts_ns: u64,
+    /// The exec that started the following, from the tracked map.
+    pub exec_ns: u64,
+    pub tgid: u32,
+    /// The thread that exited last.
+    pub tid: u32,
+}
+
+/// Value of [`TRACKED_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tracked {
+    pub exec_ns: u64,
+}
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both are plain `#[repr(C)]` integers and byte arrays, valid for any bit pattern.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::RawEvent {}
+    unsafe impl aya::Pod for super::ProcConfig {}
+    unsafe impl aya::Pod for super::ExecRecord {}
+    unsafe impl aya::Pod for super::ExitRecord {}
+    unsafe impl aya::Pod for super::Tracked {}
 }

@@ -14,6 +14,8 @@
 
 use core::ptr::read_volatile;
 
+mod procs;
+
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},

@@ -185,7 +185,8 @@ fn btf_from_a_file() {
     assert!(stderr.contains("not-btf"), "{stderr}");
 }
 
-/// `probes --verify` loads every program of both backends through the verifier.
+/// `probes --verify` loads every program of both backends, and the CNI call programs,
+/// through the verifier.
 #[test]
 fn probes_verify_loads_every_program() {
     if !allowed("probes_verify_loads_every_program") {
@@ -194,7 +195,11 @@ fn probes_verify_loads_every_program() {
     let output = dad_trace().args(["probes", "--verify"]).output().expect("probes");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    let programs: BTreeSet<&str> = probes::programs().iter().map(|(_, hook)| hook.program).collect();
+    let programs: BTreeSet<&str> = probes::programs()
+        .iter()
+        .map(|(_, hook)| hook.program)
+        .chain(probes::PROC_HOOKS.iter().map(|hook| hook.program))
+        .collect();
     for program in &programs {
         let line = stdout
             .lines()

@@ -11,8 +11,11 @@ use integration_tests::{
 #[test]
 fn every_program_passes_the_verifier() {
     if kernel_tests_allowed("every_program_passes_the_verifier") {
-        // 9 kprobe programs (one per hook) + 2 raw tracepoints.
-        assert_eq!(load_every_program(), dad_trace::kernel::probes::programs().len());
+        // Every program of both backends (fallbacks too), and the CNI exec and exit.
+        assert_eq!(
+            load_every_program(),
+            dad_trace::kernel::probes::programs().len() + dad_trace::kernel::probes::PROC_HOOKS.len()
+        );
     }
 }
 

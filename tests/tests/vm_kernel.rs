@@ -29,7 +29,11 @@ fn vm_every_program_passes_the_verifier() {
             kernel.support.plan(Backend::Kprobe).usable(),
             "kprobes must attach in the VM kernels"
         );
-        assert_eq!(load_every_program(), dad_trace::kernel::probes::programs().len());
+        // Every program of both backends (fallbacks too), and the CNI exec and exit.
+        assert_eq!(
+            load_every_program(),
+            dad_trace::kernel::probes::programs().len() + dad_trace::kernel::probes::PROC_HOOKS.len()
+        );
     }
 }
 

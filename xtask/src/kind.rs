@@ -26,9 +26,9 @@ pub struct KindOptions {
 }
 
 /// The phases the before/after gate compares, as the scenario names them (its session files
-/// are PHASE.json, as `dad-trace scenario -o` writes them): asked of the binary itself, the
-/// one place phase names are written.
-fn gate_phases(binary: &Path) -> anyhow::Result<(String, String)> {
+/// are PHASE.json, as `dad-trace scenario -o` writes them), and the `dad-trace gate` flags of
+/// its CNI ADD limits: asked of the binary itself, the one place both are written.
+fn gate_phases(binary: &Path) -> anyhow::Result<(String, String, Vec<String>)> {
     let listing: serde_json::Value = serde_json::from_str(&output(Command::new(binary).args(["scenario", "--list"]))?)?;
     let name = |key: &str| {
         listing[key]
@@ -36,7 +36,13 @@ fn gate_phases(binary: &Path) -> anyhow::Result<(String, String)> {
             .map(str::to_string)
             .with_context(|| format!("`dad-trace scenario --list` has no {key:?} phase"))
     };
-    Ok((name("before")?, name("after")?))
+    let flags = listing["cni_gate_flags"]
+        .as_array()
+        .context("`dad-trace scenario --list` has no cni_gate_flags")?
+        .iter()
+        .map(|flag| flag.as_str().map(str::to_string).context("a gate flag is not a string"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((name("before")?, name("after")?, flags))
 }
 const NAMESPACE: &str = "dad-e2e";
 /// Where dad-trace runs inside the node container.
@@ -191,7 +197,7 @@ pub fn kind_e2e(opts: &KindOptions) -> anyhow::Result<()> {
         Some(binary) => binary.clone(),
         None => crate::static_binary()?,
     };
-    let (before_phase, after_phase) = gate_phases(&binary)?;
+    let (before_phase, after_phase, cni_gate_flags) = gate_phases(&binary)?;
     std::fs::create_dir_all(&opts.out)?;
     let config = opts.out.join("kind.yaml");
     std::fs::write(&config, kind_config())?;
@@ -246,10 +252,12 @@ pub fn kind_e2e(opts: &KindOptions) -> anyhow::Result<()> {
         .arg(&after)
         .args(["--format", "html", "-o"])
         .arg(opts.out.join("report.html")))?;
+    // kindnet sets pods up with ptp (+ portmap): the gate looks at their CNI ADD times too.
     let gate = Command::new(&binary)
         .arg("gate")
         .arg(&before)
         .arg(&after)
+        .args(&cni_gate_flags)
         .output()
         .context("run dad-trace gate")?;
     let verdict = String::from_utf8_lossy(&gate.stdout).into_owned();

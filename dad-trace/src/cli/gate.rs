@@ -11,6 +11,7 @@ use crate::{
 #[derive(clap::Args)]
 #[command(after_help = "EXAMPLES:\n    \
     dad-trace gate defaults.json inherit.json                # the kind job's gate\n    \
+    dad-trace gate defaults.json inherit.json --before-min-cni-add-p50-ms 900 --after-max-cni-add-p99-ms 500\n    \
     dad-trace gate before.json after.json --after-max-p99-ms 10 --format json\n    \
     dad-trace gate before.json after.json --require-change   # and faster for real, not noise")]
 pub struct Gate {
@@ -31,6 +32,15 @@ pub struct Gate {
     /// Kolmogorov–Smirnov test with p below 0.01 (always shown; off, the thresholds decide).
     #[arg(long)]
     require_change: bool,
+    /// Also gate on CNI ADD time: before tuning, pods' ADD p50 must be above this.
+    #[arg(long, value_name = "MS")]
+    before_min_cni_add_p50_ms: Option<u64>,
+    /// Also gate on CNI ADD time: after tuning, pods' ADD p99 must be below this.
+    #[arg(long, value_name = "MS")]
+    after_max_cni_add_p99_ms: Option<u64>,
+    /// With a CNI ADD gate, each side needs at least this many pods with a traced ADD.
+    #[arg(long, default_value_t = POD_START.min_cni_adds, value_name = "N")]
+    min_cni_adds: u64,
     /// text and markdown are the same table (a Markdown table reads as text too).
     #[arg(long, value_enum, default_value_t = GateFormat::Text)]
     format: GateFormat,
@@ -46,13 +56,20 @@ enum GateFormat {
 }
 
 impl Gate {
-    pub fn run(self) -> anyhow::Result<()> {
-        let gate = BeforeAfter {
+    fn gate(&self) -> BeforeAfter {
+        BeforeAfter {
             before_min_p50_ms: self.before_min_p50_ms,
             after_max_p99_ms: self.after_max_p99_ms,
             min_pod_addresses: self.min_pod_addresses,
             require_change: self.require_change,
-        };
+            before_min_cni_add_p50_ms: self.before_min_cni_add_p50_ms,
+            after_max_cni_add_p99_ms: self.after_max_cni_add_p99_ms,
+            min_cni_adds: self.min_cni_adds,
+        }
+    }
+
+    pub fn run(self) -> anyhow::Result<()> {
+        let gate = self.gate();
         let verdict = gate.check(&Session::load(&self.before)?, &Session::load(&self.after)?);
         match self.format {
             GateFormat::Json => super::out(&(serde_json::to_string_pretty(&verdict)? + "\n"))?,
@@ -63,5 +80,29 @@ impl Gate {
         } else {
             anyhow::bail!("the before/after gate failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::{
+        cli::{Cli, Command},
+        report::gate::POD_START_WITH_CNI,
+    };
+
+    /// The flags `scenario --list` hands the kind job make the scenario's own CNI gate.
+    #[test]
+    fn the_listed_cni_flags_make_the_scenarios_gate() {
+        let flags = crate::scenario::phases::listing().cni_gate_flags;
+        let args = ["dad-trace", "gate", "a.json", "b.json"]
+            .into_iter()
+            .map(String::from)
+            .chain(flags);
+        let Command::Gate(gate) = Cli::try_parse_from(args).expect("parses").command else {
+            panic!("gate")
+        };
+        assert_eq!(gate.gate(), POD_START_WITH_CNI);
     }
 }

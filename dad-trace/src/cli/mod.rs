@@ -190,6 +190,13 @@ pub struct TraceArgs {
     /// Only interfaces whose name matches this glob.
     #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
     ifname: Option<glob::Pattern>,
+    /// Also follow CNI plugins run from this directory, as the runtime names it (besides
+    /// /opt/cni/bin and /usr/lib/cni; four directories in all).
+    #[arg(long = "cni-bin-dir", value_name = "DIR")]
+    cni_bin_dirs: Vec<PathBuf>,
+    /// Do not follow CNI plugin calls (pod start): DAD only.
+    #[arg(long)]
+    no_cni: bool,
 }
 
 fn parse_glob(text: &str) -> Result<glob::Pattern, String> {
@@ -198,7 +205,22 @@ fn parse_glob(text: &str) -> Result<glob::Pattern, String> {
 
 impl TraceArgs {
     fn options(&self, verbose: bool) -> anyhow::Result<RecordOptions> {
+        let dirs = crate::kernel::cni_bin_dirs(&self.cni_bin_dirs);
+        anyhow::ensure!(
+            dirs.len() <= dad_trace_common::PREFIXES,
+            "--cni-bin-dir: dad-trace follows {} plugin directories at most, the two defaults included ({} given)",
+            dad_trace_common::PREFIXES,
+            dirs.len()
+        );
+        if let Some(long) = dirs.iter().find(|dir| dir.len() >= dad_trace_common::PREFIX_BYTES) {
+            anyhow::bail!(
+                "--cni-bin-dir {long:?}: longer than the {} bytes of a path dad-trace compares",
+                dad_trace_common::PREFIX_BYTES - 1
+            );
+        }
         Ok(RecordOptions {
+            cni: !self.no_cni,
+            cni_bin_dirs: self.cni_bin_dirs.clone(),
             backend: self.backend,
             ring_bytes: self.ring_bytes,
             verbose,
@@ -244,6 +266,26 @@ mod tests {
             .err()
             .expect("rejected");
         assert_eq!(usage.exit_code(), i32::from(EXIT_USAGE));
+    }
+
+    #[test]
+    fn cni_bin_dirs_are_bounded() {
+        let options = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["dad-trace", "record"].iter().chain(args)).expect("parses");
+            let Command::Record(record) = cli.command else {
+                panic!("record")
+            };
+            record.trace_options()
+        };
+        let two = options(&["--cni-bin-dir", "/a", "--cni-bin-dir", "/b"]).expect("four in all");
+        assert!(two.cni && two.cni_bin_dirs.len() == 2);
+        let Err(error) = options(&["--cni-bin-dir", "/a", "--cni-bin-dir", "/b", "--cni-bin-dir", "/c"]) else {
+            panic!("five directories accepted")
+        };
+        assert!(format!("{error}").contains("4 plugin directories at most"), "{error}");
+        let long = format!("/{}", "x".repeat(70));
+        assert!(options(&["--cni-bin-dir", &long]).is_err());
+        assert!(!options(&["--no-cni"]).expect("parses").cni);
     }
 
     #[test]

@@ -33,7 +33,10 @@ impl Probes {
                     Ok(()) => "verifier OK".to_string(),
                     Err(e) => format!("FAILED: {:#}", anyhow::Error::from(e)),
                 };
-                let _ = writeln!(text, "{:<10} {:<20} {result}", verdict.backend, verdict.program);
+                let user = verdict
+                    .backend
+                    .map_or_else(|| "both".to_string(), |backend| backend.to_string());
+                let _ = writeln!(text, "{user:<10} {:<20} {result}", verdict.program);
             }
         }
         super::out(&text)

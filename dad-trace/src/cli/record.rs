@@ -135,6 +135,12 @@ impl Record {
         Ok((addresses, lines, live))
     }
 
+    /// The tracing options alone (tests).
+    #[cfg(test)]
+    pub(crate) fn trace_options(&self) -> anyhow::Result<RecordOptions> {
+        self.trace.options(false)
+    }
+
     pub async fn run(self, verbose: bool) -> anyhow::Result<()> {
         if let Some(path) = &self.output {
             super::warn_if_format_name(path);

@@ -9,6 +9,8 @@ pub enum DecodeError {
     Size { expected: usize, actual: usize },
     #[error("unknown hook id {0}")]
     Hook(u8),
+    #[error("unknown process record kind {0}")]
+    ProcKind(u32),
 }
 
 /// `inet6_ifaddr.state` (`enum { INET6_IFADDR_STATE_* }` in `include/net/if_inet6.h`).

@@ -7,12 +7,16 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, KProbe, ProgramError, RawTracePoint},
 };
-use dad_trace_common::{CONFIG_GLOBAL, Config, EVENTS_MAP, LOST_MAP};
+use dad_trace_common::{
+    CONFIG_GLOBAL, Config, EVENTS_MAP, LOST_MAP, PROC_CONFIG_GLOBAL, PROC_EVENTS_MAP, PROC_STATS_MAP, ProcConfig,
+    ProcStat,
+};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::{
     events::{self, Observation},
-    probes::{HookSpec, ProgramKind},
+    probes::{HookSpec, PROC_HOOKS, ProcHook, ProgramKind},
+    procs::{self, ProcEvent},
     support::Plan,
 };
 
@@ -46,8 +50,14 @@ pub enum AttachError {
     NoBtfType { probe: String, target: &'static str },
 }
 
-/// Loads the object with `config` baked in. Nothing is attached yet.
+/// Loads the object with `config` baked in (the CNI call programs get an empty configuration:
+/// see [`load_with_procs`]). Nothing is attached yet.
 pub fn load(config: &Config, ring_bytes: u32, verbose: bool) -> Result<Ebpf, LoadError> {
+    load_with_procs(config, &ProcConfig::default(), ring_bytes, verbose)
+}
+
+/// Loads the object with both configurations baked in. Nothing is attached yet.
+pub fn load_with_procs(config: &Config, proc: &ProcConfig, ring_bytes: u32, verbose: bool) -> Result<Ebpf, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -62,6 +72,7 @@ pub fn load(config: &Config, ring_bytes: u32, verbose: bool) -> Result<Ebpf, Loa
         // again would only cost memory.
         .btf(None)
         .override_global(CONFIG_GLOBAL, config, true)
+        .override_global(PROC_CONFIG_GLOBAL, proc, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)?;
@@ -185,6 +196,38 @@ fn load_and_attach(ebpf: &mut Ebpf, hook: &HookSpec, btf_id: Option<u32>) -> Res
     Ok(())
 }
 
+/// Loads one of the CNI call programs through the verifier (no attach).
+pub fn load_proc_program(ebpf: &mut Ebpf, hook: &ProcHook) -> Result<(), AttachError> {
+    let program = hook.program;
+    let wrap = |source| AttachError::Program {
+        probe: format!("raw_tracepoint {} (program {program})", hook.target),
+        source,
+    };
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or(AttachError::MissingProgram { program })?;
+    let tracepoint: &mut RawTracePoint = prog.try_into().map_err(wrap)?;
+    tracepoint.load().map_err(wrap)
+}
+
+/// Loads and attaches the exec and exit programs that follow CNI plugins.
+pub fn attach_procs(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    for hook in &PROC_HOOKS {
+        load_proc_program(ebpf, hook)?;
+        let wrap = |source| AttachError::Program {
+            probe: format!("raw_tracepoint {} (program {})", hook.target, hook.program),
+            source,
+        };
+        let prog = ebpf
+            .program_mut(hook.program)
+            .ok_or(AttachError::MissingProgram { program: hook.program })?;
+        let tracepoint: &mut RawTracePoint = prog.try_into().map_err(wrap)?;
+        tracepoint.attach(hook.target).map_err(wrap)?;
+        log::debug!("attached raw_tracepoint {}", hook.target);
+    }
+    Ok(())
+}
+
 /// Forwards kernel-side aya-log records to the `log` crate (shown with -v).
 pub fn start_kernel_logs(ebpf: &mut Ebpf) {
     match aya_log::EbpfLogger::init(ebpf) {
@@ -221,31 +264,83 @@ impl LostCounter {
     }
 }
 
-/// What the reader task sends: observations, or a record it could not decode.
+/// The counters of the CNI call programs ([`ProcStat`]).
+pub struct ProcStats(PerCpuArray<MapData, u64>);
+
+impl ProcStats {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
+        let map = ebpf
+            .take_map(PROC_STATS_MAP)
+            .ok_or(LoadError::MissingMap(PROC_STATS_MAP))?;
+        Ok(Self(PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
+            map: PROC_STATS_MAP,
+            source,
+        })?))
+    }
+
+    /// The sum over CPUs of one counter.
+    #[must_use]
+    pub fn get(&self, stat: ProcStat) -> u64 {
+        self.0.get(&(stat as u32), 0).map_or(0, |values| values.iter().sum())
+    }
+}
+
+/// What the reader tasks send: observations of addresses, process records, or a record they
+/// could not decode.
 #[derive(Clone, Debug)]
 pub enum Reading {
     Observation(Observation),
+    Process(ProcEvent),
     Undecodable(events::DecodeError),
 }
 
-/// How long the reader lets events gather after the ring buffer wakes it. The kernel wakes
-/// a reader only when it has caught up, so under pod churn this turns a wake-up per event
-/// (each handed between threads, costing more than the event) into one per window.
+/// How long a reader lets records gather after its ring buffer wakes it. The kernel wakes
+/// a reader only when it has caught up, so under pod churn this turns a wake-up per record
+/// (each handed between threads, costing more than the record) into one per window.
 /// Timestamps come from the kernel: nothing measured moves.
 const GATHER: Duration = Duration::from_millis(25);
 
-/// Spawns the one reader of the events ring buffer. Everything the ring holds after a
-/// wake-up and [`GATHER`] goes as one batch. It ends when the receiver is dropped.
+/// Spawns the one reader of the events ring buffer. It ends when the receiver is dropped.
 pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<Vec<Reading>>, LoadError> {
-    let map = ebpf.take_map(EVENTS_MAP).ok_or(LoadError::MissingMap(EVENTS_MAP))?;
-    let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map {
-        map: EVENTS_MAP,
-        source,
+    spawn_readers(ebpf, capacity, false)
+}
+
+/// Spawns the events reader and, with `procs`, the process ring's reader, both sending into
+/// one channel (one consumer sees both). Everything a ring holds after a wake-up and
+/// [`GATHER`] goes as one batch. Records of two rings arrive in no common order: the
+/// consumer orders by timestamp where it matters.
+pub fn spawn_readers(
+    ebpf: &mut Ebpf,
+    capacity: usize,
+    with_procs: bool,
+) -> Result<mpsc::Receiver<Vec<Reading>>, LoadError> {
+    let (sender, receiver) = mpsc::channel(capacity);
+    if with_procs {
+        spawn_ring_reader(ebpf, PROC_EVENTS_MAP, sender.clone(), |item| {
+            match procs::decode(item) {
+                Ok(event) => Reading::Process(event),
+                Err(e) => Reading::Undecodable(e),
+            }
+        })?;
+    }
+    spawn_ring_reader(ebpf, EVENTS_MAP, sender, |item| match events::decode(item) {
+        Ok(obs) => Reading::Observation(obs),
+        Err(e) => Reading::Undecodable(e),
     })?;
+    Ok(receiver)
+}
+
+fn spawn_ring_reader(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    sender: mpsc::Sender<Vec<Reading>>,
+    decode: fn(&[u8]) -> Reading,
+) -> Result<(), LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map { map: name, source })?;
     // SAFETY: the AsyncFd owns the ring buffer, which owns the fd: it outlives the registration.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| LoadError::Poll(e.into()))?;
-    let (sender, receiver) = mpsc::channel(capacity);
     tokio::spawn(async move {
         loop {
             let Ok(mut guard) = ring.readable_mut().await else {
@@ -255,10 +350,7 @@ pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<V
             let ring = guard.get_inner_mut();
             let mut batch = Vec::new();
             while let Some(item) = ring.next() {
-                batch.push(match events::decode(&item) {
-                    Ok(obs) => Reading::Observation(obs),
-                    Err(e) => Reading::Undecodable(e),
-                });
+                batch.push(decode(&item));
             }
             guard.clear_ready();
             if !batch.is_empty() && sender.send(batch).await.is_err() {
@@ -266,14 +358,14 @@ pub fn spawn_reader(ebpf: &mut Ebpf, capacity: usize) -> Result<mpsc::Receiver<V
             }
         }
     });
-    Ok(receiver)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use std::mem::offset_of;
 
-    use dad_trace_common::RawEvent;
+    use dad_trace_common::{ExecRecord, ExitRecord, PathPrefix, RawEvent, Tracked};
     use object::{Object as _, ObjectSection as _};
 
     use super::*;
@@ -320,7 +412,18 @@ mod tests {
             .data()
             .expect("BTF bytes");
         let types = Btf::parse(btf.to_vec()).expect("the object's BTF parses");
-        let ids = types.ids_of(&["RawEvent", "Config"], Kind::Struct);
+        let ids = types.ids_of(
+            &[
+                "RawEvent",
+                "Config",
+                "ProcConfig",
+                "PathPrefix",
+                "ExecRecord",
+                "ExitRecord",
+                "Tracked",
+            ],
+            Kind::Struct,
+        );
         let check = |type_name: &str, fields: &[(&str, usize)], size: usize| {
             let id = *ids
                 .get(type_name)
@@ -363,6 +466,61 @@ mod tests {
                 ("net_cookie", offset_of!(Config, net_cookie)),
             ],
             size_of::<Config>(),
+        );
+        check(
+            "ProcConfig",
+            &[
+                ("task_mm", offset_of!(ProcConfig, task_mm)),
+                ("task_start_time", offset_of!(ProcConfig, task_start_time)),
+                ("signal_live", offset_of!(ProcConfig, signal_live)),
+                ("mm_env_end", offset_of!(ProcConfig, mm_env_end)),
+                ("bprm_filename", offset_of!(ProcConfig, bprm_filename)),
+                ("prefixes", offset_of!(ProcConfig, prefixes)),
+            ],
+            size_of::<ProcConfig>(),
+        );
+        check(
+            "PathPrefix",
+            &[
+                ("words", offset_of!(PathPrefix, words)),
+                ("masks", offset_of!(PathPrefix, masks)),
+                ("len", offset_of!(PathPrefix, len)),
+            ],
+            size_of::<PathPrefix>(),
+        );
+        check(
+            "ExecRecord",
+            &[
+                ("kind", offset_of!(ExecRecord, kind)),
+                ("flags", offset_of!(ExecRecord, flags)),
+                ("ts_ns", offset_of!(ExecRecord, ts_ns)),
+                ("forked_ns", offset_of!(ExecRecord, forked_ns)),
+                ("tgid", offset_of!(ExecRecord, tgid)),
+                ("tid", offset_of!(ExecRecord, tid)),
+                ("ppid", offset_of!(ExecRecord, ppid)),
+                ("env_total", offset_of!(ExecRecord, env_total)),
+                ("env_copied", offset_of!(ExecRecord, env_copied)),
+                ("path", offset_of!(ExecRecord, path)),
+                ("env", offset_of!(ExecRecord, env)),
+            ],
+            size_of::<ExecRecord>(),
+        );
+        check(
+            "ExitRecord",
+            &[
+                ("kind", offset_of!(ExitRecord, kind)),
+                ("exit_code", offset_of!(ExitRecord, exit_code)),
+                ("ts_ns", offset_of!(ExitRecord, ts_ns)),
+                ("exec_ns", offset_of!(ExitRecord, exec_ns)),
+                ("tgid", offset_of!(ExitRecord, tgid)),
+                ("tid", offset_of!(ExitRecord, tid)),
+            ],
+            size_of::<ExitRecord>(),
+        );
+        check(
+            "Tracked",
+            &[("exec_ns", offset_of!(Tracked, exec_ns))],
+            size_of::<Tracked>(),
         );
     }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use dad_trace_common::Config;
+use dad_trace_common::{Config, PathPrefix, ProcConfig};
 
 use crate::error::Refusal;
 
@@ -14,6 +14,7 @@ pub mod btf;
 pub mod events;
 pub mod loader;
 pub mod probes;
+pub mod procs;
 pub mod support;
 
 pub use btf::VMLINUX_BTF;
@@ -104,18 +105,69 @@ impl Kernel {
             }),
         }
     }
+
+    /// The CNI call programs' configuration: BTF offsets and the plugin directories whose
+    /// execs are followed (at most [`dad_trace_common::PREFIXES`], each shorter than
+    /// [`dad_trace_common::PREFIX_BYTES`], ending in `/`). Why not, when this kernel's
+    /// layout lacks a field or a directory does not fit.
+    pub fn proc_config(&self, dirs: &[String]) -> Result<ProcConfig, String> {
+        let mut config = self.facts.proc.clone()?;
+        if dirs.len() > config.prefixes.len() {
+            return Err(format!(
+                "{} CNI plugin directories given, dad-trace follows at most {}",
+                dirs.len(),
+                config.prefixes.len()
+            ));
+        }
+        for (slot, dir) in config.prefixes.iter_mut().zip(dirs) {
+            *slot = PathPrefix::new(dir.as_bytes()).ok_or_else(|| {
+                format!(
+                    "CNI plugin directory {dir:?} is longer than the {} bytes dad-trace compares",
+                    dad_trace_common::PREFIX_BYTES - 1
+                )
+            })?;
+        }
+        Ok(config)
+    }
+}
+
+/// The directories to follow, each as a path prefix ending in `/` (so `/opt/cni/bin` does not
+/// also follow `/opt/cni/binaries`): the defaults, then `extra`, without repeats.
+#[must_use]
+pub fn cni_bin_dirs(extra: &[PathBuf]) -> Vec<String> {
+    let mut dirs: Vec<String> = probes::DEFAULT_CNI_BIN_DIRS.iter().map(ToString::to_string).collect();
+    for dir in extra {
+        let mut text = dir.to_string_lossy().into_owned();
+        if !text.ends_with('/') {
+            text.push('/');
+        }
+        if !dirs.contains(&text) {
+            dirs.push(text);
+        }
+    }
+    dirs
 }
 
 /// A loaded and attached backend: the programs stay attached while `ebpf` lives.
 pub struct Attached {
     pub ebpf: aya::Ebpf,
     pub backend: Backend,
+    /// Whether CNI calls are followed too, or why not.
+    pub procs: Result<(), String>,
 }
 
 /// Loads the programs and attaches the first backend `choice` allows that works here; the
-/// error lists why each one could not.
-pub fn attach(kernel: &Kernel, choice: BackendChoice, ring_bytes: u32, verbose: bool) -> anyhow::Result<Attached> {
+/// error lists why each one could not. With `procs`, the CNI call programs are attached as
+/// well (both backends have them); their failure leaves DAD traced and says why.
+pub fn attach(
+    kernel: &Kernel,
+    choice: BackendChoice,
+    ring_bytes: u32,
+    verbose: bool,
+    procs: Result<ProcConfig, String>,
+) -> anyhow::Result<Attached> {
     let config = kernel.config()?;
+    let proc_config = procs.clone().unwrap_or_default();
     let mut failures = Vec::new();
     for &backend in choice.candidates() {
         let plan = kernel.support.plan(backend);
@@ -126,13 +178,15 @@ pub fn attach(kernel: &Kernel, choice: BackendChoice, ring_bytes: u32, verbose: 
             ));
             continue;
         }
-        let mut ebpf = loader::load(&config, ring_bytes, verbose)?;
+        let mut ebpf = loader::load_with_procs(&config, &proc_config, ring_bytes, verbose)?;
         match loader::attach(&mut ebpf, &plan, kernel.support.queue_work_btf_id) {
             Ok(()) => {
                 for phase in &plan.unobservable {
                     log::warn!("{backend} backend cannot observe phase '{phase}' on this kernel");
                 }
-                return Ok(Attached { ebpf, backend });
+                let procs = procs
+                    .and_then(|_| loader::attach_procs(&mut ebpf).map_err(|e| format!("{:#}", anyhow::Error::from(e))));
+                return Ok(Attached { ebpf, backend, procs });
             }
             Err(e) => failures.push(format!("{backend}: {:#}", anyhow::Error::from(e))),
         }
@@ -146,22 +200,32 @@ pub fn attach(kernel: &Kernel, choice: BackendChoice, ring_bytes: u32, verbose: 
 
 /// The verifier's verdict on one program.
 pub struct Verdict {
-    pub backend: Backend,
+    /// The backend that uses it, or `None` for the CNI call programs both use.
+    pub backend: Option<Backend>,
     pub program: &'static str,
     pub result: Result<(), loader::AttachError>,
 }
 
-/// Loads every program either backend may use, fallbacks included, through the verifier
-/// (nothing is attached).
+/// Loads every program either backend may use, fallbacks included, and the CNI call
+/// programs, through the verifier (nothing is attached).
 pub fn verify_programs(kernel: &Kernel) -> anyhow::Result<Vec<Verdict>> {
     let config = kernel.config()?;
-    let mut ebpf = loader::load(&config, dad_trace_common::DEFAULT_RING_BYTES, false)?;
-    Ok(probes::programs()
+    let proc = kernel
+        .proc_config(&cni_bin_dirs(&[]))
+        .map_err(|why| Refusal::Kernel(format!("the CNI call programs cannot run here: {why}")))?;
+    let mut ebpf = loader::load_with_procs(&config, &proc, dad_trace_common::DEFAULT_RING_BYTES, false)?;
+    let mut verdicts: Vec<Verdict> = probes::programs()
         .into_iter()
         .map(|(backend, hook)| Verdict {
-            backend,
+            backend: Some(backend),
             program: hook.program,
             result: loader::load_program(&mut ebpf, hook, kernel.support.queue_work_btf_id),
         })
-        .collect())
+        .collect();
+    verdicts.extend(probes::PROC_HOOKS.iter().map(|hook| Verdict {
+        backend: None,
+        program: hook.program,
+        result: loader::load_proc_program(&mut ebpf, hook),
+    }));
+    Ok(verdicts)
 }

@@ -276,6 +276,32 @@ pub const TRACEPOINT_TABLE: &[PhaseSpec] = &[
     },
 ];
 
+/// A program of the CNI call tracing: a raw tracepoint of the scheduler, the same for both
+/// backends (no kprobe needed, so every kernel of the matrix has it).
+#[derive(Clone, Copy, Debug)]
+pub struct ProcHook {
+    pub program: &'static str,
+    pub target: &'static str,
+    pub why: &'static str,
+}
+
+pub const PROC_HOOKS: [ProcHook; 2] = [
+    ProcHook {
+        program: "cni_exec",
+        target: "sched_process_exec",
+        why: "a CNI plugin (or a process it ran) started: path, CNI_* variables, caller",
+    },
+    ProcHook {
+        program: "cni_exit",
+        target: "sched_process_exit",
+        why: "the last thread of a followed process exited: end and exit status",
+    },
+];
+
+/// The directories whose plugins are followed unless `--cni-bin-dir` adds others: where
+/// kubelet-era runtimes and Debian's `containernetworking-plugins` put them.
+pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/opt/cni/bin/", "/usr/lib/cni/"];
+
 #[must_use]
 /// Every program either backend may load, fallbacks included, each once.
 pub fn programs() -> Vec<(Backend, &'static HookSpec)> {

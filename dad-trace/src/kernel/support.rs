@@ -174,6 +174,14 @@ pub fn render(support: &KernelSupport) -> String {
             }
         }
     }
+    out.push_str("CNI calls (both backends):\n");
+    for hook in super::probes::PROC_HOOKS {
+        let _ = writeln!(
+            out,
+            "   * {:<26} {:<11} {:<40} {}",
+            hook.target, "raw_tp", "available", hook.why
+        );
+    }
     out.push_str("(* = attached by that backend on this kernel)\n");
     out
 }

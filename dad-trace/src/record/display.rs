@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, FixedOffset, Local, Offset as _, Utc};
 
+use super::cni::TracedCall;
 use crate::{
     hist::{Delays, Unit, human, render_log2, render_summary},
     session::{AddressEvent, Outcome},
@@ -114,6 +115,51 @@ pub fn line_in(event: &AddressEvent, zone: FixedOffset) -> String {
         human(event.tentative_ns),
         dad,
         event.outcome,
+    )
+}
+
+/// One line per finished top-level CNI call, in the live lines' columns: when it ended, its
+/// pod (or namespace), `CNI` and the command where the interface goes, the plugin (and its
+/// delegates), the call's time, and how it ended.
+#[must_use]
+pub fn call_line(traced: &TracedCall) -> String {
+    call_line_in(traced, local_zone(traced.call.end().unwrap_or(traced.call.start)))
+}
+
+/// [`call_line`] with its time in `zone`.
+#[must_use]
+pub fn call_line_in(traced: &TracedCall, zone: FixedOffset) -> String {
+    let width = time_width(zone);
+    let call = &traced.call;
+    let delegates: Vec<&str> = call
+        .delegates
+        .iter()
+        .map(crate::session::CniCall::plugin_name)
+        .collect();
+    let plugin = if delegates.is_empty() {
+        call.plugin_name().to_string()
+    } else {
+        format!("{} (+{})", call.plugin_name(), delegates.join(", "))
+    };
+    let outcome = match (call.exit_status, call.exit_signal) {
+        (Some(0), _) => "ok".to_string(),
+        (Some(status), _) => format!("exit {status}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "running".to_string(),
+    };
+    let command = format!("CNI {}", call.command.as_deref().unwrap_or("-"));
+    format!(
+        "{:<width$}  {:<POD$} {:<IFACE$} {:<ADDRESS$} {:>DELAY$}  {:>DELAY$}  {outcome}",
+        call.end()
+            .unwrap_or(call.start)
+            .with_timezone(&zone)
+            .format("%H:%M:%S%.3f")
+            .to_string(),
+        terminal(&traced.label()),
+        terminal(&command),
+        terminal(&plugin),
+        call.duration_ns.map_or_else(|| "-".to_string(), human),
+        "",
     )
 }
 

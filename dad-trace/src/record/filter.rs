@@ -2,7 +2,8 @@
 //! `--netns`, `--ifname`): shell-style globs, all of which must match.
 use glob::Pattern;
 
-use crate::session::AddressEvent;
+use super::cni::TracedCall;
+use crate::session::{AddressEvent, Pod};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -24,7 +25,36 @@ impl Filter {
 
     #[must_use]
     pub fn admits(&self, event: &AddressEvent) -> bool {
-        let pod = event.pod.as_ref();
+        self.admits_names(
+            event.pod.as_ref(),
+            &event.pod_label(),
+            event.netns_name.as_deref(),
+            event.netns_inode,
+            Some(&event.ifname),
+        )
+    }
+
+    /// A CNI call, by its pod and namespace as it names them (`CNI_NETNS`'s file name for a
+    /// namespace name, `CNI_IFNAME` for the interface).
+    #[must_use]
+    pub fn admits_call(&self, traced: &TracedCall) -> bool {
+        self.admits_names(
+            traced.pod.as_ref(),
+            &traced.label(),
+            traced.netns_name(),
+            traced.netns_inode.unwrap_or(0),
+            traced.call.ifname.as_deref(),
+        )
+    }
+
+    fn admits_names(
+        &self,
+        pod: Option<&Pod>,
+        label: &str,
+        netns_name: Option<&str>,
+        netns_inode: u32,
+        ifname: Option<&str>,
+    ) -> bool {
         let namespace_ok = self.namespace.as_ref().is_none_or(|pattern| {
             pod.and_then(|pod| pod.namespace.as_deref())
                 .is_some_and(|namespace| pattern.matches(namespace))
@@ -32,16 +62,15 @@ impl Filter {
         let pod_ok = self.pod.as_ref().is_none_or(|pattern| {
             pod.and_then(|pod| pod.name.as_deref())
                 .is_some_and(|name| pattern.matches(name))
-                || pattern.matches(&event.pod_label())
+                || pattern.matches(label)
         });
         let netns_ok = self.netns.as_ref().is_none_or(|pattern| {
-            event.netns_name.as_deref().is_some_and(|name| pattern.matches(name))
-                || pattern.matches(&event.netns_inode.to_string())
+            netns_name.is_some_and(|name| pattern.matches(name)) || pattern.matches(&netns_inode.to_string())
         });
         let ifname_ok = self
             .ifname
             .as_ref()
-            .is_none_or(|pattern| pattern.matches(&event.ifname));
+            .is_none_or(|pattern| ifname.is_some_and(|name| pattern.matches(name)));
         namespace_ok && pod_ok && netns_ok && ifname_ok
     }
 }

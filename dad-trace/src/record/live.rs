@@ -12,12 +12,13 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use super::{
-    display::{Interval, Zone, header_row, line_in, local_zone, render_interval},
+    cni::TracedCall,
+    display::{Interval, Zone, call_line_in, header_row, line_in, local_zone, render_interval},
     pod_wait::{DonePod, PodWindows},
 };
 use crate::{
     hist::{Delays, Summary, Unit},
-    session::{AddressEvent, Outcome},
+    session::{AddressEvent, CniCall, Outcome},
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,6 +140,27 @@ impl Live {
         }
     }
 
+    /// A finished top-level CNI call the filter admitted: a line under the addresses' header,
+    /// or an object of its own.
+    pub fn call(&mut self, traced: &TracedCall) {
+        match self.options.format {
+            LiveFormat::Text if self.options.lines => {
+                let zone = (self.zone)(traced.call.end().unwrap_or(traced.call.start));
+                if self.header_zone != Some(zone) {
+                    self.header(zone);
+                }
+                let line = format!("{}\n", call_line_in(traced, zone));
+                self.write(&line);
+            }
+            LiveFormat::Text => {}
+            LiveFormat::Jsonl => self.json(&Record::CniCall {
+                label: traced.label(),
+                netns_inode: traced.netns_inode,
+                call: &traced.call,
+            }),
+        }
+    }
+
     /// Pods with no address in flight (`busy` holds the namespaces that have one) and none
     /// finished since the last sweep are done; with `all`, every pod seen (the end).
     pub fn sweep(&mut self, busy: &HashSet<u32>, all: bool) {
@@ -199,6 +221,14 @@ enum Record<'a> {
     },
     /// A finished pod: the fields of `report --format json`'s `pods[]`.
     Pod(PodLine),
+    /// A finished top-level CNI call: the session's `cni_calls` entry, its pod's label and
+    /// namespace.
+    CniCall {
+        label: String,
+        netns_inode: Option<u32>,
+        #[serde(flatten)]
+        call: &'a CniCall,
+    },
     /// The summary of an interval (`--interval`).
     Interval {
         time: DateTime<Utc>,
@@ -233,8 +263,9 @@ impl From<DonePod<String>> for PodLine {
             addresses: pod.addresses,
             failed: pod.failed,
             aborted: pod.aborted,
-            first_tentative: DateTime::from_timestamp_nanos(pod.first_start_ns),
-            last_settled: DateTime::from_timestamp_nanos(pod.last_end_ns),
+            // The live view sees addresses only: every pod of it has a window.
+            first_tentative: DateTime::from_timestamp_nanos(pod.addresses_ns.map_or(0, |(first, _)| first)),
+            last_settled: DateTime::from_timestamp_nanos(pod.addresses_ns.map_or(0, |(_, last)| last)),
             pod: pod.payload,
         }
     }

@@ -14,10 +14,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::pod_wait::PodWindows;
+use super::{cni::TracedCall, pod_wait::PodWindows};
 use crate::{
     node::{doctor::model, sysctl},
-    session::{AddressEvent, Outcome},
+    session::{AddressEvent, Outcome, Pod},
 };
 
 /// Label names, as the dashboards and alerts in deploy/ use them.
@@ -47,6 +47,8 @@ pub struct Metrics {
     tentative: Family<Labels, Histogram, fn() -> Histogram>,
     dad: Family<Labels, Histogram, fn() -> Histogram>,
     pod_wait: Family<Labels, Histogram, fn() -> Histogram>,
+    cni_add: Family<Labels, Histogram, fn() -> Histogram>,
+    pod_dad_wait: Family<Labels, Histogram, fn() -> Histogram>,
     pods: PodWindows<Labels>,
     addresses: Family<Labels, Counter>,
     lost: Counter,
@@ -79,6 +81,20 @@ impl Metrics {
             "Per pod: its first address added -> its last settled (what a CNI plugin waiting for them pays)",
             Unit::Seconds,
             pod_wait.clone(),
+        );
+        let cni_add = Family::new_with_constructor(new_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "cni_add",
+            "Per successful top-level CNI ADD: the runtime forked the plugin -> its last thread exited",
+            Unit::Seconds,
+            cni_add.clone(),
+        );
+        let pod_dad_wait = Family::new_with_constructor(new_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "pod_dad_wait",
+            "Per pod with a traced CNI ADD: how long its addresses were tentative inside that ADD (0 when none was)",
+            Unit::Seconds,
+            pod_dad_wait.clone(),
         );
         // One counter for every outcome: failures (duplicates) and aborted addresses are
         // `outcome="failed"` and `outcome="aborted"` here, not counters of their own.
@@ -128,6 +144,8 @@ impl Metrics {
             tentative,
             dad,
             pod_wait,
+            cni_add,
+            pod_dad_wait,
             pods: PodWindows::default(),
             addresses,
             lost,
@@ -151,6 +169,8 @@ impl Metrics {
                 }
                 if namespace != HOST_LABEL {
                     drop(metrics.pod_wait.get_or_create(&labels));
+                    drop(metrics.cni_add.get_or_create(&labels));
+                    drop(metrics.pod_dad_wait.get_or_create(&labels));
                 }
             }
         }
@@ -158,25 +178,49 @@ impl Metrics {
     }
 
     fn labels(&self, event: &AddressEvent) -> Labels {
-        let namespace = if event.host_netns {
-            HOST_LABEL.to_string()
-        } else {
-            event
-                .pod
-                .as_ref()
-                .and_then(|pod| pod.namespace.clone())
-                .unwrap_or_else(|| UNKNOWN_LABEL.to_string())
-        };
+        if event.host_netns {
+            let mut labels = vec![(NAMESPACE_LABEL.to_string(), HOST_LABEL.to_string())];
+            if self.per_pod_labels {
+                labels.push((POD_LABEL.to_string(), event.pod_label()));
+            }
+            return labels;
+        }
+        self.pod_labels(event.pod.as_ref(), || event.pod_label())
+    }
+
+    /// A pod's labels: its Kubernetes namespace (or `(unknown)`), and with per-pod labels its
+    /// name (or `label`, what else names it).
+    fn pod_labels(&self, pod: Option<&Pod>, label: impl FnOnce() -> String) -> Labels {
+        let namespace = pod
+            .and_then(|pod| pod.namespace.clone())
+            .unwrap_or_else(|| UNKNOWN_LABEL.to_string());
         let mut labels = vec![(NAMESPACE_LABEL.to_string(), namespace)];
         if self.per_pod_labels {
-            let pod = event
-                .pod
-                .as_ref()
-                .and_then(|pod| pod.name.clone())
-                .unwrap_or_else(|| event.pod_label());
-            labels.push((POD_LABEL.to_string(), pod));
+            let name = pod.and_then(|pod| pod.name.clone()).unwrap_or_else(label);
+            labels.push((POD_LABEL.to_string(), name));
         }
         labels
+    }
+
+    /// Counts one finished top-level CNI call: a successful ADD's time, and its window for
+    /// the pod's DAD wait.
+    pub fn observe_call(&self, traced: &TracedCall) {
+        let call = &traced.call;
+        let (Some(duration_ns), Some(end)) = (call.duration_ns, call.end()) else {
+            return;
+        };
+        if !call.is("ADD") || call.exit_status != Some(0) {
+            return;
+        }
+        let labels = self.pod_labels(traced.pod.as_ref(), || traced.label());
+        self.cni_add.get_or_create(&labels).observe(duration_ns as f64 / 1e9);
+        if let (Some(inode), Some(start), Some(end)) = (
+            traced.netns_inode,
+            call.start.timestamp_nanos_opt(),
+            end.timestamp_nanos_opt(),
+        ) {
+            self.pods.see_add(inode, (start, end), || labels);
+        }
     }
 
     /// Counts one finished address.
@@ -203,12 +247,18 @@ impl Metrics {
         }
     }
 
-    /// Once a second: pods with no address in flight (`in_flight` holds the namespaces that
-    /// have one) and none finished since the last sweep are done; their waits are counted.
-    pub fn sweep_pods(&self, in_flight: &std::collections::HashSet<u32>) {
-        for pod in self.pods.finish(in_flight, false) {
+    /// Once a second: pods with no address in flight or held back (`busy` holds the
+    /// namespaces that have one) and no news since the last sweep are done; their waits
+    /// are counted.
+    pub fn sweep_pods(&self, busy: &std::collections::HashSet<u32>) {
+        for pod in self.pods.finish(busy, false) {
             if let Some(wait_ns) = pod.wait_ns() {
                 self.pod_wait.get_or_create(&pod.payload).observe(wait_ns as f64 / 1e9);
+            }
+            if let Some(in_add_ns) = pod.dad_in_add_ns() {
+                self.pod_dad_wait
+                    .get_or_create(&pod.payload)
+                    .observe(in_add_ns as f64 / 1e9);
             }
         }
     }
@@ -316,6 +366,74 @@ mod tests {
         assert!(pods > 0);
         assert_eq!(value(&text, "dad_trace_pod_wait_seconds_count{"), pods as f64);
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// A pod's successful ADD is one CNI ADD time; once its addresses are done and a sweep
+    /// passed quietly, its DAD wait inside the ADD is one more (a failed ADD is neither).
+    #[test]
+    fn cni_adds_and_the_dad_wait_inside_them() {
+        use crate::{record::cni::TracedCall, session::CniCall};
+        let session = fixture();
+        let pod_event = session
+            .events
+            .iter()
+            .find(|event| !event.host_netns && event.outcome == Outcome::Settled)
+            .expect("a pod address")
+            .clone();
+        let metrics = Metrics::new("tracepoint", "6.18", false);
+        let add = |exit_status| TracedCall {
+            call: CniCall {
+                command: Some("ADD".into()),
+                plugin: "/opt/cni/bin/ptp".into(),
+                container_id: Some("sandbox".into()),
+                netns: Some("/run/netns/cni-1".into()),
+                ifname: Some("eth0".into()),
+                pid: 10,
+                ppid: 1,
+                start: pod_event.started() - chrono::Duration::milliseconds(20),
+                duration_ns: Some(pod_event.tentative_ns + 50_000_000),
+                exit_status: Some(exit_status),
+                exit_signal: None,
+                env_truncated: false,
+                delegates: Vec::new(),
+            },
+            netns_inode: Some(pod_event.netns_inode),
+            pod: Some(Pod {
+                namespace: Some("team-a".into()),
+                ..Pod::default()
+            }),
+        };
+        metrics.observe_call(&add(1));
+        metrics.observe(&pod_event);
+        metrics.observe_call(&add(0));
+        let text = metrics.render();
+        assert_eq!(value(&text, "dad_trace_cni_add_seconds_count{"), 1.0, "{text}");
+        let expected = (pod_event.tentative_ns + 50_000_000) as f64 / 1e9;
+        assert!(
+            (value(&text, r#"dad_trace_cni_add_seconds_sum{k8s_namespace_name="team-a"}"#) - expected).abs() < 1e-6
+        );
+        let busy = std::collections::HashSet::from([pod_event.netns_inode]);
+        metrics.sweep_pods(&busy);
+        assert_eq!(
+            value(&metrics.render(), "dad_trace_pod_dad_wait_seconds_count{"),
+            0.0,
+            "held back: not done"
+        );
+        // News since the last quiet sweep: one more sweep without any.
+        metrics.sweep_pods(&std::collections::HashSet::new());
+        assert_eq!(
+            value(&metrics.render(), "dad_trace_pod_dad_wait_seconds_count{"),
+            0.0,
+            "fresh"
+        );
+        metrics.sweep_pods(&std::collections::HashSet::new());
+        let text = metrics.render();
+        assert_eq!(value(&text, "dad_trace_pod_dad_wait_seconds_count{"), 1.0, "{text}");
+        let wait = pod_event.tentative_ns as f64 / 1e9;
+        assert!(
+            (value(&text, "dad_trace_pod_dad_wait_seconds_sum{") - wait).abs() < 1e-6,
+            "{text}"
+        );
     }
 
     #[test]

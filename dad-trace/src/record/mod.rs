@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 use chrono::Utc;
+use dad_trace_common::ProcStat;
 use tokio::sync::{Notify, mpsc};
 
 use self::{
@@ -28,7 +29,7 @@ use self::{
 use crate::{
     kernel::{
         self, Attached, BackendChoice, Kernel, VMLINUX_BTF,
-        loader::{self, LostCounter, Reading},
+        loader::{self, LostCounter, ProcStats, Reading},
     },
     node::{
         self,
@@ -40,12 +41,15 @@ use crate::{
 };
 
 pub mod clock;
+pub mod cni;
 pub mod display;
 pub mod enrich;
 pub mod filter;
+pub mod identity;
 pub mod live;
 pub mod metrics;
 mod pod_wait;
+pub mod podstart;
 pub mod recorder;
 pub mod serve;
 pub mod signals;
@@ -84,6 +88,9 @@ pub struct RecordOptions {
     pub btf: PathBuf,
     /// This program, to parse the BTF in a short-lived child (see [`kernel::btf::kernel_facts`]).
     pub facts_helper: Option<PathBuf>,
+    /// Follow CNI plugin calls (execs under these directories, beside the defaults).
+    pub cni: bool,
+    pub cni_bin_dirs: Vec<PathBuf>,
 }
 
 impl Default for RecordOptions {
@@ -108,6 +115,8 @@ impl Default for RecordOptions {
             filter: filter::Filter::default(),
             btf: VMLINUX_BTF.into(),
             facts_helper: None,
+            cni: true,
+            cni_bin_dirs: Vec::new(),
         }
     }
 }
@@ -146,15 +155,34 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     let mut signals = StopSignals::install()?;
     raise_memlock_limit();
     let kernel = Kernel::discover(&opts.btf, opts.facts_helper.as_deref())?;
-    let Attached { mut ebpf, backend } = kernel::attach(&kernel, opts.backend, opts.ring_bytes, opts.verbose)?;
+    let bin_dirs = kernel::cni_bin_dirs(&opts.cni_bin_dirs);
+    let proc_config = if opts.cni {
+        kernel.proc_config(&bin_dirs)
+    } else {
+        Err("not asked for".into())
+    };
+    let Attached {
+        mut ebpf,
+        backend,
+        procs,
+    } = kernel::attach(&kernel, opts.backend, opts.ring_bytes, opts.verbose, proc_config)?;
     loader::start_kernel_logs(&mut ebpf);
     let lost = LostCounter::take(&mut ebpf)?;
-    let mut readings = loader::spawn_reader(&mut ebpf, 256)?;
+    let proc_stats = match &procs {
+        Ok(()) => Some(ProcStats::take(&mut ebpf)?),
+        Err(why) => {
+            if opts.cni {
+                log::warn!("CNI calls are not followed: {why}");
+            }
+            None
+        }
+    };
+    let mut readings = loader::spawn_readers(&mut ebpf, 256, proc_stats.is_some())?;
     let (metrics, _server) = start_metrics(opts.serve, &kernel, backend).await?;
-    let (enricher, _refresher) = start_enricher(&opts).await?;
+    let (enricher, runtime) = start_enricher(&opts).await?;
     let mut session = Session::new(backend, kernel.release.clone(), node::hostname(), Utc::now());
     session.sysctls_start = sysctl::snapshot();
-    announce(&opts, &session);
+    announce(&opts, &session, proc_stats.as_ref().map(|_| bin_dirs.as_slice()));
 
     let (pods, interrupted) = match opts.synthetic_pods {
         Some(count) => create_synthetic_pods(count, &opts.synthetic_prefix, &mut signals).await?,
@@ -174,6 +202,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         sinks = sinks.with_live(live::Live::new(Box::new(std::io::stdout()), options));
     }
     let mut recorder = Recorder::new(enricher, sinks, Clock::now(), session);
+    if proc_stats.is_some() {
+        recorder = recorder.with_cni(bin_dirs);
+    }
     let failure = if interrupted {
         None
     } else {
@@ -181,10 +212,16 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     };
     // Whatever the kernel already sent still counts: give the reader a moment, then drain.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut session = tokio::task::block_in_place(|| {
+    tokio::task::block_in_place(|| {
         while let Ok(batch) = readings.try_recv() {
             batch.into_iter().for_each(|reading| recorder.on_reading(reading));
         }
+    });
+    if let Some(runtime) = &runtime {
+        // Containers started since the last refresh count in the pods' start.
+        runtime.refresh_now().await;
+    }
+    let mut session = tokio::task::block_in_place(|| {
         // bcc's count means exactly that many intervals: no partial one after the last.
         let counted_out = opts
             .live
@@ -194,6 +231,19 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         recorder.into_session(lost.total(), monotonic_ns())
     });
     session.sysctls_end = sysctl::snapshot();
+    if let (Some(cni), Some(stats)) = (session.cni.as_mut(), &proc_stats) {
+        cni.lost_records = [ProcStat::Lost, ProcStat::ExitLost, ProcStat::TrackFailed]
+            .into_iter()
+            .map(|stat| stats.get(stat))
+            .fold(0, u64::saturating_add);
+        cni.env_truncated = stats.get(ProcStat::EnvTruncated);
+        if cni.lost_records > 0 {
+            log::warn!(
+                "{} CNI process records lost (kernel ring buffer full or too many followed processes): calls may be missing",
+                cni.lost_records
+            );
+        }
+    }
     drop(ebpf);
     drop(pods);
     if let Some(path) = &opts.output {
@@ -270,9 +320,10 @@ fn raise_memlock_limit() {
     }
 }
 
-fn announce(opts: &RecordOptions, session: &Session) {
+fn announce(opts: &RecordOptions, session: &Session, cni_dirs: Option<&[String]>) {
+    let cni = cni_dirs.map_or_else(String::new, |dirs| format!(" and CNI calls of {}", dirs.join(", ")));
     eprintln!(
-        "Tracing IPv6 DAD with the {} backend on kernel {}. {}",
+        "Tracing IPv6 DAD with the {} backend{cni} on kernel {}. {}",
         session.backend,
         session.kernel_release,
         if opts.duration.is_some()
@@ -336,8 +387,24 @@ async fn start_metrics(
     Ok((Some(metrics), Some(AbortOnDrop(server))))
 }
 
+/// The runtime, asked in the background for sandboxes and their containers' starts.
+struct Runtime {
+    identities: Identities,
+    socket: PathBuf,
+    _refresher: AbortOnDrop,
+}
+
+impl Runtime {
+    /// One more look, as a recording ends; a runtime that does not answer is said, not fatal.
+    async fn refresh_now(&self) {
+        if let Err(e) = self.identities.refresh_now(&self.socket, Path::new("/proc")).await {
+            log::warn!("pod start times from the runtime: {e}");
+        }
+    }
+}
+
 /// The enricher, naming pods through the runtime when a CRI socket is in reach.
-async fn start_enricher(opts: &RecordOptions) -> anyhow::Result<(Enricher, Option<AbortOnDrop>)> {
+async fn start_enricher(opts: &RecordOptions) -> anyhow::Result<(Enricher, Option<Runtime>)> {
     let enricher = Enricher::new(Path::new("/proc"), Path::new(NETNS_DIR))?;
     // Synthetic pods are named by their namespace; no runtime knows them.
     let choice = if opts.synthetic_pods.is_some() && opts.cri_socket == SocketChoice::Auto {
@@ -356,6 +423,11 @@ async fn start_enricher(opts: &RecordOptions) -> anyhow::Result<(Enricher, Optio
         socket.display()
     );
     let identities = Identities::default();
-    let refresher = AbortOnDrop(identities.spawn_refresher(socket, "/proc".into()));
-    Ok((enricher.with_cri(identities, opts.resolve_wait), Some(refresher)))
+    let refresher = AbortOnDrop(identities.spawn_refresher(socket.clone(), "/proc".into()));
+    let runtime = Runtime {
+        identities: identities.clone(),
+        socket,
+        _refresher: refresher,
+    };
+    Ok((enricher.with_cri(identities, opts.resolve_wait), Some(runtime)))
 }

@@ -1,9 +1,9 @@
 //! Per-pod waits, live: a pod namespace's first address added → its last address finished,
-//! as `report` computes it from a session. A pod is done when none of its addresses is in
-//! flight and a sweep passed without a new one (its addresses may reach the sinks a little
-//! apart, after the runtime named the pod). The agent's histogram and the live views of
-//! `record` (intervals, JSON lines) each keep their own windows, with what they need of the
-//! pod as the payload.
+//! as `report` computes it from a session, and the part of it inside the pod's CNI ADD. A
+//! pod is done when none of its addresses is in flight or held for a name and a sweep passed
+//! without news (its addresses and its ADD may reach the sinks a little apart, after the
+//! runtime named the pod). The agent's histograms and the live views of `record` (intervals,
+//! JSON lines) each keep their own windows, with what they need of the pod as the payload.
 use std::{
     collections::{HashMap, HashSet},
     sync::Mutex,
@@ -13,120 +13,196 @@ use crate::session::{AddressEvent, Outcome};
 
 struct Window<T> {
     payload: T,
-    first_start_ns: i64,
-    last_end_ns: i64,
+    cookie: Option<u64>,
+    /// First address added and last finished (any outcome), when an address came.
+    addresses_ns: Option<(i64, i64)>,
     last_settled_ns: Option<i64>,
     addresses: usize,
     failed: usize,
     aborted: usize,
-    /// An address arrived since the last sweep.
+    /// The pod's successful CNI ADD, start and end.
+    add: Option<(i64, i64)>,
+    /// News since the last sweep.
     fresh: bool,
 }
 
-/// A pod whose addresses are all done: wall-clock nanoseconds since the epoch.
+impl<T> Window<T> {
+    fn new(payload: T, cookie: Option<u64>) -> Self {
+        Self {
+            payload,
+            cookie,
+            addresses_ns: None,
+            last_settled_ns: None,
+            addresses: 0,
+            failed: 0,
+            aborted: 0,
+            add: None,
+            fresh: true,
+        }
+    }
+
+    fn done(self, netns_inode: u32) -> DonePod<T> {
+        DonePod {
+            payload: self.payload,
+            netns_inode,
+            addresses_ns: self.addresses_ns,
+            last_settled_ns: self.last_settled_ns,
+            addresses: self.addresses,
+            failed: self.failed,
+            aborted: self.aborted,
+            add: self.add,
+        }
+    }
+}
+
+/// A pod whose start is over: wall-clock nanoseconds since the epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DonePod<T> {
     pub payload: T,
     pub netns_inode: u32,
-    pub first_start_ns: i64,
-    /// Its last address finished, whatever the outcome (as `report`'s per-pod delay).
-    pub last_end_ns: i64,
+    /// Its first address added and last address finished, whatever the outcome (as
+    /// `report`'s per-pod delay); `None` for a pod seen only by its ADD.
+    pub addresses_ns: Option<(i64, i64)>,
     /// Its last address settled, if one did (the agent's wait: what a CNI plugin pays).
     pub last_settled_ns: Option<i64>,
     pub addresses: usize,
     pub failed: usize,
     pub aborted: usize,
+    /// Its successful CNI ADD (the span of a chain's ADDs), when one was traced.
+    pub add: Option<(i64, i64)>,
 }
 
 impl<T> DonePod<T> {
-    /// First address added → last address finished.
+    /// First address added → last address finished (0 without addresses).
     #[must_use]
     pub fn delay_ns(&self) -> u64 {
-        u64::try_from(self.last_end_ns.saturating_sub(self.first_start_ns)).unwrap_or(0)
+        self.addresses_ns.map_or(0, |(first, last)| {
+            u64::try_from(last.saturating_sub(first)).unwrap_or(0)
+        })
     }
 
     /// First address added → last address settled; `None` when none settled.
     #[must_use]
     pub fn wait_ns(&self) -> Option<u64> {
+        let (first, _) = self.addresses_ns?;
         self.last_settled_ns
-            .map(|end| u64::try_from(end.saturating_sub(self.first_start_ns)).unwrap_or(0))
+            .map(|end| u64::try_from(end.saturating_sub(first)).unwrap_or(0))
+    }
+
+    /// The part of the wait inside the pod's ADD, when an ADD was traced (0 when no address
+    /// of it waited).
+    #[must_use]
+    pub fn dad_in_add_ns(&self) -> Option<u64> {
+        let (add_start, add_end) = self.add?;
+        Some(match self.addresses_ns.zip(self.last_settled_ns) {
+            Some(((first, _), settled)) => {
+                u64::try_from(settled.min(add_end).saturating_sub(first.max(add_start))).unwrap_or(0)
+            }
+            None => 0,
+        })
+    }
+
+    fn start_ns(&self) -> i64 {
+        self.addresses_ns
+            .map(|(first, _)| first)
+            .or(self.add.map(|(start, _)| start))
+            .unwrap_or(i64::MAX)
     }
 }
 
-type Key = (u32, Option<u64>);
-
+/// Open windows by namespace inode (a CNI call knows the inode only; a new cookie under an
+/// inode closes the window of the namespace that had it before).
 pub struct PodWindows<T> {
-    open: Mutex<HashMap<Key, Window<T>>>,
+    open: Mutex<HashMap<u32, Window<T>>>,
+    /// Windows closed early by a reused inode, returned at the next sweep.
+    closed: Mutex<Vec<DonePod<T>>>,
 }
 
 impl<T> Default for PodWindows<T> {
     fn default() -> Self {
         Self {
             open: Mutex::new(HashMap::new()),
+            closed: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl<T> PodWindows<T> {
-    /// Adds a finished address to its pod; `payload` is made for the pod's first one.
+    fn window<R>(
+        &self,
+        inode: u32,
+        cookie: Option<u64>,
+        payload: impl FnOnce() -> T,
+        change: impl FnOnce(&mut Window<T>) -> R,
+    ) -> R {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(window) = open.get(&inode)
+            && cookie.is_some()
+            && window.cookie.is_some()
+            && window.cookie != cookie
+            && let Some(window) = open.remove(&inode)
+        {
+            self.closed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(window.done(inode));
+        }
+        let window = open.entry(inode).or_insert_with(|| Window::new(payload(), cookie));
+        window.cookie = window.cookie.or(cookie);
+        window.fresh = true;
+        change(window)
+    }
+
+    /// Adds a finished address to its pod; `payload` is made for the pod's first news.
     pub fn see(&self, event: &AddressEvent, payload: impl FnOnce() -> T) {
         let Some(end_ns) = event.time.timestamp_nanos_opt() else {
             return;
         };
         let start_ns = end_ns.saturating_sub(i64::try_from(event.tentative_ns).unwrap_or(i64::MAX));
         let settled = (event.outcome == Outcome::Settled).then_some(end_ns);
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let window = open
-            .entry((event.netns_inode, event.netns_cookie))
-            .or_insert_with(|| Window {
-                payload: payload(),
-                first_start_ns: start_ns,
-                last_end_ns: end_ns,
-                last_settled_ns: None,
-                addresses: 0,
-                failed: 0,
-                aborted: 0,
-                fresh: true,
-            });
-        window.first_start_ns = window.first_start_ns.min(start_ns);
-        window.last_end_ns = window.last_end_ns.max(end_ns);
-        window.last_settled_ns = window.last_settled_ns.max(settled);
-        window.addresses += 1;
-        window.failed += usize::from(event.outcome == Outcome::Failed);
-        window.aborted += usize::from(event.outcome == Outcome::Aborted);
-        window.fresh = true;
+        self.window(event.netns_inode, event.netns_cookie, payload, |window| {
+            window.addresses_ns = Some(window.addresses_ns.map_or((start_ns, end_ns), |(first, last)| {
+                (first.min(start_ns), last.max(end_ns))
+            }));
+            window.last_settled_ns = window.last_settled_ns.max(settled);
+            window.addresses += 1;
+            window.failed += usize::from(event.outcome == Outcome::Failed);
+            window.aborted += usize::from(event.outcome == Outcome::Aborted);
+        });
     }
 
-    /// Removes the pods that are done (`in_flight` holds the namespaces with an address in
-    /// flight) and returns them; with `all`, every pod still open (the recording ends).
-    pub fn finish(&self, in_flight: &HashSet<u32>, all: bool) -> Vec<DonePod<T>> {
+    /// A pod's CNI ADD succeeded, from `start` to `end` (ns since the epoch). A pod set up by
+    /// a chain of plugins has one ADD per plugin: the window spans them.
+    pub fn see_add(&self, inode: u32, (start, end): (i64, i64), payload: impl FnOnce() -> T) {
+        self.window(inode, None, payload, |window| {
+            window.add = Some(
+                window
+                    .add
+                    .map_or((start, end), |(first, last)| (first.min(start), last.max(end))),
+            );
+        });
+    }
+
+    /// Removes the pods that are done (`busy` holds the namespaces with an address in flight
+    /// or held back) and returns them in the order they started; with `all`, every pod still
+    /// open (the recording ends).
+    pub fn finish(&self, busy: &HashSet<u32>, all: bool) -> Vec<DonePod<T>> {
+        let mut done = std::mem::take(&mut *self.closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let done_keys: Vec<Key> = open
+        let done_inodes: Vec<u32> = open
             .iter_mut()
-            .filter_map(|(key, window)| {
+            .filter_map(|(inode, window)| {
                 // Freshness is spent only on a sweep that finds the pod idle.
-                let busy = in_flight.contains(&key.0) || std::mem::take(&mut window.fresh);
-                (all || !busy).then_some(*key)
+                let busy = busy.contains(inode) || std::mem::take(&mut window.fresh);
+                (all || !busy).then_some(*inode)
             })
             .collect();
-        let mut done: Vec<DonePod<T>> = done_keys
-            .into_iter()
-            .filter_map(|key| {
-                let window = open.remove(&key)?;
-                Some(DonePod {
-                    payload: window.payload,
-                    netns_inode: key.0,
-                    first_start_ns: window.first_start_ns,
-                    last_end_ns: window.last_end_ns,
-                    last_settled_ns: window.last_settled_ns,
-                    addresses: window.addresses,
-                    failed: window.failed,
-                    aborted: window.aborted,
-                })
-            })
-            .collect();
-        // In the order they started, as `report` lists pods.
-        done.sort_by_key(|pod| (pod.first_start_ns, pod.netns_inode));
+        done.extend(
+            done_inodes
+                .into_iter()
+                .filter_map(|inode| Some(open.remove(&inode)?.done(inode))),
+        );
+        done.sort_by_key(|pod| (pod.start_ns(), pod.netns_inode));
         done
     }
 }
@@ -145,6 +221,13 @@ mod tests {
         event.tentative_ns = tentative_ms * 1_000_000;
         event.outcome = outcome;
         event
+    }
+
+    fn ms_since_base(ms: i64) -> i64 {
+        event(0, ms, 0, Outcome::Settled)
+            .time
+            .timestamp_nanos_opt()
+            .expect("representable")
     }
 
     fn waits(done: &[DonePod<&'static str>]) -> Vec<(&'static str, Option<u64>)> {
@@ -166,6 +249,7 @@ mod tests {
         assert_eq!(waits(&done), [("a", Some(1_900_000_000))]);
         assert_eq!((done[0].addresses, done[0].failed, done[0].aborted), (2, 0, 0));
         assert_eq!(done[0].delay_ns(), 1_900_000_000);
+        assert_eq!(done[0].dad_in_add_ns(), None, "no ADD traced");
         assert!(windows.finish(&HashSet::new(), false).is_empty(), "counted once");
     }
 
@@ -200,5 +284,36 @@ mod tests {
             [("a", Some(1_500_000_000))]
         );
         assert!(windows.finish(&HashSet::new(), true).is_empty());
+    }
+
+    /// The ADD started 20 ms before the first address and ended 30 ms after the last settled:
+    /// DAD's part of it is the addresses' window; an ADD with no address is no wait at all.
+    #[test]
+    fn the_wait_inside_the_add_and_a_reused_inode() {
+        let windows = PodWindows::default();
+        windows.see(&event(7, 1500, 1480, Outcome::Settled), || "a");
+        windows.see_add(7, (ms_since_base(0), ms_since_base(1530)), || "a");
+        windows.see_add(9, (ms_since_base(0), ms_since_base(40)), || "b");
+        windows.finish(&HashSet::new(), false);
+        let mut done = windows.finish(&HashSet::new(), false);
+        done.sort_by_key(DonePod::dad_in_add_ns);
+        assert_eq!(
+            done.iter()
+                .map(|pod| (pod.wait_ns(), pod.dad_in_add_ns()))
+                .collect::<Vec<_>>(),
+            [(None, Some(0)), (Some(1_480_000_000), Some(1_480_000_000))]
+        );
+        let mut first = event(5, 100, 50, Outcome::Settled);
+        first.netns_cookie = Some(1);
+        let mut second = event(5, 300, 50, Outcome::Settled);
+        second.netns_cookie = Some(2);
+        windows.see(&first, || "first");
+        windows.see(&second, || "second");
+        let done = windows.finish(&HashSet::from([5]), false);
+        assert_eq!(
+            waits(&done),
+            [("first", Some(50_000_000))],
+            "the first namespace is done"
+        );
     }
 }

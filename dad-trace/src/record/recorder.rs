@@ -6,6 +6,9 @@ use std::net::Ipv6Addr;
 
 use super::{
     clock::Clock,
+    cni::CallTracker,
+    identity::{SandboxIdentity, merge_identity},
+    podstart,
     sinks::Sinks,
     track::{Finished, Tracker},
 };
@@ -13,9 +16,10 @@ use crate::{
     kernel::{
         events::{NetnsId, Observation},
         loader::Reading,
+        procs::{Exec, ProcEvent},
     },
     node::netns::Inet6Row,
-    session::{AddressEvent, Session, Unfinished},
+    session::{AddressEvent, CniTracing, Session, Unfinished},
 };
 
 /// What the recorder needs from enrichment (on a node, the `Enricher` of `record::enrich`).
@@ -33,6 +37,15 @@ pub trait Enrich {
     fn name_late(&mut self, events: &mut [AddressEvent]);
     /// The addresses in a namespace now; `None` when it is gone.
     fn addresses(&mut self, netns: NetnsId) -> Option<Vec<Inet6Row>>;
+    /// A CNI call started: the namespace its `CNI_NETNS` names, asked while it surely exists.
+    fn call_netns(&mut self, exec: &Exec) -> Option<u32>;
+    /// What the runtime says of the sandbox with this namespace (or this id, the calls'
+    /// `CNI_CONTAINERID`): who it is, when it and its first container started.
+    fn sandbox_of(&mut self, inode: Option<u32>, sandbox_id: Option<&str>) -> Option<SandboxIdentity>;
+    /// Namespaces with finished addresses held back for a name (their pods are not done).
+    fn held_netns(&self) -> Vec<u32>;
+    /// The node's own namespace (no pod's).
+    fn host_inode(&self) -> u32;
     /// Once a second: forget what is no longer needed.
     fn tick(&mut self);
 }
@@ -101,6 +114,9 @@ struct Verdict {
 
 pub struct Recorder<E> {
     tracker: Tracker,
+    calls: CallTracker,
+    /// Whether CNI calls are followed, and how (the session's `cni`).
+    cni: Option<CniTracing>,
     enricher: E,
     sinks: Sinks,
     clock: Clock,
@@ -115,6 +131,8 @@ impl<E: Enrich> Recorder<E> {
     pub fn new(enricher: E, sinks: Sinks, clock: Clock, session: Session) -> Self {
         Self {
             tracker: Tracker::default(),
+            calls: CallTracker::default(),
+            cni: None,
             enricher,
             sinks,
             clock,
@@ -122,6 +140,16 @@ impl<E: Enrich> Recorder<E> {
             undecodable: 0,
             verdicts: Vec::new(),
         }
+    }
+
+    /// Follows CNI calls too: the kernel sends their records, from these plugin directories.
+    #[must_use]
+    pub fn with_cni(mut self, bin_dirs: Vec<String>) -> Self {
+        self.cni = Some(CniTracing {
+            bin_dirs,
+            ..CniTracing::default()
+        });
+        self
     }
 
     #[must_use]
@@ -138,10 +166,26 @@ impl<E: Enrich> Recorder<E> {
                     self.finish(&finished);
                 }
             }
+            Reading::Process(event) => self.on_process(event),
             Reading::Undecodable(e) => {
                 self.undecodable += 1;
                 log::warn!("{e}");
             }
+        }
+    }
+
+    fn on_process(&mut self, event: ProcEvent) {
+        log::trace!("{event:?}");
+        let (calls, enricher, clock) = (&mut self.calls, &mut self.enricher, self.clock);
+        let finished = calls.on_event(event, clock, |exec: &Exec| enricher.call_netns(exec));
+        if let Some(mut traced) = finished {
+            let sandbox = self
+                .enricher
+                .sandbox_of(traced.netns_inode, traced.call.container_id.as_deref());
+            if let Some(identity) = sandbox {
+                merge_identity(&mut traced.pod, identity);
+            }
+            self.sinks.accept_call(traced);
         }
     }
 
@@ -170,8 +214,13 @@ impl<E: Enrich> Recorder<E> {
             metrics.set_sysctls(&crate::node::sysctl::snapshot());
         }
         if self.sinks.follows_pods() {
-            let busy: std::collections::HashSet<u32> =
-                self.tracker.in_flight().map(|entry| entry.first.netns.inode).collect();
+            // A pod is not done while an address of it is in flight or held for a name.
+            let busy: std::collections::HashSet<u32> = self
+                .tracker
+                .in_flight()
+                .map(|entry| entry.first.netns.inode)
+                .chain(self.enricher.held_netns())
+                .collect();
             self.sinks.sweep(&busy);
         }
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
@@ -257,8 +306,21 @@ impl<E: Enrich> Recorder<E> {
             log::warn!("{} ring buffer records could not be decoded", self.undecodable);
         }
         let mut session = self.session;
-        session.events = self.sinks.into_events();
+        let (events, mut calls) = self.sinks.into_kept();
+        session.events = events;
         self.enricher.name_late(&mut session.events);
+        if let Some(mut cni) = self.cni {
+            // Calls still running: listed without an end.
+            calls.extend(self.calls.drain());
+            let enricher = &mut self.enricher;
+            let host = enricher.host_inode();
+            let (pods, without_pod) = podstart::build(&session.events, calls, host, &mut |inode, id| {
+                enricher.sandbox_of(inode, id)
+            });
+            session.pods = pods;
+            cni.calls_without_pod = without_pod;
+            session.cni = Some(cni);
+        }
         session.ended_at = self.clock.wall(now_ns).max(session.started_at);
         session.lost_events = lost_events;
         session.unfinished = self
@@ -356,6 +418,22 @@ mod tests {
 
         fn addresses(&mut self, netns: NetnsId) -> Option<Vec<Inet6Row>> {
             self.present.get(&netns).cloned()
+        }
+
+        fn call_netns(&mut self, exec: &Exec) -> Option<u32> {
+            exec.env.netns.as_ref().map(|_| POD.inode)
+        }
+
+        fn sandbox_of(&mut self, _: Option<u32>, _: Option<&str>) -> Option<SandboxIdentity> {
+            None
+        }
+
+        fn held_netns(&self) -> Vec<u32> {
+            self.held.iter().map(|event| event.netns_inode).collect()
+        }
+
+        fn host_inode(&self) -> u32 {
+            HOST.inode
         }
 
         fn tick(&mut self) {

@@ -5,8 +5,8 @@ use std::{collections::HashSet, net::Ipv6Addr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 
-pub use super::display::event_line;
-use super::{filter::Filter, live::Live, metrics::Metrics};
+pub use super::display::{call_line, event_line};
+use super::{cni::TracedCall, filter::Filter, live::Live, metrics::Metrics};
 use crate::{node::synthetic::SyntheticPod, session::AddressEvent};
 
 /// Every consumer of finished addresses; each one is optional.
@@ -17,7 +17,9 @@ pub struct Sinks {
     metrics: Option<Arc<Metrics>>,
     progress: Option<SyntheticProgress>,
     kept: Option<Vec<AddressEvent>>,
+    kept_calls: Option<Vec<TracedCall>>,
     finished: usize,
+    calls: usize,
 }
 
 impl Sinks {
@@ -27,6 +29,7 @@ impl Sinks {
     pub fn new(keep: bool) -> Self {
         Self {
             kept: keep.then(Vec::new),
+            kept_calls: keep.then(Vec::new),
             ..Self::default()
         }
     }
@@ -117,6 +120,30 @@ impl Sinks {
         }
     }
 
+    /// A finished top-level CNI call: counted in the metrics, shown, kept for the session's
+    /// pods.
+    pub fn accept_call(&mut self, traced: TracedCall) {
+        if !self.filter.admits_call(&traced) {
+            return;
+        }
+        self.calls += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_call(&traced);
+        }
+        if let Some(live) = self.live.as_mut() {
+            live.call(&traced);
+        }
+        if let Some(kept) = self.kept_calls.as_mut() {
+            kept.push(traced);
+        }
+    }
+
+    /// Finished top-level CNI calls the filter admitted.
+    #[must_use]
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
     /// Finished addresses the filter admitted, whether or not kept.
     #[must_use]
     pub fn finished(&self) -> usize {
@@ -144,6 +171,12 @@ impl Sinks {
     #[must_use]
     pub fn into_events(self) -> Vec<AddressEvent> {
         self.kept.unwrap_or_default()
+    }
+
+    /// The kept events and calls.
+    #[must_use]
+    pub fn into_kept(self) -> (Vec<AddressEvent>, Vec<TracedCall>) {
+        (self.kept.unwrap_or_default(), self.kept_calls.unwrap_or_default())
     }
 }
 

@@ -148,11 +148,19 @@ pub fn rows(comparison: &Comparison) -> Vec<Row> {
         plain("lost events", cells(&|s| s.lost_events.to_string())),
         plain("pods", cells(&|s| s.pods.len().to_string())),
     ];
-    let delay_sets: [(&str, DelaySet); 3] = [
+    let mut delay_sets: Vec<(&str, DelaySet)> = vec![
         ("tentative", |s| s.tentative),
         ("DAD", |s| s.dad),
         ("per-pod", |s| s.pod),
     ];
+    // Pod start, when a session has it: CNI ADD, DAD's wait inside it, sandbox → container.
+    if columns.iter().any(|c| c.summary.pod_start.has_start_data()) {
+        delay_sets.extend([
+            ("CNI ADD", (|s| s.pod_start.cni_add) as DelaySet),
+            ("DAD in ADD", |s| s.pod_start.dad_wait),
+            ("pod start", |s| s.pod_start.pod_start),
+        ]);
+    }
     for (name, set) in delay_sets {
         for (stat, pick) in STATS {
             let values: Vec<Option<u64>> = columns.iter().map(|c| set(&c.summary).as_ref().map(pick)).collect();
@@ -177,6 +185,19 @@ pub fn rows(comparison: &Comparison) -> Vec<Row> {
                 cells,
                 ratio,
             });
+        }
+    }
+    if columns.iter().any(|c| c.summary.pod_start.has_start_data()) {
+        type ShareOf = fn(&SessionSummary) -> Option<super::podstart::Shares>;
+        let shares: [(&str, ShareOf); 2] = [
+            ("DAD share of ADD p50", |s| s.pod_start.dad_share_of_add),
+            ("DAD share of start p50", |s| s.pod_start.dad_share_of_start),
+        ];
+        for (metric, pick) in shares {
+            rows.push(plain(
+                metric,
+                cells(&|s| pick(s).map_or_else(|| "-".to_string(), |share| format!("{:.0}%", share.p50 * 100.0))),
+            ));
         }
     }
     rows
@@ -283,6 +304,29 @@ pub fn render_text(comparison: &Comparison) -> String {
                 "slowest pods in {}: {}",
                 terminal(&column.label),
                 slowest.join(", ")
+            );
+        }
+        let slowest_starts: Vec<String> = column
+            .summary
+            .pod_start
+            .slowest
+            .iter()
+            .take(OUTLIERS)
+            .filter_map(|pod| {
+                let (what, ns) = match (pod.pod_start_ns, pod.cni_add_ns) {
+                    (Some(start), _) => ("start", start),
+                    (None, Some(add)) => ("ADD", add),
+                    (None, None) => return None,
+                };
+                Some(format!("{} {what} {}", terminal(&pod.pod), human(ns)))
+            })
+            .collect();
+        if !slowest_starts.is_empty() {
+            let _ = writeln!(
+                out,
+                "slowest pod starts in {}: {}",
+                terminal(&column.label),
+                slowest_starts.join(", ")
             );
         }
     }

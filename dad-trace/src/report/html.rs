@@ -140,6 +140,93 @@ fn bars(comparison: &Comparison) -> String {
     svg
 }
 
+/// Each session's slowest pods, one row per pod on a linear time axis from its first known
+/// moment: the pod start (sandbox created → first container), the CNI ADD, DAD (first
+/// address tentative → last settled).
+fn timelines(comparison: &Comparison) -> String {
+    let mut html = String::new();
+    for (index, column) in comparison.sessions.iter().enumerate() {
+        let pods = &column.summary.pod_start.slowest;
+        let span_ms = pods
+            .iter()
+            .flat_map(|pod| pod.timeline.iter().map(|(_, ms)| *ms))
+            .fold(0.0_f64, f64::max)
+            .max(1.0);
+        if pods.iter().all(|pod| pod.timeline.is_empty()) {
+            continue;
+        }
+        let row_height = 34.0;
+        let height = 30.0 + row_height * pods.len() as f64 + 20.0;
+        let x = |ms: f64| MARGIN + 150.0 + ms / span_ms * (WIDTH - 2.0 * MARGIN - 150.0);
+        let _ = writeln!(
+            html,
+            "<h3>{}</h3>\n<svg class=\"timeline\" id=\"timeline-{index}\" xmlns=\"http://www.w3.org/2000/svg\" \
+             width=\"{WIDTH}\" height=\"{height:.0}\" role=\"img\" aria-label=\"pod start timelines\">",
+            escape(&column.label)
+        );
+        for (tick, label) in [(0.0, "0".to_string()), (span_ms, human((span_ms * 1e6) as u64))] {
+            let _ = writeln!(
+                html,
+                "<text x=\"{:.1}\" y=\"16\" font-size=\"10\" text-anchor=\"middle\">{label}</text>",
+                x(tick)
+            );
+        }
+        for (row, pod) in pods.iter().enumerate() {
+            let y = 26.0 + row_height * row as f64;
+            let at = |what: &str| pod.timeline.iter().find(|(name, _)| *name == what).map(|(_, ms)| *ms);
+            let _ = writeln!(
+                html,
+                "<text x=\"{MARGIN}\" y=\"{:.1}\" font-size=\"11\">{}</text>",
+                y + 14.0,
+                escape(&pod.pod)
+            );
+            let bars = [
+                (
+                    "start-bar",
+                    "#bbbbbb",
+                    "pod start",
+                    at("sandbox created"),
+                    at("container started"),
+                    0.0,
+                ),
+                ("add-bar", "#1f77b4", "CNI ADD", at("ADD start"), at("ADD end"), 8.0),
+                (
+                    "dad-bar",
+                    "#d62728",
+                    "DAD",
+                    at("first tentative"),
+                    at("last settled"),
+                    16.0,
+                ),
+            ];
+            for (class, color, what, from, to, offset) in bars {
+                let (Some(from), Some(to)) = (from, to) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    html,
+                    "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"7\" fill=\"{color}\">\
+                     <title>{}: {what} {}</title></rect>",
+                    x(from),
+                    y + offset,
+                    (x(to) - x(from)).max(1.0),
+                    escape(&pod.pod),
+                    human(((to - from) * 1e6) as u64)
+                );
+            }
+        }
+        html.push_str("</svg>\n");
+    }
+    if !html.is_empty() {
+        html.insert_str(
+            0,
+            "<h2>Slowest pod starts</h2>\n<p>Grey: sandbox created → first container started; blue: CNI ADD; \
+             red: DAD (first address tentative → last settled).</p>\n",
+        );
+    }
+    html
+}
+
 /// The comparison table, from the same rows as the text and markdown tables.
 fn table(comparison: &Comparison) -> String {
     let multi = comparison.sessions.len() > 1;
@@ -195,6 +282,7 @@ pub fn render(comparison: &Comparison) -> String {
         });
         html.push_str("</ul>\n");
     }
+    html.push_str(&timelines(comparison));
     html.push_str("<h2>Pods</h2>\n");
     html.push_str(&bars(comparison));
     html.push_str("</body></html>\n");
@@ -205,6 +293,39 @@ pub fn render(comparison: &Comparison) -> String {
 mod tests {
     use super::*;
     use crate::report::compare::compare;
+
+    /// Each slow pod's start drawn to scale: the ADD inside the pod start, DAD inside the
+    /// ADD; a hostile pod name stays text.
+    #[test]
+    fn slow_pods_have_their_timeline_drawn() {
+        let mut before = crate::report::compare::tests::session("node-a", &[1500, 1800], "0");
+        before.pods = vec![
+            crate::report::podstart::tests::pod(1, 1950, 1900),
+            crate::report::podstart::tests::pod(2, 1500, 1400),
+        ];
+        before.pods[1].netns_name = Some("<script>".into());
+        before.pods[1].pod = None;
+        let mut after = crate::report::compare::tests::session("node-a", &[1, 2], "1");
+        after.pods = vec![crate::report::podstart::tests::pod(3, 40, 0)];
+        let page = render(&compare(&[("before".into(), before), ("after".into(), after)]));
+        assert!(page.contains("<h2>Slowest pod starts</h2>"));
+        assert_eq!(page.matches("class=\"timeline\"").count(), 2);
+        assert_eq!(page.matches("class=\"add-bar\"").count(), 3);
+        assert_eq!(page.matches("class=\"start-bar\"").count(), 3);
+        assert_eq!(
+            page.matches("class=\"dad-bar\"").count(),
+            3,
+            "a 0 ms DAD is drawn 1 px wide"
+        );
+        assert!(page.contains("&lt;script&gt;") && !page.contains("<script>"));
+        // The ADD bar of web-1 (10 ms → 1960 ms of a 2010 ms start) lies inside its start bar.
+        let bar = |class: &str| {
+            let at = page.find(&format!("class=\"{class}\" x=\"")).expect("bar") + class.len() + 12;
+            page[at..].split('"').next().expect("x").parse::<f64>().expect("number")
+        };
+        assert!(bar("start-bar") < bar("add-bar") && bar("add-bar") < bar("dad-bar"));
+        assert!(page.contains("<td>CNI ADD p50</td>") && page.contains("<td>DAD share of ADD p50</td>"));
+    }
 
     #[test]
     fn page_is_self_contained_with_both_charts() {
@@ -252,6 +373,7 @@ mod tests {
         });
         assert!(handler.is_none(), "an event handler in the page: on{handler:?}");
         assert!(page.contains("devconf_inherit_init_net</code>: 0 → 1"));
+        assert!(!page.contains("Slowest pod starts"), "no pods[]: no timelines");
         let rows = page.matches("<tr>").count();
         // A hostile host name (a `|`, a newline, an escape) changes no row or column.
         let mut hostile = crate::report::compare::tests::session("a|b\nc\u{1b}[2J", &[1500], "0");

@@ -4,13 +4,16 @@ use anyhow::Context as _;
 
 use crate::session::Session;
 
-/// One session from several (e.g. one per node): events, lost counts and unfinished
-/// addresses are combined; the first session's backend and kernel head the result.
+/// One session from several (e.g. one per node): events, pods, CNI counts, lost counts and
+/// unfinished addresses are combined; the first session's backend and kernel head the result.
 pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
     anyhow::ensure!(!sessions.is_empty(), "nothing to merge");
     for session in &mut sessions {
         for event in &mut session.events {
             event.node.get_or_insert_with(|| session.hostname.clone());
+        }
+        for pod in &mut session.pods {
+            pod.node.get_or_insert_with(|| session.hostname.clone());
         }
     }
     let mut merged = sessions.remove(0);
@@ -28,8 +31,26 @@ pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
         })?;
         merged.events.extend(session.events);
         merged.unfinished.extend(session.unfinished);
+        merged.pods.extend(session.pods);
+        merged.cni = match (merged.cni.take(), session.cni) {
+            (Some(mut first), Some(other)) => {
+                first.lost_records = first.lost_records.saturating_add(other.lost_records);
+                first.env_truncated = first.env_truncated.saturating_add(other.env_truncated);
+                first.calls_without_pod.extend(other.calls_without_pod);
+                for dir in other.bin_dirs {
+                    if !first.bin_dirs.contains(&dir) {
+                        first.bin_dirs.push(dir);
+                    }
+                }
+                Some(first)
+            }
+            (first, other) => first.or(other),
+        };
     }
     merged.events.sort_by_key(|event| event.time);
+    merged
+        .pods
+        .sort_by_key(|pod| pod.timeline.add_start.or(pod.timeline.first_tentative));
     Ok(merged)
 }
 

@@ -8,6 +8,7 @@ pub mod gate;
 pub mod html;
 pub mod markdown;
 pub mod merge;
+pub mod podstart;
 pub mod significance;
 pub mod summary;
 pub mod text;

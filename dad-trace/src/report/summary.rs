@@ -83,6 +83,8 @@ pub struct SessionSummary {
     pub dad: Option<Summary>,
     pub pod: Option<Summary>,
     pub pods: Vec<PodDelay>,
+    /// CNI ADD, DAD wait inside it, pod start and DAD's share, from the session's `pods[]`.
+    pub pod_start: super::podstart::PodStartSummary,
 }
 
 pub(crate) fn settled_values(events: &[AddressEvent], pick: impl Fn(&AddressEvent) -> Option<u64>) -> Vec<u64> {
@@ -115,6 +117,7 @@ pub fn summarize(session: &Session) -> SessionSummary {
         dad: Delays::from_values(settled_values(events, |e| e.dad_ns)).summary(),
         pod: Delays::from_values(pods.iter().map(|pod| pod.delay_ns)).summary(),
         pods,
+        pod_start: super::podstart::summarize(session),
     }
 }
 

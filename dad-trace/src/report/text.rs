@@ -80,6 +80,7 @@ pub fn render_text_in(session: &Session, per_pod: bool, unit: Option<Unit>) -> S
         &pod_values,
         unit,
     );
+    out.push_str(&super::podstart::render_text(&summary.pod_start));
     if per_pod && !summary.pods.is_empty() {
         let names: Vec<_> = summary.pods.iter().map(|pod| terminal(&pod.pod)).collect();
         let width = names.iter().map(|name| name.chars().count()).max().unwrap_or(3).max(3);

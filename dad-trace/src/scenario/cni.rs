@@ -63,8 +63,11 @@ impl Plugin {
     }
 }
 
-pub fn cni(plugin: Plugin, command: &str, cni_dir: &Path, config: &str, name: &str) -> anyhow::Result<()> {
+/// Runs one CNI call as a runtime does and returns its wall time, measured as a runtime sees
+/// it: from just before the plugin is spawned to its exit reaped.
+pub fn cni(plugin: Plugin, command: &str, cni_dir: &Path, config: &str, name: &str) -> anyhow::Result<u64> {
     let binary = plugin.binary().context("not a CNI plugin")?;
+    let started = std::time::Instant::now();
     let mut child = Command::new(cni_dir.join(binary))
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", name)
@@ -82,6 +85,7 @@ pub fn cni(plugin: Plugin, command: &str, cni_dir: &Path, config: &str, name: &s
         .context("plugin stdin")?
         .write_all(config.as_bytes())?;
     let output = child.wait_with_output()?;
+    let wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     if !output.status.success() {
         bail!(
             "CNI {command} {name} with {binary} failed: {} {}",
@@ -89,7 +93,7 @@ pub fn cni(plugin: Plugin, command: &str, cni_dir: &Path, config: &str, name: &s
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(())
+    Ok(wall_ns)
 }
 
 pub async fn remove_bridge() {

@@ -1,9 +1,15 @@
 //! What each phase must show, judged per pod against the ADD time the scenario measured.
 use super::{
     PhaseResult, PodRun,
+    cni::Plugin,
     phases::{AFTER, BEFORE, Gate},
 };
 use crate::{hist::human, report::gate};
+
+/// The CNI ADD dad-trace traces from the kernel (the plugin forked → its last thread exited)
+/// against the scenario's own wall time of the call (spawn → reaped): they differ by the
+/// fork-to-spawn and exit-to-reap edges, well under a millisecond on hardware.
+pub const ADD_AGREEMENT_MS: u64 = 5;
 
 /// What an ADD typically costs without DAD: the median ADD of a phase where DAD is gone
 /// (the plugin's own work; a TCG guest spends hundreds of ms there). The median, not the
@@ -25,6 +31,9 @@ pub fn apply_gates(results: &mut [PhaseResult], extra_slack_ms: u64) {
     let baseline = add_baseline_ns(results) + extra_slack_ms * 1_000_000;
     for result in results.iter_mut() {
         result.problems = check(result.gate, &result.pods, baseline);
+        if result.plugin != Plugin::Veth {
+            result.problems.extend(check_add_agreement(&result.pods));
+        }
         if result.doctor != result.expected_doctor {
             result.problems.push(format!(
                 "doctor said {:?}, expected {:?}",
@@ -34,7 +43,14 @@ pub fn apply_gates(results: &mut [PhaseResult], extra_slack_ms: u64) {
     }
     let position = |name: &str| results.iter().position(|result| result.phase == name);
     if let (Some(before), Some(after)) = (position(BEFORE), position(AFTER)) {
-        let verdict = gate::POD_START.check(&results[before].session, &results[after].session);
+        // Where a CNI plugin set the pods up, the gate looks at its ADD times too (as the
+        // kind job's does).
+        let before_after = if results[after].plugin == Plugin::Veth {
+            gate::POD_START
+        } else {
+            gate::POD_START_WITH_CNI
+        };
+        let verdict = before_after.check(&results[before].session, &results[after].session);
         let problems = verdict
             .problems
             .iter()
@@ -42,6 +58,26 @@ pub fn apply_gates(results: &mut [PhaseResult], extra_slack_ms: u64) {
         results[after].problems.extend(problems);
         results[after].before_after = Some(verdict);
     }
+}
+
+/// Every pod's ADD traced, within [`ADD_AGREEMENT_MS`] of the scenario's own time of it.
+fn check_add_agreement(pods: &[PodRun]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for pod in pods {
+        match (pod.cni_add_ns, pod.traced_cni_add_ns) {
+            (Some(measured), Some(traced)) if measured.abs_diff(traced) > ADD_AGREEMENT_MS * 1_000_000 => {
+                problems.push(format!(
+                    "{}: traced CNI ADD {} vs measured {} (must agree within {ADD_AGREEMENT_MS} ms)",
+                    pod.name,
+                    human(traced),
+                    human(measured)
+                ));
+            }
+            (Some(_), None) => problems.push(format!("{}: dad-trace traced no CNI ADD", pod.name)),
+            _ => {}
+        }
+    }
+    problems
 }
 
 fn check(gate: Gate, pods: &[PodRun], baseline_ns: u64) -> Vec<String> {
@@ -86,7 +122,32 @@ mod tests {
             name: name.into(),
             add_ns: add_ms * 1_000_000,
             traced_ns: traced_ms.map(|ms| ms * 1_000_000),
+            cni_add_ns: None,
+            traced_cni_add_ns: None,
         }
+    }
+
+    #[test]
+    fn traced_adds_must_agree_with_the_measured_ones() {
+        let pod = |measured_us: u64, traced_us: Option<u64>| PodRun {
+            cni_add_ns: Some(measured_us * 1000),
+            traced_cni_add_ns: traced_us.map(|us| us * 1000),
+            ..run("a", 2000, Some(1900))
+        };
+        assert!(check_add_agreement(&[pod(1_950_000, Some(1_948_700))]).is_empty());
+        assert_eq!(
+            check_add_agreement(&[pod(1_950_000, Some(1_944_900))]).len(),
+            1,
+            "5.1 ms apart"
+        );
+        assert_eq!(
+            check_add_agreement(&[pod(40_000, None)]),
+            ["a: dad-trace traced no CNI ADD"]
+        );
+        assert!(
+            check_add_agreement(&[run("veth", 10, Some(1))]).is_empty(),
+            "no CNI plugin"
+        );
     }
 
     #[test]

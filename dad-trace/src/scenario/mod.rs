@@ -44,9 +44,22 @@ pub mod render;
 #[derive(Clone, Debug, Serialize)]
 pub struct PodRun {
     pub name: String,
+    /// The whole setup: namespace, then the CNI ADD (or veth and address, then the wait).
     pub add_ns: u64,
     /// dad-trace's per-pod delay (first tentative address → last settled), if it saw any.
     pub traced_ns: Option<u64>,
+    /// The CNI ADD alone, as the scenario timed it (spawn → reaped), with a CNI plugin.
+    pub cni_add_ns: Option<u64>,
+    /// The same ADD as dad-trace traced it from the kernel (the session's `cni_add_ns`).
+    pub traced_cni_add_ns: Option<u64>,
+}
+
+impl PodRun {
+    /// |measured − traced| ADD time, when both are known.
+    #[must_use]
+    pub fn add_difference_ns(&self) -> Option<u64> {
+        Some(self.cni_add_ns?.abs_diff(self.traced_cni_add_ns?))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +73,8 @@ pub struct PhaseResult {
     pub pods: Vec<PodRun>,
     pub add: Option<Summary>,
     pub traced: Option<Summary>,
+    /// |measured − traced| CNI ADD time over the pods (a CNI plugin only).
+    pub add_agreement: Option<Summary>,
     /// Gate violations, empty when the phase tells the expected story.
     pub problems: Vec<String>,
     /// On the "after" phase: the before/after gate the kind CI job applies too.
@@ -107,6 +122,7 @@ pub async fn run_phase(
         // The scenario names its own namespaces; no runtime knows them.
         cri_socket: SocketChoice::Off,
         stop: Some(stop.clone()),
+        cni_bin_dirs: vec![opts.cni_dir.clone()],
         ..RecordOptions::default()
     });
     let prefix = format!("{}{}-", opts.prefix, phase.name.chars().next().unwrap_or('p'));
@@ -145,11 +161,17 @@ pub async fn run_phase(
     let traced = pod_delays(&session.events);
     let runs: Vec<PodRun> = pods
         .iter()
-        .filter_map(|(_, name, add_ns)| Some((name, (*add_ns)?)))
-        .map(|(name, add_ns)| PodRun {
-            name: name.clone(),
+        .filter_map(|added| Some((added, added.add_ns?)))
+        .map(|(added, add_ns)| PodRun {
+            name: added.name.clone(),
             add_ns,
-            traced_ns: traced.iter().find(|pod| &pod.pod == name).map(|pod| pod.delay_ns),
+            traced_ns: traced.iter().find(|pod| pod.pod == added.name).map(|pod| pod.delay_ns),
+            cni_add_ns: added.cni_add_ns,
+            traced_cni_add_ns: session
+                .pods
+                .iter()
+                .find(|pod| pod.netns_name.as_deref() == Some(added.name.as_str()))
+                .and_then(|pod| pod.cni_add_ns),
         })
         .collect();
     let doctor = tokio::task::block_in_place(|| diagnose(&audit(Path::new(NETNS_DIR))).verdict);
@@ -164,6 +186,7 @@ pub async fn run_phase(
         expected_doctor: phase.doctor,
         add: Delays::from_values(runs.iter().map(|run| run.add_ns)).summary(),
         traced: Delays::from_values(runs.iter().filter_map(|run| run.traced_ns)).summary(),
+        add_agreement: Delays::from_values(runs.iter().filter_map(PodRun::add_difference_ns)).summary(),
         problems: Vec::new(),
         before_after: None,
         pods: runs,

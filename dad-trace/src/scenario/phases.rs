@@ -83,6 +83,9 @@ pub struct Listing {
     /// The phases the before/after gate compares.
     pub before: &'static str,
     pub after: &'static str,
+    /// The `dad-trace gate` flags that gate on CNI ADD time as the scenario does with a CNI
+    /// plugin.
+    pub cni_gate_flags: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,6 +108,7 @@ pub fn listing() -> Listing {
             .collect(),
         before: BEFORE,
         after: AFTER,
+        cni_gate_flags: crate::report::gate::POD_START_WITH_CNI.cni_flags(),
     }
 }
 

@@ -35,6 +35,15 @@ pub(super) enum Pod {
     Veth(#[expect(dead_code, reason = "held for its Drop, which removes the namespace")] SyntheticPod),
 }
 
+/// One pod set up: its namespace name, the whole setup time (namespace and ADD; `None` for
+/// the untimed warm-up pod) and the CNI ADD's own wall time (a CNI plugin only).
+pub(super) struct Added {
+    pub pod: Pod,
+    pub name: String,
+    pub add_ns: Option<u64>,
+    pub cni_add_ns: Option<u64>,
+}
+
 /// Sets up `count` pods one after another, timing each; stops early when `cancelled`.
 pub(super) fn add_pods(
     plugin: Plugin,
@@ -44,19 +53,25 @@ pub(super) fn add_pods(
     count: usize,
     cancelled: &AtomicBool,
     progress: &super::progress::PodProgress,
-) -> anyhow::Result<Vec<(Pod, String, Option<u64>)>> {
-    let add_cni = |config: &str, name: &str| -> anyhow::Result<Pod> {
+) -> anyhow::Result<Vec<Added>> {
+    let add_cni = |config: &str, name: &str| -> anyhow::Result<(Pod, u64)> {
         let netns = NamedNetns::create(Path::new(NETNS_DIR), name)?;
         // On failure the namespace is dropped, and its interfaces with it.
-        cni(plugin, "ADD", cni_dir, config, name)?;
-        Ok(Pod::Cni(netns))
+        let wall_ns = cni(plugin, "ADD", cni_dir, config, name)?;
+        Ok((Pod::Cni(netns), wall_ns))
     };
     let mut pods = Vec::new();
     if let Some(config) = config {
         // The first sandbox of a phase pays for cold caches (plugin binaries, IPAM store,
         // the tracer's first lookups): set one up untimed, as a warm node would have.
         let name = format!("{prefix}warm");
-        pods.push((add_cni(config, &name)?, name, None));
+        let (pod, _) = add_cni(config, &name)?;
+        pods.push(Added {
+            pod,
+            name,
+            add_ns: None,
+            cni_add_ns: None,
+        });
     }
     for index in 0..count {
         if cancelled.load(Ordering::Relaxed) {
@@ -64,23 +79,29 @@ pub(super) fn add_pods(
         }
         let name = format!("{prefix}{index}");
         let started = Instant::now();
-        let pod = if let Some(config) = config {
-            add_cni(config, &name)?
+        let (pod, cni_add_ns) = if let Some(config) = config {
+            let (pod, wall_ns) = add_cni(config, &name)?;
+            (pod, Some(wall_ns))
         } else {
             let pod = SyntheticPod::create(prefix, index)?;
             settle(pod.netns.path())?;
-            Pod::Veth(pod)
+            (Pod::Veth(pod), None)
         };
         let add_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        pods.push((pod, name, Some(add_ns)));
+        pods.push(Added {
+            pod,
+            name,
+            add_ns: Some(add_ns),
+            cni_add_ns,
+        });
         progress.pod_done();
     }
     Ok(pods)
 }
 
 /// Tears pods down (CNI DEL first, so IPAM releases its addresses).
-pub(super) fn remove_pods(plugin: Plugin, cni_dir: &Path, config: Option<&str>, pods: Vec<(Pod, String, Option<u64>)>) {
-    for (pod, name, _) in pods {
+pub(super) fn remove_pods(plugin: Plugin, cni_dir: &Path, config: Option<&str>, pods: Vec<Added>) {
+    for Added { pod, name, .. } in pods {
         if let (Pod::Cni(_), Some(config)) = (&pod, config)
             && let Err(e) = cni(plugin, "DEL", cni_dir, config, &name)
         {

@@ -87,6 +87,18 @@ pub fn table(results: &[PhaseResult]) -> String {
             }
         );
     }
+    for result in results {
+        if let Some(agreement) = result.add_agreement {
+            let _ = writeln!(
+                out,
+                "{}: traced vs measured CNI ADD, {} pods: difference p50 {}, max {}",
+                result.phase,
+                agreement.count,
+                human(agreement.p50_ns),
+                human(agreement.max_ns)
+            );
+        }
+    }
     let baseline = add_baseline_ns(results);
     if baseline > 0 {
         let _ = writeln!(

@@ -207,6 +207,41 @@ fn validate(path: &Path, session: &Session) -> Result<(), SessionError> {
     if session.ended_at < session.started_at {
         return Err(invalid("ended_at".into(), "the session ends before it starts".into()));
     }
+    for (index, pod) in session.pods.iter().enumerate() {
+        if let (Some(dad), Some(add)) = (pod.dad_wait_ns, pod.cni_add_ns)
+            && dad > add
+        {
+            return Err(invalid(
+                format!("pods[{index}].dad_wait_ns"),
+                "the DAD wait inside the ADD cannot outlast the ADD".into(),
+            ));
+        }
+        check_calls(&pod.cni_calls, &format!("pods[{index}].cni_calls"), true).map_err(|(at, why)| invalid(at, why))?;
+    }
+    if let Some(cni) = &session.cni {
+        check_calls(&cni.calls_without_pod, "cni.calls_without_pod", true).map_err(|(at, why)| invalid(at, why))?;
+    }
+    Ok(())
+}
+
+/// Calls end at a time (start + duration is a date), and delegates have none of their own
+/// (the list is flat: the tree is in `ppid`).
+fn check_calls(calls: &[super::CniCall], at: &str, top: bool) -> Result<(), (String, String)> {
+    for (index, call) in calls.iter().enumerate() {
+        if call.duration_ns.is_some() && call.end().is_none() {
+            return Err((
+                format!("{at}[{index}].duration_ns"),
+                "start + duration is not a time (more than 292 years)".into(),
+            ));
+        }
+        if !top && !call.delegates.is_empty() {
+            return Err((
+                format!("{at}[{index}].delegates"),
+                "a delegate lists no delegates of its own (the list is flat)".into(),
+            ));
+        }
+        check_calls(&call.delegates, &format!("{at}[{index}].delegates"), false)?;
+    }
     Ok(())
 }
 

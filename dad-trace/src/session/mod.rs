@@ -5,10 +5,14 @@ use std::{collections::BTreeMap, net::Ipv6Addr};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use self::file::{MAX_FILE_BYTES, SessionError};
+pub use self::{
+    file::{MAX_FILE_BYTES, SessionError},
+    pods::{CniCall, CniTracing, PodStart, Timeline},
+};
 pub use crate::kernel::Backend;
 
 pub mod file;
+pub mod pods;
 
 /// Marks a JSON document as a dad-trace session.
 pub const FORMAT: &str = "dad-trace-session";
@@ -180,6 +184,13 @@ pub struct Session {
     pub sysctls_start: BTreeMap<String, String>,
     #[serde(default)]
     pub sysctls_end: BTreeMap<String, String>,
+    /// Pod start per pod namespace: CNI calls, timeline, DAD's share (see [`pods`]).
+    #[serde(default)]
+    pub pods: Vec<PodStart>,
+    /// How CNI calls were followed; null when they were not (older sessions, or a kernel
+    /// without the fields the programs read).
+    #[serde(default)]
+    pub cni: Option<CniTracing>,
 }
 
 impl Session {
@@ -199,6 +210,8 @@ impl Session {
             unfinished: Vec::new(),
             sysctls_start: BTreeMap::new(),
             sysctls_end: BTreeMap::new(),
+            pods: Vec::new(),
+            cni: None,
         }
     }
 }

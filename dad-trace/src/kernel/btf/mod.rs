@@ -2,7 +2,7 @@
 //! [`Config`]. Nothing is hard-coded for one kernel.
 use std::path::{Path, PathBuf};
 
-use dad_trace_common::Config;
+use dad_trace_common::{Config, ProcConfig};
 
 use self::raw::{Btf, Kind};
 use crate::error::Refusal;
@@ -45,6 +45,9 @@ pub struct KernelFacts {
     /// program on that tracepoint is loaded against (absent: the raw tracepoint is used).
     #[serde(default)]
     pub queue_work_btf_id: Option<u32>,
+    /// Offsets of the CNI call programs (path prefixes left empty), or why this kernel's
+    /// layout does not have them: DAD is traced either way.
+    pub proc: Result<ProcConfig, String>,
 }
 
 /// The kernel facts, parsed by `helper` (this binary, `kernel-facts`) in a child process
@@ -79,7 +82,17 @@ pub fn read_facts(path: &Path) -> Result<KernelFacts, Refusal> {
 pub const QUEUE_WORK_TYPEDEF: &str = "btf_trace_workqueue_queue_work";
 
 /// The structs whose members the programs read.
-const STRUCTS: &[&str] = &["inet6_ifaddr", "work_struct", "inet6_dev", "net_device", "net"];
+const STRUCTS: &[&str] = &[
+    "inet6_ifaddr",
+    "work_struct",
+    "inet6_dev",
+    "net_device",
+    "net",
+    "task_struct",
+    "signal_struct",
+    "mm_struct",
+    "linux_binprm",
+];
 
 /// Read BTF of one kernel, with the ids of the structs and functions dad-trace looks at.
 pub struct KernelTypes {
@@ -125,6 +138,7 @@ impl KernelTypes {
     pub fn facts(&self) -> Result<KernelFacts, BtfError> {
         Ok(KernelFacts {
             config: self.config(0)?,
+            proc: self.proc_config().map_err(|e| e.to_string()),
             functions: super::probes::KERNEL_FUNCTIONS
                 .iter()
                 .filter(|name| self.has_function(name))
@@ -180,5 +194,49 @@ impl KernelTypes {
             net_cookie: self.sized("net", "net_cookie", 8).unwrap_or(Config::ABSENT),
             reserved: 0,
         })
+    }
+
+    /// What the exec and exit programs read. `mm_struct`'s fields sit in an anonymous struct
+    /// on 6.x kernels: the resolver walks into anonymous members.
+    pub fn proc_config(&self) -> Result<ProcConfig, BtfError> {
+        let pointer = size_of::<u64>();
+        Ok(ProcConfig {
+            task_mm: self.sized("task_struct", "mm", pointer)?,
+            task_real_parent: self.sized("task_struct", "real_parent", pointer)?,
+            task_tgid: self.sized("task_struct", "tgid", 4)?,
+            task_exit_code: self.sized("task_struct", "exit_code", 4)?,
+            task_signal: self.sized("task_struct", "signal", pointer)?,
+            task_start_time: self.sized("task_struct", "start_time", 8)?,
+            signal_live: self.sized("signal_struct", "live", 4)?,
+            mm_env_start: self.sized("mm_struct", "env_start", 8)?,
+            mm_env_end: self.sized("mm_struct", "env_end", 8)?,
+            bprm_filename: self.sized("linux_binprm", "filename", pointer)?,
+            ..ProcConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offsets the CNI programs read, from this machine's BTF: `mm_struct.env_*` live in an
+    /// anonymous struct there, which a resolver that stops at named members misses.
+    #[test]
+    fn process_offsets_resolve_through_anonymous_members() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            crate::test_skip::skip(
+                "process_offsets_resolve_through_anonymous_members",
+                "no kernel BTF here",
+            );
+            return;
+        }
+        let types = KernelTypes::load(path).expect("kernel BTF parses");
+        let proc = types.proc_config().expect("every field found");
+        assert_eq!(proc.mm_env_end, proc.mm_env_start + 8, "env_end follows env_start");
+        assert_eq!(proc.signal_live, 4, "signal_struct.live follows sigcnt");
+        assert!(proc.task_mm > 0 && proc.task_real_parent > proc.task_mm, "{proc:?}");
+        assert!(proc.bprm_filename > 0);
     }
 }

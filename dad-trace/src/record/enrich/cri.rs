@@ -4,7 +4,7 @@
 //! DAD runs while the CNI plugin sets the sandbox up, before the runtime lists it, so
 //! identities are refreshed in the background and looked up again later (see `record`).
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
@@ -15,6 +15,9 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{ListPodSandboxRequest, PodSandboxStatusRequest, runtime_service_client::RuntimeServiceClient};
 use tokio::{net::UnixStream, sync::Notify};
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::cri_starts::{first_starts, time_of};
+use crate::record::identity::SandboxIdentity;
 
 /// Where containerd and CRI-O listen by default.
 pub const DEFAULT_SOCKETS: &[&str] = &[
@@ -81,17 +84,6 @@ impl SocketChoice {
             Self::Auto => Ok(DEFAULT_SOCKETS.iter().map(PathBuf::from).find(|path| path.exists())),
         }
     }
-}
-
-/// A pod sandbox as the runtime names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SandboxIdentity {
-    pub sandbox_id: String,
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub netns_path: Option<PathBuf>,
-    pub pid: Option<u32>,
 }
 
 /// The network namespace path and sandbox process from a verbose `PodSandboxStatus` info
@@ -195,7 +187,22 @@ impl CriClient {
                 uid: metadata.uid,
                 netns_path,
                 pid,
+                created_at: time_of(sandbox.created_at),
+                first_container_started: None,
             });
+        }
+        let waiting: HashSet<String> = identities
+            .iter()
+            .filter(|identity| identity.first_container_started.is_none())
+            .map(|identity| identity.sandbox_id.clone())
+            .collect();
+        let firsts = first_starts(&mut self.client, &waiting)
+            .await
+            .map_err(|source| self.call_error("ListContainers/ContainerStatus", source))?;
+        for identity in &mut identities {
+            if let Some(started) = firsts.get(&identity.sandbox_id) {
+                identity.first_container_started = Some(*started);
+            }
         }
         Ok(identities)
     }
@@ -253,6 +260,18 @@ impl Identities {
         let identity = table.by_inode.get(&inode)?;
         let listed = table.last_listed.get(&identity.sandbox_id)?;
         (Some(*listed) == table.latest || *listed >= first_seen).then(|| identity.clone())
+    }
+
+    /// The sandbox the runtime gave this id (the `CNI_CONTAINERID` of its CNI calls).
+    #[must_use]
+    pub fn by_sandbox_id(&self, id: &str) -> Option<SandboxIdentity> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    /// Lists sandboxes and their containers' starts now, on a connection of its own (the end
+    /// of a recording: containers started since the last refresh count).
+    pub async fn refresh_now(&self, socket: &Path, proc_root: &Path) -> Result<(), CriError> {
+        self.refresh_once(&mut None, socket, proc_root).await
     }
 
     /// Asks the refresher to list sandboxes now (a namespace was seen that it does not know).
@@ -398,11 +417,14 @@ mod tests {
             uid: "uid-1".into(),
             netns_path: Some(netns.clone()),
             pid: None,
+            created_at: None,
+            first_container_started: None,
         };
         let seen = Instant::now();
         let identities = Identities::default();
         identities.update(vec![identity.clone()], dir.path());
-        assert_eq!(identities.get(inode, seen), Some(identity));
+        assert_eq!(identities.get(inode, seen), Some(identity.clone()));
+        assert_eq!(identities.by_sandbox_id("abc"), Some(identity));
         // The runtime stops listing the sandbox and its namespace is gone: still known, for
         // the namespace dad-trace saw while the sandbox was listed.
         std::fs::remove_file(&netns).expect("remove");

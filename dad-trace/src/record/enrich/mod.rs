@@ -18,25 +18,31 @@ use std::{
 use anyhow::Context as _;
 
 use self::{
-    cri::{Identities, SandboxIdentity},
+    cri::Identities,
     holders::HolderIndex,
     netlink::{HostLinks, Requests},
     netns::{NetnsBook, NetnsInfo},
 };
-use super::recorder::Enrich;
+use super::{
+    identity::{SandboxIdentity, merge_identity},
+    recorder::Enrich,
+};
 use crate::{
-    kernel::events::NetnsId,
+    kernel::{events::NetnsId, procs::Exec},
     node::netns::{Inet6Row, addresses_in},
-    session::{AddressEvent, Outcome, Peer, Pod},
+    session::{AddressEvent, Outcome, Peer},
 };
 
+pub mod cni;
 pub mod cri;
+pub mod cri_starts;
 pub mod holders;
 pub mod netlink;
 pub mod netns;
 pub mod proc;
 
 pub struct Enricher {
+    proc_root: PathBuf,
     /// The host's namespace, as this process sees it.
     host_handle: PathBuf,
     host_inode: u32,
@@ -50,18 +56,6 @@ pub struct Enricher {
     ready: Vec<AddressEvent>,
     resolve_wait: Duration,
     holders: Option<HolderIndex>,
-}
-
-/// Puts what the runtime says about a sandbox into an event's pod (it outranks cgroup paths).
-pub fn merge_identity(pod: &mut Option<Pod>, identity: SandboxIdentity) {
-    let pod = pod.get_or_insert_with(Pod::default);
-    pod.namespace = Some(identity.namespace);
-    pod.name = Some(identity.name);
-    pod.uid = Some(identity.uid);
-    pod.container_id = Some(identity.sandbox_id);
-    if pod.pid.is_none() {
-        pod.pid = identity.pid;
-    }
 }
 
 fn unnamed(event: &AddressEvent) -> bool {
@@ -78,6 +72,7 @@ impl Enricher {
         let mut requests = Requests::open().context("route netlink (veth peers)")?;
         let links = HostLinks::follow(&mut requests).context("follow the host's links")?;
         Ok(Self {
+            proc_root: proc_root.into(),
             book: NetnsBook::new(proc_root, netns_dir, host_inode),
             host_handle,
             host_inode,
@@ -289,6 +284,32 @@ impl Enrich for Enricher {
         addresses_in(&handle)
             .inspect_err(|e| log::debug!("address check in netns {}: {e:#}", netns.inode))
             .ok()
+    }
+
+    fn call_netns(&mut self, exec: &Exec) -> Option<u32> {
+        let path = exec.env.netns.as_deref()?;
+        let inode = cni::resolve_netns(&self.proc_root, path, &[exec.tgid, exec.ppid], self.book.nsfs_device())?;
+        if !self.is_host(inode) {
+            // Resolved now, while the plugin sets it up: its name outlives a quick pod.
+            self.note(NetnsId { inode, cookie: 0 });
+        }
+        Some(inode)
+    }
+
+    fn sandbox_of(&mut self, inode: Option<u32>, sandbox_id: Option<&str>) -> Option<SandboxIdentity> {
+        let cri = self.cri.as_ref()?;
+        let by_inode = inode
+            .filter(|inode| !self.is_host(*inode))
+            .and_then(|inode| cri.get(inode, self.book.lookup(inode).first_seen));
+        by_inode.or_else(|| cri.by_sandbox_id(sandbox_id?))
+    }
+
+    fn host_inode(&self) -> u32 {
+        self.host_inode
+    }
+
+    fn held_netns(&self) -> Vec<u32> {
+        self.held.iter().map(|(_, event)| event.netns_inode).collect()
     }
 
     fn tick(&mut self) {

@@ -107,6 +107,11 @@ impl NetnsBook {
     }
 
     #[must_use]
+    pub fn nsfs_device(&self) -> Option<u64> {
+        self.nsfs_device
+    }
+
+    #[must_use]
     pub fn is_resolved(&self, inode: u32) -> bool {
         self.known
             .get(&inode)
