@@ -174,7 +174,8 @@ pub fn dad_work_queued(ctx: RawTracePointContext) -> i32 {
 pub fn dad_work_queued_btf(ctx: BtfTracePointContext) -> i32 {
     let work: *const u8 = ctx.arg(2);
     // SAFETY: a typed load the verifier allows only inside `struct work_struct`; a fault-safe
-    // PROBE_MEM load once JITed.
+    // PROBE_MEM load once JITed. `func` is a pointer: 8-aligned in any `work_struct`.
+    #[allow(clippy::cast_ptr_alignment)]
     let func = unsafe { read_volatile(work.add(work_func_offset() as usize).cast::<u64>()) };
     if func == dad_work_fn() {
         let cfg = config();

@@ -109,7 +109,7 @@ fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
 #[inline(always)]
 fn tracked(tgid: u32) -> bool {
     // SAFETY: the value is copied out at once; the LRU may drop the entry afterwards.
-    unsafe { TRACKED.get(&tgid) }.is_some()
+    unsafe { TRACKED.get(tgid) }.is_some()
 }
 
 /// Whether the first bytes of the executed path start with one of the configured prefixes.
@@ -132,6 +132,8 @@ fn under_a_prefix(filename: u64) -> bool {
     for slot in 0..PREFIXES {
         let len = field!(prefixes[slot].len);
         let mut same = len != 0;
+        // One index into three arrays, two of them read through `field!` (volatile).
+        #[allow(clippy::needless_range_loop)]
         for word in 0..PREFIX_WORDS {
             let bytes = field!(prefixes[slot].words[word]);
             let mask = field!(prefixes[slot].masks[word]);
@@ -206,7 +208,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
     }
     // After the reservation: the exit of this process is reserved after its exec, so the ring
     // buffer delivers them in that order.
-    if TRACKED.insert(&tgid, &Tracked { exec_ns: ts_ns }, 0).is_err() {
+    if TRACKED.insert(tgid, Tracked { exec_ns: ts_ns }, 0).is_err() {
         count(ProcStat::TrackFailed);
     }
     entry.submit(0);
@@ -267,13 +269,13 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is copied out at once.
-    let Some(exec_ns) = (unsafe { TRACKED.get(&tgid) }).map(|tracked| tracked.exec_ns) else {
+    let Some(exec_ns) = (unsafe { TRACKED.get(tgid) }).map(|tracked| tracked.exec_ns) else {
         return Ok(());
     };
     let task: u64 = ctx.arg(0);
     let signal: u64 = read(task, field!(task_signal))?;
     let live: i32 = read(signal, field!(signal_live))?;
-    if live != 0 || TRACKED.remove(&tgid).is_err() {
+    if live != 0 || TRACKED.remove(tgid).is_err() {
         return Ok(());
     }
     let exit_code: u32 = read(task, field!(task_exit_code)).unwrap_or(0);

@@ -151,6 +151,14 @@ pub fn render_log2(values: &[u64], unit: Unit) -> String {
     out
 }
 
+/// [`human`] of a number of milliseconds (drawings and timelines keep them as `f64`; a
+/// negative one shows as 0).
+#[must_use]
+#[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)] // clamped at 0 first
+pub fn human_ms(ms: f64) -> String {
+    human((ms.max(0.0) * 1e6) as u64)
+}
+
 /// A delay for people: `850 us`, `12.3 ms`, `1.52 s`.
 #[must_use]
 pub fn human(ns: u64) -> String {

@@ -393,17 +393,12 @@ mod tests {
         assert!(placeholder_btf("x", 0).is_none(), "id 0 is void, never a typedef");
     }
 
-    /// The layouts the kernel programs were compiled with, read from the embedded object's
-    /// BTF, against the ones this binary decodes with: a mismatch (a field added on one side,
-    /// a stale object) would garble every event.
-    #[test]
-    fn the_kernel_object_and_the_decoder_agree_on_the_layouts() {
+    /// The types of the embedded kernel object's BTF; `None` (a printed skip) when the build
+    /// skipped the object.
+    fn object_types(test: &str) -> Option<Btf> {
         if EBPF_OBJECT.is_empty() {
-            skip::skip(
-                "the_kernel_object_and_the_decoder_agree_on_the_layouts",
-                "built with AYA_BUILD_SKIP: no kernel object",
-            );
-            return;
+            skip::skip(test, "built with AYA_BUILD_SKIP: no kernel object");
+            return None;
         }
         let file = object::File::parse(EBPF_OBJECT).expect("the object is ELF");
         let btf = file
@@ -411,32 +406,34 @@ mod tests {
             .expect(".BTF section")
             .data()
             .expect("BTF bytes");
-        let types = Btf::parse(btf.to_vec()).expect("the object's BTF parses");
-        let ids = types.ids_of(
-            &[
-                "RawEvent",
-                "Config",
-                "ProcConfig",
-                "PathPrefix",
-                "ExecRecord",
-                "ExitRecord",
-                "Tracked",
-            ],
-            Kind::Struct,
-        );
-        let check = |type_name: &str, fields: &[(&str, usize)], size: usize| {
-            let id = *ids
-                .get(type_name)
-                .unwrap_or_else(|| panic!("{type_name} in the object's BTF"));
-            assert_eq!(types.size_of(id).expect("sized"), size, "size of {type_name}");
-            for &(field, expected) in fields {
-                let (offset, _) = types
-                    .offset_of(id, field)
-                    .unwrap_or_else(|| panic!("{type_name}.{field} missing from the object's BTF"));
-                assert_eq!(offset as usize, expected, "{type_name}.{field}");
-            }
+        Some(Btf::parse(btf.to_vec()).expect("the object's BTF parses"))
+    }
+
+    /// `type_name` in the object's BTF has this size and these field offsets.
+    fn check(types: &Btf, type_name: &str, fields: &[(&str, usize)], size: usize) {
+        let id = *types
+            .ids_of(&[type_name], Kind::Struct)
+            .get(type_name)
+            .unwrap_or_else(|| panic!("{type_name} in the object's BTF"));
+        assert_eq!(types.size_of(id).expect("sized"), size, "size of {type_name}");
+        for &(field, expected) in fields {
+            let (offset, _) = types
+                .offset_of(id, field)
+                .unwrap_or_else(|| panic!("{type_name}.{field} missing from the object's BTF"));
+            assert_eq!(offset as usize, expected, "{type_name}.{field}");
+        }
+    }
+
+    /// The layouts the kernel programs were compiled with, read from the embedded object's
+    /// BTF, against the ones this binary decodes with: a mismatch (a field added on one side,
+    /// a stale object) would garble every event.
+    #[test]
+    fn the_kernel_object_and_the_decoder_agree_on_the_layouts() {
+        let Some(types) = object_types("the_kernel_object_and_the_decoder_agree_on_the_layouts") else {
+            return;
         };
         check(
+            &types,
             "RawEvent",
             &[
                 ("ts_ns", offset_of!(RawEvent, ts_ns)),
@@ -457,6 +454,7 @@ mod tests {
             size_of::<RawEvent>(),
         );
         check(
+            &types,
             "Config",
             &[
                 ("dad_work_fn", offset_of!(Config, dad_work_fn)),
@@ -467,7 +465,16 @@ mod tests {
             ],
             size_of::<Config>(),
         );
+    }
+
+    /// The same for the CNI call programs' records and configuration.
+    #[test]
+    fn the_kernel_object_and_the_decoder_agree_on_the_process_layouts() {
+        let Some(types) = object_types("the_kernel_object_and_the_decoder_agree_on_the_process_layouts") else {
+            return;
+        };
         check(
+            &types,
             "ProcConfig",
             &[
                 ("task_mm", offset_of!(ProcConfig, task_mm)),
@@ -480,6 +487,7 @@ mod tests {
             size_of::<ProcConfig>(),
         );
         check(
+            &types,
             "PathPrefix",
             &[
                 ("words", offset_of!(PathPrefix, words)),
@@ -489,6 +497,7 @@ mod tests {
             size_of::<PathPrefix>(),
         );
         check(
+            &types,
             "ExecRecord",
             &[
                 ("kind", offset_of!(ExecRecord, kind)),
@@ -506,6 +515,7 @@ mod tests {
             size_of::<ExecRecord>(),
         );
         check(
+            &types,
             "ExitRecord",
             &[
                 ("kind", offset_of!(ExitRecord, kind)),
@@ -518,6 +528,7 @@ mod tests {
             size_of::<ExitRecord>(),
         );
         check(
+            &types,
             "Tracked",
             &[("exec_ns", offset_of!(Tracked, exec_ns))],
             size_of::<Tracked>(),

@@ -318,6 +318,7 @@ pub fn programs() -> Vec<(Backend, &'static HookSpec)> {
     all
 }
 
+#[must_use]
 pub fn table(backend: Backend) -> &'static [PhaseSpec] {
     match backend {
         Backend::Kprobe => KPROBE_TABLE,

@@ -84,6 +84,7 @@ impl CniEnv {
 
 /// A followed exec.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // the record's flag bits, each its own fact
 pub struct Exec {
     /// `CLOCK_MONOTONIC` ns of the exec, and of the fork that made the process.
     pub ts_ns: u64,
@@ -121,13 +122,15 @@ impl Exit {
     /// The exit status, when the process exited rather than died of a signal.
     #[must_use]
     pub fn status(&self) -> Option<i32> {
-        (self.wait_status & 0x7f == 0).then_some(((self.wait_status >> 8) & 0xff) as i32)
+        self.signal()
+            .is_none()
+            .then_some(((self.wait_status >> 8) & 0xff).cast_signed())
     }
 
     /// The signal that killed it, if one did.
     #[must_use]
     pub fn signal(&self) -> Option<i32> {
-        let signal = (self.wait_status & 0x7f) as i32;
+        let signal = (self.wait_status & 0x7f).cast_signed();
         (signal != 0).then_some(signal)
     }
 }

@@ -106,14 +106,14 @@ impl CallTracker {
     ) -> Option<TracedCall> {
         match event {
             ProcEvent::Exec(exec) => {
-                self.exec(exec, clock, resolve);
+                self.exec(&exec, clock, resolve);
                 None
             }
             ProcEvent::Exit(exit) => self.exit(&exit, clock),
         }
     }
 
-    fn exec(&mut self, exec: Exec, clock: Clock, resolve: impl FnOnce(&Exec) -> Option<u32>) {
+    fn exec(&mut self, exec: &Exec, clock: Clock, resolve: impl FnOnce(&Exec) -> Option<u32>) {
         let call = CniCall {
             command: exec.env.command.clone(),
             plugin: exec.path.clone(),
@@ -146,7 +146,7 @@ impl CallTracker {
             }
         }
         let netns_inode = if parent_top.is_none() && call.netns.is_some() {
-            resolve(&exec)
+            resolve(exec)
         } else {
             None
         };
@@ -160,7 +160,7 @@ impl CallTracker {
                 call,
                 top,
                 netns_inode,
-                pod: parent_top.is_none().then(|| pod_from_args(&exec)).flatten(),
+                pod: parent_top.is_none().then(|| pod_from_args(exec)).flatten(),
                 delegates: Vec::new(),
                 finished_delegates: Vec::new(),
                 dropped_delegates: 0,

@@ -41,14 +41,23 @@ fn new_histogram() -> Histogram {
     Histogram::new(BUCKETS.iter().copied())
 }
 
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// A histogram family in seconds, registered as `dad_trace_<name>_seconds`.
+fn seconds_histogram(registry: &mut Registry, name: &str, help: &str) -> Histograms {
+    let family = Histograms::new_with_constructor(new_histogram);
+    registry.register_with_unit(name, help, Unit::Seconds, family.clone());
+    family
+}
+
 pub struct Metrics {
     registry: Registry,
     per_pod_labels: bool,
-    tentative: Family<Labels, Histogram, fn() -> Histogram>,
-    dad: Family<Labels, Histogram, fn() -> Histogram>,
-    pod_wait: Family<Labels, Histogram, fn() -> Histogram>,
-    cni_add: Family<Labels, Histogram, fn() -> Histogram>,
-    pod_dad_wait: Family<Labels, Histogram, fn() -> Histogram>,
+    tentative: Histograms,
+    dad: Histograms,
+    pod_wait: Histograms,
+    cni_add: Histograms,
+    pod_dad_wait: Histograms,
     pods: PodWindows<Labels>,
     addresses: Family<Labels, Counter>,
     lost: Counter,
@@ -61,40 +70,30 @@ impl Metrics {
     #[must_use]
     pub fn new(backend: &str, kernel: &str, per_pod_labels: bool) -> Self {
         let mut registry = Registry::with_prefix("dad_trace");
-        let tentative = Family::new_with_constructor(new_histogram as fn() -> Histogram);
-        let dad = Family::new_with_constructor(new_histogram as fn() -> Histogram);
-        registry.register_with_unit(
+        let tentative = seconds_histogram(
+            &mut registry,
             "tentative",
             "How long each IPv6 address stayed tentative (added -> usable)",
-            Unit::Seconds,
-            tentative.clone(),
         );
-        registry.register_with_unit(
+        let dad = seconds_histogram(
+            &mut registry,
             "dad",
             "How long Duplicate Address Detection ran for each address that ran it",
-            Unit::Seconds,
-            dad.clone(),
         );
-        let pod_wait = Family::new_with_constructor(new_histogram as fn() -> Histogram);
-        registry.register_with_unit(
+        let pod_wait = seconds_histogram(
+            &mut registry,
             "pod_wait",
             "Per pod: its first address added -> its last settled (what a CNI plugin waiting for them pays)",
-            Unit::Seconds,
-            pod_wait.clone(),
         );
-        let cni_add = Family::new_with_constructor(new_histogram as fn() -> Histogram);
-        registry.register_with_unit(
+        let cni_add = seconds_histogram(
+            &mut registry,
             "cni_add",
             "Per successful top-level CNI ADD: the runtime forked the plugin -> its last thread exited",
-            Unit::Seconds,
-            cni_add.clone(),
         );
-        let pod_dad_wait = Family::new_with_constructor(new_histogram as fn() -> Histogram);
-        registry.register_with_unit(
+        let pod_dad_wait = seconds_histogram(
+            &mut registry,
             "pod_dad_wait",
             "Per pod with a traced CNI ADD: how long its addresses were tentative inside that ADD (0 when none was)",
-            Unit::Seconds,
-            pod_dad_wait.clone(),
         );
         // One counter for every outcome: failures (duplicates) and aborted addresses are
         // `outcome="failed"` and `outcome="aborted"` here, not counters of their own.

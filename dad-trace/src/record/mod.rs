@@ -37,7 +37,7 @@ use crate::{
         synthetic::{self, SyntheticPod},
         sysctl,
     },
-    session::Session,
+    session::{CniTracing, Session},
 };
 
 pub mod clock;
@@ -56,6 +56,7 @@ pub mod signals;
 pub mod sinks;
 pub mod track;
 
+#[allow(clippy::struct_excessive_bools)] // independent switches of one command line
 pub struct RecordOptions {
     pub backend: BackendChoice,
     pub duration: Option<Duration>,
@@ -214,7 +215,9 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     tokio::task::block_in_place(|| {
         while let Ok(batch) = readings.try_recv() {
-            batch.into_iter().for_each(|reading| recorder.on_reading(reading));
+            for reading in batch {
+                recorder.on_reading(reading);
+            }
         }
     });
     if let Some(runtime) = &runtime {
@@ -232,17 +235,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     });
     session.sysctls_end = sysctl::snapshot();
     if let (Some(cni), Some(stats)) = (session.cni.as_mut(), &proc_stats) {
-        cni.lost_records = [ProcStat::Lost, ProcStat::ExitLost, ProcStat::TrackFailed]
-            .into_iter()
-            .map(|stat| stats.get(stat))
-            .fold(0, u64::saturating_add);
-        cni.env_truncated = stats.get(ProcStat::EnvTruncated);
-        if cni.lost_records > 0 {
-            log::warn!(
-                "{} CNI process records lost (kernel ring buffer full or too many followed processes): calls may be missing",
-                cni.lost_records
-            );
-        }
+        count_cni_losses(cni, stats);
     }
     drop(ebpf);
     drop(pods);
@@ -252,6 +245,21 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     }
     log::debug!("peak resident memory: {} KiB", peak_rss_kib());
     failure.map_or(Ok(session), Err)
+}
+
+/// What the CNI programs could not record: their records lost, environments cut short.
+fn count_cni_losses(cni: &mut CniTracing, stats: &ProcStats) {
+    cni.lost_records = [ProcStat::Lost, ProcStat::ExitLost, ProcStat::TrackFailed]
+        .into_iter()
+        .map(|stat| stats.get(stat))
+        .fold(0, u64::saturating_add);
+    cni.env_truncated = stats.get(ProcStat::EnvTruncated);
+    if cni.lost_records > 0 {
+        log::warn!(
+            "{} CNI process records lost (kernel ring buffer full or too many followed processes): calls may be missing",
+            cni.lost_records
+        );
+    }
 }
 
 /// Feeds readings to the recorder until a stop condition; returns why it stopped when that
@@ -280,7 +288,9 @@ async fn follow(
             // Enrichment may block: one hand-off of the worker thread per batch.
             batch = readings.recv() => match batch {
                 Some(batch) => tokio::task::block_in_place(|| {
-                    batch.into_iter().for_each(|reading| recorder.on_reading(reading));
+                    for reading in batch {
+                        recorder.on_reading(reading);
+                    }
                 }),
                 None => return Some(anyhow::anyhow!("the ring buffer reader stopped")),
             },

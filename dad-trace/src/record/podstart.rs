@@ -18,6 +18,12 @@ fn span_ns(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<u64> {
     u64::try_from((to - from).num_nanoseconds()?).ok()
 }
 
+/// What the runtime says of a namespace (inode) or a sandbox (id).
+pub type Runtime<'a> = dyn FnMut(Option<u32>, Option<&str>) -> Option<SandboxIdentity> + 'a;
+
+/// The addresses of one namespace.
+type Group<'e> = Vec<&'e AddressEvent>;
+
 /// The pods, and the top-level calls tied to none. `host_inode` is the node's own namespace
 /// (no pod); `runtime` answers for a namespace or a sandbox id (see
 /// [`super::recorder::Enrich::sandbox_of`]).
@@ -25,10 +31,10 @@ pub fn build(
     events: &[AddressEvent],
     calls: Vec<TracedCall>,
     host_inode: u32,
-    runtime: &mut dyn FnMut(Option<u32>, Option<&str>) -> Option<SandboxIdentity>,
+    runtime: &mut Runtime<'_>,
 ) -> (Vec<PodStart>, Vec<CniCall>) {
     // A namespace is its inode and cookie: an inode may name two namespaces in turn.
-    let mut groups: BTreeMap<u32, Vec<(Option<u64>, Vec<&AddressEvent>)>> = BTreeMap::new();
+    let mut groups: BTreeMap<u32, Vec<(Option<u64>, Group)>> = BTreeMap::new();
     for event in events.iter().filter(|event| !event.host_netns) {
         let cookies = groups.entry(event.netns_inode).or_default();
         match cookies.iter_mut().find(|(cookie, _)| *cookie == event.netns_cookie) {
@@ -109,7 +115,7 @@ fn pod(
     cookie: Option<u64>,
     group: &[&AddressEvent],
     mut calls: Vec<TracedCall>,
-    runtime: &mut dyn FnMut(Option<u32>, Option<&str>) -> Option<SandboxIdentity>,
+    runtime: &mut Runtime<'_>,
 ) -> PodStart {
     calls.sort_by_key(|traced| traced.call.start);
     let adds: Vec<&CniCall> = calls

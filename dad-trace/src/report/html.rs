@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::compare::{Comparison, change_line, render_settings, rows};
-use crate::hist::human;
+use crate::hist::{human, human_ms};
 
 const COLORS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
 const WIDTH: f64 = 760.0;
@@ -164,7 +164,7 @@ fn timelines(comparison: &Comparison) -> String {
              width=\"{WIDTH}\" height=\"{height:.0}\" role=\"img\" aria-label=\"pod start timelines\">",
             escape(&column.label)
         );
-        for (tick, label) in [(0.0, "0".to_string()), (span_ms, human((span_ms * 1e6) as u64))] {
+        for (tick, label) in [(0.0, "0".to_string()), (span_ms, human_ms(span_ms))] {
             let _ = writeln!(
                 html,
                 "<text x=\"{:.1}\" y=\"16\" font-size=\"10\" text-anchor=\"middle\">{label}</text>",
@@ -211,7 +211,7 @@ fn timelines(comparison: &Comparison) -> String {
                     y + offset,
                     (x(to) - x(from)).max(1.0),
                     escape(&pod.pod),
-                    human(((to - from) * 1e6) as u64)
+                    human_ms(to - from)
                 );
             }
         }

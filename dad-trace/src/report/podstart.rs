@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::{
-    hist::{Delays, Summary, human},
+    hist::{Delays, Summary, human, human_ms},
     session::{PodStart, Session},
     text::terminal,
 };
@@ -29,16 +29,14 @@ impl Shares {
     pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
         let mut values: Vec<f64> = values.into_iter().filter(|value| value.is_finite()).collect();
         values.sort_by(f64::total_cmp);
-        let rank = |quantile: f64| {
-            let index = ((quantile * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
-            values[index]
-        };
+        // Nearest rank: the smallest value with at least that share of values at or below it.
+        let rank = |permille: usize| values[(values.len() * permille).div_ceil(1000).clamp(1, values.len()) - 1];
         (!values.is_empty()).then(|| Self {
             count: values.len(),
-            p50: rank(0.50),
-            p90: rank(0.90),
-            p99: rank(0.99),
-            max: rank(1.0),
+            p50: rank(500),
+            p90: rank(900),
+            p99: rank(990),
+            max: rank(1000),
         })
     }
 }
@@ -252,7 +250,7 @@ pub fn render_text(summary: &PodStartSummary) -> String {
         let steps: Vec<String> = pod
             .timeline
             .iter()
-            .map(|(what, ms)| format!("{what} +{}", human((ms * 1e6) as u64)))
+            .map(|(what, ms)| format!("{what} +{}", human_ms(*ms)))
             .collect();
         if !steps.is_empty() {
             let _ = writeln!(out, "      {}", steps.join(" -> "));
@@ -320,7 +318,7 @@ pub(crate) mod tests {
         session.pods[1].cni_calls[0].exit_status = Some(1);
         let summary = summarize(&session);
         assert_eq!(summary.cni_add.expect("ADDs").count, 3);
-        assert_eq!(summary.dad_share_of_add.expect("shares").max, 1900.0 / 1950.0);
+        assert!((summary.dad_share_of_add.expect("shares").max - 1900.0 / 1950.0).abs() < 1e-12);
         assert_eq!(summary.slowest[0].pod, "team-a/web-1");
         assert_eq!(summary.failed_calls, 1);
         assert_eq!(
