@@ -271,6 +271,30 @@ pub fn cni_scenario(
     table
 }
 
+/// One scenario phase of `pods` pods, its result unjudged (no gates: the caller looks).
+#[must_use]
+pub fn scenario_phase(
+    plugin: dad_trace::scenario::cni::Plugin,
+    phase: &str,
+    pods: usize,
+) -> dad_trace::scenario::PhaseResult {
+    use dad_trace::scenario::{ScenarioOptions, phases, run_phase};
+    let phase = phases::by_name(phase).expect("known phase");
+    let opts = ScenarioOptions {
+        plugin,
+        cni_dir: "/usr/lib/cni".into(),
+        pods,
+        backend: BackendChoice::Tracepoint,
+        phases: vec![phase],
+        prefix: "dtk-".into(),
+        extra_slack_ms: 0,
+    };
+    let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    runtime()
+        .block_on(run_phase(phase, &opts, cancelled))
+        .expect("the phase runs")
+}
+
 /// Maps of the kernel object that could hold per-address state (hash maps): there must be
 /// none, so nothing in the kernel can grow or leak when addresses die unseen. The one hash
 /// map is the CNI programs' followed processes: keyed by process, LRU and bounded, entries
