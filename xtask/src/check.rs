@@ -33,7 +33,7 @@ pub fn test() -> anyhow::Result<()> {
     fuzz(60)?;
     // VM kernels (kprobes): root only, as kernels are fetched into /var/cache/dad-trace.
     if is_root() {
-        vm::vm_test()?;
+        vm::vm_test(&[])?;
     } else {
         eprintln!("SKIP vm-test: needs root to fetch kernels into the cache");
     }
