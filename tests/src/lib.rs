@@ -7,6 +7,7 @@
 )]
 
 pub mod containerd;
+pub mod limited;
 pub mod manifests;
 pub mod netns;
 
@@ -19,8 +20,15 @@ use dad_trace::{
     session::{AddressEvent, Outcome, Session},
 };
 
-/// Synthetic pods per scenario.
-pub const PODS: usize = 20;
+/// Synthetic pods per scenario: 20, or `DAD_TRACE_PODS` (the VM runner sets fewer where
+/// emulation is slow).
+#[must_use]
+pub fn pods() -> usize {
+    std::env::var("DAD_TRACE_PODS")
+        .ok()
+        .and_then(|pods| pods.parse().ok())
+        .unwrap_or(20)
+}
 
 /// True when the test may touch the kernel; otherwise prints why it skips.
 #[must_use]
@@ -52,13 +60,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Records while `PODS` synthetic pods come up, and returns the session.
+/// Records while [`pods`] synthetic pods come up, and returns the session.
 pub fn record_synthetic(prefix: &str, backend: BackendChoice) -> Session {
     runtime()
         .block_on(dad_trace::record::record(options(
             backend,
             prefix,
-            Some(PODS),
+            Some(pods()),
             Duration::from_secs(90),
         )))
         .expect("record")
@@ -69,8 +77,8 @@ pub fn record_both(prefix: &str) -> (Session, Session) {
     // Polled first, the tracepoint recorder attaches (synchronously) before the kprobe one
     // creates the pods; it stops once it has seen all of their addresses.
     let mut tracepoint_options = options(BackendChoice::Tracepoint, prefix, None, Duration::from_secs(90));
-    tracepoint_options.count = Some(3 * PODS);
-    let kprobe_options = options(BackendChoice::Kprobe, prefix, Some(PODS), Duration::from_secs(90));
+    tracepoint_options.count = Some(3 * pods());
+    let kprobe_options = options(BackendChoice::Kprobe, prefix, Some(pods()), Duration::from_secs(90));
     runtime().block_on(async {
         let (tracepoint, kprobe) = tokio::join!(
             dad_trace::record::record(tracepoint_options),
@@ -114,7 +122,7 @@ pub fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEven
             ))
             .or_default() += 1;
     }
-    for index in 0..PODS {
+    for index in 0..pods() {
         let name = format!("{prefix}{index}");
         for link_local in [true, false] {
             assert_eq!(
@@ -148,8 +156,8 @@ pub fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEven
         assert_eq!(i64::from(peer.ifindex), i64::from(host_side[0].ifindex));
     }
     assert_eq!(session.lost_events, 0);
-    let pods = dad_trace::report::pod_delays(&session.events);
-    assert_eq!(pods.iter().filter(|pod| pod.pod.starts_with(prefix)).count(), PODS);
+    let delays = dad_trace::report::pod_delays(&session.events);
+    assert_eq!(delays.iter().filter(|pod| pod.pod.starts_with(prefix)).count(), pods());
     pod_events
 }
 
@@ -224,7 +232,7 @@ pub fn cni_scenario(
     phases: &[&str],
     pods: usize,
     backend: BackendChoice,
-    extra_slack_ms: u64,
+    slack: dad_trace::scenario::gates::Slack,
 ) -> String {
     use dad_trace::scenario::{ScenarioOptions, phases, render, run};
     let opts = ScenarioOptions {
@@ -237,7 +245,7 @@ pub fn cni_scenario(
             .map(|name| phases::by_name(name).expect("known phase"))
             .collect(),
         prefix: "dtc-".into(),
-        extra_slack_ms,
+        slack,
     };
     let results = runtime().block_on(run(&opts)).expect("scenario runs");
     let table = render::table(&results);

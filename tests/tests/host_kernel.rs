@@ -2,10 +2,10 @@
 //! Run with `--test-threads=1`: the scenarios share the kernel's sysctls.
 use dad_trace::{
     kernel::{Backend, BackendChoice},
-    scenario::cni::Plugin,
+    scenario::{cni::Plugin, gates::Slack},
 };
 use integration_tests::{
-    PODS, cni_scenario, default_sysctls_scenario, kernel_tests_allowed, load_every_program, tuned_sysctls_scenario,
+    cni_scenario, default_sysctls_scenario, kernel_tests_allowed, load_every_program, pods, tuned_sysctls_scenario,
 };
 
 #[test]
@@ -44,9 +44,9 @@ fn cni_ptp_scenario_tells_the_story() {
     cni_scenario(
         Plugin::Ptp,
         &["defaults", "naive-tuning", "inherit"],
-        PODS,
+        pods(),
         BackendChoice::Tracepoint,
-        0,
+        Slack::default(),
     );
 }
 
@@ -60,7 +60,13 @@ fn cni_bridge_enable_dad_waits_for_dad() {
         println!("SKIP cni_bridge_enable_dad_waits_for_dad: containernetworking-plugins not installed");
         return;
     }
-    cni_scenario(Plugin::BridgeDad, &["defaults"], 5, BackendChoice::Tracepoint, 0);
+    cni_scenario(
+        Plugin::BridgeDad,
+        &["defaults"],
+        5,
+        BackendChoice::Tracepoint,
+        Slack::default(),
+    );
 }
 
 /// `tune --apply` changes exactly the recommended settings; `--revert` restores every one.

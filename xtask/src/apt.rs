@@ -79,6 +79,8 @@ impl Apt {
             option("Dir::State::Lists", &self.dir.join("lists")),
             option("Dir::Cache", &self.dir),
             option("Dir::Cache::Archives", &self.dir.join("archives")),
+            // Downloads land in the cache, which the _apt sandbox user cannot write.
+            "APT::Sandbox::User=root".into(),
             "APT::Architectures::=amd64".into(),
             "APT::Architectures::=arm64".into(),
             // Only package lists are needed: no translations, no AppStream metadata.

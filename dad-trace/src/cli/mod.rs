@@ -46,6 +46,7 @@ pub enum Command {
     Gate(gate::Gate),
     Report(report::Report),
     KernelFacts(probes::KernelFacts),
+    KernelDescription(probes::KernelDescription),
 }
 
 impl Command {
@@ -68,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gate(command) => command.run(),
         Command::Report(command) => command.run(),
         Command::KernelFacts(command) => command.run(),
+        Command::KernelDescription(command) => command.run(),
     }
 }
 

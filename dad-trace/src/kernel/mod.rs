@@ -13,7 +13,9 @@ use crate::error::Refusal;
 pub mod btf;
 pub mod events;
 pub mod loader;
+pub mod memlock;
 pub mod probes;
+pub mod release;
 pub mod support;
 
 pub use btf::VMLINUX_BTF;
@@ -68,9 +70,12 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Reads BTF (in a short-lived child when `helper` is this binary, see
-    /// [`btf::kernel_facts`]), `/proc/kallsyms` and the kprobe PMU.
+    /// Refuses kernels before 5.8 ([`release`]), then reads BTF (in a short-lived child
+    /// when `helper` is this binary, see [`btf::kernel_facts`]), `/proc/kallsyms` and the
+    /// kprobe PMU.
     pub fn discover(btf_path: &Path, helper: Option<&Path>) -> anyhow::Result<Self> {
+        // First: an old kernel would otherwise fail later with a less useful message (no BTF).
+        release::Description::running().check()?;
         let facts = btf::kernel_facts(btf_path, helper)?;
         let support = KernelSupport::read(Path::new(KALLSYMS), Path::new(KPROBE_PMU), facts.functions.clone())
             .with_context(|| format!("read {KALLSYMS}"))?;
@@ -129,7 +134,13 @@ pub fn attach(kernel: &Kernel, choice: BackendChoice, ring_bytes: u32, verbose: 
                 }
                 return Ok(Attached { ebpf, backend });
             }
-            Err(e) => failures.push(format!("{backend}: {:#}", anyhow::Error::from(e))),
+            Err(e) => {
+                // Refused for the memory limit: no other backend would fare better.
+                if let Some(refusal) = memlock::explain(&kernel.release, &e) {
+                    return Err(refusal.into());
+                }
+                failures.push(format!("{backend}: {:#}", anyhow::Error::from(e)));
+            }
         }
     }
     Err(Refusal::Kernel(format!(

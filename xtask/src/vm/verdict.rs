@@ -57,10 +57,10 @@ impl Verdict {
             return Err("no verdict (panic, crash or timeout?)".into());
         };
         let (Some(passed), Some(failed)) = (self.passed, self.failed) else {
-            return Err(format!("no libtest summary ({result})"));
+            return Err(format!("no libtest summary; init said {result}"));
         };
         if result != "PASS" || failed > 0 {
-            return Err(format!("{failed} failed ({result})"));
+            return Err(format!("{failed} failed; init said {result}"));
         }
         if !self.skipped.is_empty() {
             return Err(format!("skipped: {:?}", self.skipped));
