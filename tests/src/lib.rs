@@ -122,13 +122,26 @@ pub fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEven
             ))
             .or_default() += 1;
     }
+    // What was still tentative when recording stopped, and what the kernel dropped: the
+    // first places to look when an address is missing.
+    let unfinished: Vec<String> = session
+        .unfinished
+        .iter()
+        .map(|u| {
+            format!(
+                "{} {} netns {} for {} ns",
+                u.ifname, u.addr, u.netns_inode, u.tentative_so_far_ns
+            )
+        })
+        .collect();
     for index in 0..pods() {
         let name = format!("{prefix}{index}");
         for link_local in [true, false] {
             assert_eq!(
                 seen.get(&(name.clone(), link_local)),
                 Some(&1),
-                "{name} link-local={link_local}: {seen:?}"
+                "{name} link-local={link_local}: {seen:?}; unfinished: {unfinished:?}; lost: {}",
+                session.lost_events
             );
         }
         let global = pod_events

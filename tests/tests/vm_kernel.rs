@@ -117,9 +117,12 @@ fn vm_backends_agree_on_the_same_addresses() {
     );
     // The backends stamp the end of DAD at two points of the last DAD step (kprobe: entry of
     // addrconf_dad_completed; tracepoint: the work's return, after the NA/RS it sends).
-    // Under TCG emulation that step takes a few ms; on hardware, microseconds.
+    // Under TCG emulation that step takes a few ms; on hardware, microseconds. And the host
+    // may deschedule a vCPU between the two stamps: 13 and 25 ms seen on the arm64 guests
+    // while other builds shared the host's 2 cores. A missed or misread DAD step would be
+    // off by a whole DAD retransmission (1 s).
     assert!(median <= 2_000_000, "median difference {median} ns");
-    assert!(worst <= 10_000_000, "worst difference {worst} ns");
+    assert!(worst <= 100_000_000, "worst difference {worst} ns");
 }
 
 #[test]
@@ -131,11 +134,12 @@ fn vm_cni_ptp_scenario_with_kprobes() {
             pods(),
             BackendChoice::Kprobe,
             // TCG emulation: ADD times jitter by a few hundred ms (plugin start-up at
-            // emulated speed), and without DAD an address waits for a kworker (85 ms once
-            // on 5.10); DAD still stands out at 1-2 s.
+            // emulated speed); without DAD a pod's span still covers the plugin's own steps
+            // from link-up to the address and a kworker's turn, at emulated speed (up to
+            // 110 ms seen on a loaded host). DAD still stands out: at least 1 s per address.
             Slack {
                 add_ms: 400,
-                fast_ms: 100,
+                fast_ms: 250,
             },
         );
     }

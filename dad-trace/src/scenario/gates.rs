@@ -22,8 +22,9 @@ pub fn add_baseline_ns(results: &[PhaseResult]) -> u64 {
 pub struct Slack {
     /// Added to every `TracksAddTime` tolerance: ADD-time jitter.
     pub add_ms: u64,
-    /// Added to every `Fast` bound: with DAD off an address still settles only when a
-    /// kworker runs its DAD work (and its link is up), which emulation delays by tens of ms.
+    /// Added to every `Fast` bound: with DAD off a pod's span (first tentative address → last
+    /// settled) still covers the plugin's own steps from link-up to adding the address, and
+    /// a kworker's turn to settle it, which emulation stretches to tens of ms.
     pub fast_ms: u64,
 }
 

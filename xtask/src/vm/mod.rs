@@ -64,6 +64,13 @@ pub const KERNELS: &[Kernel] = &[
         suffix: "-cloud-arm64-unsigned",
         pods: 10,
     },
+    Kernel {
+        name: "6.12",
+        arch: Arch::Arm64,
+        prefix: "linux-image-6.12.",
+        suffix: "+deb12-cloud-arm64-unsigned",
+        pods: 10,
+    },
 ];
 
 const GUEST_TIMEOUT: Duration = Duration::from_mins(20);
