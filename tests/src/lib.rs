@@ -8,6 +8,7 @@
 
 pub mod containerd;
 pub mod doctor;
+pub mod limited;
 pub mod manifests;
 pub mod monitoring;
 pub mod netns;
@@ -23,8 +24,15 @@ use dad_trace::{
     session::{AddressEvent, Outcome, Session},
 };
 
-/// Synthetic pods per scenario.
-pub const PODS: usize = 20;
+/// Synthetic pods per scenario: 20, or `DAD_TRACE_PODS` (the VM runner sets fewer where
+/// emulation is slow).
+#[must_use]
+pub fn pods() -> usize {
+    std::env::var("DAD_TRACE_PODS")
+        .ok()
+        .and_then(|pods| pods.parse().ok())
+        .unwrap_or(20)
+}
 
 #[path = "../../dad-trace/tests/common/skip.rs"]
 mod skip_rule;
@@ -60,13 +68,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Records while `PODS` synthetic pods come up, and returns the session.
+/// Records while [`pods`] synthetic pods come up, and returns the session.
 pub fn record_synthetic(prefix: &str, backend: BackendChoice) -> Session {
     runtime()
         .block_on(dad_trace::record::record(options(
             backend,
             prefix,
-            Some(PODS),
+            Some(pods()),
             Duration::from_secs(90),
         )))
         .expect("record")
@@ -77,8 +85,8 @@ pub fn record_both(prefix: &str) -> (Session, Session) {
     // Polled first, the tracepoint recorder attaches (synchronously) before the kprobe one
     // creates the pods; it stops once it has seen all of their addresses.
     let mut tracepoint_options = options(BackendChoice::Tracepoint, prefix, None, Duration::from_secs(90));
-    tracepoint_options.count = Some(3 * PODS);
-    let kprobe_options = options(BackendChoice::Kprobe, prefix, Some(PODS), Duration::from_secs(90));
+    tracepoint_options.count = Some(3 * pods());
+    let kprobe_options = options(BackendChoice::Kprobe, prefix, Some(pods()), Duration::from_secs(90));
     runtime().block_on(async {
         let (tracepoint, kprobe) = tokio::join!(
             dad_trace::record::record(tracepoint_options),
@@ -122,13 +130,26 @@ pub fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEven
             ))
             .or_default() += 1;
     }
-    for index in 0..PODS {
+    // What was still tentative when recording stopped, and what the kernel dropped: the
+    // first places to look when an address is missing.
+    let unfinished: Vec<String> = session
+        .unfinished
+        .iter()
+        .map(|u| {
+            format!(
+                "{} {} netns {} for {} ns",
+                u.ifname, u.addr, u.netns_inode, u.tentative_so_far_ns
+            )
+        })
+        .collect();
+    for index in 0..pods() {
         let name = format!("{prefix}{index}");
         for link_local in [true, false] {
             assert_eq!(
                 seen.get(&(name.clone(), link_local)),
                 Some(&1),
-                "{name} link-local={link_local}: {seen:?}"
+                "{name} link-local={link_local}: {seen:?}; unfinished: {unfinished:?}; lost: {}",
+                session.lost_events
             );
         }
         let global = pod_events
@@ -156,8 +177,8 @@ pub fn check_pods<'a>(session: &'a Session, prefix: &str) -> Vec<&'a AddressEven
         assert_eq!(i64::from(peer.ifindex), i64::from(host_side[0].ifindex));
     }
     assert_eq!(session.lost_events, 0);
-    let pods = dad_trace::report::pod_delays(&session.events);
-    assert_eq!(pods.iter().filter(|pod| pod.pod.starts_with(prefix)).count(), PODS);
+    let delays = dad_trace::report::pod_delays(&session.events);
+    assert_eq!(delays.iter().filter(|pod| pod.pod.starts_with(prefix)).count(), pods());
     pod_events
 }
 
@@ -244,7 +265,7 @@ pub fn cni_scenario(
     phases: &[&str],
     pods: usize,
     backend: BackendChoice,
-    extra_slack_ms: u64,
+    slack: dad_trace::scenario::gates::Slack,
 ) -> String {
     use dad_trace::scenario::{ScenarioOptions, phases, render, run};
     let opts = ScenarioOptions {
@@ -257,7 +278,7 @@ pub fn cni_scenario(
             .map(|name| phases::by_name(name).expect("known phase"))
             .collect(),
         prefix: "dtc-".into(),
-        extra_slack_ms,
+        slack,
     };
     let results = runtime().block_on(run(&opts)).expect("scenario runs");
     let table = render::table(&results);
@@ -287,7 +308,7 @@ pub fn scenario_phase(
         backend: BackendChoice::Tracepoint,
         phases: vec![phase],
         prefix: "dtk-".into(),
-        extra_slack_ms: 0,
+        slack: dad_trace::scenario::gates::Slack::default(),
     };
     let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     runtime()

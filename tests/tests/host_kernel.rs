@@ -2,10 +2,10 @@
 //! Run with `--test-threads=1`: the scenarios share the kernel's sysctls.
 use dad_trace::{
     kernel::{Backend, BackendChoice},
-    scenario::cni::Plugin,
+    scenario::{cni::Plugin, gates::Slack},
 };
 use integration_tests::{
-    PODS, cni_scenario, default_sysctls_scenario, kernel_tests_allowed, load_every_program, tuned_sysctls_scenario,
+    cni_scenario, default_sysctls_scenario, kernel_tests_allowed, load_every_program, pods, tuned_sysctls_scenario,
 };
 
 #[test]
@@ -50,9 +50,9 @@ fn cni_ptp_scenario_tells_the_story() {
     cni_scenario(
         Plugin::Ptp,
         &["defaults", "naive-tuning", "inherit"],
-        PODS,
+        pods(),
         BackendChoice::Tracepoint,
-        0,
+        Slack::default(),
     );
 }
 
@@ -78,7 +78,11 @@ fn a_thousand_fast_cni_adds_are_all_traced() {
         .filter(|pod| pod.traced_cni_add_ns.is_none())
         .map(|pod| pod.name.as_str())
         .collect();
-    assert!(untraced.is_empty(), "{} of {ADDS} ADDs not traced: {untraced:?}", untraced.len());
+    assert!(
+        untraced.is_empty(),
+        "{} of {ADDS} ADDs not traced: {untraced:?}",
+        untraced.len()
+    );
     let agreement = result.add_agreement.expect("ADDs measured and traced");
     println!(
         "{ADDS} ADDs traced; traced vs measured: p50 {} p99 {} max {}",
@@ -111,7 +115,13 @@ fn cni_bridge_enable_dad_waits_for_dad() {
         );
         return;
     }
-    cni_scenario(Plugin::BridgeDad, &["defaults"], 5, BackendChoice::Tracepoint, 0);
+    cni_scenario(
+        Plugin::BridgeDad,
+        &["defaults"],
+        5,
+        BackendChoice::Tracepoint,
+        Slack::default(),
+    );
 }
 
 /// `tune --apply` changes exactly the recommended settings; `--revert` restores every one.

@@ -4,12 +4,19 @@ use std::collections::HashMap;
 
 use dad_trace::{
     hist::Delays,
-    kernel::{Backend, BackendChoice, support},
-    session::Outcome,
+    kernel::{
+        Backend, BackendChoice,
+        probes::Phase,
+        release::{Description, charges_memlock},
+        support::{self, HookStatus},
+    },
+    scenario::gates::Slack,
+    session::{Outcome, Session},
 };
 use integration_tests::{
-    PODS, check_pods, default_sysctls_scenario, kernel_tests_allowed, load_every_program, record_both,
-    tuned_sysctls_scenario,
+    check_pods, default_sysctls_scenario, kernel_tests_allowed,
+    limited::{SMALL_MEMLOCK, dad_trace_binary, run_with_small_memlock},
+    load_every_program, pods, record_both, tuned_sysctls_scenario,
 };
 
 fn in_vm(test: &str) -> bool {
@@ -23,12 +30,34 @@ fn in_vm(test: &str) -> bool {
 #[test]
 fn vm_every_program_passes_the_verifier() {
     if in_vm("vm_every_program_passes_the_verifier") {
+        let description = Description::running();
+        println!(
+            "kernel description: {}",
+            serde_json::to_string(&description).expect("JSON")
+        );
+        assert_eq!(description.check().ok(), Some(()), "the VM kernels are all supported");
+        assert_eq!(description.ring_buffer, Some(true));
+        // BTF: this_kernel reads the struct offsets from /sys/kernel/btf/vmlinux.
         let kernel = integration_tests::this_kernel();
         println!("{}", support::render(&kernel.support));
-        assert!(
-            kernel.support.plan(Backend::Kprobe).usable(),
-            "kprobes must attach in the VM kernels"
-        );
+        let plan = kernel.support.plan(Backend::Kprobe);
+        assert!(plan.usable(), "kprobes must attach in the VM kernels");
+        // addrconf_dad_begin is inlined in Debian's kernels (5.10 to 6.12): DAD begin falls
+        // back to addrconf_dad_kick. BTF names the inlined function from 6.1 on only.
+        assert!(!plan.unobservable.contains(&Phase::DadBegin), "{:?}", plan.unobservable);
+        let begin = if kernel.support.symbols.contains_key("addrconf_dad_begin") {
+            "addrconf_dad_begin"
+        } else {
+            let spec = dad_trace::kernel::probes::KPROBE_TABLE
+                .iter()
+                .find(|spec| spec.phase == Phase::DadBegin)
+                .expect("DAD begin row");
+            let status = kernel.support.status(&spec.hooks[0]);
+            assert!(matches!(status, HookStatus::Inlined | HookStatus::Missing), "{status}");
+            "addrconf_dad_kick"
+        };
+        assert!(plan.hooks.iter().any(|hook| hook.target == begin), "{begin} attached");
+        println!("DAD begin observed at {begin}");
         // Every program of both backends (fallbacks too), and the CNI exec and exit.
         assert_eq!(
             load_every_program(),
@@ -64,7 +93,7 @@ fn vm_backends_agree_on_the_same_addresses() {
     );
     let kprobe_events = check_pods(&kprobe, "dtv-b");
     let tracepoint_events = check_pods(&tracepoint, "dtv-b");
-    assert_eq!(kprobe_events.len(), 2 * PODS);
+    assert_eq!(kprobe_events.len(), 2 * pods());
     let by_address: HashMap<_, _> = tracepoint_events
         .iter()
         .map(|event| ((event.netns_name.clone(), event.addr), *event))
@@ -93,10 +122,17 @@ fn vm_backends_agree_on_the_same_addresses() {
     // The backends stamp the end of DAD at two points of the last DAD step (kprobe: entry of
     // addrconf_dad_completed; tracepoint: the work's return, after the NA/RS it sends).
     // Under TCG emulation that step is slow: measured median 0.20-0.26 ms, worst 3.2-3.7 ms
-    // (6.1, 6.12); the bounds leave room for the emulator's jitter, not for a wrong stamp
-    // (one missed step would be a whole second).
-    assert!(median <= 1_000_000, "median difference {median} ns");
-    assert!(worst <= 5_000_000, "worst difference {worst} ns");
+    // on the x86-64 guests (6.1, 6.12). The arm64 guests emulate a foreign CPU, several times
+    // slower, and the host may deschedule a vCPU between the two stamps: 13 and 25 ms seen
+    // there while builds shared the host's 2 cores. A missed or misread DAD step would be
+    // off by a whole DAD retransmission (1 s).
+    let (median_bound, worst_bound) = if cfg!(target_arch = "aarch64") {
+        (2_000_000, 100_000_000)
+    } else {
+        (1_000_000, 5_000_000)
+    };
+    assert!(median <= median_bound, "median difference {median} ns");
+    assert!(worst <= worst_bound, "worst difference {worst} ns");
 }
 
 #[test]
@@ -105,13 +141,108 @@ fn vm_cni_ptp_scenario_with_kprobes() {
         integration_tests::cni_scenario(
             dad_trace::scenario::cni::Plugin::Ptp,
             &["defaults", "naive-tuning", "inherit"],
-            PODS,
+            pods(),
             BackendChoice::Kprobe,
             // TCG emulation: while addresses are tentative, ptp polls them every 50 ms and
             // each poll (a netlink dump, emulated) costs tens of ms, which a DAD-free ADD
-            // never pays: measured 190-300 ms beyond the median DAD-free ADD (6.1, 6.12).
-            // DAD still stands out at 1-2 s.
-            350,
+            // never pays: measured 190-300 ms beyond the median DAD-free ADD (6.1, 6.12
+            // x86-64). DAD still stands out at 1-2 s. On arm64 (a foreign CPU emulated)
+            // without DAD a pod's span still covers the plugin's own steps from link-up to
+            // the address and a kworker's turn: up to 110 ms seen on a loaded host.
+            if cfg!(target_arch = "aarch64") {
+                Slack {
+                    add_ms: 400,
+                    fast_ms: 250,
+                }
+            } else {
+                Slack {
+                    add_ms: 350,
+                    fast_ms: 0,
+                }
+            },
         );
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`: dad-trace raises a small limit
+/// itself, and says it needs `CAP_SYS_RESOURCE` when it cannot. Later kernels do not care.
+#[test]
+fn vm_small_memlock_limit_is_raised_or_refused_plainly() {
+    const TEST: &str = "vm_small_memlock_limit_is_raised_or_refused_plainly";
+    if !in_vm(TEST) {
+        return;
+    }
+    let Some(binary) = dad_trace_binary() else {
+        panic!("DAD_TRACE_BIN is not set: the guest's init passes the dad-trace binary");
+    };
+    let release = dad_trace::kernel::release();
+    let charged = charges_memlock(&release);
+    let session_file = std::path::Path::new("/tmp/memlock-session.json");
+    let record = |prefix: &str| {
+        let output = session_file.display().to_string();
+        let args = [
+            "record",
+            "--synthetic-pods",
+            "2",
+            "--synthetic-prefix",
+            prefix,
+            "--backend",
+            "kprobe",
+            "--duration",
+            "60",
+            "--quiet",
+            "-o",
+            output.as_str(),
+        ];
+        args.map(str::to_string)
+    };
+    let traced = |prefix: &str| {
+        let session = Session::load(session_file).expect("session saved");
+        std::fs::remove_file(session_file).expect("remove the session file");
+        let ours = session
+            .events
+            .iter()
+            .filter(|e| e.netns_name.as_deref().is_some_and(|n| n.starts_with(prefix)))
+            .count();
+        assert_eq!(session.lost_events, 0);
+        ours
+    };
+    let small = format!("{} KiB", SMALL_MEMLOCK / 1024);
+
+    // Allowed to raise it: it does, and traces (the ring buffer alone exceeds 64 KiB).
+    let args = record("dtm-r");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let raised = run_with_small_memlock(&binary, &args, true);
+    let stderr = String::from_utf8_lossy(&raised.stderr);
+    println!("with CAP_SYS_RESOURCE: {}\n{stderr}", raised.status);
+    assert!(raised.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("RLIMIT_MEMLOCK raised from {small} to unlimited")),
+        "{stderr}"
+    );
+    assert_eq!(traced("dtm-r"), 2 * 2, "two pods, two pod-side addresses each");
+
+    // Not allowed: before 5.11 a refusal naming the capability (exit 3); later, no matter.
+    let args = record("dtm-n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run_with_small_memlock(&binary, &args, false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    println!("without CAP_SYS_RESOURCE: {}\n{stderr}", refused.status);
+    if charged {
+        assert_eq!(refused.status.code(), Some(3), "{stderr}");
+        for needed in [
+            "CAP_SYS_RESOURCE",
+            "RLIMIT_MEMLOCK",
+            small.as_str(),
+            "before 5.11",
+            &release,
+        ] {
+            assert!(stderr.contains(needed), "{needed:?} missing: {stderr}");
+        }
+        assert!(!session_file.exists(), "no session when refused");
+    } else {
+        assert!(refused.status.success(), "{stderr}");
+        assert!(stderr.contains("this kernel does not charge it"), "{stderr}");
+        assert_eq!(traced("dtm-n"), 2 * 2);
     }
 }

@@ -66,7 +66,7 @@ pub fn test() -> anyhow::Result<()> {
     });
     // VM kernels (kprobes): root only, as kernels are fetched into /var/cache/dad-trace.
     if is_root() {
-        if let Err(e) = vm::vm_test() {
+        if let Err(e) = vm::vm_test(&[]) {
             failures.push(format!("vm-test: {e:#}"));
         }
         tiers.push(Tier {

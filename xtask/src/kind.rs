@@ -195,7 +195,7 @@ pub fn kind_e2e(opts: &KindOptions) -> anyhow::Result<()> {
     }
     let binary = match &opts.binary {
         Some(binary) => binary.clone(),
-        None => crate::static_binary()?,
+        None => crate::static_binary(crate::Arch::host())?,
     };
     let (before_phase, after_phase, cni_gate_flags) = gate_phases(&binary)?;
     std::fs::create_dir_all(&opts.out)?;

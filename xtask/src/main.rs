@@ -7,6 +7,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod apt;
+mod arch;
 mod check;
 mod kind;
 mod progress;
@@ -14,6 +16,7 @@ mod setup;
 mod tiers;
 mod vm;
 
+use arch::Arch;
 use setup::Need;
 #[derive(Parser)]
 #[command(about = "dad-trace project tasks")]
@@ -49,8 +52,13 @@ enum Task {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
-    /// Boot the VM kernel matrix under qemu and run the kprobe tests there (root).
-    VmTest,
+    /// Boot the VM kernel matrix under qemu (x86-64 and arm64 guests) and run the kernel
+    /// tests there (root).
+    VmTest {
+        /// Only these guests, by label (`5.10-amd64`, `6.1-arm64`, ...).
+        #[arg(long)]
+        only: Vec<String>,
+    },
     /// rustfmt check and clippy (userspace and the eBPF crate separately).
     Lint,
     /// The pod-start scenario on an IPv6 kind cluster, gated like the local scenario (CI
@@ -78,13 +86,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build the static binary and the container image as an OCI archive (no container
-    /// engine needed): target/dad-trace-image.tar, for `ctr images import` or `podman load`.
+    /// Build the static binaries (x86-64 and aarch64) and the container image as one
+    /// multi-platform OCI archive (no container engine needed): target/dad-trace-image.tar,
+    /// for `ctr images import` or `podman load`.
     Image,
 }
 
-/// glibc, linked statically (static-pie): the image holds nothing but the binary.
-const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Where `cargo xtask image` leaves the image; deploy/Containerfile copies the same binary.
 const IMAGE_ARCHIVE: &str = "target/dad-trace-image.tar";
 /// The manifests' `dad-trace:latest`, as the runtime normalizes it (what `ctr images import`
@@ -140,46 +147,44 @@ fn build_release() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/release/dad-trace"))
 }
 
-/// The release binary, linked statically: it runs in an empty image or any node container.
-pub(crate) fn static_binary() -> anyhow::Result<PathBuf> {
+/// The release binary for `arch`, linked statically: it runs in an empty image or any node
+/// container.
+pub(crate) fn static_binary(arch: Arch) -> anyhow::Result<PathBuf> {
     setup::ensure(Need::Build)?;
-    // With --target, RUSTFLAGS reach the binary but not build scripts or proc macros.
-    run(cargo()
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "dad-trace",
-            "--target",
-            STATIC_TARGET,
-        ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static"))?;
-    Ok(workspace_root()
-        .join("target")
-        .join(STATIC_TARGET)
-        .join("release/dad-trace"))
+    if arch != Arch::Amd64 {
+        setup::ensure_cross()?;
+    }
+    arch.build(&["build", "--package", "dad-trace"], "dad-trace")
 }
 
+/// One image for both architectures: the runtime picks its platform's manifest.
 pub(crate) fn image() -> anyhow::Result<PathBuf> {
-    let binary = static_binary()?;
-    let rootfs = workspace_root().join("target/image-rootfs");
-    if rootfs.exists() {
-        std::fs::remove_dir_all(&rootfs)?;
+    let root = workspace_root().join("target/image-rootfs");
+    if root.exists() {
+        std::fs::remove_dir_all(&root)?;
     }
-    // Session files of the ad-hoc Job are written to a hostPath mounted here.
-    std::fs::create_dir_all(rootfs.join("var/lib/dad-trace"))?;
-    std::fs::create_dir_all(rootfs.join("tmp"))?;
-    std::fs::copy(&binary, rootfs.join("dad-trace")).with_context(|| format!("copy {}", binary.display()))?;
-    let share = shell_files(&binary)?;
-    copy_tree(&share, &rootfs.join("usr/share"))?;
+    // Completions and manual pages are the same for both: written by the binary that runs here.
+    let share = shell_files(&static_binary(Arch::Amd64)?)?;
+    let mut platforms = Vec::new();
+    for arch in Arch::ALL {
+        let binary = static_binary(arch)?;
+        let rootfs = root.join(arch.debian());
+        // Session files of the ad-hoc Job are written to a hostPath mounted here.
+        std::fs::create_dir_all(rootfs.join("var/lib/dad-trace"))?;
+        std::fs::create_dir_all(rootfs.join("tmp"))?;
+        std::fs::copy(&binary, rootfs.join("dad-trace")).with_context(|| format!("copy {}", binary.display()))?;
+        copy_tree(&share, &rootfs.join("usr/share"))?;
+        eprintln!("{} binary: {}", arch.debian(), binary.display());
+        platforms.push(format!("{}={}", arch.debian(), rootfs.display()));
+    }
     let archive = workspace_root().join(IMAGE_ARCHIVE);
     run(Command::new("sh")
         .arg(workspace_root().join("deploy/oci-archive.sh"))
-        .arg(&rootfs)
         .arg(&archive)
-        .args([IMAGE_REF, r#"["/dad-trace"]"#, r#"["serve"]"#]))?;
-    std::fs::remove_dir_all(&rootfs)?;
-    eprintln!("image {IMAGE_REF}: {}", archive.display());
+        .args([IMAGE_REF, r#"["/dad-trace"]"#, r#"["serve"]"#])
+        .args(&platforms))?;
+    std::fs::remove_dir_all(&root)?;
+    eprintln!("image {IMAGE_REF} (linux/amd64, linux/arm64): {}", archive.display());
     Ok(archive)
 }
 
@@ -271,9 +276,9 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test => check::test(),
         Task::Fuzz { seconds } => check::fuzz(seconds).map(drop),
-        Task::VmTest => {
+        Task::VmTest { only } => {
             setup::ensure(Need::Test)?;
-            vm::vm_test()
+            vm::vm_test(&only)
         }
         Task::Lint => check::lint(),
         Task::Image => image().map(drop),

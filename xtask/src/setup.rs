@@ -23,9 +23,15 @@ const BUILD_PACKAGES: &[&str] = &[
 const RUN_PACKAGES: &[&str] = &["iproute2", "containernetworking-plugins"];
 /// What linting needs besides: clippy for Debian's toolchain (the eBPF crate).
 const LINT_PACKAGES: &[&str] = &["rust-web-clippy"];
+/// What building for aarch64 needs besides (`image`, and `test` through it): Debian's cross
+/// linker and C library. The aarch64 Rust standard library is unpacked into the cache, not
+/// installed (see arch.rs).
+const CROSS_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
 /// What testing needs besides (never installed by `demo` or `run`).
 const TEST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
+    // The arm64 guests; their busybox, CNI plugins and kernels are unpacked into the cache.
+    "qemu-system-arm",
     "busybox-static",
     "cpio",
     "xz-utils",
@@ -58,9 +64,16 @@ pub fn ensure(need: Need) -> anyhow::Result<()> {
     }
     if need >= Need::Test {
         packages.extend(TEST_PACKAGES);
+        // The image (which the runtime tests run) and the arm64 guests are cross-built.
+        packages.extend(CROSS_PACKAGES);
     }
     install_packages(&packages)?;
     ebpf_toolchain_ready()
+}
+
+/// What building for aarch64 needs, on top of [`Need::Build`].
+pub fn ensure_cross() -> anyhow::Result<()> {
+    install_packages(CROSS_PACKAGES)
 }
 
 /// Installs the Debian packages that are missing.

@@ -54,6 +54,7 @@ pub enum Command {
     KernelFacts(probes::KernelFacts),
     Completions(completions::Completions),
     Man(completions::Man),
+    KernelDescription(probes::KernelDescription),
 }
 
 impl Cli {
@@ -100,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::KernelFacts(command) => command.run(),
         Command::Completions(command) => command.run(),
         Command::Man(command) => command.run(),
+        Command::KernelDescription(command) => command.run(),
     }
 }
 

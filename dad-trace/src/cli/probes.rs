@@ -1,7 +1,7 @@
 //! `dad-trace probes`, and the hidden `kernel-facts` that `record` runs in a child.
 use std::{fmt::Write as _, path::PathBuf};
 
-use crate::kernel::{self, Kernel, VMLINUX_BTF, btf, support};
+use crate::kernel::{self, Kernel, VMLINUX_BTF, btf, release, support};
 
 /// Show which kernel hook each backend uses for each DAD phase on this kernel, and why.
 #[derive(clap::Args)]
@@ -55,5 +55,18 @@ pub struct KernelFacts {
 impl KernelFacts {
     pub fn run(self) -> anyhow::Result<()> {
         super::out(&(serde_json::to_string(&btf::read_facts(&self.btf)?)? + "\n"))
+    }
+}
+
+/// Print what decides whether this kernel is supported (release, ring buffer), as JSON: how
+/// the recorded kernels in tests/fixtures/kernels were taken.
+#[derive(clap::Args)]
+#[command(hide = true)]
+pub struct KernelDescription;
+
+impl KernelDescription {
+    pub fn run(self) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string(&release::Description::running())?);
+        Ok(())
     }
 }

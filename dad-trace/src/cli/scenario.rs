@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use crate::{
     kernel::BackendChoice,
-    scenario::{self, ScenarioOptions, cni::Plugin, phases, render},
+    scenario::{self, ScenarioOptions, cni::Plugin, gates, phases, render},
 };
 
 /// Reproduce slow IPv6 pod start on this node: pods set up by a real CNI plugin under
@@ -69,7 +69,7 @@ impl Scenario {
             backend: self.backend,
             phases,
             prefix: "dts-".into(),
-            extra_slack_ms: 0,
+            slack: gates::Slack::default(),
         };
         let results = scenario::run(&opts).await?;
         if let Some(dir) = &self.output {

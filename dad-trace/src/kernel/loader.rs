@@ -15,10 +15,12 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::{
     events::{self, Observation},
+    memlock,
     probes::{HookSpec, PROC_HOOKS, ProcHook, ProgramKind},
     procs::{self, ProcEvent},
     support::Plan,
 };
+use crate::error::Refusal;
 
 /// The kernel object, built by build.rs and embedded: one file to copy to a node.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dad-trace"));
@@ -29,6 +31,8 @@ pub enum LoadError {
     NoObject,
     #[error("cannot load the kernel programs: {0}")]
     Ebpf(#[from] aya::EbpfError),
+    #[error("cannot load the kernel programs")]
+    Refused(#[source] Refusal),
     #[error("map {0} missing from the kernel object")]
     MissingMap(&'static str),
     #[error("cannot poll the events ring buffer: {0}")]
@@ -50,8 +54,9 @@ pub enum AttachError {
     NoBtfType { probe: String, target: &'static str },
 }
 
-/// Loads the object with `config` baked in (the CNI call programs get an empty configuration:
-/// see [`load_with_procs`]). Nothing is attached yet.
+/// Loads the object with `config` baked in (raising `RLIMIT_MEMLOCK` first, for kernels
+/// that charge it; the CNI call programs get an empty configuration: see
+/// [`load_with_procs`]). Nothing is attached yet.
 pub fn load(config: &Config, ring_bytes: u32, verbose: bool) -> Result<Ebpf, LoadError> {
     load_with_procs(config, &ProcConfig::default(), ring_bytes, verbose)
 }
@@ -61,6 +66,8 @@ pub fn load_with_procs(config: &Config, proc: &ProcConfig, ring_bytes: u32, verb
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
+    let release = super::release();
+    memlock::raise(&release);
     // Kernel-side debug logs cost a ring buffer write each: only when asked for.
     let log_level = if verbose {
         aya_log::Level::Debug
@@ -75,7 +82,8 @@ pub fn load_with_procs(config: &Config, proc: &ProcConfig, ring_bytes: u32, verb
         .override_global(PROC_CONFIG_GLOBAL, proc, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .map_max_entries(EVENTS_MAP, ring_bytes)
-        .load(EBPF_OBJECT)?;
+        .load(EBPF_OBJECT)
+        .map_err(|e| memlock::explain(&release, &e).map_or(LoadError::Ebpf(e), LoadError::Refused))?;
     Ok(ebpf)
 }
 

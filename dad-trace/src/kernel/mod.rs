@@ -13,8 +13,10 @@ use crate::error::Refusal;
 pub mod btf;
 pub mod events;
 pub mod loader;
+pub mod memlock;
 pub mod probes;
 pub mod procs;
+pub mod release;
 pub mod support;
 
 pub use btf::VMLINUX_BTF;
@@ -69,9 +71,12 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Reads BTF (in a short-lived child when `helper` is this binary, see
-    /// [`btf::kernel_facts`]), `/proc/kallsyms` and the kprobe PMU.
+    /// Refuses kernels before 5.8 ([`release`]), then reads BTF (in a short-lived child
+    /// when `helper` is this binary, see [`btf::kernel_facts`]), `/proc/kallsyms` and the
+    /// kprobe PMU.
     pub fn discover(btf_path: &Path, helper: Option<&Path>) -> anyhow::Result<Self> {
+        // First: an old kernel would otherwise fail later with a less useful message (no BTF).
+        release::Description::running().check()?;
         let facts = btf::kernel_facts(btf_path, helper)?;
         let support = KernelSupport::read(
             Path::new(KALLSYMS),
@@ -188,7 +193,13 @@ pub fn attach(
                     .and_then(|_| loader::attach_procs(&mut ebpf).map_err(|e| format!("{:#}", anyhow::Error::from(e))));
                 return Ok(Attached { ebpf, backend, procs });
             }
-            Err(e) => failures.push(format!("{backend}: {:#}", anyhow::Error::from(e))),
+            Err(e) => {
+                // Refused for the memory limit: no other backend would fare better.
+                if let Some(refusal) = memlock::explain(&kernel.release, &e) {
+                    return Err(refusal.into());
+                }
+                failures.push(format!("{backend}: {:#}", anyhow::Error::from(e)));
+            }
         }
     }
     Err(Refusal::Kernel(format!(

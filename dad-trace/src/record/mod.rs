@@ -154,7 +154,6 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     kernel::check_privileges()?;
     // First thing: a signal during start-up must still end in a saved session and no leftovers.
     let mut signals = StopSignals::install()?;
-    raise_memlock_limit();
     let kernel = Kernel::discover(&opts.btf, opts.facts_helper.as_deref())?;
     let bin_dirs = kernel::cni_bin_dirs(&opts.cni_bin_dirs);
     let proc_config = if opts.cni {
@@ -315,18 +314,6 @@ async fn follow(
         if opts.count.is_some_and(|count| sinks.finished() >= count) || sinks.synthetic_done() {
             return None;
         }
-    }
-}
-
-/// Kernels since 5.11 charge BPF memory to the cgroup; the old limit only matters before.
-fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: plain syscall with a valid pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
-        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error());
     }
 }
 

@@ -98,9 +98,8 @@ pub struct ScenarioOptions {
     /// Names of the phases to run, in order.
     pub phases: Vec<&'static Phase>,
     pub prefix: String,
-    /// Added to every `TracksAddTime` tolerance: timing jitter of slow machines (emulated
-    /// VMs); 0 on real hardware.
-    pub extra_slack_ms: u64,
+    /// Timing slack of slow machines (emulated VMs); none on real hardware.
+    pub slack: gates::Slack,
 }
 
 /// Runs one phase: sysctls set (and restored when it ends, however it ends), recording
@@ -241,6 +240,6 @@ pub async fn run(opts: &ScenarioOptions) -> anyhow::Result<Vec<PhaseResult>> {
     if cancelled.load(Ordering::Relaxed) {
         bail!("interrupted; sysctls restored and pods removed");
     }
-    gates::apply_gates(&mut results, opts.extra_slack_ms);
+    gates::apply_gates(&mut results, opts.slack);
     Ok(results)
 }

@@ -1,0 +1,222 @@
+//! The guest's initramfs: busybox, the static test binary and dad-trace binary of the guest's
+//! architecture, Debian's CNI plugins with their shared libraries, and the kernel's veth
+//! module. arm64 pieces come from arm64 packages unpacked into the cache.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    Arch,
+    apt::{self, Apt, Deb},
+    run,
+};
+
+const CNI_PLUGINS: &[&str] = &["ptp", "bridge", "host-local", "loopback"];
+
+/// What goes into one guest.
+pub struct Contents<'a> {
+    pub arch: Arch,
+    pub kernel_root: &'a Path,
+    pub tests: &'a Path,
+    pub dad_trace: &'a Path,
+    /// Synthetic pods per scenario in this guest.
+    pub pods: usize,
+}
+
+/// Where an architecture's programs and libraries come from.
+struct Userland {
+    busybox: PathBuf,
+    /// Root of the CNI plugins' file tree (`usr/lib/cni` below it).
+    cni_root: PathBuf,
+    /// Where shared libraries are looked up, and where they go in the guest.
+    library_dirs: &'static [&'static str],
+    guest_library_dir: &'static str,
+}
+
+impl Userland {
+    fn of(arch: Arch) -> anyhow::Result<Self> {
+        Ok(match arch {
+            Arch::Amd64 => Self {
+                busybox: "/bin/busybox".into(),
+                cni_root: "/".into(),
+                library_dirs: &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"],
+                guest_library_dir: "/lib/x86_64-linux-gnu",
+            },
+            Arch::Arm64 => {
+                let apt = Apt::local()?;
+                // The same versions as the machine's own, for the same behaviour.
+                let unpack = |name: &str| -> anyhow::Result<PathBuf> {
+                    let version = apt::installed_version(name)?;
+                    apt.unpacked(&Deb {
+                        name,
+                        arch: "arm64",
+                        version: Some(&version),
+                    })
+                };
+                Self {
+                    busybox: unpack("busybox-static")?.join("bin/busybox"),
+                    cni_root: unpack("containernetworking-plugins")?,
+                    // Debian's cross C library, the same files as libc6:arm64.
+                    library_dirs: &["/usr/aarch64-linux-gnu/lib"],
+                    guest_library_dir: "/lib/aarch64-linux-gnu",
+                }
+            }
+        })
+    }
+
+    /// The shared libraries and the program interpreter an ELF file needs, recursively:
+    /// (file here, path in the guest).
+    fn libraries(&self, binary: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+        let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut pending = vec![binary.to_path_buf()];
+        while let Some(file) = pending.pop() {
+            let (interpreter, needed) = dynamic_section(&file)?;
+            if let Some(interpreter) = interpreter {
+                let name = interpreter.file_name().context("interpreter name")?;
+                let here = self.find(&name.to_string_lossy())?;
+                if !found.iter().any(|(_, guest)| *guest == interpreter) {
+                    found.push((here, interpreter));
+                }
+            }
+            for name in needed {
+                let guest = Path::new(self.guest_library_dir).join(&name);
+                if found.iter().any(|(_, known)| *known == guest) {
+                    continue;
+                }
+                let here = self.find(&name)?;
+                pending.push(here.clone());
+                found.push((here, guest));
+            }
+        }
+        Ok(found)
+    }
+
+    fn find(&self, name: &str) -> anyhow::Result<PathBuf> {
+        self.library_dirs
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|path| path.exists())
+            .with_context(|| format!("{name} not found in {:?}", self.library_dirs))
+    }
+}
+
+/// The program interpreter and `NEEDED` entries of an ELF file (readelf reads any
+/// architecture; ldd only the machine's own).
+fn dynamic_section(binary: &Path) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
+    let output = Command::new("readelf")
+        .args(["--wide", "--program-headers", "--dynamic"])
+        .arg(binary)
+        .output()
+        .context("readelf")?;
+    if !output.status.success() {
+        bail!("readelf {} failed", binary.display());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let bracketed = |line: &str, label: &str| -> Option<String> {
+        let rest = line.split(label).nth(1)?;
+        Some(rest.split(']').next()?.trim().to_string())
+    };
+    let interpreter = text
+        .lines()
+        .find_map(|line| bracketed(line, "Requesting program interpreter:"))
+        .map(PathBuf::from);
+    let needed = text
+        .lines()
+        .filter(|line| line.contains("(NEEDED)"))
+        .filter_map(|line| bracketed(line, "Shared library: ["))
+        .collect();
+    Ok((interpreter, needed))
+}
+
+fn copy_into(root: &Path, source: &Path, target: &Path) -> anyhow::Result<()> {
+    let destination = root.join(target.strip_prefix("/").unwrap_or(target));
+    if let Some(parent) = destination.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::copy(source, &destination).with_context(|| format!("copy {}", source.display()))?;
+    Ok(())
+}
+
+pub fn find_file(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Option<PathBuf> {
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, wanted) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| wanted(&n.to_string_lossy())) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// The guest's init: mount, load veth, run the tests, print the verdict, power off.
+fn init_script(pods: usize) -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mkdir -p /run/netns
+insmod /lib/modules/veth.ko || echo "insmod veth failed"
+ip link set lo up
+echo "== guest kernel $(uname -r) $(uname -m), kprobe PMU: $(ls /sys/bus/event_source/devices/ | tr '\n' ' ')"
+cd /tmp
+DAD_TRACE_VM=1 DAD_TRACE_PODS={pods} DAD_TRACE_BIN=/bin/dad-trace /bin/vm-tests --test-threads=1 --nocapture
+rc=$?
+if [ "$rc" -eq 0 ]; then echo "DAD-TRACE-VM-RESULT: PASS"; else echo "DAD-TRACE-VM-RESULT: FAIL (tests exit $rc)"; fi
+poweroff -f
+"#
+    )
+}
+
+/// Assembles the initramfs at `out`.
+pub fn build(contents: &Contents, out: &Path) -> anyhow::Result<()> {
+    let userland = Userland::of(contents.arch)?;
+    let staging = out.with_extension("d");
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    fs::create_dir_all(&staging)?;
+    copy_into(&staging, &userland.busybox, Path::new("/bin/busybox"))?;
+    // Both are static: no libraries to bring.
+    copy_into(&staging, contents.tests, Path::new("/bin/vm-tests"))?;
+    copy_into(&staging, contents.dad_trace, Path::new("/bin/dad-trace"))?;
+    // Debian's CNI plugins, as the pod-start scenario calls them.
+    for plugin in CNI_PLUGINS {
+        let guest = Path::new("/usr/lib/cni").join(plugin);
+        let binary = userland.cni_root.join(guest.strip_prefix("/")?);
+        copy_into(&staging, &binary, &guest)?;
+        for (here, guest) in userland.libraries(&binary)? {
+            copy_into(&staging, &here, &guest)?;
+        }
+    }
+    let veth = find_file(contents.kernel_root, &|name| name.starts_with("veth.ko"))
+        .context("veth module not in the kernel package")?;
+    let module = staging.join("lib/modules/veth.ko");
+    fs::create_dir_all(module.parent().context("module path")?)?;
+    if veth.extension().is_some_and(|e| e == "xz") {
+        let plain = Command::new("xz").arg("-dc").arg(&veth).output().context("xz")?;
+        fs::write(&module, plain.stdout)?;
+    } else {
+        fs::copy(&veth, &module)?;
+    }
+    let init = staging.join("init");
+    fs::write(&init, init_script(contents.pods))?;
+    run(Command::new("chmod").arg("755").arg(&init))?;
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("find . | cpio --quiet -o -H newc > '{}'", out.display()))
+        .current_dir(&staging))?;
+    fs::remove_dir_all(&staging)?;
+    Ok(())
+}
