@@ -370,6 +370,44 @@ impl Containerd {
         self.run_sandbox(&self.sandbox_config(namespace, name, uid, false))
     }
 
+    /// A pod as the kubelet starts one: its sandbox (network set up by the CNI plugin), then
+    /// one container in it (the pause image's `sleep`); returns the sandbox id.
+    pub fn run_pod_with_container(&self, namespace: &str, name: &str, uid: &str) -> anyhow::Result<String> {
+        let sandbox_config = self.sandbox_config(namespace, name, uid, false);
+        let sandbox = self.run_sandbox(&sandbox_config)?;
+        let container = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: PAUSE_IMAGE.into(),
+                ..ImageSpec::default()
+            }),
+            log_path: "app.log".into(),
+            ..ContainerConfig::default()
+        };
+        let mut client = self.client()?;
+        let created = self
+            .runtime
+            .block_on(client.service().create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(container),
+                sandbox_config: Some(sandbox_config),
+            }))
+            .with_context(|| format!("CreateContainer in {namespace}/{name}"))?
+            .into_inner()
+            .container_id;
+        self.runtime
+            .block_on(
+                client
+                    .service()
+                    .start_container(StartContainerRequest { container_id: created }),
+            )
+            .with_context(|| format!("StartContainer in {namespace}/{name}"))?;
+        Ok(sandbox)
+    }
+
     fn run_sandbox(&self, config: &PodSandboxConfig) -> anyhow::Result<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -31,8 +31,9 @@ fn containerd_tests_allowed(test: &str) -> bool {
     true
 }
 
-/// Pod sandboxes created through containerd's CRI with known names are reported by those
-/// names, with their DAD delays.
+/// Pods started through containerd's CRI with known names (a sandbox, then a container in
+/// it) are reported by those names, with their DAD delays and their start's timeline:
+/// sandbox created → CNI ADD (with the DAD wait inside it) → container started.
 #[test]
 fn containerd_pods_are_named_with_their_delays() {
     const TEST: &str = "containerd_pods_are_named_with_their_delays";
@@ -68,7 +69,7 @@ fn containerd_pods_are_named_with_their_delays() {
         let workload = async move {
             let ids = tokio::task::spawn_blocking(move || {
                 pods.iter()
-                    .map(|(namespace, name, uid)| creator.run_pod(namespace, name, uid))
+                    .map(|(namespace, name, uid)| creator.run_pod_with_container(namespace, name, uid))
                     .collect::<anyhow::Result<Vec<String>>>()
             })
             .await;
@@ -115,6 +116,48 @@ fn containerd_pods_are_named_with_their_delays() {
         // IPAM address right after): its wait is one address's plus at most that.
         let window = *STOCK_DAD_NS.start()..=STOCK_DAD_NS.end() + 250_000_000;
         assert!(window.contains(&pod.delay_ns), "{label}: {} ns", pod.delay_ns);
+    }
+    check_pod_starts(&session, &pods.map(|(namespace, name, _)| (namespace, name)));
+}
+
+/// Each pod's start in the order the kubelet drives it, with the DAD wait inside its ADD.
+fn check_pod_starts(session: &dad_trace::session::Session, pods: &[(&str, &str)]) {
+    for (namespace, name) in pods {
+        let start = session
+            .pods
+            .iter()
+            .find(|start| start.pod.as_ref().and_then(|pod| pod.name.as_deref()) == Some(*name))
+            .unwrap_or_else(|| panic!("{namespace}/{name} not in pods[]: {:#?}", session.pods));
+        let timeline = &start.timeline;
+        let steps = [
+            ("sandbox created", timeline.sandbox_created),
+            ("ADD start", timeline.add_start),
+            ("first tentative", timeline.first_tentative),
+            ("last settled", timeline.last_settled),
+            ("ADD end", timeline.add_end),
+            ("container started", timeline.container_started),
+        ];
+        println!("{namespace}/{name}: {steps:?}");
+        for pair in steps.windows(2) {
+            let ((before, at), (after, then)) = (pair[0], pair[1]);
+            let (at, then) = (
+                at.unwrap_or_else(|| panic!("{name}: no {before}")),
+                then.unwrap_or_else(|| panic!("{name}: no {after}")),
+            );
+            assert!(at <= then, "{name}: {before} {at} after {after} {then}");
+        }
+        // The ADD waited for DAD (stock settings), and nearly all of it was that wait.
+        let add = start.cni_add_ns.expect("ADD traced");
+        let wait = start.dad_wait_ns.expect("DAD wait");
+        // Two addresses, created a moment apart (as the per-pod delay above).
+        let window = *STOCK_DAD_NS.start()..=STOCK_DAD_NS.end() + 250_000_000;
+        assert!(window.contains(&wait), "{name}: DAD wait {wait} ns");
+        assert!(
+            add >= wait && add - wait < 500_000_000,
+            "{name}: ADD {add} ns, DAD wait {wait} ns"
+        );
+        let pod_start = start.pod_start_ns.expect("the runtime gave both ends");
+        assert!(pod_start >= add, "{name}: pod start {pod_start} ns < ADD {add} ns");
     }
 }
 
