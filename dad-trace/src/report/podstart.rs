@@ -151,6 +151,17 @@ fn percent(share: f64) -> String {
 /// The table's rows: name, count, p50, p90, p99, max (cells as text).
 #[must_use]
 pub fn table_rows(summary: &PodStartSummary) -> Vec<[String; 6]> {
+    // A row without values: none of the pods had it.
+    let empty = |name: &str| {
+        [
+            name.to_string(),
+            "0".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]
+    };
     let delay = |name: &str, summary: Option<Summary>| match summary {
         Some(s) => [
             name.to_string(),
@@ -160,14 +171,7 @@ pub fn table_rows(summary: &PodStartSummary) -> Vec<[String; 6]> {
             human(s.p99_ns),
             human(s.max_ns),
         ],
-        None => [
-            name.to_string(),
-            "0".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-        ],
+        None => empty(name),
     };
     let share = |name: &str, shares: Option<Shares>| match shares {
         Some(s) => [
@@ -178,14 +182,7 @@ pub fn table_rows(summary: &PodStartSummary) -> Vec<[String; 6]> {
             percent(s.p99),
             percent(s.max),
         ],
-        None => [
-            name.to_string(),
-            "0".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-        ],
+        None => empty(name),
     };
     vec![
         delay("CNI ADD", summary.cni_add),
