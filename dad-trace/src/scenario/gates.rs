@@ -15,9 +15,11 @@ use crate::{
 /// 0.9 ms here). The median over a phase's pods must be within this.
 pub const ADD_AGREEMENT_MS: u64 = 5;
 
-/// Any one pod: the reaping side waits for the scheduler, which on two busy cores took up
-/// to 8.5 ms; a wrong start or end (a delegate taken for the call) would be tens of ms.
-pub const ADD_AGREEMENT_WORST_MS: u64 = 25;
+/// Any one pod: the reaping side waits for the scheduler and, in the tests, for the recorder
+/// working in the same process (a debug build): 8.5 ms seen on two busy cores, 25.6 ms once
+/// in a CI run (one pod of 60; the median stayed 0.9 ms). A call taken from the wrong process
+/// (a delegate's start or end) would be off by a plugin's run, hundreds of ms with DAD.
+pub const ADD_AGREEMENT_WORST_MS: u64 = 100;
 
 /// The kernel's ADD lies inside the scenario's: longer by more than this is a wrong end.
 const ADD_CLOCK_SLACK_NS: u64 = 1_000_000;
@@ -179,18 +181,18 @@ mod tests {
             1,
             "5.1 ms apart at the median"
         );
-        // One pod reaped 8.5 ms late among pods within a millisecond: fine; 25.1 ms: not.
+        // One pod reaped 8.5 ms late among pods within a millisecond: fine; 100.1 ms: not.
         let late = |late_us: u64| {
             [
-                pod(40_000, Some(39_500)),
-                pod(40_000, Some(40_000 - late_us)),
-                pod(41_000, Some(40_800)),
+                pod(200_000, Some(199_500)),
+                pod(200_000, Some(200_000 - late_us)),
+                pod(201_000, Some(200_800)),
             ]
         };
         assert!(check_add_agreement(&late(8_500), 0).is_empty());
-        assert_eq!(check_add_agreement(&late(25_100), 0).len(), 1);
+        assert_eq!(check_add_agreement(&late(100_100), 0).len(), 1);
         assert!(
-            check_add_agreement(&late(25_100), 1_000_000).is_empty(),
+            check_add_agreement(&late(100_100), 1_000_000).is_empty(),
             "an emulated machine's slack"
         );
         assert_eq!(
