@@ -39,6 +39,8 @@ pub fn test() -> anyhow::Result<()> {
         cargo()
             .args([
                 "test",
+                // Every test binary runs though one fails: the summary shows all failures.
+                "--no-fail-fast",
                 "--workspace",
                 "--exclude",
                 "integration-tests",
@@ -51,7 +53,7 @@ pub fn test() -> anyhow::Result<()> {
     // The runtime tests run this image in containerd as the DaemonSet does.
     image()?;
     let mut integration = cargo();
-    integration.args(["test", "--package", "integration-tests"]);
+    integration.args(["test", "--no-fail-fast", "--package", "integration-tests"]);
     for target in HOST_TESTS {
         integration.args(["--test", target]);
     }
