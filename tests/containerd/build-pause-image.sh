@@ -9,4 +9,6 @@ mkdir -p "$ROOTFS/bin" "$ROOTFS/dev" "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/etc" 
 cp /bin/busybox "$ROOTFS/bin/busybox"
 chmod 0755 "$ROOTFS/bin/busybox"
 ln -s /bin/busybox "$ROOTFS/pause"
-exec "$(dirname "$0")/../../deploy/oci-archive.sh" "$ROOTFS" "$OUT" "$REF" '["/bin/busybox","sleep","2147483647"]' '[]'
+# The machine's own architecture: the image holds its busybox.
+exec "$(dirname "$0")/../../deploy/oci-archive.sh" "$OUT" "$REF" '["/bin/busybox","sleep","2147483647"]' '[]' \
+    "$(dpkg --print-architecture)=$ROOTFS"
