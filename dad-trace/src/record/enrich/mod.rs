@@ -121,6 +121,11 @@ impl Enricher {
             return info;
         }
         if let Some(identity) = self.sandbox(inode, info.first_seen) {
+            // The runtime's path opens a namespace kept outside /run/netns, or whose pause
+            // process the scans have not met yet.
+            if info.handle.is_none() {
+                info.handle = identity.netns_path.clone().filter(|path| path.exists());
+            }
             merge_identity(&mut info.pod, identity);
         }
         info
@@ -148,6 +153,21 @@ impl Enricher {
         Some(nsid)
     }
 
+    /// The namespace the host calls `nsid`, among those seen: a host-side veth may finish
+    /// before any address of its pod did (held for a name), so ids not asked yet are asked.
+    fn inode_of_nsid(&mut self, nsid: i32) -> Option<u32> {
+        if let Some((inode, _)) = self.book.by_nsid(nsid) {
+            return Some(inode);
+        }
+        let unasked: Vec<u32> = self
+            .book
+            .without_nsid()
+            .into_iter()
+            .filter(|inode| !self.is_host(*inode))
+            .collect();
+        unasked.into_iter().find(|inode| self.nsid(*inode) == Some(nsid))
+    }
+
     /// The other end of a veth: for a pod's interface, the host-side veth (by name); for a
     /// host-side veth, the pod it serves.
     fn peer(&mut self, netns: NetnsId, ifindex: i32) -> Option<Peer> {
@@ -160,7 +180,7 @@ impl Enricher {
             let peer = link.veth_peer?;
             let pod = link
                 .peer_nsid
-                .and_then(|nsid| self.book.by_nsid(nsid).map(|(inode, _)| inode))
+                .and_then(|nsid| self.inode_of_nsid(nsid))
                 .map(|inode| self.label(inode));
             return Some(Peer {
                 ifindex: peer,

@@ -161,6 +161,16 @@ impl NetnsBook {
             .map(|(inode, info)| (*inode, info))
     }
 
+    /// Remembered namespaces whose host id was not asked yet (or could not be had).
+    #[must_use]
+    pub fn without_nsid(&self) -> Vec<u32> {
+        self.known
+            .iter()
+            .filter(|(_, info)| info.nsid.is_none())
+            .map(|(inode, _)| *inode)
+            .collect()
+    }
+
     /// Every namespace on the node with a path that opens it now (named, or where a process
     /// lives), whether or not dad-trace saw events of it; nothing is remembered.
     #[must_use]
