@@ -46,6 +46,9 @@ pub struct Slack {
     /// settled) still covers the plugin's own steps from link-up to adding the address, and
     /// a kworker's turn to settle it, which emulation stretches to tens of ms.
     pub fast_ms: u64,
+    /// Added to both bounds of traced against measured ADD: emulated fork, exec and reaping
+    /// (medians of 2.5-4.8 ms in the TCG guests, where hardware shows 0.9 ms).
+    pub agreement_ms: u64,
 }
 
 /// Judges every phase, allowing the DAD-free ADD cost (and any slack) on top of the
@@ -57,7 +60,7 @@ pub fn apply_gates(results: &mut [PhaseResult], slack: Slack) {
         if result.plugin != Plugin::Veth {
             result
                 .problems
-                .extend(check_add_agreement(&result.pods, slack.add_ms * 1_000_000));
+                .extend(check_add_agreement(&result.pods, slack.agreement_ms * 1_000_000));
         }
         if result.doctor != result.expected_doctor {
             result.problems.push(format!(
@@ -86,8 +89,8 @@ pub fn apply_gates(results: &mut [PhaseResult], slack: Slack) {
 }
 
 /// Every pod's ADD traced, never longer than the scenario's own time of it, within
-/// [`ADD_AGREEMENT_WORST_MS`] of it (plus `slack_ns`, emulated machines), and within
-/// [`ADD_AGREEMENT_MS`] at the median of the phase.
+/// [`ADD_AGREEMENT_WORST_MS`] of it, and within [`ADD_AGREEMENT_MS`] at the median of the
+/// phase (both plus `slack_ns`, emulated machines).
 fn check_add_agreement(pods: &[PodRun], slack_ns: u64) -> Vec<String> {
     let mut problems = Vec::new();
     let mut differences = Vec::new();
@@ -110,7 +113,7 @@ fn check_add_agreement(pods: &[PodRun], slack_ns: u64) -> Vec<String> {
         }
     }
     if let Some(median) = Delays::from_values(differences).summary().map(|summary| summary.p50_ns)
-        && median > ADD_AGREEMENT_MS * 1_000_000
+        && median > ADD_AGREEMENT_MS * 1_000_000 + slack_ns
     {
         problems.push(format!(
             "traced and measured CNI ADD differ by {} at the median (must be within {ADD_AGREEMENT_MS} ms)",
@@ -180,6 +183,10 @@ mod tests {
             check_add_agreement(&[pod(1_950_000, Some(1_944_900))], 0).len(),
             1,
             "5.1 ms apart at the median"
+        );
+        assert!(
+            check_add_agreement(&[pod(1_950_000, Some(1_944_900))], 10_000_000).is_empty(),
+            "an emulated machine's 10 ms"
         );
         // One pod reaped 8.5 ms late among pods within a millisecond: fine; 100.1 ms: not.
         let late = |late_us: u64| {
