@@ -155,6 +155,9 @@ pub fn find_file(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Option<PathBuf> {
     None
 }
 
+/// The first line the guest's init prints: a guest that fails before it never ran a test.
+pub const INIT_STARTED: &str = "== guest kernel";
+
 /// The guest's init: mount, load veth, run the tests, print the verdict, power off.
 fn init_script(pods: usize) -> String {
     format!(
@@ -169,7 +172,7 @@ mount -t tmpfs tmpfs /tmp
 mkdir -p /run/netns
 insmod /lib/modules/veth.ko || echo "insmod veth failed"
 ip link set lo up
-echo "== guest kernel $(uname -r) $(uname -m), kprobe PMU: $(ls /sys/bus/event_source/devices/ | tr '\n' ' ')"
+echo "{INIT_STARTED} $(uname -r) $(uname -m), kprobe PMU: $(ls /sys/bus/event_source/devices/ | tr '\n' ' ')"
 cd /tmp
 DAD_TRACE_VM=1 DAD_TRACE_PODS={pods} DAD_TRACE_BIN=/bin/dad-trace /bin/vm-tests --test-threads=1 --nocapture
 rc=$?
