@@ -177,7 +177,8 @@ pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf_id: Option<u32>) -> Result<(), A
     Ok(())
 }
 
-fn load_and_attach(ebpf: &mut Ebpf, hook: &HookSpec, btf_id: Option<u32>) -> Result<(), AttachError> {
+/// Loads one hook's program and attaches it (no fallback); the link lives as long as `ebpf`.
+pub fn load_and_attach(ebpf: &mut Ebpf, hook: &HookSpec, btf_id: Option<u32>) -> Result<(), AttachError> {
     load_program(ebpf, hook, btf_id)?;
     let wrap = |source| AttachError::Program {
         probe: probe_name(hook),

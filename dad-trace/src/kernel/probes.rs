@@ -136,7 +136,7 @@ const fn kprobe(program: &'static str, target: &'static str, hook: Hook, why: &'
 
 /// Where `tp_btf` is not available (no BTF typedef, kernel before 5.5): the same filter
 /// reading `work->func` through a helper call, two to three times the cost.
-const QUEUED_RAW: HookSpec = HookSpec {
+pub const QUEUED_RAW: HookSpec = HookSpec {
     program: "dad_work_queued",
     kind: ProgramKind::RawTracepoint,
     target: "workqueue_queue_work",
@@ -144,7 +144,7 @@ const QUEUED_RAW: HookSpec = HookSpec {
     why: "dad_work queued: the address state at each DAD step",
     fallback: None,
 };
-const QUEUED: HookSpec = HookSpec {
+pub const QUEUED: HookSpec = HookSpec {
     program: "dad_work_queued_btf",
     kind: ProgramKind::BtfTracepoint,
     target: "workqueue_queue_work",
@@ -152,7 +152,7 @@ const QUEUED: HookSpec = HookSpec {
     why: "dad_work queued (BTF-typed: work->func is a direct load)",
     fallback: Some(&QUEUED_RAW),
 };
-const DONE: HookSpec = HookSpec {
+pub const DONE: HookSpec = HookSpec {
     program: "dad_work_done",
     kind: ProgramKind::RawTracepoint,
     target: "workqueue_execute_end",

@@ -5,12 +5,14 @@
 //! forgotten [`FORGET_AFTER`] after their last use, so a long-running agent holds only the
 //! namespaces of recent pods.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     ffi::OsString,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::proc;
 use crate::{kernel::events::NetnsId, session::Pod};
@@ -65,6 +67,13 @@ pub struct NetnsBook {
     /// Names under `netns_dir` already looked at, and their inodes: a node with a thousand
     /// pods must not stat a thousand files for each new namespace.
     named: HashMap<OsString, u32>,
+    /// Names created but not bind-mounted yet when last looked at.
+    unmounted: HashSet<OsString>,
+    /// Told when names come and go, so a new namespace costs no listing of the directory
+    /// (one listing per new pod made enrichment quadratic in the pods present).
+    watch: Option<Inotify>,
+    /// Directory listings made so far.
+    listings: u64,
     last_full_name_scan: Option<Instant>,
     last_proc_scan: Option<Instant>,
 }
@@ -81,6 +90,9 @@ impl NetnsBook {
             host_inode,
             known: HashMap::new(),
             named: HashMap::new(),
+            unmounted: HashSet::new(),
+            watch: None,
+            listings: 0,
             last_full_name_scan: None,
             last_proc_scan: None,
         }
@@ -207,9 +219,101 @@ impl NetnsBook {
         self.known.len()
     }
 
-    /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use): new
-    /// names only, or every name when `full`.
+    /// How many times the names directory was listed.
+    #[must_use]
+    pub fn listings(&self) -> u64 {
+        self.listings
+    }
+
+    /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use): the
+    /// names that changed since last time (told by inotify), or a listing of every name when
+    /// `full` or when the directory cannot be watched.
     fn scan_names(&mut self, full: bool) {
+        if full || !self.read_name_changes() {
+            self.list_names(full);
+        }
+        let mut mounted = Vec::new();
+        for name in &self.unmounted {
+            if let Some(inode) = self.nsfs_inode(&self.netns_dir.join(name)) {
+                mounted.push((name.clone(), inode));
+            }
+        }
+        for (name, inode) in mounted {
+            self.unmounted.remove(&name);
+            self.named.insert(name, inode);
+        }
+        // Only namespaces dad-trace has seen events of are remembered: a node with
+        // thousands of idle pods is not copied into memory.
+        for (name, inode) in &self.named {
+            if let Some(info) = self.known.get_mut(inode)
+                && info.handle.is_none()
+            {
+                info.name = Some(name.to_string_lossy().into_owned());
+                info.handle = Some(self.netns_dir.join(name));
+            }
+        }
+    }
+
+    /// The inode of a namespace file, if it is one (bind-mounted nsfs).
+    fn nsfs_inode(&self, path: &Path) -> Option<u32> {
+        match std::fs::metadata(path) {
+            Ok(meta) if self.nsfs_device.is_none_or(|nsfs| nsfs == meta.dev()) => Some(meta.ino() as u32),
+            // Not mounted yet (or gone): looked at again next time.
+            _ => None,
+        }
+    }
+
+    /// Applies what inotify told since last time; false when it cannot tell (no watch yet,
+    /// or events were lost), and a listing is needed. A listing made with a new watch in
+    /// place misses nothing after it.
+    fn read_name_changes(&mut self) -> bool {
+        let Some(watch) = &self.watch else {
+            self.watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+                .and_then(|watch| {
+                    let changes = AddWatchFlags::IN_CREATE
+                        | AddWatchFlags::IN_MOVED_TO
+                        | AddWatchFlags::IN_DELETE
+                        | AddWatchFlags::IN_MOVED_FROM
+                        | AddWatchFlags::IN_ONLYDIR;
+                    watch.add_watch(&self.netns_dir, changes).map(|_| watch)
+                })
+                .ok();
+            return false;
+        };
+        let mut intact = true;
+        // Non-blocking: EAGAIN once nothing is left.
+        while let Ok(events) = watch.read_events() {
+            for event in events {
+                if event
+                    .mask
+                    .intersects(AddWatchFlags::IN_Q_OVERFLOW | AddWatchFlags::IN_IGNORED)
+                {
+                    intact = false;
+                    continue;
+                }
+                let Some(name) = event.name else { continue };
+                if event
+                    .mask
+                    .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                {
+                    self.named.remove(&name);
+                    self.unmounted.insert(name);
+                } else {
+                    self.named.remove(&name);
+                    self.unmounted.remove(&name);
+                }
+            }
+        }
+        if !intact {
+            // Lost track (queue overflow, or the directory went): start over.
+            self.watch = None;
+        }
+        intact
+    }
+
+    /// Lists the directory: every name is looked at when `full`, new names only otherwise.
+    fn list_names(&mut self, full: bool) {
+        self.listings += 1;
         let Ok(entries) = std::fs::read_dir(&self.netns_dir) else {
             return;
         };
@@ -217,27 +321,20 @@ impl NetnsBook {
             self.last_full_name_scan = Some(Instant::now());
         }
         let mut present = HashMap::new();
+        let mut unmounted = HashSet::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let inode = match (full, self.named.get(&name)) {
-                (false, Some(&inode)) => inode,
-                _ => match std::fs::metadata(entry.path()) {
-                    Ok(meta) if self.nsfs_device.is_none_or(|nsfs| nsfs == meta.dev()) => meta.ino() as u32,
-                    // Not mounted yet (or gone): looked at again next time.
-                    _ => continue,
-                },
+                (false, Some(&inode)) => Some(inode),
+                _ => self.nsfs_inode(&entry.path()),
             };
-            // Only namespaces dad-trace has seen events of are remembered: a node with
-            // thousands of idle pods is not copied into memory.
-            if let Some(info) = self.known.get_mut(&inode)
-                && info.handle.is_none()
-            {
-                info.name = Some(name.to_string_lossy().into_owned());
-                info.handle = Some(entry.path());
-            }
-            present.insert(name, inode);
+            match inode {
+                Some(inode) => present.insert(name, inode),
+                None => unmounted.insert(name).then_some(0),
+            };
         }
         self.named = present;
+        self.unmounted = unmounted;
     }
 
     /// Processes and their cgroups: the pod sandbox (pause) process lives in the pod's netns.
@@ -316,6 +413,36 @@ mod tests {
         assert_eq!(book.remembered(), 1, "just used");
         book.forget_unused(Instant::now() + FORGET_AFTER);
         assert_eq!(book.remembered(), 0);
+    }
+
+    /// New namespaces are found from inotify's word, without listing the directory again;
+    /// a name created before its namespace is mounted on it is looked at again.
+    #[test]
+    fn new_names_come_from_notifications_not_listings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut book, first) = book_with(dir.path());
+        book.touch(NetnsId {
+            inode: first,
+            cookie: 1,
+        });
+        assert_eq!(book.lookup(first).name.as_deref(), Some("cni-1"));
+        let listings = book.listings();
+        let netns_dir = dir.path().join("netns");
+        let mut inodes = Vec::new();
+        for index in 2..=20 {
+            let path = netns_dir.join(format!("cni-{index}"));
+            std::fs::write(&path, "").expect("write");
+            let inode = std::fs::metadata(&path).expect("stat").ino() as u32;
+            book.touch(NetnsId { inode, cookie: 1 });
+            assert_eq!(book.lookup(inode).name, Some(format!("cni-{index}")));
+            inodes.push(inode);
+        }
+        assert_eq!(book.listings(), listings, "19 new namespaces, no listing");
+        // Gone names go: a new file under an old name is looked at afresh.
+        std::fs::remove_file(netns_dir.join("cni-2")).expect("rm");
+        book.scan_names(false);
+        assert!(!book.named.contains_key(std::ffi::OsStr::new("cni-2")));
+        assert_eq!(book.named.len(), 19);
     }
 
     #[test]
