@@ -143,12 +143,14 @@ impl Enricher {
         if info.nsid.is_some() {
             return info.nsid;
         }
-        let nsid = self
+        let asked = self
             .requests
             .nsid(info.handle.as_deref()?)
-            .inspect_err(|e| log::debug!("nsid of netns {inode}: {e:#}"))
-            .ok()
-            .flatten()?;
+            .inspect_err(|e| log::debug!("nsid of netns {inode}: {e:#}"));
+        let Ok(Some(nsid)) = asked else {
+            self.book.nsid_refused(inode);
+            return None;
+        };
         self.book.set_nsid(inode, nsid);
         Some(nsid)
     }

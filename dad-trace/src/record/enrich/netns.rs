@@ -35,6 +35,9 @@ pub struct NetnsInfo {
     pub cookie: u64,
     /// The id the host gives this namespace (`ip netns list-id`), once asked.
     pub nsid: Option<i32>,
+    /// Asked for its id and the host had none: not asked again on behalf of other
+    /// namespaces' veths (each host-side veth of an unknown peer would ask them all).
+    nsid_refused: bool,
     /// When dad-trace first saw it.
     pub first_seen: Instant,
     last_used: Instant,
@@ -49,6 +52,7 @@ impl NetnsInfo {
             handle: None,
             cookie: 0,
             nsid: None,
+            nsid_refused: false,
             first_seen: now,
             last_used: now,
         }
@@ -173,12 +177,20 @@ impl NetnsBook {
             .map(|(inode, info)| (*inode, info))
     }
 
-    /// Remembered namespaces whose host id was not asked yet (or could not be had).
+    /// The host had no id for the namespace when asked.
+    pub fn nsid_refused(&mut self, inode: u32) {
+        if let Some(info) = self.known.get_mut(&inode) {
+            info.nsid_refused = true;
+        }
+    }
+
+    /// Remembered namespaces whose host id was not asked yet (those the host had none for
+    /// are left out).
     #[must_use]
     pub fn without_nsid(&self) -> Vec<u32> {
         self.known
             .iter()
-            .filter(|(_, info)| info.nsid.is_none())
+            .filter(|(_, info)| info.nsid.is_none() && !info.nsid_refused)
             .map(|(inode, _)| *inode)
             .collect()
     }
@@ -395,6 +407,7 @@ mod tests {
         assert_eq!(book.lookup(inode).name.as_deref(), Some("cni-1"));
         book.set_nsid(inode, 3);
         assert!(book.by_nsid(3).is_some());
+        assert!(book.without_nsid().is_empty());
         // The namespace died and its inode came back for another one.
         book.touch(NetnsId { inode, cookie: 8 });
         assert_eq!(book.known[&inode].cookie, 8);
@@ -402,6 +415,19 @@ mod tests {
         // The same cookie again is the same namespace.
         book.touch(NetnsId { inode, cookie: 8 });
         assert_eq!(book.remembered(), 1);
+    }
+
+    #[test]
+    fn a_namespace_without_an_id_is_asked_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut book, inode) = book_with(dir.path());
+        book.touch(NetnsId { inode, cookie: 7 });
+        assert_eq!(book.without_nsid(), [inode]);
+        book.nsid_refused(inode);
+        assert!(book.without_nsid().is_empty());
+        // Its inode reused by a new namespace: that one is asked.
+        book.touch(NetnsId { inode, cookie: 8 });
+        assert_eq!(book.without_nsid(), [inode]);
     }
 
     #[test]
