@@ -9,8 +9,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
-
 use super::{FORMAT, FORMAT_VERSION, Session};
 use crate::files::{self, OpenError};
 
@@ -50,11 +48,9 @@ pub enum SessionError {
 
 /// The two fields that say what a document is, read before anything else is trusted (every
 /// other field is skipped without being kept).
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Header {
-    #[serde(default)]
     format: Option<serde_json::Value>,
-    #[serde(default)]
     format_version: Option<serde_json::Value>,
 }
 
@@ -121,23 +117,59 @@ impl<R: Read> Read for Seen<R> {
     }
 }
 
+/// Reads `format` and `format_version`, and stops there: dad-trace writes them first, so a
+/// big session is not read twice (in another order the whole document is read).
+struct HeaderVisitor<'a>(&'a mut Header);
+
+impl<'de> serde::de::Visitor<'de> for HeaderVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "format" => self.0.format = Some(map.next_value()?),
+                "format_version" => self.0.format_version = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            if self.0.format.is_some() && self.0.format_version.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn header(path: &Path, reader: impl Read) -> Result<Header, SessionError> {
     let mut seen = Seen {
         inner: reader,
         content: false,
     };
-    serde_json::from_reader(&mut seen).map_err(|source| match source.classify() {
-        _ if !seen.content => SessionError::Empty { path: path.into() },
+    let mut found = Header::default();
+    let read = serde::Deserializer::deserialize_map(
+        &mut serde_json::Deserializer::from_reader(&mut seen),
+        HeaderVisitor(&mut found),
+    );
+    match read {
+        Ok(()) => Ok(found),
+        // Stopped early on purpose: the rest is the typed pass's to judge.
+        Err(_) if found.format.is_some() && found.format_version.is_some() => Ok(found),
+        Err(_) if !seen.content => Err(SessionError::Empty { path: path.into() }),
         // Valid JSON of another shape (a string, a number).
-        serde_json::error::Category::Data => SessionError::NotASession {
+        Err(source) if source.classify() == serde_json::error::Category::Data => Err(SessionError::NotASession {
             path: path.into(),
             found: "absent: the document is not a JSON object".into(),
-        },
-        _ => SessionError::Parse {
+        }),
+        Err(source) => Err(SessionError::Parse {
             path: path.into(),
             source,
-        },
-    })
+        }),
+    }
 }
 
 fn check_header(path: &Path, header: Header) -> Result<(), SessionError> {
@@ -167,10 +199,18 @@ fn typed(path: &Path, reader: impl Read) -> Result<Session, SessionError> {
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
     let session: Session = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let at = error.path().to_string();
-        SessionError::Schema {
-            path: path.into(),
-            at,
-            source: error.into_inner(),
+        let source = error.into_inner();
+        match source.classify() {
+            // Cut short or not JSON (the header alone did not read that far).
+            serde_json::error::Category::Eof | serde_json::error::Category::Syntax => SessionError::Parse {
+                path: path.into(),
+                source,
+            },
+            _ => SessionError::Schema {
+                path: path.into(),
+                at,
+                source,
+            },
         }
     })?;
     validate(path, &session)?;
@@ -329,6 +369,21 @@ mod tests {
             let message = format!("{:#}", anyhow::Error::from(error));
             assert!(message.contains("bad.json") && message.contains(expected), "{message}");
         }
+    }
+
+    /// The header is read only as far as its two fields: the rest of a big file is read
+    /// once, by the typed pass, which names what is wrong there.
+    #[test]
+    fn the_header_stops_after_its_two_fields() {
+        let path = Path::new("s.json");
+        let text = br#"{"format":"dad-trace-session","format_version":1, !!! not JSON"#;
+        let header = header(path, &text[..]).expect("read as far as needed");
+        assert_eq!(header.format_version.and_then(|v| v.as_u64()), Some(1));
+        let error = Session::parse(path, text).expect_err("the rest is broken");
+        assert!(matches!(error, SessionError::Parse { .. }), "{error:?}");
+        // In another order, the whole document is read for them.
+        let late = br#"{"events":[],"format_version":1,"format":"dad-trace-session"}"#;
+        assert!(header(path, &late[..]).is_ok());
     }
 
     #[test]
