@@ -377,8 +377,8 @@ mod tests {
     fn the_header_stops_after_its_two_fields() {
         let path = Path::new("s.json");
         let text = br#"{"format":"dad-trace-session","format_version":1, !!! not JSON"#;
-        let header = header(path, &text[..]).expect("read as far as needed");
-        assert_eq!(header.format_version.and_then(|v| v.as_u64()), Some(1));
+        let found = header(path, &text[..]).expect("read as far as needed");
+        assert_eq!(found.format_version.and_then(|v| v.as_u64()), Some(1));
         let error = Session::parse(path, text).expect_err("the rest is broken");
         assert!(matches!(error, SessionError::Parse { .. }), "{error:?}");
         // In another order, the whole document is read for them.
