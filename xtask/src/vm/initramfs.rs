@@ -82,10 +82,19 @@ impl Userland {
                 let mut library_dirs = vec![PathBuf::from("/usr/aarch64-linux-gnu/lib")];
                 let mut ip = None;
                 for package in IPROUTE2_PACKAGES {
-                    let root = unpack(package)?;
-                    if *package == "iproute2" {
+                    let root = if *package == "iproute2" {
+                        let root = unpack(package)?;
                         ip = Some(root.join("bin/ip"));
-                    }
+                        root
+                    } else {
+                        // The newest: a library's version may carry a binary rebuild suffix
+                        // of the machine's architecture only (libcap2 `+b2` on amd64).
+                        apt.unpacked(&Deb {
+                            name: package,
+                            arch: "arm64",
+                            version: None,
+                        })?
+                    };
                     library_dirs.push(root.join("lib/aarch64-linux-gnu"));
                     library_dirs.push(root.join("usr/lib/aarch64-linux-gnu"));
                 }
