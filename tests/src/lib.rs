@@ -8,6 +8,7 @@
 
 pub mod containerd;
 pub mod doctor;
+pub mod faults;
 pub mod limited;
 pub mod manifests;
 pub mod monitoring;

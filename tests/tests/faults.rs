@@ -1,4 +1,5 @@
-//! Faults and bad input against the real kernel (tracepoint backend). Root only; skips with
+//! Faults and bad input against the real kernel (tracepoint backend; the VM guests run the
+//! scenarios of `integration_tests::faults` with the kprobe backend). Root only; skips with
 //! a reason otherwise. Run with `--test-threads=1`: the tests share the kernel's sysctls.
 use std::{
     fmt::Write as _,
@@ -6,167 +7,61 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dad_trace::{
-    kernel::BackendChoice,
-    record::{RecordOptions, enrich::cri::SocketChoice},
-    session::{Outcome, Session},
-};
+use dad_trace::{kernel::BackendChoice, record::RecordOptions, session::Outcome};
 use integration_tests::{
+    faults::{self, assert_sane},
     kernel_tests_allowed,
     netns::{TestNetns, events_of, record_during},
     stock_dad_settings,
 };
 
+/// This tier's backend: the only one this machine's kernel attaches (no kprobes).
+const BACKEND: BackendChoice = BackendChoice::Tracepoint;
+
 fn options() -> RecordOptions {
-    RecordOptions {
-        backend: BackendChoice::Tracepoint,
-        cri_socket: SocketChoice::Off,
-        // Cancelled DAD is invisible to the tracepoint backend: check silent addresses soon.
-        stale_after: Duration::from_millis(500),
-        ..RecordOptions::default()
-    }
+    faults::options(BACKEND)
 }
 
 fn addr(text: &str) -> Ipv6Addr {
     text.parse().expect("address")
 }
 
-/// Histograms only hold settled addresses with sane delays.
-fn assert_sane(session: &Session) {
-    for event in &session.events {
-        assert!(event.tentative_ns < 10_000_000_000, "{event:?}");
-        if let Some(dad) = event.dad_ns {
-            assert!(dad <= event.tentative_ns, "{event:?}");
-        }
-    }
-}
+// The scenarios shared with the VM guests' kprobe runs (tests/vm_kernel.rs) live in
+// integration_tests::faults, with what both backends must show; this tier runs them with
+// the tracepoint backend.
 
 #[test]
 fn netns_deleted_while_tentative_is_aborted() {
-    if !kernel_tests_allowed("netns_deleted_while_tentative_is_aborted") {
-        return;
+    if kernel_tests_allowed("netns_deleted_while_tentative_is_aborted") {
+        let _sysctls = stock_dad_settings();
+        faults::netns_deleted_while_tentative(BACKEND);
     }
-    let _sysctls = stock_dad_settings();
-    let address = addr("fd00:dad:f1::1");
-    let (session, ()) = record_during(options(), Duration::from_secs(3), move || {
-        let netns = TestNetns::new("dtf-gone");
-        netns.veth("dtf-gone-h", None);
-        netns.ip(&["addr", "add", "fd00:dad:f1::1/64", "dev", "eth0"]);
-        std::thread::sleep(Duration::from_millis(300));
-        netns.delete();
-    });
-    let events = events_of(&session, "dtf-gone", address);
-    assert_eq!(events.len(), 1, "{:#?}", session.events);
-    assert_eq!(events[0].outcome, Outcome::Aborted);
-    assert!(session.unfinished.iter().all(|u| u.addr != address));
-    assert_sane(&session);
 }
 
 #[test]
 fn interface_deleted_mid_dad_is_aborted() {
-    if !kernel_tests_allowed("interface_deleted_mid_dad_is_aborted") {
-        return;
+    if kernel_tests_allowed("interface_deleted_mid_dad_is_aborted") {
+        let _sysctls = stock_dad_settings();
+        faults::interface_deleted_mid_dad(BACKEND);
     }
-    let _sysctls = stock_dad_settings();
-    let address = addr("fd00:dad:f2::1");
-    let (session, _netns) = record_during(options(), Duration::from_secs(3), move || {
-        let netns = TestNetns::new("dtf-ifdel");
-        netns.veth("dtf-ifdel-h", None);
-        netns.ip(&["addr", "add", "fd00:dad:f2::1/64", "dev", "eth0"]);
-        std::thread::sleep(Duration::from_millis(300));
-        netns.ip(&["link", "del", "eth0"]);
-        netns
-    });
-    let events = events_of(&session, "dtf-ifdel", address);
-    assert_eq!(events.len(), 1, "{:#?}", session.events);
-    assert_eq!(events[0].outcome, Outcome::Aborted);
-    assert_sane(&session);
 }
 
 #[test]
 fn address_removed_and_readded_is_two_addresses() {
-    if !kernel_tests_allowed("address_removed_and_readded_is_two_addresses") {
-        return;
+    if kernel_tests_allowed("address_removed_and_readded_is_two_addresses") {
+        let _sysctls = stock_dad_settings();
+        faults::address_removed_and_readded(BACKEND);
     }
-    let _sysctls = stock_dad_settings();
-    let address = addr("fd00:dad:f3::1");
-    let (session, (_netns, readd_to_settled)) = record_during(options(), Duration::from_secs(1), move || {
-        let netns = TestNetns::new("dtf-readd");
-        netns.veth("dtf-readd-h", None);
-        netns.ip(&["addr", "add", "fd00:dad:f3::1/64", "dev", "eth0"]);
-        std::thread::sleep(Duration::from_millis(300));
-        netns.ip(&["addr", "del", "fd00:dad:f3::1/64", "dev", "eth0"]);
-        std::thread::sleep(Duration::from_millis(100));
-        let readded = Instant::now();
-        netns.ip(&["addr", "add", "fd00:dad:f3::1/64", "dev", "eth0"]);
-        netns.wait_settled(address);
-        (netns, readded.elapsed())
-    });
-    let events = events_of(&session, "dtf-readd", address);
-    let outcomes: Vec<Outcome> = events.iter().map(|event| event.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Aborted, Outcome::Settled], "{events:#?}");
-    // The second address is timed from its own creation, not the first one's.
-    let settled = events[1].tentative_ns;
-    let observed = u64::try_from(readd_to_settled.as_nanos()).expect("fits");
-    assert!(
-        settled <= observed + 20_000_000 && settled > 200_000_000,
-        "tentative {settled} ns vs {observed} ns observed from the re-add"
-    );
-    assert_sane(&session);
 }
 
 /// Two namespaces on one bridge with the same address: the second fails DAD, and the
 /// report names the first as the holder.
 #[test]
 fn duplicate_address_on_a_bridge_fails_with_both_sides() {
-    if !kernel_tests_allowed("duplicate_address_on_a_bridge_fails_with_both_sides") {
-        return;
+    if kernel_tests_allowed("duplicate_address_on_a_bridge_fails_with_both_sides") {
+        let _sysctls = stock_dad_settings();
+        faults::duplicate_on_a_bridge(BACKEND);
     }
-    let _sysctls = stock_dad_settings();
-    let address = addr("fd00:dad:f4::1");
-    let (session, _namespaces) = record_during(options(), Duration::from_secs(1), move || {
-        let bridge = TestNetns::new("dtf-br");
-        bridge.ip(&["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
-        bridge.ip(&["link", "set", "br0", "up"]);
-        let first = TestNetns::new("dtf-dup-a");
-        let second = TestNetns::new("dtf-dup-b");
-        for (netns, port) in [(&first, "porta"), (&second, "portb")] {
-            netns.veth(port, Some("dtf-br"));
-            bridge.ip(&["link", "set", port, "master", "br0"]);
-        }
-        first.ip(&["addr", "add", "fd00:dad:f4::1/64", "dev", "eth0"]);
-        first.wait_settled(address);
-        second.ip(&["addr", "add", "fd00:dad:f4::1/64", "dev", "eth0"]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while second
-            .flags(address)
-            .is_none_or(|flags| flags & dad_trace_common::IFA_F_DADFAILED == 0)
-        {
-            assert!(Instant::now() < deadline, "the duplicate was never detected");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (bridge, first, second)
-    });
-    let holder = events_of(&session, "dtf-dup-a", address);
-    assert_eq!(holder.len(), 1);
-    assert_eq!(holder[0].outcome, Outcome::Settled);
-    let failed = events_of(&session, "dtf-dup-b", address);
-    assert_eq!(failed.len(), 1, "{:#?}", session.events);
-    assert_eq!(failed[0].outcome, Outcome::Failed);
-    let sides: Vec<(&str, &str)> = failed[0]
-        .duplicate_of
-        .iter()
-        .map(|h| (h.name.as_str(), h.ifname.as_str()))
-        .collect();
-    assert_eq!(sides, [("dtf-dup-a", "eth0")]);
-    let line = dad_trace::record::sinks::event_line(failed[0]);
-    assert!(
-        line.contains("failed") && line.contains("duplicate of dtf-dup-a eth0"),
-        "{line}"
-    );
-    let report = dad_trace::report::render_text(&session, false);
-    assert!(report.contains("failed 1"), "{report}");
-    assert_sane(&session);
 }
 
 /// A namespace bind-mounted outside /run/netns with no process in it: the kernel has it,
@@ -436,39 +331,10 @@ fn tiny_ring_buffer_counts_lost_events() {
 /// are lower bounds), never reported as if complete.
 #[test]
 fn tracer_started_mid_dad_reports_partial() {
-    if !kernel_tests_allowed("tracer_started_mid_dad_reports_partial") {
-        return;
+    if kernel_tests_allowed("tracer_started_mid_dad_reports_partial") {
+        let _sysctls = stock_dad_settings();
+        faults::tracer_started_mid_dad(BACKEND);
     }
-    let _sysctls = stock_dad_settings();
-    let address = addr("fd00:dad:f6::1");
-    let netns = TestNetns::new("dtf-late");
-    // Five probes (~5 s of DAD): the tracer surely starts in the middle.
-    let sysctl = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            "dtf-late",
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.default.dad_transmits=5",
-        ])
-        .status()
-        .expect("sysctl");
-    assert!(sysctl.success());
-    netns.veth("dtf-late-h", None);
-    netns.ip(&["addr", "add", "fd00:dad:f6::1/64", "dev", "eth0"]);
-    let added = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
-    let (session, _netns) = record_during(options(), Duration::from_millis(200), move || {
-        netns.wait_settled(address);
-        netns
-    });
-    let events = events_of(&session, "dtf-late", address);
-    assert_eq!(events.len(), 1, "{:#?}", session.events);
-    assert!(events[0].partial, "{:?}", events[0]);
-    let true_wait = u64::try_from(added.elapsed().as_nanos()).expect("fits");
-    assert!(events[0].tentative_ns < true_wait);
-    assert_sane(&session);
 }
 
 /// 10,000 addresses added and removed mid-DAD: nothing stays in flight, and the kernel side

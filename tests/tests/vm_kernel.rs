@@ -250,3 +250,140 @@ fn vm_small_memlock_limit_is_raised_or_refused_plainly() {
         assert_eq!(traced("dtm-n"), 2 * 2);
     }
 }
+
+/// The fault scenarios of the host tier (`integration_tests::faults`) with the kprobe
+/// backend, which sees the failure paths through their own kernel functions: each run must
+/// show the hook that ended the address ran (the kernel's run count of its program, not
+/// dad-trace's word), and the outcome must come from it, not from the sweeper
+/// (`stale_after` is 10 minutes in these runs).
+mod kprobe_faults {
+    use dad_trace::kernel::BackendChoice;
+    use integration_tests::{
+        STOCK_DAD_NS,
+        faults::{self, Outcomes},
+        stock_dad_settings,
+    };
+
+    use super::in_vm;
+
+    const KPROBE: BackendChoice = BackendChoice::Kprobe;
+
+    /// Prints what ran, and the test's time in the guest, for the log.
+    fn show(test: &str, started: std::time::Instant, outcomes: &Outcomes) {
+        let hooks = [
+            "addr_added",
+            "dad_kick",
+            "dad_completed",
+            "dad_failure",
+            "addr_deleted",
+            "addr_destroyed",
+            "dad_stop",
+        ];
+        let runs: Vec<String> = hooks
+            .iter()
+            .map(|name| format!("{name}={}", outcomes.runs.of(name)))
+            .collect();
+        println!(
+            "{test}: {:.1} s; program runs {}",
+            started.elapsed().as_secs_f64(),
+            runs.join(" ")
+        );
+        for event in &outcomes.events {
+            println!(
+                "{test}: {} {} {} tentative {} ns, DAD {:?} ns, partial {}",
+                event.pod_label(),
+                event.addr,
+                event.outcome,
+                event.tentative_ns,
+                event.dad_ns,
+                event.partial
+            );
+        }
+    }
+
+    /// The address ended when the kernel removed or freed it, within what userspace saw of
+    /// its life: the tracepoint backend can only say when it was last seen.
+    fn ended_at_removal(outcomes: &Outcomes) {
+        let (at_least, at_most) = outcomes.lifetime.expect("the scenario timed the address's life");
+        let tentative = outcomes.events[0].tentative_ns;
+        assert!(
+            (at_least..=at_most).contains(&tentative),
+            "aborted after {tentative} ns; userspace saw it live {at_least}..{at_most} ns"
+        );
+    }
+
+    #[test]
+    fn vm_kprobe_netns_deleted_while_tentative_is_aborted() {
+        const TEST: &str = "vm_kprobe_netns_deleted_while_tentative_is_aborted";
+        if in_vm(TEST) {
+            let started = std::time::Instant::now();
+            let _sysctls = stock_dad_settings();
+            let outcomes = faults::netns_deleted_while_tentative(KPROBE);
+            show(TEST, started, &outcomes);
+            // addrconf_ifdown drops the namespace's addresses; the last reference frees them.
+            assert!(outcomes.runs.of("addr_destroyed") > 0, "{:?}", outcomes.runs);
+            ended_at_removal(&outcomes);
+        }
+    }
+
+    #[test]
+    fn vm_kprobe_interface_deleted_mid_dad_is_aborted() {
+        const TEST: &str = "vm_kprobe_interface_deleted_mid_dad_is_aborted";
+        if in_vm(TEST) {
+            let started = std::time::Instant::now();
+            let _sysctls = stock_dad_settings();
+            let outcomes = faults::interface_deleted_mid_dad(KPROBE);
+            show(TEST, started, &outcomes);
+            assert!(outcomes.runs.of("addr_destroyed") > 0, "{:?}", outcomes.runs);
+            ended_at_removal(&outcomes);
+        }
+    }
+
+    #[test]
+    fn vm_kprobe_address_removed_and_readded_is_two_addresses() {
+        const TEST: &str = "vm_kprobe_address_removed_and_readded_is_two_addresses";
+        if in_vm(TEST) {
+            let started = std::time::Instant::now();
+            let _sysctls = stock_dad_settings();
+            let outcomes = faults::address_removed_and_readded(KPROBE);
+            show(TEST, started, &outcomes);
+            // `ip addr del`: inet6_addr_del → ipv6_del_addr, within the call.
+            assert!(outcomes.runs.of("addr_deleted") > 0, "{:?}", outcomes.runs);
+            ended_at_removal(&outcomes);
+            // The new address ran its own DAD to completion.
+            assert!(outcomes.runs.of("dad_completed") > 0, "{:?}", outcomes.runs);
+            assert!(outcomes.events[1].dad_ns.is_some(), "{:?}", outcomes.events[1]);
+        }
+    }
+
+    #[test]
+    fn vm_kprobe_duplicate_address_on_a_bridge_fails_with_both_sides() {
+        const TEST: &str = "vm_kprobe_duplicate_address_on_a_bridge_fails_with_both_sides";
+        if in_vm(TEST) {
+            let started = std::time::Instant::now();
+            let _sysctls = stock_dad_settings();
+            let outcomes = faults::duplicate_on_a_bridge(KPROBE);
+            show(TEST, started, &outcomes);
+            // The holder's answer reaches addrconf_dad_failure; the DAD work then stops DAD
+            // (addrconf_dad_stop with dad_failed set), leaving the address DADFAILED.
+            assert!(outcomes.runs.of("dad_failure") > 0, "{:?}", outcomes.runs);
+            assert!(outcomes.runs.of("dad_stop") > 0, "{:?}", outcomes.runs);
+            let (holder, failed) = (&outcomes.events[0], &outcomes.events[1]);
+            assert!(
+                STOCK_DAD_NS.contains(&holder.tentative_ns),
+                "holder tentative {} ns",
+                holder.tentative_ns
+            );
+            // The holder answers the first probe, which leaves after the random 0..1 s delay
+            // (its timer up to 64 ms late, see STOCK_DAD_NS), within ms even under TCG
+            // (938 ms seen on 6.12): the failure is stamped when the answer arrives, not at
+            // the end of the probe's 1 s wait.
+            assert!(failed.dad_ns.is_some(), "{failed:?}");
+            assert!(
+                failed.tentative_ns < STOCK_DAD_NS.start() + 250_000_000,
+                "failed after {} ns",
+                failed.tentative_ns
+            );
+        }
+    }
+}

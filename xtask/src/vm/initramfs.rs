@@ -1,7 +1,9 @@
 //! The guest's initramfs: busybox, the static test binary and dad-trace binary of the guest's
-//! architecture, Debian's CNI plugins with their shared libraries, and the kernel's veth
-//! module. arm64 pieces come from arm64 packages unpacked into the cache.
+//! architecture, Debian's CNI plugins and iproute2's `ip` with their shared libraries, and the
+//! kernel's veth and bridge modules. arm64 pieces come from arm64 packages unpacked into the
+//! cache.
 use std::{
+    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -16,6 +18,21 @@ use crate::{
 };
 
 const CNI_PLUGINS: &[&str] = &["ptp", "bridge", "host-local", "loopback"];
+
+/// iproute2 and the packages of the libraries its `ip` links (Debian bookworm): the fault
+/// tests' namespaces, veths and bridges are made with it, as on the host; busybox's `ip`
+/// knows neither namespaces nor veths.
+const IPROUTE2_PACKAGES: &[&str] = &[
+    "iproute2", "libbpf1", "libelf1", "libmnl0", "libbsd0", "libcap2", "zlib1g", "libmd0",
+];
+
+/// Where iproute2's `ip` goes in the guest: first on the init's `PATH`, before busybox's.
+const GUEST_IP: &str = "/usr/local/sbin/ip";
+
+/// The kernel modules the guest loads, in dependency order (all `=m` in Debian's cloud
+/// kernels): veth for every test, the bridge (and the STP and LLC it needs) for the
+/// duplicate-address tests.
+const MODULES: &[&str] = &["veth", "llc", "stp", "bridge"];
 
 /// What goes into one guest.
 pub struct Contents<'a> {
@@ -32,8 +49,10 @@ struct Userland {
     busybox: PathBuf,
     /// Root of the CNI plugins' file tree (`usr/lib/cni` below it).
     cni_root: PathBuf,
+    /// iproute2's `ip`.
+    ip: PathBuf,
     /// Where shared libraries are looked up, and where they go in the guest.
-    library_dirs: &'static [&'static str],
+    library_dirs: Vec<PathBuf>,
     guest_library_dir: &'static str,
 }
 
@@ -43,7 +62,8 @@ impl Userland {
             Arch::Amd64 => Self {
                 busybox: "/bin/busybox".into(),
                 cni_root: "/".into(),
-                library_dirs: &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"],
+                ip: "/bin/ip".into(),
+                library_dirs: vec!["/lib/x86_64-linux-gnu".into(), "/usr/lib/x86_64-linux-gnu".into()],
                 guest_library_dir: "/lib/x86_64-linux-gnu",
             },
             Arch::Arm64 => {
@@ -57,11 +77,32 @@ impl Userland {
                         version: Some(&version),
                     })
                 };
+                // Debian's cross C library, the same files as libc6:arm64; then iproute2's
+                // libraries, each from its arm64 package.
+                let mut library_dirs = vec![PathBuf::from("/usr/aarch64-linux-gnu/lib")];
+                let mut ip = None;
+                for package in IPROUTE2_PACKAGES {
+                    let root = if *package == "iproute2" {
+                        let root = unpack(package)?;
+                        ip = Some(root.join("bin/ip"));
+                        root
+                    } else {
+                        // The newest: a library's version may carry a binary rebuild suffix
+                        // of the machine's architecture only (libcap2 `+b2` on amd64).
+                        apt.unpacked(&Deb {
+                            name: package,
+                            arch: "arm64",
+                            version: None,
+                        })?
+                    };
+                    library_dirs.push(root.join("lib/aarch64-linux-gnu"));
+                    library_dirs.push(root.join("usr/lib/aarch64-linux-gnu"));
+                }
                 Self {
                     busybox: unpack("busybox-static")?.join("bin/busybox"),
                     cni_root: unpack("containernetworking-plugins")?,
-                    // Debian's cross C library, the same files as libc6:arm64.
-                    library_dirs: &["/usr/aarch64-linux-gnu/lib"],
+                    ip: ip.context("iproute2 unpacked")?,
+                    library_dirs,
                     guest_library_dir: "/lib/aarch64-linux-gnu",
                 }
             }
@@ -98,7 +139,7 @@ impl Userland {
     fn find(&self, name: &str) -> anyhow::Result<PathBuf> {
         self.library_dirs
             .iter()
-            .map(|dir| Path::new(dir).join(name))
+            .map(|dir| dir.join(name))
             .find(|path| path.exists())
             .with_context(|| format!("{name} not found in {:?}", self.library_dirs))
     }
@@ -158,27 +199,33 @@ pub fn find_file(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Option<PathBuf> {
 /// The first line the guest's init prints: a guest that fails before it never ran a test.
 pub const INIT_STARTED: &str = "== guest kernel";
 
-/// The guest's init: mount, load veth, run the tests, print the verdict, power off.
+/// The guest's init: mount, load the modules, run the tests, print the verdict, power off.
 fn init_script(pods: usize) -> String {
+    let modules = MODULES.iter().fold(String::new(), |mut lines, name| {
+        let _ = writeln!(lines, "insmod /lib/modules/{name}.ko || echo \"insmod {name} failed\"");
+        lines
+    });
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
+# iproute2's ip before busybox's, for the tests' commands (this shell runs its own applets).
+export PATH={guest_ip_dir}:/sbin:/usr/sbin:/bin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mkdir -p /run/netns
-insmod /lib/modules/veth.ko || echo "insmod veth failed"
-ip link set lo up
+{modules}ip link set lo up
 echo "{INIT_STARTED} $(uname -r) $(uname -m), kprobe PMU: $(ls /sys/bus/event_source/devices/ | tr '\n' ' ')"
 cd /tmp
 DAD_TRACE_VM=1 DAD_TRACE_PODS={pods} DAD_TRACE_BIN=/bin/dad-trace /bin/vm-tests --test-threads=1 --nocapture
 rc=$?
 if [ "$rc" -eq 0 ]; then echo "DAD-TRACE-VM-RESULT: PASS"; else echo "DAD-TRACE-VM-RESULT: FAIL (tests exit $rc)"; fi
 poweroff -f
-"#
+"#,
+        guest_ip_dir = GUEST_IP.rsplit_once('/').map_or("/", |(dir, _)| dir),
     )
 }
 
@@ -203,15 +250,24 @@ pub fn build(contents: &Contents, out: &Path) -> anyhow::Result<()> {
             copy_into(&staging, &here, &guest)?;
         }
     }
-    let veth = find_file(contents.kernel_root, &|name| name.starts_with("veth.ko"))
-        .context("veth module not in the kernel package")?;
-    let module = staging.join("lib/modules/veth.ko");
-    fs::create_dir_all(module.parent().context("module path")?)?;
-    if veth.extension().is_some_and(|e| e == "xz") {
-        let plain = Command::new("xz").arg("-dc").arg(&veth).output().context("xz")?;
-        fs::write(&module, plain.stdout)?;
-    } else {
-        fs::copy(&veth, &module)?;
+    copy_into(&staging, &userland.ip, Path::new(GUEST_IP))?;
+    for (here, guest) in userland.libraries(&userland.ip)? {
+        copy_into(&staging, &here, &guest)?;
+    }
+    for name in MODULES {
+        let file = format!("{name}.ko");
+        let found = find_file(contents.kernel_root, &|candidate| {
+            candidate == file || candidate.strip_prefix(file.as_str()).is_some_and(|ext| ext == ".xz")
+        })
+        .with_context(|| format!("{file} not in the kernel package"))?;
+        let module = staging.join("lib/modules").join(&file);
+        fs::create_dir_all(module.parent().context("module path")?)?;
+        if found.extension().is_some_and(|e| e == "xz") {
+            let plain = Command::new("xz").arg("-dc").arg(&found).output().context("xz")?;
+            fs::write(&module, plain.stdout)?;
+        } else {
+            fs::copy(&found, &module)?;
+        }
     }
     let init = staging.join("init");
     fs::write(&init, init_script(contents.pods))?;
