@@ -79,10 +79,11 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
-    /// Measure kernel cost, scale and accuracy (root) and write the table to bench/RESULTS.md.
+    /// Measure kernel cost, churn, big reports, a soak, a duplicate flood and accuracy
+    /// (root; ~35 minutes) and write bench/RESULTS.md.
     Bench {
-        /// Options of the benchmark itself (`--pods`, `--veths`, `--accuracy-pods`,
-        /// `--cost-seconds`, `--cost-only`, `--output`), passed through with their defaults there.
+        /// Options of the benchmark itself (`--only PART`, `--pods`, `--pairs`, `--veths`,
+        /// `--soak-pods`, `--output`, ...: `dad-trace-bench --help`), passed through.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
