@@ -16,6 +16,18 @@ pub struct Tracer {
     /// Its remaining standard error, read all along so it never blocks on a full pipe.
     stderr: std::thread::JoinHandle<String>,
     session: Option<PathBuf>,
+    /// Waited for by [`Tracer::finish`]; otherwise stopped when dropped (a benchmark part
+    /// that fails must not leave a tracer attached to the rest of the run).
+    reaped: bool,
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// What the kernel counted for a tracer that ended.
@@ -87,6 +99,7 @@ impl Tracer {
             child,
             stderr,
             session: session.map(Path::to_path_buf),
+            reaped: false,
         })
     }
 
@@ -110,7 +123,7 @@ impl Tracer {
     }
 
     /// Waits for the tracer to end; its session (when it wrote one) and usage.
-    pub fn finish(self) -> anyhow::Result<(Option<Session>, Usage)> {
+    pub fn finish(mut self) -> anyhow::Result<(Option<Session>, Usage)> {
         let mut status = 0;
         // SAFETY: an all-zero rusage is valid; wait4 fills it in.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -119,9 +132,12 @@ impl Tracer {
         if pid < 0 {
             bail!("wait4: {}", std::io::Error::last_os_error());
         }
+        self.reaped = true;
         let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
         let cpu = Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime));
-        let stderr = self.stderr.join().unwrap_or_default();
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new))
+            .join()
+            .unwrap_or_default();
         let own_peak_kib = stderr
             .split("peak resident memory: ")
             .nth(1)
