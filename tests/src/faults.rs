@@ -8,7 +8,6 @@
 use std::{
     collections::BTreeMap,
     net::Ipv6Addr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,9 +16,8 @@ use dad_trace::{
     record::{RecordOptions, enrich::cri::SocketChoice},
     session::{AddressEvent, Outcome, Session},
 };
-use tokio::sync::Notify;
 
-use crate::netns::{TestNetns, events_of};
+use crate::netns::{TestNetns, events_of, record_during_then};
 
 /// Recording options for a fault scenario with `backend`.
 #[must_use]
@@ -72,35 +70,19 @@ impl ProgramRuns {
 /// programs run for every work item of the machine: their counts say nothing, and are not
 /// taken (empty).
 pub fn record_counting<T: Send + 'static>(
-    mut options: RecordOptions,
+    options: RecordOptions,
     after: Duration,
     workload: impl FnOnce() -> T + Send + 'static,
 ) -> (Session, T, ProgramRuns) {
     let counting = options.backend == BackendChoice::Kprobe;
     // Counting lasts as long as this descriptor is open.
     let _stats = counting.then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS"));
-    let stop = Arc::new(Notify::new());
-    options.stop = Some(stop.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
-        let work = async move {
-            let result = tokio::task::spawn_blocking(workload).await.expect("workload");
-            tokio::time::sleep(after).await;
-            let runs = if counting {
-                ProgramRuns::read()
-            } else {
-                ProgramRuns::default()
-            };
-            stop.notify_one();
-            (result, runs)
-        };
-        // The recorder is polled first: it attaches before the workload starts.
-        let (session, (result, runs)) = tokio::join!(dad_trace::record::record(options), work);
-        (session.expect("record"), result, runs)
+    record_during_then(options, after, workload, move || {
+        if counting {
+            ProgramRuns::read()
+        } else {
+            ProgramRuns::default()
+        }
     })
 }
 

@@ -107,10 +107,22 @@ impl Drop for TestNetns {
 /// Records while `workload` runs, and for `after` more; returns the session and what the
 /// workload returned.
 pub fn record_during<T: Send + 'static>(
-    mut options: RecordOptions,
+    options: RecordOptions,
     after: Duration,
     workload: impl FnOnce() -> T + Send + 'static,
 ) -> (Session, T) {
+    let (session, result, ()) = record_during_then(options, after, workload, || ());
+    (session, result)
+}
+
+/// The same, and what `before_stop` returns, called after `after` with the recorder (and
+/// its programs) still attached.
+pub fn record_during_then<T: Send + 'static, R: Send + 'static>(
+    mut options: RecordOptions,
+    after: Duration,
+    workload: impl FnOnce() -> T + Send + 'static,
+    before_stop: impl FnOnce() -> R + Send + 'static,
+) -> (Session, T, R) {
     let stop = Arc::new(Notify::new());
     options.stop = Some(stop.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -122,12 +134,13 @@ pub fn record_during<T: Send + 'static>(
         let work = async move {
             let result = tokio::task::spawn_blocking(workload).await.expect("workload");
             tokio::time::sleep(after).await;
+            let last = before_stop();
             stop.notify_one();
-            result
+            (result, last)
         };
         // The recorder is polled first: it attaches before the workload starts.
-        let (session, result) = tokio::join!(dad_trace::record::record(options), work);
-        (session.expect("record"), result)
+        let (session, (result, last)) = tokio::join!(dad_trace::record::record(options), work);
+        (session.expect("record"), result, last)
     })
 }
 
