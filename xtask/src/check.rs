@@ -68,18 +68,23 @@ pub fn test() -> anyhow::Result<()> {
     });
     // VM kernels (kprobes): root only, as kernels are fetched into /var/cache/dad-trace.
     if is_root() {
-        if let Err(e) = vm::vm_test(&[]) {
+        let started = Instant::now();
+        let result = vm::vm_test(&[]);
+        let mut tier = tiers::step("vm-test (per kernel above)", 1, started.elapsed());
+        if let Err(e) = result {
             failures.push(format!("vm-test: {e:#}"));
+            tier.passed = 0;
+            tier.failed = 1;
         }
-        tiers.push(Tier {
-            name: "vm-test (per kernel above)".into(),
-            passed: 1,
-            ..Tier::default()
-        });
+        tiers.push(tier);
     } else {
         tiers.push(Tier::not_run("vm-test", "needs root to fetch kernels into the cache"));
     }
     eprintln!("{}", tiers::summary(&tiers));
+    // Named again last: CI's log may keep only its tail.
+    for tier in &tiers {
+        failures.extend(tier.failures.iter().map(|failure| format!("{}: {failure}", tier.name)));
+    }
     if no_skip() {
         for tier in &tiers {
             if let Some(why) = &tier.not_run {
@@ -160,12 +165,7 @@ pub fn fuzz(seconds: u64) -> anyhow::Result<Tier> {
         .lines()
         .find_map(|line| line.split("Done ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
         .context("libFuzzer printed no `Done N runs` line")?;
-    Ok(Tier {
-        name: format!("{name}: {runs} inputs"),
-        passed: 1,
-        seconds: started.elapsed().as_secs(),
-        ..Tier::default()
-    })
+    Ok(tiers::step(&format!("{name}: {runs} inputs"), 1, started.elapsed()))
 }
 
 pub fn lint() -> anyhow::Result<()> {

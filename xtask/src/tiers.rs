@@ -5,7 +5,7 @@ use std::{
     fmt::Write as _,
     io::{BufRead as _, BufReader},
     process::Command,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -18,6 +18,8 @@ pub struct Tier {
     pub failed: usize,
     /// `test: reason`, from the tests' SKIP lines.
     pub skipped: Vec<String>,
+    /// `test at file:line: message`, from libtest's panic lines, so CI's tail names them.
+    pub failures: Vec<String>,
     pub seconds: u64,
     /// Why the tier as a whole did not run, if it did not.
     pub not_run: Option<String>,
@@ -41,22 +43,42 @@ impl Tier {
     }
 }
 
+/// Longest panic message kept per failure: the summary is a table, the log has the rest.
+const MESSAGE_CHARS: usize = 300;
+
 /// Reads libtest output: `Running <target>` lines (cargo's) start a tier, `test result:`
-/// lines count, `SKIP <test>: <reason>` lines are skips.
+/// lines count, `SKIP <test>: <reason>` lines are skips, `thread '<test>' panicked at
+/// <place>:` and the line after it are a failure.
 #[derive(Default)]
 pub struct Counter {
     tiers: Vec<Tier>,
+    /// When the current tier started.
+    started: Option<Instant>,
+    /// A panic whose message is on the next line: `test at place`.
+    panicked: Option<String>,
 }
 
 impl Counter {
     pub fn line(&mut self, line: &str) {
         let line = line.trim();
+        if let Some(panic) = self.panicked.take()
+            && let Some(tier) = self.tiers.last_mut()
+        {
+            let message: String = line.chars().take(MESSAGE_CHARS).collect();
+            tier.failures.push(format!("{panic}: {message}"));
+        }
         if let Some(target) = line.strip_prefix("Running ") {
+            self.end_tier();
             let name = target.split(" (").next().unwrap_or(target);
             self.tiers.push(Tier {
                 name: name.to_string(),
                 ..Tier::default()
             });
+            self.started = Some(Instant::now());
+        } else if let Some(rest) = line.split("thread '").nth(1)
+            && let Some((test, place)) = rest.split_once("' panicked at ")
+        {
+            self.panicked = Some(format!("{test} at {}", place.trim_end_matches(':')));
         } else if let Some(result) = line.strip_prefix("test result: ") {
             let count = |word: &str| {
                 result
@@ -75,9 +97,17 @@ impl Counter {
         }
     }
 
+    /// Gives the current tier its time.
+    fn end_tier(&mut self) {
+        if let (Some(started), Some(tier)) = (self.started.take(), self.tiers.last_mut()) {
+            tier.seconds = started.elapsed().as_secs();
+        }
+    }
+
     /// The tiers that had tests (cargo also runs empty harnesses: lib, bins, doc tests).
     #[must_use]
-    pub fn tiers(self) -> Vec<Tier> {
+    pub fn tiers(mut self) -> Vec<Tier> {
+        self.end_tier();
         self.tiers
             .into_iter()
             .filter(|tier| tier.passed + tier.failed > 0)
@@ -123,16 +153,20 @@ pub fn run_streamed(command: &mut Command) -> anyhow::Result<String> {
 /// Runs `command` with its output shown as it comes, counting its test binaries. The
 /// command's failure is returned after the counts, which are kept either way.
 pub fn run_counted(command: &mut Command) -> (Vec<Tier>, anyhow::Result<()>) {
-    let started = Instant::now();
     let mut counter = Counter::default();
     let result = stream(command, |line| counter.line(line));
-    let mut tiers = counter.tiers();
-    let seconds = started.elapsed().as_secs();
-    // Time per binary is not in libtest's output; the command's total goes to its last tier.
-    if let Some(last) = tiers.last_mut() {
-        last.seconds = seconds;
+    (counter.tiers(), result)
+}
+
+/// A tier that is one step of `cargo xtask test` (not a test binary), timed.
+#[must_use]
+pub fn step(name: &str, passed: usize, took: Duration) -> Tier {
+    Tier {
+        name: name.into(),
+        passed,
+        seconds: took.as_secs(),
+        ..Tier::default()
     }
-    (tiers, result)
 }
 
 /// The table printed at the end of `cargo xtask test`.
@@ -163,6 +197,9 @@ pub fn summary(tiers: &[Tier]) -> String {
         for skip in &tier.skipped {
             let _ = writeln!(out, "      skipped {skip}");
         }
+        for failure in &tier.failures {
+            let _ = writeln!(out, "      failed {failure}");
+        }
     }
     out
 }
@@ -181,7 +218,9 @@ mod tests {
              test a ... SKIP a: needs root (no)\n\
              ok\n\
              test b ... ok\n\
-             test c ... FAILED\n\
+             test c ... thread 'c' panicked at tests/faults.rs:280:5:\n\
+             4.2s of CPU for 500 failures\n\
+             FAILED\n\
              test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
         let mut counter = Counter::default();
         for line in output.lines() {
@@ -197,5 +236,9 @@ mod tests {
         let table = summary(&tiers);
         assert!(table.contains("tests/faults.rs") && table.contains("FAILED"), "{table}");
         assert!(table.contains("skipped a: needs root (no)"), "{table}");
+        assert!(
+            table.contains("failed c at tests/faults.rs:280:5: 4.2s of CPU for 500 failures"),
+            "{table}"
+        );
     }
 }
