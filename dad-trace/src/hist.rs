@@ -54,11 +54,6 @@ impl Delays {
     }
 
     #[must_use]
-    pub fn count(&self) -> u64 {
-        self.histogram.len()
-    }
-
-    #[must_use]
     pub fn summary(&self) -> Option<Summary> {
         (!self.histogram.is_empty()).then(|| Summary {
             count: self.histogram.len(),
@@ -207,6 +202,11 @@ mod tests {
         assert!(lines[2].contains("2 -> 3") && lines[2].contains(": 2 ") && lines[2].contains(&"*".repeat(40)));
         assert!(lines.last().expect("rows").contains("1024 -> 2047"));
         assert_eq!(lines.len(), 1 + 11);
+        // Bars scale to the peak: a slot with half the peak's count has half its bar.
+        assert!(
+            lines[11].ends_with(&format!(": 1        |{:<40}|", "*".repeat(20))),
+            "{text}"
+        );
         assert_eq!(render_log2(&[], Unit::Msecs), "");
     }
 
@@ -237,8 +237,14 @@ mod tests {
     fn unit_and_human() {
         assert_eq!(Unit::for_values(&[5_000, 9_000_000]), Unit::Usecs);
         assert_eq!(Unit::for_values(&[5_000, 1_000_000_000]), Unit::Msecs);
+        // 10 ms is where milliseconds start.
+        assert_eq!(Unit::for_values(&[9_999_999]), Unit::Usecs);
+        assert_eq!(Unit::for_values(&[10_000_000]), Unit::Msecs);
         assert_eq!(human(850_000), "850 us");
         assert_eq!(human(12_340_000), "12.3 ms");
         assert_eq!(human(1_520_000_000), "1.52 s");
+        // Each unit starts at its first whole one.
+        assert_eq!(human(1_000_000), "1.0 ms");
+        assert_eq!(human(1_000_000_000), "1.00 s");
     }
 }

@@ -356,6 +356,23 @@ mod kprobe_faults {
         }
     }
 
+    /// Kicked before the programs were attached: the kprobe backend sees nothing of the
+    /// address until its completion, and reports it partial, timed from the attach.
+    #[test]
+    fn vm_kprobe_tracer_started_mid_dad_reports_partial() {
+        const TEST: &str = "vm_kprobe_tracer_started_mid_dad_reports_partial";
+        if in_vm(TEST) {
+            let started = std::time::Instant::now();
+            let _sysctls = stock_dad_settings();
+            let outcomes = faults::tracer_started_mid_dad(KPROBE);
+            show(TEST, started, &outcomes);
+            assert!(outcomes.runs.of("dad_completed") > 0, "{:?}", outcomes.runs);
+            // It was probing all along: DAD is known to have run since the attach.
+            let event = &outcomes.events[0];
+            assert_eq!(event.dad_ns, Some(event.tentative_ns), "{event:?}");
+        }
+    }
+
     #[test]
     fn vm_kprobe_duplicate_address_on_a_bridge_fails_with_both_sides() {
         const TEST: &str = "vm_kprobe_duplicate_address_on_a_bridge_fails_with_both_sides";

@@ -70,6 +70,9 @@ enum Task {
         /// `doctor's diagnosis`).
         #[arg(long)]
         only: Vec<String>,
+        /// Test only what the last run did not catch (its results in target/mutants).
+        #[arg(long)]
+        iterate: bool,
     },
     /// The pod-start scenario on an IPv6 kind cluster, gated like the local scenario (CI
     /// runners with docker, kind and kubectl; see .github/workflows/kind-e2e.yaml).
@@ -292,7 +295,7 @@ fn main() -> anyhow::Result<()> {
             vm::vm_test(&only)
         }
         Task::Lint => check::lint(),
-        Task::Mutants { only } => mutants::mutants(&only),
+        Task::Mutants { only, iterate } => mutants::mutants(&only, iterate),
         Task::Image => image().map(drop),
         Task::Bench { args } => bench(&args),
         Task::KindE2e {

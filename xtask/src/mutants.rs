@@ -23,7 +23,7 @@ const GOAL_PERCENT: u64 = 95;
 
 /// Runs cargo-mutants on `only` (labels of [`MODULES`]; all when empty) and prints the score
 /// per module. Fails when a module misses the goal.
-pub fn mutants(only: &[String]) -> anyhow::Result<()> {
+pub fn mutants(only: &[String], iterate: bool) -> anyhow::Result<()> {
     if !succeeds(Command::new("cargo").args(["mutants", "--version"])) {
         run(Command::new("cargo").args(["install", "cargo-mutants", "--locked"]))?;
     }
@@ -41,9 +41,14 @@ pub fn mutants(only: &[String]) -> anyhow::Result<()> {
         // A copy of the sources with a target of its own: the tree is never mutated, and the
         // workspace's (large) target is not copied.
         .args(["--copy-target=false", "--profile", "mutants", "--output", OUTPUT])
-        .arg("--cargo-test-arg=--lib")
+        // Only the library's unit tests are built and run per mutant.
+        .arg("--cargo-arg=--lib")
         // The unit tests need the parser and the logic, not the kernel programs.
         .env("AYA_BUILD_SKIP", "1");
+    if iterate {
+        // Skips what the last run caught: survivors only, after tests were added for them.
+        command.arg("--iterate");
+    }
     for (_, glob) in &modules {
         command.args(["--file", glob]);
     }

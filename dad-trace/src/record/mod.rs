@@ -166,6 +166,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         backend,
         procs,
     } = kernel::attach(&kernel, opts.backend, opts.ring_bytes, opts.verbose, proc_config)?;
+    let attached_ns = monotonic_ns();
     loader::start_kernel_logs(&mut ebpf);
     let lost = LostCounter::take(&mut ebpf)?;
     let proc_stats = match &procs {
@@ -201,7 +202,7 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
         };
         sinks = sinks.with_live(live::Live::new(Box::new(std::io::stdout()), options));
     }
-    let mut recorder = Recorder::new(enricher, sinks, Clock::now(), session);
+    let mut recorder = Recorder::new(enricher, sinks, Clock::now(), session).attached_at(attached_ns);
     if proc_stats.is_some() {
         recorder = recorder.with_cni(bin_dirs);
     }

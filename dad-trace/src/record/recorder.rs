@@ -142,6 +142,14 @@ impl<E: Enrich> Recorder<E> {
         }
     }
 
+    /// The programs were attached at `attached_ns` (`CLOCK_MONOTONIC`): an address first
+    /// seen at its end is timed from there.
+    #[must_use]
+    pub fn attached_at(mut self, attached_ns: u64) -> Self {
+        self.tracker = Tracker::attached_at(attached_ns);
+        self
+    }
+
     /// Follows CNI calls too: the kernel sends their records, from these plugin directories.
     #[must_use]
     pub fn with_cni(mut self, bin_dirs: Vec<String>) -> Self {

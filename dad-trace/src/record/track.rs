@@ -84,6 +84,9 @@ pub struct Tracker {
     /// Addresses that died (aborted, failed), by kernel address: events about them may still
     /// be on their way (queued before userspace noticed) and must not bring them back.
     dead: HashMap<u64, Dead>,
+    /// When the programs were attached (`CLOCK_MONOTONIC` ns): an address whose end is the
+    /// first thing seen of it was tentative since before then.
+    attached_ns: u64,
 }
 
 /// What identifies a dead address object, and when it died (`CLOCK_MONOTONIC` ns).
@@ -94,6 +97,15 @@ struct Dead {
 }
 
 impl Tracker {
+    /// A tracker for programs attached at `attached_ns`.
+    #[must_use]
+    pub fn attached_at(attached_ns: u64) -> Self {
+        Self {
+            attached_ns,
+            ..Self::default()
+        }
+    }
+
     /// Feeds one observation; returns the address it finished, if any.
     pub fn observe(&mut self, obs: &Observation) -> Option<Finished> {
         let finished = self.step(obs);
@@ -111,16 +123,16 @@ impl Tracker {
             }
             _ => None,
         };
-        if let Some(outcome) = terminal(obs) {
-            let Some(entry) = self.in_flight.remove(&obs.ifa) else {
-                return reused;
-            };
-            return Some(entry.finish(obs.clone(), obs.ts_ns, outcome));
-        }
         let late = self
             .dead
             .get(&obs.ifa)
             .is_some_and(|dead| dead.created == obs.created && dead.addr == obs.addr);
+        if let Some(outcome) = terminal(obs) {
+            let Some(entry) = self.in_flight.remove(&obs.ifa) else {
+                return reused.or_else(|| (!late).then(|| self.unseen_end(obs, outcome)).flatten());
+            };
+            return Some(entry.finish(obs.clone(), obs.ts_ns, outcome));
+        }
         let mut superseded = None;
         if !self.in_flight.contains_key(&obs.ifa) {
             if late || !obs.tentative() || obs.dad_failed() {
@@ -137,9 +149,12 @@ impl Tracker {
         entry.last_seen_ns = obs.ts_ns;
         let probing = obs.state == IfaState::Dad && obs.tentative();
         match obs.hook {
-            Hook::DadBegin | Hook::DadKick => {
-                entry.dad_begin_ns.get_or_insert(obs.ts_ns);
-            }
+            // Each kick probes from scratch (`addrconf_dad_kick` resets the probe count): a
+            // DAD restarted when the link came back is timed from the restart.
+            Hook::DadBegin | Hook::DadKick => entry.dad_begin_ns = Some(obs.ts_ns),
+            // Queued before DAD begins (PREDAD): created, or restarted from scratch after the
+            // link went down and up (`addrconf_dad_run`).
+            Hook::WorkQueued if obs.state == IfaState::PreDad => entry.dad_begin_ns = None,
             Hook::WorkQueued if probing => {
                 entry.dad_begin_ns.get_or_insert(obs.ts_ns);
             }
@@ -153,6 +168,28 @@ impl Tracker {
             _ => {}
         }
         reused.or(superseded)
+    }
+
+    /// The end of an address never seen tentative. The kprobe backend has no hook between
+    /// `addrconf_dad_kick` and the end of DAD, so an address kicked before the programs were
+    /// attached shows up first at its end: it was tentative (and probing, for a completion or
+    /// a failure) since before the attach. Partial, timed from the attach: lower bounds.
+    /// The tracepoint backend sees such addresses at their next DAD work item instead.
+    fn unseen_end(&self, obs: &Observation, outcome: Outcome) -> Option<Finished> {
+        let probing = match obs.hook {
+            Hook::DadCompleted | Hook::DadFailure => true,
+            // A deleted address that was still tentative (not one that failed long ago).
+            Hook::AddrDeleted if obs.tentative() && !obs.dad_failed() => false,
+            _ => return None,
+        };
+        (obs.ts_ns >= self.attached_ns).then(|| Finished {
+            last: obs.clone(),
+            start_ns: self.attached_ns,
+            end_ns: obs.ts_ns,
+            dad_begin_ns: probing.then_some(self.attached_ns),
+            outcome,
+            partial: true,
+        })
     }
 
     /// A new address object took the place of an in-flight one with the same address on the
@@ -314,6 +351,76 @@ mod tests {
         assert_eq!((done.tentative_ns(), done.dad_ns()), (1900 * MS, Some(1898 * MS)));
     }
 
+    /// DAD stopped (link down: `addrconf_dad_stop`) and kicked again later: DAD is timed
+    /// from the second kick.
+    #[test]
+    fn kprobe_dad_stopped_restarts_its_clock() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false));
+        tracker.observe(&obs(2, Hook::DadKick, IfaState::Dad, 0xc0, false));
+        assert_eq!(
+            tracker.observe(&obs(10, Hook::DadStop, IfaState::PreDad, 0xc0, false)),
+            None
+        );
+        tracker.observe(&obs(5000, Hook::DadKick, IfaState::Dad, 0xc0, false));
+        let done = tracker
+            .observe(&obs(6000, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!((done.tentative_ns(), done.dad_ns()), (6000 * MS, Some(1000 * MS)));
+    }
+
+    /// The kprobe backend started while an address probed: its completion is the first
+    /// thing seen of it. Reported partial, timed from the attach (lower bounds).
+    #[test]
+    fn kprobe_end_of_an_address_kicked_before_the_attach_is_partial() {
+        let mut tracker = Tracker::attached_at(100 * MS);
+        let done = tracker
+            .observe(&obs(1900, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!(
+            (done.outcome, done.partial, done.tentative_ns(), done.dad_ns()),
+            (Outcome::Settled, true, 1800 * MS, Some(1800 * MS))
+        );
+        let mut failing = obs(2000, Hook::DadFailure, IfaState::Dad, 0xc0, false);
+        failing.ifa += 0x200;
+        let failed = tracker.observe(&failing).expect("failed");
+        assert_eq!((failed.outcome, failed.partial), (Outcome::Failed, true));
+        // Its removal later is no second address.
+        let mut removed = obs(2500, Hook::AddrDeleted, IfaState::Dead, 0xc8, false);
+        removed.ifa = failing.ifa;
+        assert_eq!(tracker.observe(&removed), None);
+        // A tentative address removed unseen: aborted, and no DAD known to have run.
+        let mut deleted = obs(3000, Hook::AddrDeleted, IfaState::Dead, 0xc0, false);
+        deleted.ifa += 0x400;
+        let aborted = tracker.observe(&deleted).expect("aborted");
+        assert_eq!(
+            (
+                aborted.outcome,
+                aborted.partial,
+                aborted.tentative_ns(),
+                aborted.dad_ns()
+            ),
+            (Outcome::Aborted, true, 2900 * MS, None)
+        );
+        assert_eq!(tracker.in_flight_len(), 0);
+    }
+
+    /// What is not the end of a tentative period seen late is nothing: a settled address
+    /// removed, a failed one removed, a freed one, an event stamped before the attach.
+    #[test]
+    fn unseen_ends_that_are_not_tentative_periods_are_ignored() {
+        let mut tracker = Tracker::attached_at(100 * MS);
+        for step in [
+            obs(200, Hook::AddrDeleted, IfaState::Dead, 0x80, false),
+            obs(200, Hook::AddrDeleted, IfaState::Dead, 0xc8, false),
+            obs(200, Hook::AddrDestroyed, IfaState::Dead, 0xc0, false),
+            obs(50, Hook::DadCompleted, IfaState::PostDad, 0x80, false),
+            obs(200, Hook::WorkDone, IfaState::PostDad, 0x80, false),
+        ] {
+            assert_eq!(tracker.observe(&step), None, "{step}");
+        }
+    }
+
     #[test]
     fn failure_is_reported_once() {
         let mut tracker = Tracker::default();
@@ -361,6 +468,56 @@ mod tests {
         assert_eq!((done.tentative_ns(), done.dad_ns()), (6001 * MS, Some(1001 * MS)));
     }
 
+    /// The link went down mid-DAD (the work cancelled, unseen) and came back: DAD restarts
+    /// from PREDAD and is timed from there; tentative counts from creation.
+    #[test]
+    fn dad_restarted_after_the_link_came_back_is_timed_from_the_restart() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(400, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(5000, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(5001, Hook::WorkDone, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(6001, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
+        let done = tracker
+            .observe(&obs(6002, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!((done.tentative_ns(), done.dad_ns()), (6002 * MS, Some(1001 * MS)));
+        // The kprobe backend sees the restart as a second kick.
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false));
+        tracker.observe(&obs(2, Hook::DadKick, IfaState::Dad, 0xc0, false));
+        tracker.observe(&obs(3000, Hook::DadKick, IfaState::PreDad, 0xc0, false));
+        let done = tracker
+            .observe(&obs(4000, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!(done.dad_ns(), Some(1000 * MS));
+    }
+
+    /// Only probing work moves DAD's clock: a step on an address that is not probing (not in
+    /// the DAD state) neither starts nor stops it.
+    #[test]
+    fn work_on_an_address_not_probing_leaves_the_dad_clock_alone() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(2, Hook::WorkDone, IfaState::PostDad, 0xc0, false));
+        tracker.observe(&obs(3, Hook::WorkQueued, IfaState::PostDad, 0xc0, true));
+        let done = tracker
+            .observe(&obs(1001, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!(done.dad_ns(), Some(1000 * MS));
+        // Never probing at all: no DAD.
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(1, Hook::WorkQueued, IfaState::PostDad, 0xc0, true));
+        tracker.observe(&obs(2, Hook::WorkDone, IfaState::PostDad, 0xc0, true));
+        let done = tracker
+            .observe(&obs(3, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!(done.dad_ns(), None);
+    }
+
     #[test]
     fn mid_flight_start_is_partial() {
         let mut tracker = Tracker::default();
@@ -380,6 +537,11 @@ mod tests {
         );
         assert_eq!(
             tracker.observe(&obs(0, Hook::AddrDestroyed, IfaState::Dead, 0x80, false)),
+            None
+        );
+        // Still flagged tentative, but its DAD failed long ago: no new tentative period.
+        assert_eq!(
+            tracker.observe(&obs(0, Hook::WorkDone, IfaState::PostDad, 0xc8, false)),
             None
         );
         assert_eq!(tracker.in_flight_len(), 0);

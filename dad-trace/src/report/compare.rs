@@ -165,8 +165,9 @@ pub fn rows(comparison: &Comparison) -> Vec<Row> {
         for (stat, pick) in STATS {
             let values: Vec<Option<u64>> = columns.iter().map(|c| set(&c.summary).as_ref().map(pick)).collect();
             let ratio = match (values.first().copied().flatten(), values.last().copied().flatten()) {
-                (Some(first), Some(last)) if columns.len() > 1 && first > 0 => {
-                    let ratio = last as f64 / first as f64;
+                // Histograms hold at least 1 ns (a zero delay is recorded as 1).
+                (Some(first), Some(last)) if columns.len() > 1 => {
+                    let ratio = last as f64 / first.max(1) as f64;
                     // Small ratios (DAD gone) keep two significant digits.
                     Some(if ratio >= 0.01 {
                         format!("{ratio:.2}x")
@@ -411,6 +412,8 @@ pub(crate) mod tests {
         );
         assert!(text.contains("(* = before, # = after)"), "{text}");
         assert!(text.contains("1024 -> 2047       : 4     0     |****"), "{text}");
+        // The second session's bars have its own mark, scaled to the peak (3 of 4 pods).
+        assert!(text.contains(&format!(": 0     3     |{}\n", "#".repeat(22))), "{text}");
         // Four pods a side, fully apart: p 0.011, not under 1 %.
         assert!(
             text.contains("\nper-pod delay before -> after: no real change: the difference could be noise (Kolmogorov–Smirnov D 1.00, p 0.011, 4 vs 4 pods; real when p < 0.01)\n"),
@@ -449,6 +452,8 @@ pub(crate) mod tests {
         let alone = compare(&[("before".into(), session("node-a", &slow, "0"))]);
         assert!(alone.change.is_none() && change_line(&alone, str::to_string).is_none());
         assert!(!render_text(&alone).contains("per-pod delay before"));
+        // One session has nothing to be a ratio of.
+        assert!(rows(&alone).iter().all(|row| row.ratio.is_none()));
         for (first, last, empty) in [(&[][..], &fast[..], "before"), (&slow[..], &[][..], "after")] {
             let comparison = compare(&[
                 ("before".into(), session("node-a", first, "0")),
