@@ -454,6 +454,15 @@ pub(crate) mod tests {
         assert!(!render_text(&alone).contains("per-pod delay before"));
         // One session has nothing to be a ratio of.
         assert!(rows(&alone).iter().all(|row| row.ratio.is_none()));
+        assert!(!render_text(&alone).contains("last/first"));
+        assert!(
+            render_text(&comparison)
+                .lines()
+                .next()
+                .is_some_and(|header| header.ends_with("  after  last/first")),
+            "{}",
+            render_text(&comparison)
+        );
         for (first, last, empty) in [(&[][..], &fast[..], "before"), (&slow[..], &[][..], "after")] {
             let comparison = compare(&[
                 ("before".into(), session("node-a", first, "0")),
@@ -465,6 +474,23 @@ pub(crate) mod tests {
                 Some(format!("per-pod delay <before> -> <after>: cannot tell, <{empty}> has no pods").as_str())
             );
         }
+    }
+
+    /// The slowest pod starts are listed for the sessions that have them, and only there.
+    #[test]
+    fn slowest_pod_starts_only_where_there_are_some() {
+        let mut before = session("node-a", &[1500, 1800], "0");
+        before.pods = vec![
+            crate::report::podstart::tests::pod(7, 1900, 1700),
+            crate::report::podstart::tests::pod(8, 1200, 1000),
+        ];
+        let after = session("node-a", &[1, 2], "1");
+        let text = render_text(&compare(&[("before".into(), before), ("after".into(), after)]));
+        assert!(
+            text.contains("slowest pod starts in before: team-a/web-7 start 1.96 s, team-a/web-8 start 1.26 s\n"),
+            "{text}"
+        );
+        assert!(!text.contains("slowest pod starts in after"), "{text}");
     }
 
     /// Names from hostile session files keep every table's shape and the terminal's state.

@@ -409,31 +409,31 @@ mod tests {
         assert!(result.render().contains("Gate FAILED"));
     }
 
+    /// `session` with only its first `count` pod addresses (and every host one).
+    fn with_pod_addresses(mut session: Session, count: usize) -> Session {
+        let mut kept = 0;
+        session.events.retain(|event| {
+            let keep = event.host_netns || kept < count;
+            kept += usize::from(!event.host_netns);
+            keep
+        });
+        session
+    }
+
     #[test]
     fn too_few_addresses_fail_even_when_the_numbers_look_right() {
-        let mut before = fixture("default-20-pods.json");
-        let pod_addresses: Vec<usize> = before
-            .events
-            .iter()
-            .enumerate()
-            .filter(|(_, event)| !event.host_netns)
-            .map(|(index, _)| index)
-            .collect();
-        // Keep 9 pod addresses (and every host one): one short of the minimum.
-        let keep: std::collections::HashSet<usize> = pod_addresses.iter().copied().take(9).collect();
-        let mut index = 0;
-        before.events.retain(|event| {
-            let kept = event.host_netns || keep.contains(&index);
-            index += 1;
-            kept
-        });
-        let result = POD_START.check(&before, &fixture("tuned-20-pods.json"));
+        let after = fixture("tuned-20-pods.json");
+        let before = with_pod_addresses(fixture("default-20-pods.json"), 9);
+        let result = POD_START.check(&before, &after);
         assert_eq!(
             result.problems,
             ["before: 9 pod addresses traced, the gate needs at least 10"],
             "p50 of the 9 is still above 500 ms"
         );
         assert!(result.before.p50_ns > 500_000_000);
+        // The minimum itself is enough.
+        let before = with_pod_addresses(fixture("default-20-pods.json"), 10);
+        assert!(POD_START.check(&before, &after).passed());
     }
 
     /// The gate on CNI ADD: fixtures recorded before pods[] existed have no ADD, and fail it
@@ -444,13 +444,14 @@ mod tests {
         let result = POD_START_WITH_CNI.check(&before, &after);
         assert_eq!(result.problems.len(), 2, "{:?}", result.problems);
         assert!(result.problems[0].contains("0 pods with a traced CNI ADD"));
-        let with_adds = |session: &Session, add_ms: u64| {
+        let with_pods = |session: &Session, add_ms: u64, pods: u32| {
             let mut session = session.clone();
-            session.pods = (0..12)
+            session.pods = (0..pods)
                 .map(|inode| crate::report::podstart::tests::pod(inode, add_ms, add_ms.saturating_sub(20)))
                 .collect();
             session
         };
+        let with_adds = |session: &Session, add_ms: u64| with_pods(session, add_ms, 12);
         let passed = POD_START_WITH_CNI.check(&with_adds(&before, 1800), &with_adds(&after, 40));
         assert!(passed.passed(), "{}", passed.render());
         assert!(
@@ -478,6 +479,26 @@ mod tests {
             POD_START.check(&before, &after).before_cni_add.is_none(),
             "not gated by default"
         );
+        // The minimum number of ADDs is enough; one limit alone gates the ADDs.
+        let at_minimum = POD_START_WITH_CNI.check(&with_pods(&before, 1800, 10), &with_pods(&after, 40, 10));
+        assert!(at_minimum.passed(), "{}", at_minimum.render());
+        let before_only = BeforeAfter {
+            after_max_cni_add_p99_ms: None,
+            ..POD_START_WITH_CNI
+        };
+        assert_eq!(
+            before_only
+                .check(&with_adds(&before, 300), &with_adds(&after, 700))
+                .problems
+                .len(),
+            1,
+            "the before limit alone is checked"
+        );
+        let after_only = BeforeAfter {
+            before_min_cni_add_p50_ms: None,
+            ..POD_START_WITH_CNI
+        };
+        assert!(after_only.check(&before, &after).before_cni_add.is_some());
     }
 
     #[test]
@@ -487,7 +508,41 @@ mod tests {
         let mut before = fixture("default-20-pods.json");
         before.events.clear();
         let problems = POD_START.check(&before, &after).problems;
-        assert!(problems.contains(&"before: 0 pod addresses traced, the gate needs at least 10".to_string()));
-        assert!(problems.contains(&"after: 3 events lost, figures incomplete".to_string()));
+        // Nothing to take a p50 of: the count says so, no made-up p50 of 0 is judged.
+        assert_eq!(
+            problems,
+            [
+                "before: 0 pod addresses traced, the gate needs at least 10",
+                "after: 3 events lost, figures incomplete"
+            ]
+        );
+        let nothing_allowed = BeforeAfter {
+            after_max_p99_ms: 0,
+            ..POD_START
+        };
+        assert_eq!(
+            nothing_allowed
+                .check(&fixture("default-20-pods.json"), &before)
+                .problems,
+            ["after: 0 pod addresses traced, the gate needs at least 10"]
+        );
+    }
+
+    /// The limits are in milliseconds, the figures in nanoseconds: a limit just above the
+    /// figure fails, just below passes.
+    #[test]
+    fn limits_sit_where_the_figures_are() {
+        let (before, after) = (fixture("default-20-pods.json"), fixture("tuned-20-pods.json"));
+        let result = POD_START.check(&before, &after);
+        let (p50_ms, p99_ms) = (result.before.p50_ns / 1_000_000, result.after.p99_ns / 1_000_000);
+        let gate = |before_min_p50_ms, after_max_p99_ms| BeforeAfter {
+            before_min_p50_ms,
+            after_max_p99_ms,
+            ..POD_START
+        };
+        assert!(gate(p50_ms, p99_ms + 1).check(&before, &after).passed());
+        let failed = gate(p50_ms + 1, p99_ms).check(&before, &after).problems;
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(failed[0].starts_with("before: tentative p50") && failed[1].starts_with("after: tentative p99"));
     }
 }
