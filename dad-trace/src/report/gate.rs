@@ -499,6 +499,15 @@ mod tests {
             ..POD_START_WITH_CNI
         };
         assert!(after_only.check(&before, &after).before_cni_add.is_some());
+        // No ADDs after: the count says so, no made-up p99 of 0 is judged.
+        let nothing_allowed = BeforeAfter {
+            after_max_cni_add_p99_ms: Some(0),
+            ..POD_START_WITH_CNI
+        };
+        assert_eq!(
+            nothing_allowed.check(&with_adds(&before, 1800), &after).problems,
+            ["after: 0 pods with a traced CNI ADD, the gate needs at least 10 (were CNI calls traced?)"]
+        );
     }
 
     #[test]

@@ -333,17 +333,19 @@ mod tests {
         let mut backwards = sample();
         backwards.events[0].dad_ns = Some(backwards.events[0].tentative_ns + 1);
         let backwards = serde_json::to_string(&backwards).expect("serialize");
-        let cases: [(&[u8], &str); 12] = [
+        let cases: [(&[u8], &str); 13] = [
             (b"", "is empty"),
             (b" \n\n ", "is empty"),
             (b"{\n", "not valid JSON"),
+            // Broken before the version: broken, not a session without a version.
+            (br#"{"format":"dad-trace-session", !!!"#, "not valid JSON"),
             (&text.as_bytes()[..text.len() / 2], "not valid JSON"),
             (br#"{"format":"other"}"#, "not a dad-trace session (format is \"other\""),
             (br#""a string""#, "format is absent: the document is not a JSON object"),
             (br#"{"version": 1}"#, "format is missing"),
             (
                 br#"{"format":"dad-trace-session","format_version":99}"#,
-                "format version 99",
+                "format version 99; this dad-trace reads version 1",
             ),
             (br#"{"format":"dad-trace-session"}"#, "format version missing"),
             (
@@ -368,6 +370,51 @@ mod tests {
             // The whole chain, as main prints it (`{e:#}`).
             let message = format!("{:#}", anyhow::Error::from(error));
             assert!(message.contains("bad.json") && message.contains(expected), "{message}");
+        }
+    }
+
+    /// Validation refuses what no recording makes, and only that: the edges themselves are
+    /// recordable.
+    #[test]
+    fn validation_stops_at_the_edges_of_what_a_recording_makes() {
+        use crate::report::podstart::tests::pod;
+        let refused = |session: &Session| {
+            let text = serde_json::to_string(session).expect("serialize");
+            Session::parse(Path::new("s.json"), text.as_bytes())
+                .err()
+                .map(|error| error.to_string())
+        };
+        // DAD as long as the tentative state, a session that ends as it starts, a DAD wait
+        // as long as its ADD, an ADD still running, a top-level call with a delegate.
+        let mut edges = sample();
+        edges.events[0].dad_ns = Some(edges.events[0].tentative_ns);
+        edges.ended_at = edges.started_at;
+        let mut running = pod(7, 1900, 1900);
+        running.cni_calls[0].duration_ns = None;
+        running.cni_calls[0].delegates = vec![pod(8, 5, 0).cni_calls[0].clone()];
+        edges.pods = vec![running];
+        assert_eq!(refused(&edges), None);
+        // Past them, each named by its place.
+        let mut ends_early = sample();
+        ends_early.ended_at = ends_early.started_at - chrono::Duration::seconds(1);
+        let mut long_wait = sample();
+        long_wait.pods = vec![pod(7, 1900, 1901)];
+        let mut endless = sample();
+        endless.pods = vec![pod(7, 1900, 1900)];
+        endless.pods[0].cni_calls[0].duration_ns = Some(u64::MAX);
+        let mut nested = sample();
+        let mut delegate = pod(8, 5, 0).cni_calls[0].clone();
+        delegate.delegates = vec![delegate.clone()];
+        nested.pods = vec![pod(7, 1900, 1900)];
+        nested.pods[0].cni_calls[0].delegates = vec![delegate];
+        for (session, at) in [
+            (ends_early, "at ended_at:"),
+            (long_wait, "at pods[0].dad_wait_ns:"),
+            (endless, "at pods[0].cni_calls[0].duration_ns:"),
+            (nested, "at pods[0].cni_calls[0].delegates[0].delegates:"),
+        ] {
+            let message = refused(&session).expect("refused");
+            assert!(message.contains(at), "{at}: {message}");
         }
     }
 
