@@ -141,6 +141,51 @@ fn accept_dad_on_all_only_or_default_only() {
     assert!(d.findings.iter().any(|f| f.contains("overrides default.accept_dad=0")));
 }
 
+/// Each settings finding is said exactly when its conditions hold: (inherit, all.accept_dad,
+/// default.accept_dad, default.dad_transmits) → which of the three findings appear.
+#[test]
+fn each_settings_finding_appears_exactly_when_it_applies() {
+    const ZERO_TRANSMITS: &str = "dad_transmits=0 does not skip DAD";
+    const ALL_ALONE: &str = "all.accept_dad=0 alone does not turn DAD off";
+    const ALL_OVERRIDES: &str = "overrides default.accept_dad";
+    const OPTIMISTIC: &str = "optimistic_dad=1";
+    // Never expected: the enhanced_dad sysctls are not set here.
+    const ENHANCED: &str = "enhanced_dad does not change the wait";
+    let cases: [(&str, &str, &str, &str, &str, &[&str]); 9] = [
+        // Stock: all=0, default=1 is the kernel's own default, not worth a word.
+        ("0", "0", "1", "1", "0", &[]),
+        ("1", "0", "1", "1", "0", &[ALL_ALONE]),
+        ("1", "1", "1", "1", "0", &[]),
+        ("1", "1", "0", "1", "0", &[ALL_OVERRIDES]),
+        ("1", "0", "0", "1", "0", &[]),
+        // DAD off: neither the transmit count nor optimistic DAD matters.
+        ("1", "0", "0", "0", "0", &[]),
+        ("1", "0", "0", "1", "1", &[]),
+        ("1", "1", "1", "0", "0", &[ZERO_TRANSMITS]),
+        ("1", "1", "1", "1", "1", &[OPTIMISTIC]),
+    ];
+    for (inherit, all, default, transmits, optimistic, expected) in cases {
+        let settings = [
+            ("net.core.devconf_inherit_init_net", inherit),
+            ("net.ipv6.conf.all.accept_dad", all),
+            ("net.ipv6.conf.default.accept_dad", default),
+            ("net.ipv6.conf.default.dad_transmits", transmits),
+            ("net.ipv6.conf.default.optimistic_dad", optimistic),
+            ("net.ipv6.neigh.default.retrans_time_ms", "1000"),
+        ];
+        let findings = diagnose(&audit(&settings, vec![])).findings;
+        let found: Vec<&str> = [ZERO_TRANSMITS, ALL_ALONE, ALL_OVERRIDES, OPTIMISTIC, ENHANCED]
+            .into_iter()
+            .filter(|finding| findings.iter().any(|f| f.contains(finding)))
+            .collect();
+        assert_eq!(
+            found, expected,
+            "inherit={inherit} all={all} default={default} transmits={transmits} optimistic={optimistic}: \
+             {findings:#?}"
+        );
+    }
+}
+
 #[test]
 fn optimistic_and_enhanced_dad_keep_the_wait() {
     let optimistic = with(
@@ -187,6 +232,11 @@ fn live_namespaces_per_interface_and_nodad() {
     assert_eq!(eth0.new_address, Wait::NONE);
     assert!(eth0.addresses.iter().all(|(_, wait)| !wait.dad));
     assert!(d.findings.iter().any(|f| f.contains("per-interface override")));
+    assert!(
+        !d.findings.iter().any(|f| f.contains("still run DAD")),
+        "{:#?}",
+        d.findings
+    );
     // DAD on the interface, but the plugin's nodad address skipped it.
     let d = diagnose(&audit(DEFAULTS, vec![pod("cni-1", 1)]));
     let waits = &d.namespaces[0].interfaces[0].addresses;
@@ -195,6 +245,57 @@ fn live_namespaces_per_interface_and_nodad() {
         d.findings
             .iter()
             .any(|f| f.contains("1 addresses in live pod namespaces were added with nodad"))
+    );
+    assert!(
+        d.findings
+            .iter()
+            .any(|f| f.starts_with("1 of 1 live pod namespaces still run DAD")),
+        "{:#?}",
+        d.findings
+    );
+    assert!(!d.findings.iter().any(|f| f.contains("per-interface override")));
+    // No nodad address, no override: neither is mentioned.
+    let mut plain = pod("cni-2", 1);
+    plain.addresses[1].flags = 0x80;
+    let d = diagnose(&audit(DEFAULTS, vec![plain]));
+    assert!(
+        !d.findings
+            .iter()
+            .any(|f| f.contains("nodad (IFA_F_NODAD") || f.contains("per-interface override")),
+        "{:#?}",
+        d.findings
+    );
+}
+
+/// A prediction admits a measurement within its bounds widened by the slack, and nothing
+/// outside.
+#[test]
+fn a_wait_admits_what_lies_within_its_bounds_and_slack() {
+    let wait = Wait {
+        dad: true,
+        low_ms: 1000,
+        high_ms: 2000,
+    };
+    for (measured, slack, admitted) in [
+        (1000.0, 0.0, true),
+        (2000.0, 0.0, true),
+        (999.0, 0.0, false),
+        (2001.0, 0.0, false),
+        (990.0, 10.0, true),
+        (2010.0, 10.0, true),
+        (989.0, 10.0, false),
+        (2011.0, 10.0, false),
+    ] {
+        assert_eq!(wait.admits(measured, slack), admitted, "{measured} ms, slack {slack}");
+    }
+    let exact = Wait {
+        low_ms: 1000,
+        high_ms: 1000,
+        ..wait
+    };
+    assert_eq!(
+        [Wait::NONE.to_string(), exact.to_string(), wait.to_string()],
+        ["no DAD, 0 ms", "DAD, 1000 ms", "DAD, 1000-2000 ms"]
     );
 }
 
