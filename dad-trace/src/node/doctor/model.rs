@@ -228,6 +228,21 @@ mod tests {
         assert_eq!(pod_estimate(&COMPILED).per_pod, wait(true, 1000, 2000));
     }
 
+    /// `router_solicitation_delay` is in seconds, the model in milliseconds.
+    #[test]
+    fn the_random_delay_is_read_in_seconds() {
+        let host: std::collections::BTreeMap<String, String> = [
+            ("net.ipv6.conf.default.router_solicitation_delay", "2"),
+            ("net.ipv6.neigh.default.retrans_time_ms", "500"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+        let conf = host_interface(&host);
+        assert_eq!((conf.rtr_solicit_delay_ms, conf.retrans_time_ms), (2000, 500));
+        assert_eq!(conf.wait(AddressKind::KernelLinkLocal), wait(true, 500, 2500));
+    }
+
     #[test]
     fn zero_transmits_still_waits_the_random_delay() {
         let conf = Conf {
