@@ -457,9 +457,11 @@ mod tests {
     fn stopped_dad_restarts_its_clock() {
         let mut tracker = Tracker::default();
         tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
-        // Link not ready: DAD stops, nothing re-armed.
-        tracker.observe(&obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, false));
-        // Link up 5 s later: kicked, the timer fires and probing runs.
+        tracker.observe(&obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true));
+        // Link not ready at the probe: DAD stops, nothing re-armed.
+        tracker.observe(&obs(400, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
+        tracker.observe(&obs(401, Hook::WorkDone, IfaState::Dad, 0xc0, false));
+        // Link up 5 s later: kicked in state DAD, the timer fires and probing runs.
         tracker.observe(&obs(5000, Hook::WorkQueued, IfaState::Dad, 0xc0, true));
         tracker.observe(&obs(5001, Hook::WorkDone, IfaState::Dad, 0xc0, true));
         let done = tracker
@@ -492,6 +494,16 @@ mod tests {
             .observe(&obs(4000, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
             .expect("settled");
         assert_eq!(done.dad_ns(), Some(1000 * MS));
+        // Where `addrconf_dad_begin` is the hook (not inlined), a restart that goes straight
+        // to the kick is unseen: after a stop, DAD's start is unknown, not the first one's.
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false));
+        tracker.observe(&obs(2, Hook::DadBegin, IfaState::Dad, 0xc0, false));
+        tracker.observe(&obs(10, Hook::DadStop, IfaState::Dad, 0xc0, false));
+        let done = tracker
+            .observe(&obs(6000, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!((done.tentative_ns(), done.dad_ns()), (6000 * MS, None));
     }
 
     /// Only probing work moves DAD's clock: a step on an address that is not probing (not in
