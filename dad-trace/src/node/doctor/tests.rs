@@ -141,8 +141,9 @@ fn accept_dad_on_all_only_or_default_only() {
     assert!(d.findings.iter().any(|f| f.contains("overrides default.accept_dad=0")));
 }
 
-/// Each settings finding is said exactly when its conditions hold: (inherit, all.accept_dad,
-/// default.accept_dad, default.dad_transmits) → which of the three findings appear.
+/// Each settings finding is said exactly when its conditions hold: (inherit, `all.accept_dad`,
+/// `default.accept_dad`, `default.dad_transmits`, `default.optimistic_dad`) → which findings
+/// appear.
 #[test]
 fn each_settings_finding_appears_exactly_when_it_applies() {
     const ZERO_TRANSMITS: &str = "dad_transmits=0 does not skip DAD";
@@ -151,7 +152,15 @@ fn each_settings_finding_appears_exactly_when_it_applies() {
     const OPTIMISTIC: &str = "optimistic_dad=1";
     // Never expected: the enhanced_dad sysctls are not set here.
     const ENHANCED: &str = "enhanced_dad does not change the wait";
-    let cases: [(&str, &str, &str, &str, &str, &[&str]); 9] = [
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    );
+    let cases: [Case; 9] = [
         // Stock: all=0, default=1 is the kernel's own default, not worth a word.
         ("0", "0", "1", "1", "0", &[]),
         ("1", "0", "1", "1", "0", &[ALL_ALONE]),
