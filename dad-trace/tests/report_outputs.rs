@@ -21,8 +21,8 @@ fn fixture(name: &str) -> Session {
 
 fn before_after() -> compare::Comparison {
     compare::compare(&[
-        ("before".into(), fixture("default-20-pods.json")),
-        ("after".into(), fixture("tuned-20-pods.json")),
+        ("before".into(), fixture("default-20-pods.json").fold()),
+        ("after".into(), fixture("tuned-20-pods.json").fold()),
     ])
 }
 

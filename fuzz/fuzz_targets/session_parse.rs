@@ -6,15 +6,15 @@
 use std::{path::Path, sync::OnceLock};
 
 use dad_trace::{
-    report::{compare, gate::POD_START, html, markdown, render_text},
+    report::{Figures, compare, gate::POD_START, html, markdown, render_text},
     session::Session,
 };
 
 /// A real recorded session to pair the fuzzed one with.
-fn recorded() -> &'static Session {
-    static RECORDED: OnceLock<Session> = OnceLock::new();
+fn recorded() -> &'static Session<Figures> {
+    static RECORDED: OnceLock<Session<Figures>> = OnceLock::new();
     RECORDED.get_or_init(|| {
-        Session::parse(
+        Session::parse_as(
             Path::new("default-20-pods.json"),
             include_bytes!("../../dad-trace/tests/fixtures/default-20-pods.json"),
         )
@@ -23,9 +23,13 @@ fn recorded() -> &'static Session {
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(session) = Session::parse(Path::new("fuzz.json"), data) else {
+    // The addresses kept and folded as `report` reads them: the same verdict on the bytes.
+    let kept = Session::parse(Path::new("fuzz.json"), data);
+    let Ok(session) = Session::<Figures>::parse_as(Path::new("fuzz.json"), data) else {
+        assert!(kept.is_err(), "refused folded, accepted kept");
         return;
     };
+    assert!(kept.is_ok_and(|kept| kept.fold::<Figures>() == session));
     let _ = render_text(&session, true);
     let alone = compare::compare(&[("fuzz".into(), session.clone())]);
     let _ = markdown::render_markdown(&alone);

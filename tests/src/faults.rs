@@ -263,7 +263,7 @@ pub fn duplicate_on_a_bridge(backend: BackendChoice) -> Outcomes {
         line.contains("failed") && line.contains("duplicate of dtf-dup-a eth0"),
         "{line}"
     );
-    let report = dad_trace::report::render_text(&session, false);
+    let report = dad_trace::report::render_text(&session.clone().fold(), false);
     assert!(report.contains("failed 1"), "{report}");
     assert_sane(&session);
     let events = holder.into_iter().chain(failed).cloned().collect();

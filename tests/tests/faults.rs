@@ -179,7 +179,7 @@ fn an_interface_named_with_an_escape_sequence_is_shown_not_obeyed() {
         "the session keeps the name as the kernel has it"
     );
     let line = dad_trace::record::sinks::event_line(events[0]);
-    let report = dad_trace::report::render_text(&session, true);
+    let report = dad_trace::report::render_text(&session.clone().fold(), true);
     for printed in [&line, &report] {
         assert!(!printed.chars().any(|c| c.is_control() && c != '\n'), "{printed:?}");
     }
@@ -318,7 +318,7 @@ fn tiny_ring_buffer_counts_lost_events() {
         session.unfinished.len()
     );
     assert!(session.lost_events > 0, "a 4 KiB ring must overflow on 3000 addresses");
-    let report = dad_trace::report::render_text(&session, false);
+    let report = dad_trace::report::render_text(&session.clone().fold(), false);
     assert!(
         report.contains(&format!("lost events: {}", session.lost_events))
             && report.contains("WARNING: the kernel dropped events"),

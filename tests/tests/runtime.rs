@@ -82,7 +82,7 @@ fn containerd_pods_are_named_with_their_delays() {
         let (session, ids) = tokio::join!(dad_trace::record::record(options), workload);
         (session.expect("record"), ids.expect("join").expect("sandboxes"))
     });
-    print!("{}", dad_trace::report::render_text(&session, true));
+    print!("{}", dad_trace::report::render_text(&session.clone().fold(), true));
     for ((namespace, name, uid), sandbox_id) in pods.iter().zip(&sandbox_ids) {
         let events: Vec<_> = session
             .events
@@ -108,7 +108,7 @@ fn containerd_pods_are_named_with_their_delays() {
             assert!(event.netns_cookie.is_some(), "the kernel's netns cookie is recorded");
         }
     }
-    let per_pod = dad_trace::report::summarize(&session).pods;
+    let per_pod = dad_trace::report::summarize(&session.clone().fold()).pods;
     for (namespace, name, _) in pods {
         let label = format!("{namespace}/{name}");
         let pod = per_pod.iter().find(|pod| pod.pod == label).expect("pod in report");

@@ -70,7 +70,7 @@ impl Gate {
 
     pub fn run(self) -> anyhow::Result<()> {
         let gate = self.gate();
-        let verdict = gate.check(&Session::load(&self.before)?, &Session::load(&self.after)?);
+        let verdict = gate.check(&Session::load_as(&self.before)?, &Session::load_as(&self.after)?);
         match self.format {
             GateFormat::Json => super::out(&(serde_json::to_string_pretty(&verdict)? + "\n"))?,
             GateFormat::Text | GateFormat::Markdown => super::out(&verdict.render())?,

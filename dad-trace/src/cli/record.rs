@@ -162,7 +162,7 @@ impl Record {
             return Ok(());
         }
         // Saved already: a closed terminal now loses nothing. A blank line after the lines.
-        let report = report::render_text_in(&session, self.per_pod, live.unit);
+        let report = report::render_text_in(&session.fold(), self.per_pod, live.unit);
         super::out(&if lines { format!("\n{report}") } else { report })
     }
 }

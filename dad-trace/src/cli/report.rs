@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use super::Format;
 use crate::{
-    report::{compare, html, markdown, render_text, summarize},
+    report::{Figures, compare, html, markdown, render_text, summarize},
     session::Session,
 };
 
@@ -41,7 +41,7 @@ impl Report {
     fn render(&self) -> anyhow::Result<String> {
         let mut sessions = Vec::new();
         for file in &self.files {
-            sessions.push((label(file), Session::load(file)?));
+            sessions.push((label(file), Session::<Figures>::load_as(file)?));
         }
         if self.merge || sessions.len() == 1 {
             let label = sessions

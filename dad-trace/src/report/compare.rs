@@ -6,6 +6,7 @@ use serde::Serialize;
 
 pub use super::merge::merge;
 use super::{
+    figures::Figures,
     significance::{ALPHA, ChangeTest},
     summary::{PodDelay, SessionSummary, summarize},
 };
@@ -45,7 +46,7 @@ pub struct Comparison {
 }
 
 #[must_use]
-pub fn compare(sessions: &[(String, Session)]) -> Comparison {
+pub fn compare(sessions: &[(String, Session<Figures>)]) -> Comparison {
     let columns: Vec<Column> = sessions
         .iter()
         .map(|(label, session)| {
@@ -390,11 +391,20 @@ pub(crate) mod tests {
         session
     }
 
+    /// Compares sessions kept whole, as these tests build them.
+    pub(crate) fn compare_kept(sessions: &[(String, Session)]) -> Comparison {
+        let folded: Vec<_> = sessions
+            .iter()
+            .map(|(label, session)| (label.clone(), session.clone().fold()))
+            .collect();
+        compare(&folded)
+    }
+
     #[test]
     fn before_after_shows_ratio_outliers_and_changed_settings() {
         let before = session("node-a", &[1500, 1800, 2000, 1600], "0");
         let after = session("node-a", &[1, 2, 1, 1], "1");
-        let comparison = compare(&[("before".into(), before), ("after".into(), after)]);
+        let comparison = compare_kept(&[("before".into(), before), ("after".into(), after)]);
         assert_eq!(
             comparison.setting_changes,
             [SettingChange {
@@ -440,7 +450,7 @@ pub(crate) mod tests {
     fn the_change_is_judged_first_to_last() {
         let slow: Vec<u64> = (0..20).map(|i| 1000 + 50 * i).collect();
         let fast: Vec<u64> = (0..20).map(|i| 1 + i).collect();
-        let comparison = compare(&[
+        let comparison = compare_kept(&[
             ("before".into(), session("node-a", &slow, "0")),
             ("middle".into(), session("node-a", &slow, "0")),
             ("after".into(), session("node-a", &fast, "1")),
@@ -449,7 +459,7 @@ pub(crate) mod tests {
         assert!(change.significant && change.p_value < 1e-9, "{change:?}");
         let line = change_line(&comparison, str::to_string).expect("several sessions");
         assert!(line.starts_with("per-pod delay before -> after: a real change: faster (Kolmogorov–Smirnov D 1.00, p 5.5e-10, 20 vs 20 pods"), "{line}");
-        let alone = compare(&[("before".into(), session("node-a", &slow, "0"))]);
+        let alone = compare_kept(&[("before".into(), session("node-a", &slow, "0"))]);
         assert!(alone.change.is_none() && change_line(&alone, str::to_string).is_none());
         assert!(!render_text(&alone).contains("per-pod delay before"));
         // One session has nothing to be a ratio of.
@@ -464,7 +474,7 @@ pub(crate) mod tests {
             render_text(&comparison)
         );
         for (first, last, empty) in [(&[][..], &fast[..], "before"), (&slow[..], &[][..], "after")] {
-            let comparison = compare(&[
+            let comparison = compare_kept(&[
                 ("before".into(), session("node-a", first, "0")),
                 ("after".into(), session("node-a", last, "1")),
             ]);
@@ -485,7 +495,7 @@ pub(crate) mod tests {
             crate::report::podstart::tests::pod(8, 1200, 1000),
         ];
         let after = session("node-a", &[1, 2], "1");
-        let text = render_text(&compare(&[("before".into(), before), ("after".into(), after)]));
+        let text = render_text(&compare_kept(&[("before".into(), before), ("after".into(), after)]));
         assert!(
             text.contains("slowest pod starts in before: team-a/web-7 start 1.96 s, team-a/web-8 start 1.26 s\n"),
             "{text}"
@@ -498,7 +508,7 @@ pub(crate) mod tests {
     fn hostile_names_keep_the_tables() {
         let before = session("a|b\nc\u{1b}[2J", &[1500, 1800], "0");
         let after = session("node-a", &[1, 2], "1");
-        let comparison = compare(&[("be|fore".into(), before), ("after".into(), after)]);
+        let comparison = compare_kept(&[("be|fore".into(), before), ("after".into(), after)]);
         let text = render_text(&comparison);
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
         assert!(text.contains("a|b\\x0ac\\x1b[2J"), "{text}");

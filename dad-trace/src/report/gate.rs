@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{
+    figures::Figures,
     significance::{ALPHA, ChangeTest, Direction},
-    summary::pod_delays,
 };
 use crate::{
     hist::{Delays, human},
-    session::{Outcome, Session},
+    session::Session,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -84,7 +84,7 @@ pub struct PodAdds {
 
 impl PodAdds {
     #[must_use]
-    pub fn of(session: &Session) -> Self {
+    pub fn of<E>(session: &Session<E>) -> Self {
         let summary = Delays::from_values(session.pods.iter().filter_map(|pod| pod.cni_add_ns)).summary();
         Self {
             pods: summary.map_or(0, |s| s.count),
@@ -106,15 +106,8 @@ pub struct PodTentative {
 
 impl PodTentative {
     #[must_use]
-    pub fn of(session: &Session) -> Self {
-        let summary = Delays::from_values(
-            session
-                .events
-                .iter()
-                .filter(|event| !event.host_netns && event.outcome == Outcome::Settled)
-                .map(|event| event.tentative_ns),
-        )
-        .summary();
+    pub fn of(session: &Session<Figures>) -> Self {
+        let summary = Delays::from_values(session.events.pod_tentative()).summary();
         Self {
             addresses: summary.map_or(0, |s| s.count),
             p50_ns: summary.map_or(0, |s| s.p50_ns),
@@ -140,11 +133,12 @@ pub struct GateResult {
 
 impl BeforeAfter {
     #[must_use]
-    pub fn check(self, before_session: &Session, after_session: &Session) -> GateResult {
+    pub fn check(self, before_session: &Session<Figures>, after_session: &Session<Figures>) -> GateResult {
         let before = PodTentative::of(before_session);
         let after = PodTentative::of(after_session);
-        let delays =
-            |session: &Session| -> Vec<u64> { pod_delays(&session.events).iter().map(|pod| pod.delay_ns).collect() };
+        let delays = |session: &Session<Figures>| -> Vec<u64> {
+            session.events.pod_delays().iter().map(|pod| pod.delay_ns).collect()
+        };
         let (before_pods, after_pods) = (delays(before_session), delays(after_session));
         let change = ChangeTest::of(&before_pods, &after_pods, ALPHA);
         let mut problems = Vec::new();
@@ -308,6 +302,13 @@ mod tests {
 
     use super::*;
 
+    impl BeforeAfter {
+        /// The gate on sessions kept whole, as these tests change them.
+        fn check_kept(self, before: &Session, after: &Session) -> GateResult {
+            self.check(&before.clone().fold(), &after.clone().fold())
+        }
+    }
+
     fn fixture(name: &str) -> Session {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
         Session::load(&path).expect("fixture")
@@ -315,7 +316,7 @@ mod tests {
 
     #[test]
     fn recorded_before_and_after_pass() {
-        let result = POD_START.check(&fixture("default-20-pods.json"), &fixture("tuned-20-pods.json"));
+        let result = POD_START.check_kept(&fixture("default-20-pods.json"), &fixture("tuned-20-pods.json"));
         assert!(result.passed(), "{}", result.render());
         assert_eq!(result.before.addresses, 40);
         assert!(result.before.p50_ns > 500_000_000);
@@ -330,7 +331,7 @@ mod tests {
             ..POD_START
         };
         let (slow, fast) = (fixture("default-20-pods.json"), fixture("tuned-20-pods.json"));
-        let result = required.check(&slow, &fast);
+        let result = required.check_kept(&slow, &fast);
         assert!(result.passed(), "{}", result.render());
         let change = result.change.expect("pods on both sides");
         assert!(
@@ -347,12 +348,12 @@ mod tests {
         );
         assert!(
             POD_START
-                .check(&slow, &fast)
+                .check_kept(&slow, &fast)
                 .render()
                 .contains("\nPer-pod delay, after against before: a real change: faster")
         );
         // Slower for real: refused, the thresholds failing too.
-        let swapped = required.check(&fast, &slow);
+        let swapped = required.check_kept(&fast, &slow);
         assert!(
             swapped
                 .problems
@@ -367,13 +368,13 @@ mod tests {
             after_max_p99_ms: u64::MAX / 2_000_000,
             ..required
         };
-        assert_eq!(loose.check(&slow, &fast).problems, Vec::<String>::new());
-        let same = loose.check(&slow, &slow);
+        assert_eq!(loose.check_kept(&slow, &fast).problems, Vec::<String>::new());
+        let same = loose.check_kept(&slow, &slow);
         assert_eq!(same.problems.len(), 1, "{:?}", same.problems);
         assert!(same.problems[0].starts_with("per-pod delay: no real change: the difference could be noise (Kolmogorov–Smirnov D 0.00, p 1.00, 20 vs 20 pods"), "{:?}", same.problems);
         assert!(
             POD_START
-                .check(&slow, &slow)
+                .check_kept(&slow, &slow)
                 .problems
                 .iter()
                 .all(|p| !p.starts_with("per-pod delay")),
@@ -382,7 +383,7 @@ mod tests {
         // No pods on a side: said.
         let mut empty = fast.clone();
         empty.events.clear();
-        let result = loose.check(&slow, &empty);
+        let result = loose.check_kept(&slow, &empty);
         assert!(result.change.is_none());
         assert!(
             result
@@ -393,7 +394,7 @@ mod tests {
         );
         assert!(
             loose
-                .check(&empty, &fast)
+                .check_kept(&empty, &fast)
                 .problems
                 .contains(&"per-pod delay: cannot tell whether it changed: before has no pods".to_string())
         );
@@ -402,7 +403,7 @@ mod tests {
 
     #[test]
     fn swapped_sessions_fail_both_ways() {
-        let result = POD_START.check(&fixture("tuned-20-pods.json"), &fixture("default-20-pods.json"));
+        let result = POD_START.check_kept(&fixture("tuned-20-pods.json"), &fixture("default-20-pods.json"));
         assert_eq!(result.problems.len(), 2, "{:?}", result.problems);
         assert!(result.problems[0].starts_with("before: tentative p50"));
         assert!(result.problems[1].starts_with("after: tentative p99"));
@@ -424,7 +425,7 @@ mod tests {
     fn too_few_addresses_fail_even_when_the_numbers_look_right() {
         let after = fixture("tuned-20-pods.json");
         let before = with_pod_addresses(fixture("default-20-pods.json"), 9);
-        let result = POD_START.check(&before, &after);
+        let result = POD_START.check_kept(&before, &after);
         assert_eq!(
             result.problems,
             ["before: 9 pod addresses traced, the gate needs at least 10"],
@@ -433,7 +434,7 @@ mod tests {
         assert!(result.before.p50_ns > 500_000_000);
         // The minimum itself is enough.
         let before = with_pod_addresses(fixture("default-20-pods.json"), 10);
-        assert!(POD_START.check(&before, &after).passed());
+        assert!(POD_START.check_kept(&before, &after).passed());
     }
 
     /// The gate on CNI ADD: fixtures recorded before pods[] existed have no ADD, and fail it
@@ -441,7 +442,7 @@ mod tests {
     #[test]
     fn the_cni_add_gate() {
         let (before, after) = (fixture("default-20-pods.json"), fixture("tuned-20-pods.json"));
-        let result = POD_START_WITH_CNI.check(&before, &after);
+        let result = POD_START_WITH_CNI.check_kept(&before, &after);
         assert_eq!(result.problems.len(), 2, "{:?}", result.problems);
         assert!(result.problems[0].contains("0 pods with a traced CNI ADD"));
         let with_pods = |session: &Session, add_ms: u64, pods: u32| {
@@ -452,7 +453,7 @@ mod tests {
             session
         };
         let with_adds = |session: &Session, add_ms: u64| with_pods(session, add_ms, 12);
-        let passed = POD_START_WITH_CNI.check(&with_adds(&before, 1800), &with_adds(&after, 40));
+        let passed = POD_START_WITH_CNI.check_kept(&with_adds(&before, 1800), &with_adds(&after, 40));
         assert!(passed.passed(), "{}", passed.render());
         assert!(
             passed
@@ -461,7 +462,7 @@ mod tests {
             "{}",
             passed.render()
         );
-        let slow_after = POD_START_WITH_CNI.check(&with_adds(&before, 1800), &with_adds(&after, 700));
+        let slow_after = POD_START_WITH_CNI.check_kept(&with_adds(&before, 1800), &with_adds(&after, 700));
         assert_eq!(slow_after.problems.len(), 1, "{:?}", slow_after.problems);
         assert!(
             slow_after.problems[0].starts_with("after: CNI ADD p99 700")
@@ -469,18 +470,18 @@ mod tests {
             "{:?}",
             slow_after.problems
         );
-        let fast_before = POD_START_WITH_CNI.check(&with_adds(&before, 300), &with_adds(&after, 40));
+        let fast_before = POD_START_WITH_CNI.check_kept(&with_adds(&before, 300), &with_adds(&after, 40));
         assert!(
             fast_before.problems[0].starts_with("before: CNI ADD p50 300"),
             "{:?}",
             fast_before.problems
         );
         assert!(
-            POD_START.check(&before, &after).before_cni_add.is_none(),
+            POD_START.check_kept(&before, &after).before_cni_add.is_none(),
             "not gated by default"
         );
         // The minimum number of ADDs is enough; one limit alone gates the ADDs.
-        let at_minimum = POD_START_WITH_CNI.check(&with_pods(&before, 1800, 10), &with_pods(&after, 40, 10));
+        let at_minimum = POD_START_WITH_CNI.check_kept(&with_pods(&before, 1800, 10), &with_pods(&after, 40, 10));
         assert!(at_minimum.passed(), "{}", at_minimum.render());
         let before_only = BeforeAfter {
             after_max_cni_add_p99_ms: None,
@@ -488,7 +489,7 @@ mod tests {
         };
         assert_eq!(
             before_only
-                .check(&with_adds(&before, 300), &with_adds(&after, 700))
+                .check_kept(&with_adds(&before, 300), &with_adds(&after, 700))
                 .problems
                 .len(),
             1,
@@ -498,14 +499,14 @@ mod tests {
             before_min_cni_add_p50_ms: None,
             ..POD_START_WITH_CNI
         };
-        assert!(after_only.check(&before, &after).before_cni_add.is_some());
+        assert!(after_only.check_kept(&before, &after).before_cni_add.is_some());
         // No ADDs after: the count says so, no made-up p99 of 0 is judged.
         let nothing_allowed = BeforeAfter {
             after_max_cni_add_p99_ms: Some(0),
             ..POD_START_WITH_CNI
         };
         assert_eq!(
-            nothing_allowed.check(&with_adds(&before, 1800), &after).problems,
+            nothing_allowed.check_kept(&with_adds(&before, 1800), &after).problems,
             ["after: 0 pods with a traced CNI ADD, the gate needs at least 10 (were CNI calls traced?)"]
         );
     }
@@ -516,7 +517,7 @@ mod tests {
         after.lost_events = 3;
         let mut before = fixture("default-20-pods.json");
         before.events.clear();
-        let problems = POD_START.check(&before, &after).problems;
+        let problems = POD_START.check_kept(&before, &after).problems;
         // Nothing to take a p50 of: the count says so, no made-up p50 of 0 is judged.
         assert_eq!(
             problems,
@@ -531,7 +532,7 @@ mod tests {
         };
         assert_eq!(
             nothing_allowed
-                .check(&fixture("default-20-pods.json"), &before)
+                .check_kept(&fixture("default-20-pods.json"), &before)
                 .problems,
             ["after: 0 pod addresses traced, the gate needs at least 10"]
         );
@@ -542,15 +543,15 @@ mod tests {
     #[test]
     fn limits_sit_where_the_figures_are() {
         let (before, after) = (fixture("default-20-pods.json"), fixture("tuned-20-pods.json"));
-        let result = POD_START.check(&before, &after);
+        let result = POD_START.check_kept(&before, &after);
         let (p50_ms, p99_ms) = (result.before.p50_ns / 1_000_000, result.after.p99_ns / 1_000_000);
         let gate = |before_min_p50_ms, after_max_p99_ms| BeforeAfter {
             before_min_p50_ms,
             after_max_p99_ms,
             ..POD_START
         };
-        assert!(gate(p50_ms, p99_ms + 1).check(&before, &after).passed());
-        let failed = gate(p50_ms + 1, p99_ms).check(&before, &after).problems;
+        assert!(gate(p50_ms, p99_ms + 1).check_kept(&before, &after).passed());
+        let failed = gate(p50_ms + 1, p99_ms).check_kept(&before, &after).problems;
         assert_eq!(failed.len(), 2, "{failed:?}");
         assert!(failed[0].starts_with("before: tentative p50") && failed[1].starts_with("after: tentative p99"));
     }

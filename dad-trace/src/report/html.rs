@@ -292,7 +292,7 @@ pub fn render(comparison: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::compare::compare;
+    use crate::report::compare::tests::compare_kept;
 
     /// Each slow pod's start drawn to scale: the ADD inside the pod start, DAD inside the
     /// ADD; a hostile pod name stays text.
@@ -307,7 +307,7 @@ mod tests {
         before.pods[1].pod = None;
         let mut after = crate::report::compare::tests::session("node-a", &[1, 2], "1");
         after.pods = vec![crate::report::podstart::tests::pod(3, 40, 0)];
-        let page = render(&compare(&[("before".into(), before), ("after".into(), after)]));
+        let page = render(&compare_kept(&[("before".into(), before), ("after".into(), after)]));
         assert!(page.contains("<h2>Slowest pod starts</h2>"));
         assert_eq!(page.matches("class=\"timeline\"").count(), 2);
         assert_eq!(page.matches("class=\"add-bar\"").count(), 3);
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn page_is_self_contained_with_both_charts() {
-        let comparison = compare(&[
+        let comparison = compare_kept(&[
             (
                 "before<1>".into(),
                 crate::report::compare::tests::session("node-a", &[1500, 1800, 2000], "0"),
@@ -378,7 +378,7 @@ mod tests {
         // A hostile host name (a `|`, a newline, an escape) changes no row or column.
         let mut hostile = crate::report::compare::tests::session("a|b\nc\u{1b}[2J", &[1500], "0");
         hostile.events[0].netns_name = Some("x|y".into());
-        let page = render(&compare(&[
+        let page = render(&compare_kept(&[
             ("before".into(), hostile),
             (
                 "after".into(),

@@ -41,13 +41,13 @@ pub fn render_markdown(comparison: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::compare::{compare, tests::session};
+    use crate::report::compare::tests::{compare_kept, session};
 
     #[test]
     fn a_table_then_the_verdict_and_the_settings() {
         let before = session("node-a", &[1500, 1800, 2000, 1600], "0");
         let after = session("node-a", &[1, 2, 1, 1], "1");
-        let comparison = compare(&[("before".into(), before), ("after".into(), after)]);
+        let comparison = compare_kept(&[("before".into(), before), ("after".into(), after)]);
         let markdown = render_markdown(&comparison);
         assert!(
             markdown.starts_with("| metric | before | after | last/first |\n| --- | ---: | ---: | ---: |"),
@@ -62,7 +62,7 @@ mod tests {
             markdown.contains("- net.core.devconf\\_inherit\\_init\\_net: 0 → 1"),
             "{markdown}"
         );
-        let alone = render_markdown(&compare(&[("before".into(), session("node-a", &[1500], "0"))]));
+        let alone = render_markdown(&compare_kept(&[("before".into(), session("node-a", &[1500], "0"))]));
         assert!(alone.starts_with("| metric | before |\n| --- | ---: |\n"), "{alone}");
         assert!(
             !alone.contains("per-pod delay before"),
@@ -75,7 +75,7 @@ mod tests {
     fn hostile_names_keep_the_tables() {
         let before = session("a|b\nc\u{1b}[2J", &[1500, 1800], "0");
         let after = session("node-a", &[1, 2], "1");
-        let comparison = compare(&[("be|fore".into(), before), ("af`ter".into(), after)]);
+        let comparison = compare_kept(&[("be|fore".into(), before), ("af`ter".into(), after)]);
         let markdown = render_markdown(&comparison);
         let table: Vec<&str> = markdown.lines().take_while(|line| line.starts_with('|')).collect();
         let columns = |line: &str| line.replace("\\|", "").matches('|').count();

@@ -2,16 +2,18 @@
 //! loses nothing.
 use anyhow::Context as _;
 
+use super::figures::Figures;
 use crate::session::Session;
 
 /// One session from several (e.g. one per node): events, pods, CNI counts, lost counts and
 /// unfinished addresses are combined; the first session's backend and kernel head the result.
-pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
+pub fn merge(mut sessions: Vec<Session<Figures>>) -> anyhow::Result<Session<Figures>> {
     anyhow::ensure!(!sessions.is_empty(), "nothing to merge");
+    if sessions.len() == 1 {
+        return Ok(sessions.remove(0));
+    }
     for session in &mut sessions {
-        for event in &mut session.events {
-            event.node.get_or_insert_with(|| session.hostname.clone());
-        }
+        session.events.tag_node(&session.hostname);
         for pod in &mut session.pods {
             pod.node.get_or_insert_with(|| session.hostname.clone());
         }
@@ -29,7 +31,7 @@ pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
                 session.hostname, session.lost_events, merged.lost_events
             )
         })?;
-        merged.events.extend(session.events);
+        merged.events.merge(session.events);
         merged.unfinished.extend(session.unfinished);
         merged.pods.extend(session.pods);
         merged.cni = match (merged.cni.take(), session.cni) {
@@ -47,7 +49,6 @@ pub fn merge(mut sessions: Vec<Session>) -> anyhow::Result<Session> {
             (first, other) => first.or(other),
         };
     }
-    merged.events.sort_by_key(|event| event.time);
     merged
         .pods
         .sort_by_key(|pod| pod.timeline.add_start.or(pod.timeline.first_tentative));
@@ -64,21 +65,20 @@ mod tests {
         let mut a = session("node-a", &[1500, 1800], "0");
         a.lost_events = 1;
         let b = session("node-b", &[1600], "0");
-        let merged = merge(vec![a, b]).expect("two sessions");
+        let merged = merge(vec![a.fold(), b.fold()]).expect("two sessions");
         assert_eq!(
-            (merged.events.len(), merged.lost_events, merged.hostname.as_str()),
+            (merged.events.addresses, merged.lost_events, merged.hostname.as_str()),
             (3, 1, "node-a+node-b")
         );
-        assert!(merged.events.windows(2).all(|pair| pair[0].time <= pair[1].time));
         // Same namespace inode on two nodes: two pods, not one.
-        assert_eq!(crate::report::pod_delays(&merged.events).len(), 3);
+        assert_eq!(merged.events.pod_delays().len(), 3);
         assert!(merge(Vec::new()).is_err());
         // Counts are never wrapped: u64::MAX + 2 is refused, not shown as 1.
         let mut huge = session("node-c", &[1500], "0");
         huge.lost_events = u64::MAX;
         let mut two = session("node-d", &[1500], "0");
         two.lost_events = 2;
-        let error = merge(vec![huge, two]).expect_err("overflow refused");
+        let error = merge(vec![huge.fold(), two.fold()]).expect_err("overflow refused");
         assert!(format!("{error:#}").contains("lost_events of node-d"), "{error:#}");
     }
 }

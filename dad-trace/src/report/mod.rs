@@ -1,9 +1,10 @@
 //! Processing, for any user: everything here reads sessions and nothing else.
 //!
-//! [`summary`] (numbers) → [`text`] (one session for people), [`compare`] (several side by
+//! [`figures`] (addresses folded as a session is read) → [`summary`] (numbers) → [`text`] (one session for people), [`compare`] (several side by
 //! side, with [`significance`]: a real change or noise), [`markdown`] and [`html`] of a
 //! comparison, [`merge`] (one session of several), [`gate`] (before/after pass or fail).
 pub mod compare;
+pub mod figures;
 pub mod gate;
 pub mod html;
 pub mod markdown;
@@ -13,5 +14,6 @@ pub mod significance;
 pub mod summary;
 pub mod text;
 
+pub use figures::Figures;
 pub use summary::{PodDelay, SessionSummary, pod_delays, summarize};
 pub use text::{render_text, render_text_in};

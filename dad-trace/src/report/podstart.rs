@@ -122,7 +122,7 @@ fn row(pod: &PodStart) -> PodRow {
 }
 
 #[must_use]
-pub fn summarize(session: &Session) -> PodStartSummary {
+pub fn summarize<E>(session: &Session<E>) -> PodStartSummary {
     let pods = &session.pods;
     let delays = |pick: fn(&PodStart) -> Option<u64>| Delays::from_values(pods.iter().filter_map(pick)).summary();
     let mut slowest: Vec<&PodStart> = pods.iter().collect();

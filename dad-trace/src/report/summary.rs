@@ -1,67 +1,19 @@
 //! What a session says, as numbers: per-pod delays and the summary every report and the
 //! JSON output start from.
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::figures::Figures;
+pub use super::figures::PodDelay;
 use crate::{
     hist::{Delays, Summary},
-    session::{AddressEvent, Outcome, Session},
+    session::{AddressEvent, Session},
 };
 
-/// What a pod waited for: its first tentative address → its last address settled,
-/// the wait a CNI plugin that checks for tentative addresses pays.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PodDelay {
-    pub pod: String,
-    pub netns_inode: u32,
-    pub addresses: usize,
-    pub failed: usize,
-    pub aborted: usize,
-    pub first_tentative: DateTime<Utc>,
-    pub last_settled: DateTime<Utc>,
-    pub delay_ns: u64,
-}
-
-/// A namespace across merged sessions: node, inode, cookie.
-type NetnsKey<'a> = (Option<&'a str>, u32, Option<u64>);
-
-/// Groups the events of pod namespaces (not the host's) by namespace.
+/// Groups the addresses of pod namespaces (not the host's) by namespace.
 #[must_use]
 pub fn pod_delays(events: &[AddressEvent]) -> Vec<PodDelay> {
-    // Inodes are unique per node only: merged sessions tag events with their node.
-    let mut by_netns: BTreeMap<NetnsKey, Vec<&AddressEvent>> = BTreeMap::new();
-    for event in events.iter().filter(|event| !event.host_netns) {
-        by_netns
-            .entry((event.node.as_deref(), event.netns_inode, event.netns_cookie))
-            .or_default()
-            .push(event);
-    }
-    let mut pods: Vec<PodDelay> = by_netns
-        .into_values()
-        .filter_map(|group| {
-            let first = group.iter().map(|event| event.started()).min()?;
-            let last = group.iter().map(|event| event.time).max()?;
-            let count = |outcome| group.iter().filter(|event| event.outcome == outcome).count();
-            Some(PodDelay {
-                pod: group[0].pod_label(),
-                netns_inode: group[0].netns_inode,
-                addresses: group.len(),
-                failed: count(Outcome::Failed),
-                aborted: count(Outcome::Aborted),
-                first_tentative: first,
-                last_settled: last,
-                delay_ns: u64::try_from((last - first).num_nanoseconds().unwrap_or(0)).unwrap_or(0),
-            })
-        })
-        .collect();
-    pods.sort_by(|a, b| {
-        a.first_tentative
-            .cmp(&b.first_tentative)
-            .then_with(|| a.pod.cmp(&b.pod))
-    });
-    pods
+    events.iter().collect::<Figures>().pod_delays()
 }
 
 /// The machine-readable summary of one session.
@@ -87,34 +39,25 @@ pub struct SessionSummary {
     pub pod_start: super::podstart::PodStartSummary,
 }
 
-pub(crate) fn settled_values(events: &[AddressEvent], pick: impl Fn(&AddressEvent) -> Option<u64>) -> Vec<u64> {
-    events
-        .iter()
-        .filter(|event| event.outcome == Outcome::Settled)
-        .filter_map(pick)
-        .collect()
-}
-
 #[must_use]
-pub fn summarize(session: &Session) -> SessionSummary {
-    let events = &session.events;
-    let count = |outcome| events.iter().filter(|event| event.outcome == outcome).count();
-    let pods = pod_delays(events);
+pub fn summarize(session: &Session<Figures>) -> SessionSummary {
+    let figures = &session.events;
+    let pods = figures.pod_delays();
     SessionSummary {
         backend: session.backend,
         kernel_release: session.kernel_release.clone(),
         hostname: session.hostname.clone(),
         started_at: session.started_at,
         ended_at: session.ended_at,
-        addresses: events.len(),
-        settled: count(Outcome::Settled),
-        failed: count(Outcome::Failed),
-        aborted: count(Outcome::Aborted),
-        partial: events.iter().filter(|event| event.partial).count(),
+        addresses: figures.addresses,
+        settled: figures.settled,
+        failed: figures.failed,
+        aborted: figures.aborted,
+        partial: figures.partial,
         unfinished: session.unfinished.len(),
         lost_events: session.lost_events,
-        tentative: Delays::from_values(settled_values(events, |e| Some(e.tentative_ns))).summary(),
-        dad: Delays::from_values(settled_values(events, |e| e.dad_ns)).summary(),
+        tentative: Delays::from_values(figures.tentative()).summary(),
+        dad: Delays::from_values(figures.dad()).summary(),
         pod: Delays::from_values(pods.iter().map(|pod| pod.delay_ns)).summary(),
         pods,
         pod_start: super::podstart::summarize(session),
@@ -124,7 +67,7 @@ pub fn summarize(session: &Session) -> SessionSummary {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::session::Backend;
+    use crate::session::{Backend, Outcome};
 
     pub(crate) fn event(
         netns: u32,
@@ -181,11 +124,14 @@ pub(crate) mod tests {
 
     #[test]
     fn summary_counts_outcomes_and_ignores_unsettled_delays() {
-        let summary = summarize(&session(vec![
-            event(10, 0, 1500, Some(1400), Outcome::Settled),
-            event(11, 0, 300, Some(200), Outcome::Failed),
-            event(12, 0, 10, None, Outcome::Aborted),
-        ]));
+        let summary = summarize(
+            &session(vec![
+                event(10, 0, 1500, Some(1400), Outcome::Settled),
+                event(11, 0, 300, Some(200), Outcome::Failed),
+                event(12, 0, 10, None, Outcome::Aborted),
+            ])
+            .fold(),
+        );
         assert_eq!(
             (summary.addresses, summary.settled, summary.failed, summary.aborted),
             (3, 1, 1, 1)

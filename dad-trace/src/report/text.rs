@@ -2,7 +2,7 @@
 //! and per-pod delay, and optionally every pod's delay.
 use std::fmt::Write as _;
 
-use super::summary::{settled_values, summarize};
+use super::{figures::Figures, summary::summarize};
 use crate::{
     hist::{Delays, Unit, human, render_log2, render_summary},
     session::Session,
@@ -23,14 +23,14 @@ fn section(out: &mut String, title: &str, values: &[u64], unit: Option<Unit>) {
 
 /// The terminal report: counts, then histograms of tentative, DAD and per-pod delay.
 #[must_use]
-pub fn render_text(session: &Session, per_pod: bool) -> String {
+pub fn render_text(session: &Session<Figures>, per_pod: bool) -> String {
     render_text_in(session, per_pod, None)
 }
 
 /// [`render_text`] with every histogram in `unit` (`record -m`); chosen per histogram
 /// when `None`.
 #[must_use]
-pub fn render_text_in(session: &Session, per_pod: bool, unit: Option<Unit>) -> String {
+pub fn render_text_in(session: &Session<Figures>, per_pod: bool, unit: Option<Unit>) -> String {
     let summary = summarize(session);
     let mut out = String::new();
     let seconds = (session.ended_at - session.started_at).num_milliseconds() as f64 / 1000.0;
@@ -57,17 +57,16 @@ pub fn render_text_in(session: &Session, per_pod: bool, unit: Option<Unit>) -> S
     if summary.lost_events > 0 {
         out.push_str("WARNING: the kernel dropped events (ring buffer full): raise --ring-bytes\n");
     }
-    let events = &session.events;
     section(
         &mut out,
         "Tentative-state delay (address created -> tentative cleared), settled addresses:",
-        &settled_values(events, |e| Some(e.tentative_ns)),
+        &session.events.tentative(),
         unit,
     );
     section(
         &mut out,
         "DAD delay (DAD begin -> completed), settled addresses that ran DAD:",
-        &settled_values(events, |e| e.dad_ns),
+        &session.events.dad(),
         unit,
     );
     let pod_values: Vec<u64> = summary.pods.iter().map(|pod| pod.delay_ns).collect();
@@ -117,7 +116,8 @@ mod tests {
         let mut s = session(vec![
             event(10, 0, 1500, Some(1400), Outcome::Settled),
             event(11, 0, 1800, Some(1700), Outcome::Settled),
-        ]);
+        ])
+        .fold();
         s.lost_events = 3;
         let text = render_text(&s, true);
         assert!(text.contains("Tentative-state delay"), "{text}");
@@ -131,7 +131,7 @@ mod tests {
     /// `-m`: milliseconds, even where microseconds would be chosen.
     #[test]
     fn a_unit_can_be_forced() {
-        let s = session(vec![event(10, 0, 3, Some(2), Outcome::Settled)]);
+        let s = session(vec![event(10, 0, 3, Some(2), Outcome::Settled)]).fold();
         assert!(render_text(&s, false).contains("usecs"));
         let text = render_text_in(&s, false, Some(Unit::Msecs));
         assert!(text.contains("msecs") && !text.contains("usecs"), "{text}");

@@ -78,7 +78,10 @@ pub fn apply_gates(results: &mut [PhaseResult], slack: Slack) {
         } else {
             gate::POD_START_WITH_CNI
         };
-        let verdict = before_after.check(&results[before].session, &results[after].session);
+        let verdict = before_after.check(
+            &results[before].session.clone().fold(),
+            &results[after].session.clone().fold(),
+        );
         let problems = verdict
             .problems
             .iter()

@@ -8,7 +8,7 @@ use super::{PhaseResult, gates::add_baseline_ns, phases};
 use crate::{
     files::write_atomically,
     hist::{Summary, human},
-    report::{self, compare, html, markdown},
+    report::{self, Figures, compare, html, markdown},
     session::Session,
 };
 
@@ -23,7 +23,7 @@ pub fn report(results: &[PhaseResult]) -> String {
             "\n== {} ({})\n{}",
             result.phase,
             result.plugin_label(),
-            report::render_text(&result.session, false)
+            report::render_text(&result.session.clone().fold(), false)
         );
     }
     let _ = write!(out, "\n== before/after\n{}", compare::render_text(&comparison(results)));
@@ -32,9 +32,9 @@ pub fn report(results: &[PhaseResult]) -> String {
 }
 
 fn comparison(results: &[PhaseResult]) -> compare::Comparison {
-    let phases: Vec<(String, Session)> = results
+    let phases: Vec<(String, Session<Figures>)> = results
         .iter()
-        .map(|result| (result.phase.to_string(), result.session.clone()))
+        .map(|result| (result.phase.to_string(), result.session.clone().fold()))
         .collect();
     compare::compare(&phases)
 }

@@ -162,8 +162,20 @@ pub struct Unfinished {
     pub tentative_so_far_ns: u64,
 }
 
+/// Where a session's addresses go as they are read: kept one by one (`Vec`, the default), or
+/// folded into a report's figures so that a big session is never held in memory.
+pub trait Addresses: Default {
+    fn add(&mut self, event: AddressEvent);
+}
+
+impl Addresses for Vec<AddressEvent> {
+    fn add(&mut self, event: AddressEvent) {
+        self.push(event);
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Session {
+pub struct Session<E = Vec<AddressEvent>> {
     pub format: String,
     pub format_version: u32,
     pub tool_version: String,
@@ -174,7 +186,7 @@ pub struct Session {
     pub ended_at: DateTime<Utc>,
     /// Events the kernel could not queue (ring buffer full).
     pub lost_events: u64,
-    pub events: Vec<AddressEvent>,
+    pub events: E,
     #[serde(default)]
     pub unfinished: Vec<Unfinished>,
     /// Host-namespace DAD settings when recording started and ended (the sysctls that decide
@@ -194,6 +206,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// The same session with its addresses folded into `E` (a report's figures).
+    #[must_use]
+    pub fn fold<E: Addresses>(self) -> Session<E> {
+        self.map_events(|events| {
+            let mut folded = E::default();
+            for event in events {
+                folded.add(event);
+            }
+            folded
+        })
+    }
+
     #[must_use]
     pub fn new(backend: Backend, kernel_release: String, hostname: String, started_at: DateTime<Utc>) -> Self {
         Self {
@@ -212,6 +236,30 @@ impl Session {
             sysctls_end: BTreeMap::new(),
             pods: Vec::new(),
             cni: None,
+        }
+    }
+}
+
+impl<E> Session<E> {
+    /// This session's header, settings, pods and CNI calls around its addresses made into
+    /// something else.
+    pub fn map_events<F>(self, f: impl FnOnce(E) -> F) -> Session<F> {
+        Session {
+            format: self.format,
+            format_version: self.format_version,
+            tool_version: self.tool_version,
+            hostname: self.hostname,
+            kernel_release: self.kernel_release,
+            backend: self.backend,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            lost_events: self.lost_events,
+            events: f(self.events),
+            unfinished: self.unfinished,
+            sysctls_start: self.sysctls_start,
+            sysctls_end: self.sysctls_end,
+            pods: self.pods,
+            cni: self.cni,
         }
     }
 }
