@@ -14,6 +14,13 @@ pub const CONFIG_GLOBAL: &str = "CONFIG";
 /// Default ring buffer size in bytes (a power of two, as the kernel requires).
 pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
 
+/// The benchmark's whole-path measure (`cargo xtask bench`): time from `bracket_open` to
+/// `bracket_close` per tracepoint event, in buckets of [`BRACKET_NS`] (the last one holds
+/// everything longer). `record` never attaches the two programs.
+pub const BRACKET_MAP: &str = "BRACKET";
+pub const BRACKET_NS: u64 = 4;
+pub const BRACKET_BUCKETS: u32 = 512;
+
 /// `IFA_F_TENTATIVE` from `include/uapi/linux/if_addr.h`.
 pub const IFA_F_TENTATIVE: u32 = 0x40;
 /// `IFA_F_DADFAILED`.

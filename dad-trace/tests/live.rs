@@ -16,6 +16,8 @@ use dad_trace::{
     session::{AddressEvent, Outcome, Session},
 };
 
+#[path = "common/attach.rs"]
+mod attach;
 #[path = "common/binary.rs"]
 mod binary;
 
@@ -305,13 +307,7 @@ fn ctrl_c_shows_the_interval_so_far() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn dad-trace");
-    // Attached once it says so.
-    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while !line.starts_with("Tracing") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).expect("read") > 0, "no start");
-    }
+    let _stderr = attach::until_tracing(&mut child);
     let pods = dad_trace::node::synthetic::create_pods("dtl-s", 2).expect("pods");
     // Default DAD settles within 2.25 s (README, Testing).
     std::thread::sleep(Duration::from_millis(2500));

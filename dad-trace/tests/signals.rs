@@ -11,6 +11,8 @@ use std::{
 use dad_trace::{error, node::sysctl::SysctlGuard, session::Session};
 use nix::sys::signal::Signal;
 
+#[path = "common/attach.rs"]
+mod attach;
 #[path = "common/binary.rs"]
 mod binary;
 
@@ -207,16 +209,7 @@ fn two_processes_trace_at_once() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn dad-trace");
-        // Attached once it says so.
-        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        while !line.starts_with("Tracing") {
-            line.clear();
-            assert!(
-                std::io::BufRead::read_line(&mut stderr, &mut line).expect("read") > 0,
-                "no start"
-            );
-        }
+        let stderr = attach::until_tracing(&mut child);
         (child, stderr)
     };
     let (first, _first_err) = spawn("first.json");

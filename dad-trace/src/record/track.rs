@@ -123,19 +123,25 @@ impl Tracker {
             }
             _ => None,
         };
-        let late = self
-            .dead
-            .get(&obs.ifa)
-            .is_some_and(|dead| dead.created == obs.created && dead.addr == obs.addr);
+        // Asked only of an address not in flight: most events are of one that is.
+        let late = |tracker: &Self| {
+            tracker
+                .dead
+                .get(&obs.ifa)
+                .is_some_and(|dead| dead.created == obs.created && dead.addr == obs.addr)
+        };
         if let Some(outcome) = terminal(obs) {
             let Some(entry) = self.in_flight.remove(&obs.ifa) else {
-                return reused.or_else(|| (!late).then(|| self.unseen_end(obs, outcome)).flatten());
+                if reused.is_some() || late(self) {
+                    return reused;
+                }
+                return self.unseen_end(obs, outcome);
             };
             return Some(entry.finish(obs.clone(), obs.ts_ns, outcome));
         }
         let mut superseded = None;
         if !self.in_flight.contains_key(&obs.ifa) {
-            if late || !obs.tentative() || obs.dad_failed() {
+            if !obs.tentative() || obs.dad_failed() || late(self) {
                 return reused;
             }
             if reused.is_none() {

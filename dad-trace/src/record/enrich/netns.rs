@@ -59,6 +59,38 @@ impl NetnsInfo {
     }
 }
 
+/// Names of namespace files and their inodes, looked up either way.
+#[derive(Default)]
+struct Names {
+    inodes: HashMap<OsString, u32>,
+    /// The last name given to each inode.
+    names: HashMap<u32, OsString>,
+}
+
+impl Names {
+    fn insert(&mut self, name: OsString, inode: u32) {
+        self.remove(&name);
+        self.names.insert(inode, name.clone());
+        self.inodes.insert(name, inode);
+    }
+
+    fn remove(&mut self, name: &std::ffi::OsStr) {
+        if let Some(inode) = self.inodes.remove(name)
+            && self.names.get(&inode).is_some_and(|last| last == name)
+        {
+            self.names.remove(&inode);
+        }
+    }
+
+    fn get(&self, name: &std::ffi::OsStr) -> Option<u32> {
+        self.inodes.get(name).copied()
+    }
+
+    fn name_of(&self, inode: u32) -> Option<&OsString> {
+        self.names.get(&inode)
+    }
+}
+
 /// Namespaces by inode, resolved on a miss; scans are rate-limited.
 pub struct NetnsBook {
     proc_root: PathBuf,
@@ -69,8 +101,9 @@ pub struct NetnsBook {
     nsfs_device: Option<u64>,
     known: HashMap<u32, NetnsInfo>,
     /// Names under `netns_dir` already looked at, and their inodes: a node with a thousand
-    /// pods must not stat a thousand files for each new namespace.
-    named: HashMap<OsString, u32>,
+    /// pods must not stat a thousand files, or go through a thousand names, for each new
+    /// namespace.
+    named: Names,
     /// Names created but not bind-mounted yet when last looked at.
     unmounted: HashSet<OsString>,
     /// Told when names come and go, so a new namespace costs no listing of the directory
@@ -93,7 +126,7 @@ impl NetnsBook {
             netns_dir: netns_dir.into(),
             host_inode,
             known: HashMap::new(),
-            named: HashMap::new(),
+            named: Names::default(),
             unmounted: HashSet::new(),
             watch: None,
             listings: 0,
@@ -146,11 +179,11 @@ impl NetnsBook {
         }
         let unknown = |me: &Self| me.known.get(&inode).is_none_or(|info| info.handle.is_none());
         if unknown(self) {
-            self.scan_names(false);
+            self.scan_names(false, inode);
         }
         // A name reused for a new namespace keeps its old inode until looked at again.
         if unknown(self) && self.last_full_name_scan.is_none_or(|at| at.elapsed() >= SCAN_INTERVAL) {
-            self.scan_names(true);
+            self.scan_names(true, inode);
         }
         let scan_due = self.last_proc_scan.is_none_or(|at| at.elapsed() >= SCAN_INTERVAL);
         if scan_due && !self.is_resolved(inode) {
@@ -239,8 +272,8 @@ impl NetnsBook {
 
     /// Named namespaces under /run/netns (what `ip netns` and containerd's `cni-*` use): the
     /// names that changed since last time (told by inotify), or a listing of every name when
-    /// `full` or when the directory cannot be watched.
-    fn scan_names(&mut self, full: bool) {
+    /// `full` or when the directory cannot be watched; then the name of `inode`, if it has one.
+    fn scan_names(&mut self, full: bool, inode: u32) {
         if full || !self.read_name_changes() {
             self.list_names(full);
         }
@@ -256,13 +289,11 @@ impl NetnsBook {
         }
         // Only namespaces dad-trace has seen events of are remembered: a node with
         // thousands of idle pods is not copied into memory.
-        for (name, inode) in &self.named {
-            if let Some(info) = self.known.get_mut(inode)
-                && info.handle.is_none()
-            {
-                info.name = Some(name.to_string_lossy().into_owned());
-                info.handle = Some(self.netns_dir.join(name));
-            }
+        if let (Some(name), Some(info)) = (self.named.name_of(inode), self.known.get_mut(&inode))
+            && info.handle.is_none()
+        {
+            info.name = Some(name.to_string_lossy().into_owned());
+            info.handle = Some(self.netns_dir.join(name));
         }
     }
 
@@ -332,18 +363,20 @@ impl NetnsBook {
         if full {
             self.last_full_name_scan = Some(Instant::now());
         }
-        let mut present = HashMap::new();
+        let mut present = Names::default();
         let mut unmounted = HashSet::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let inode = match (full, self.named.get(&name)) {
-                (false, Some(&inode)) => Some(inode),
+                (false, Some(inode)) => Some(inode),
                 _ => self.nsfs_inode(&entry.path()),
             };
             match inode {
                 Some(inode) => present.insert(name, inode),
-                None => unmounted.insert(name).then_some(0),
-            };
+                None => {
+                    unmounted.insert(name);
+                }
+            }
         }
         self.named = present;
         self.unmounted = unmounted;
@@ -391,7 +424,7 @@ mod tests {
             assert_eq!(book.lookup(1).name, None);
         }
         assert_eq!((book.last_full_name_scan, book.last_proc_scan), (None, None));
-        assert!(book.named.is_empty(), "the names were not read");
+        assert!(book.named.inodes.is_empty(), "the names were not read");
         book.touch(NetnsId {
             inode: named,
             cookie: 2,
@@ -466,9 +499,28 @@ mod tests {
         assert_eq!(book.listings(), listings, "19 new namespaces, no listing");
         // Gone names go: a new file under an old name is looked at afresh.
         std::fs::remove_file(netns_dir.join("cni-2")).expect("rm");
-        book.scan_names(false);
-        assert!(!book.named.contains_key(std::ffi::OsStr::new("cni-2")));
-        assert_eq!(book.named.len(), 19);
+        book.scan_names(false, inodes[0]);
+        assert_eq!(book.named.get(std::ffi::OsStr::new("cni-2")), None);
+        assert_eq!(book.named.name_of(inodes[0]), None);
+        assert_eq!((book.named.inodes.len(), book.named.names.len()), (19, 19));
+    }
+
+    /// Each way of looking names up agrees with the other as names come, go and move.
+    #[test]
+    fn names_are_found_both_ways() {
+        let mut names = Names::default();
+        let name = |text: &str| OsString::from(text);
+        names.insert(name("a"), 1);
+        names.insert(name("b"), 1);
+        assert_eq!(names.name_of(1), Some(&name("b")), "the last name given");
+        names.remove(&name("a"));
+        assert_eq!(names.name_of(1), Some(&name("b")), "another name's going keeps it");
+        names.remove(&name("b"));
+        assert_eq!(names.name_of(1), None);
+        names.insert(name("a"), 1);
+        names.insert(name("a"), 2);
+        assert_eq!((names.name_of(1), names.name_of(2)), (None, Some(&name("a"))));
+        assert_eq!(names.get(&name("a")), Some(2));
     }
 
     #[test]

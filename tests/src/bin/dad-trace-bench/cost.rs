@@ -1,10 +1,13 @@
 //! Kernel cost per workqueue event, two ways, each as ratios taken side by side:
 //! - program run time (`bpf_stats`): every variant attached at once, so each window's
 //!   figures come from the same events; the ratio to the empty program is taken per window.
-//! - whole path: each variant attached alone in turn (rotating order, several rounds), the
-//!   CPU a pinned ping-pong needs per event, minus the same with nothing attached in that
-//!   round. This includes what `run_time_ns` leaves out: the dispatch, and for a classic
-//!   tracepoint the trace record it fills before bpftrace's program runs.
+//! - whole path: each variant attached alone in turn (rotating order, several rounds)
+//!   between two bracketing programs on `workqueue_queue_work`, the first attached before
+//!   it and the last after, which time each event from one to the other in the kernel; the
+//!   median minus that with nothing between them in the same round. This includes what
+//!   `run_time_ns` leaves out: the dispatch, and for a classic tracepoint the trace record it
+//!   fills before bpftrace's program runs. (CPU or wall time of the ping-pong per round trip
+//!   could not tell the variants apart: a kworker's wake-up varies by far more.)
 use std::{
     collections::HashSet,
     io::{BufRead as _, BufReader},
@@ -16,10 +19,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
+    maps::Array,
     programs::{RawTracePoint, loaded_programs},
     sys::{Stats, enable_stats},
 };
 use dad_trace::kernel::{Kernel, VMLINUX_BTF, loader, probes};
+use dad_trace_common::{BRACKET_BUCKETS, BRACKET_MAP, BRACKET_NS};
 
 use crate::{
     pty::{self, PingPong},
@@ -184,14 +189,14 @@ pub struct ProgramCost {
     pub ratio_to_empty: Spread,
 }
 
-/// Whole-path cost of one variant per round trip (one work item queued and run: one event
-/// on each tracepoint), minus nothing attached in the same round.
+/// Whole-path cost of one variant per `workqueue_queue_work` event: the median time between
+/// the bracketing programs with it between them, minus that with nothing between them in
+/// the same round, ns.
 pub struct PathCost {
     pub variant: Variant,
-    /// Writer's CPU added (queue side, the pinned thread), ns.
-    pub queue_side_ns: Spread,
-    /// Wall time added per round trip (the kworker's hook is on this path too), ns.
-    pub wall_ns: Spread,
+    pub added_ns: Spread,
+    /// Per round: this variant's added time over the empty program's.
+    pub ratio_to_empty: Spread,
 }
 
 pub struct KernelCost {
@@ -199,6 +204,10 @@ pub struct KernelCost {
     pub window: Duration,
     pub rounds: usize,
     pub iterations: u64,
+    /// Bracketed events per run, the smallest seen.
+    pub bracketed_events: u64,
+    /// Time between the brackets with nothing between them, ns (median over rounds).
+    pub bracket_base_ns: Spread,
     pub programs: Vec<ProgramCost>,
     /// Workqueue tracepoint events per ping-pong round trip (both tracepoints, machine-wide:
     /// other work items of the node count too), from the empty program's run count.
@@ -222,16 +231,18 @@ fn measure_pinned(windows: usize, window: Duration, rounds: usize, iterations: u
     pty::pin_to(0)?;
     let ping_pong = PingPong::open()?;
     let (programs, events_per_trip) = program_costs(&hooks, &ping_pong, windows, window)?;
-    let (noise, paths) = path_costs(&hooks, &ping_pong, rounds, iterations)?;
+    let paths = path_costs(&hooks, &ping_pong, rounds, iterations)?;
     Ok(KernelCost {
         windows,
         window,
         rounds,
         iterations,
+        bracketed_events: paths.events,
+        bracket_base_ns: paths.base,
         programs,
         events_per_trip,
-        noise,
-        paths,
+        noise: paths.noise,
+        paths: paths.costs,
     })
 }
 
@@ -279,52 +290,88 @@ fn program_costs(
     Ok((programs, empty_runs as f64 / trips.max(1) as f64))
 }
 
-fn path_costs(
-    hooks: &Hooks,
-    ping_pong: &PingPong,
-    rounds: usize,
-    iterations: u64,
-) -> anyhow::Result<(PathCost, Vec<PathCost>)> {
+/// Time from `bracket_open` to `bracket_close` per queue event, with `variant` attached
+/// between them, while the ping-pong runs: median ns, and how many events.
+fn bracketed(hooks: &Hooks, ping_pong: &PingPong, variant: Variant, iterations: u64) -> anyhow::Result<(f64, u64)> {
+    let mut ebpf = loader::load(&hooks.config, 4096, false).context("load the eBPF object")?;
+    let mut attach = |name: &str| -> anyhow::Result<()> {
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("{name} in the object"))?
+            .try_into()?;
+        program.load()?;
+        program.attach("workqueue_queue_work")?;
+        Ok(())
+    };
+    // A tracepoint runs its programs in the order they were attached.
+    attach("bracket_open")?;
+    let between = hooks.attach(variant)?;
+    attach("bracket_close")?;
+    ping_pong.run(iterations)?;
+    drop(between);
+    let counts: Array<_, u64> = Array::try_from(ebpf.map(BRACKET_MAP).context("the bracket map")?)?;
+    let counts: Vec<u64> = (0..BRACKET_BUCKETS)
+        .map(|bucket| counts.get(&bucket, 0).unwrap_or(0))
+        .collect();
+    let events: u64 = counts.iter().sum();
+    if events < iterations {
+        bail!(
+            "{}: {events} events bracketed in {iterations} round trips",
+            variant.label()
+        );
+    }
+    let mut seen = 0;
+    let middle = counts
+        .iter()
+        .position(|count| {
+            seen += count;
+            seen * 2 >= events
+        })
+        .unwrap_or(0);
+    // The bucket's middle.
+    Ok(((middle as u64 * BRACKET_NS) as f64 + BRACKET_NS as f64 / 2.0, events))
+}
+
+struct PathCosts {
+    noise: PathCost,
+    costs: Vec<PathCost>,
+    base: Spread,
+    events: u64,
+}
+
+fn path_costs(hooks: &Hooks, ping_pong: &PingPong, rounds: usize, iterations: u64) -> anyhow::Result<PathCosts> {
     // Each round: nothing, every variant, nothing again; the order of the variants rotates.
-    let mut noise = (Vec::new(), Vec::new());
-    let mut added: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); Variant::MEASURED.len()];
-    let per_trip = |run: &pty::Run| {
-        let trips = run.iterations as f64;
-        (
-            run.thread_cpu.as_nanos() as f64 / trips,
-            run.wall.as_nanos() as f64 / trips,
-        )
-    };
-    let timed = |variant| -> anyhow::Result<(f64, f64)> {
-        let attached = hooks.attach(variant)?;
-        ping_pong.run(iterations / 10)?; // warm up
-        let run = ping_pong.run(iterations)?;
-        drop(attached);
-        Ok(per_trip(&run))
-    };
+    let (mut noise, mut base) = (Vec::new(), Vec::new());
+    let mut added: Vec<Vec<f64>> = vec![Vec::new(); Variant::MEASURED.len()];
+    let mut fewest = u64::MAX;
     for round in 0..rounds {
-        let base = timed(Variant::Nothing)?;
+        let mut timed = |variant| -> anyhow::Result<f64> {
+            let (median, events) = bracketed(hooks, ping_pong, variant, iterations)?;
+            fewest = fewest.min(events);
+            Ok(median)
+        };
+        let first = timed(Variant::Nothing)?;
         for offset in 0..Variant::MEASURED.len() {
             let index = (round + offset) % Variant::MEASURED.len();
-            let (queue, wall) = timed(Variant::MEASURED[index])?;
-            added[index].0.push(queue - base.0);
-            added[index].1.push(wall - base.1);
+            added[index].push(timed(Variant::MEASURED[index])? - first);
         }
-        let again = timed(Variant::Nothing)?;
-        noise.0.push(again.0 - base.0);
-        noise.1.push(again.1 - base.1);
+        noise.push(timed(Variant::Nothing)? - first);
+        base.push(first);
     }
-    let cost = |variant, (queue, wall): &(Vec<f64>, Vec<f64>)| PathCost {
+    let empty = added[0].clone();
+    let cost = |variant, values: &[f64]| PathCost {
         variant,
-        queue_side_ns: Spread::of(queue.iter().copied()),
-        wall_ns: Spread::of(wall.iter().copied()),
+        added_ns: Spread::of(values.iter().copied()),
+        ratio_to_empty: Spread::of(values.iter().zip(&empty).map(|(value, empty)| value / empty.max(1.0))),
     };
-    Ok((
-        cost(Variant::Nothing, &noise),
-        Variant::MEASURED
+    Ok(PathCosts {
+        noise: cost(Variant::Nothing, &noise),
+        costs: Variant::MEASURED
             .iter()
             .zip(&added)
             .map(|(variant, values)| cost(*variant, values))
             .collect(),
-    ))
+        base: Spread::of(base),
+        events: fewest,
+    })
 }

@@ -164,50 +164,46 @@ fn kernel_cost(out: &mut String, cost: &KernelCost) {
          (5.5+, `CONFIG_DEBUG_INFO_BTF`, every kernel of the VM matrix); the raw tracepoint is the fallback \
          elsewhere. `run_time_ns` counts the program only: not the dispatch, and not the trace record a classic \
          tracepoint fills for bpftrace before its program runs.\n\n\
-         ### Whole path (CPU per round trip)\n\nEach variant attached alone, in turn, in a rotating order; {} rounds \
-         of {} round trips each. Added CPU per round trip = the variant's minus nothing attached in the same \
-         round. *Queue side*: CPU time of the pinned writer thread (the `workqueue_queue_work` hook runs there). \
-         *Wall*: time per round trip (the kworker's `workqueue_execute_end` hook is on that path too, but so are \
-         its wake-up and scheduling, which vary far more). The first row is the measure's own noise: nothing attached vs \
-         nothing attached.\n\n| attached | queue side, ns added | wall, ns added |\n|---|---:|---:|",
-        cost.rounds, cost.iterations
+         ### Whole path (bracketed in the kernel)\n\nOn `workqueue_queue_work`, a program attached first \
+         (`bracket_open`) and one attached last (`bracket_close`) time each event from one to the other \
+         (`bpf_ktime_get_ns`, {} ns buckets); a tracepoint runs its programs in the order they were attached, so \
+         whatever is attached in between is inside: its dispatch, and for a classic tracepoint the trace record \
+         filled before bpftrace's program runs. Each variant alone between them, in a rotating order; {} rounds of \
+         {} round trips each (at least {} events bracketed per run). Added = the variant's median minus the median \
+         with nothing between the brackets in the same round ({} ns: the brackets' own cost). The first row is the \
+         measure's noise: nothing between them, a second run minus the first.\n\n\
+         | between the brackets | ns added per event | × the empty program |\n|---|---:|---:|",
+        dad_trace_common::BRACKET_NS,
+        cost.rounds,
+        cost.iterations,
+        cost.bracketed_events,
+        cost.bracket_base_ns.show(0)
     );
     for path in std::iter::once(&cost.noise).chain(&cost.paths) {
-        let label = if path.variant == Variant::Nothing {
-            "nothing (noise: a second run, minus the first)"
+        let (label, ratio) = if path.variant == Variant::Nothing {
+            ("nothing (noise: a second run, minus the first)", String::new())
         } else {
-            path.variant.label()
+            (path.variant.label(), path.ratio_to_empty.show(2))
         };
-        let _ = writeln!(
-            out,
-            "| {label} | {} | {} |",
-            path.queue_side_ns.show(0),
-            path.wall_ns.show(0)
-        );
+        let _ = writeln!(out, "| {label} | {} | {ratio} |", path.added_ns.show(0));
     }
-    // The measure's noise: the largest difference between two runs with nothing attached.
-    let noise = cost
-        .noise
-        .queue_side_ns
-        .max
-        .abs()
-        .max(cost.noise.queue_side_ns.min.abs());
-    let largest = cost
+    // The measure's noise: the largest difference between two runs with nothing between.
+    let noise = cost.noise.added_ns.max.abs().max(cost.noise.added_ns.min.abs());
+    let smallest = cost
         .paths
         .iter()
-        .map(|path| path.queue_side_ns.median.abs())
-        .fold(0.0, f64::max);
-    let _ = if noise > largest {
+        .map(|path| path.added_ns.median.abs())
+        .fold(f64::INFINITY, f64::min);
+    let _ = if noise >= smallest {
         writeln!(
             out,
-            "\nThis measure cannot separate the variants here: two runs with nothing attached differ by up to \
-             {noise:.0} ns per round trip, more than any variant's median ({largest:.0} ns). The round trip waits for a \
-             kworker on another vCPU, and that wake-up's latency on this VM swamps a program's ~0.1 µs."
+            "\nNoise (nothing vs nothing): up to {noise:.0} ns, as large as the smallest median ({smallest:.0} ns): \
+             the rows are not all separable."
         )
     } else {
         writeln!(
             out,
-            "\nNoise (nothing vs nothing): up to {noise:.0} ns per round trip; the medians above are outside it."
+            "\nNoise (nothing vs nothing): up to {noise:.0} ns; every median above is outside it."
         )
     };
 }
