@@ -4,7 +4,6 @@
 //! `--format jsonl` parsed line by line and matched against the session. Needs root (it
 //! traces the kernel and creates synthetic pods); skips with a reason otherwise.
 use std::{
-    io::BufRead as _,
     path::Path,
     process::{Output, Stdio},
     time::{Duration, Instant},
