@@ -250,11 +250,51 @@ impl Requests {
     }
 }
 
+/// The host's links by index, and its veths by their peer: a pod's interface finds its
+/// host side without a walk through every link of the node.
+#[derive(Default)]
+struct Links {
+    by_index: HashMap<u32, HostLink>,
+    /// (peer's namespace id, peer's index) → the host-side veth's index.
+    by_peer: HashMap<(i32, u32), u32>,
+}
+
+impl Links {
+    fn insert(&mut self, index: u32, link: HostLink) {
+        self.remove(index);
+        if let (Some(nsid), Some(peer)) = (link.peer_nsid, link.veth_peer) {
+            self.by_peer.insert((nsid, peer), index);
+        }
+        self.by_index.insert(index, link);
+    }
+
+    fn remove(&mut self, index: u32) {
+        let Some(link) = self.by_index.remove(&index) else {
+            return;
+        };
+        if let (Some(nsid), Some(peer)) = (link.peer_nsid, link.veth_peer)
+            && self.by_peer.get(&(nsid, peer)) == Some(&index)
+        {
+            self.by_peer.remove(&(nsid, peer));
+        }
+    }
+}
+
+impl From<HashMap<u32, HostLink>> for Links {
+    fn from(read: HashMap<u32, HostLink>) -> Self {
+        let mut links = Links::default();
+        for (index, link) in read {
+            links.insert(index, link);
+        }
+        links
+    }
+}
+
 /// The host's links, kept current from the kernel's link notifications.
 pub struct HostLinks {
     events: Socket,
     buffer: Vec<u8>,
-    links: HashMap<u32, HostLink>,
+    links: Links,
     read_at: std::time::Instant,
 }
 
@@ -269,7 +309,7 @@ impl HostLinks {
         Ok(Self {
             events,
             buffer: Vec::with_capacity(1 << 16),
-            links: requests.links()?,
+            links: requests.links()?.into(),
             read_at: std::time::Instant::now(),
         })
     }
@@ -286,7 +326,7 @@ impl HostLinks {
 
     fn reread_now(&mut self, requests: &mut Requests) -> anyhow::Result<()> {
         while receive(&self.events, &mut self.buffer, |_| {}).is_ok() {}
-        self.links = requests.links()?;
+        self.links = requests.links()?.into();
         self.read_at = std::time::Instant::now();
         Ok(())
     }
@@ -304,7 +344,7 @@ impl HostLinks {
                 }
                 libc::RTM_DELLINK => {
                     if let Ok(link) = LinkMessageBuffer::new_checked(change.payload) {
-                        links.remove(&link.link_index());
+                        links.remove(link.link_index());
                     }
                 }
                 _ => {}
@@ -323,16 +363,63 @@ impl HostLinks {
 
     #[must_use]
     pub fn get(&self, index: u32) -> Option<&HostLink> {
-        self.links.get(&index)
+        self.links.by_index.get(&index)
     }
 
     /// The host-side veth whose peer is interface `index` of the namespace the host calls
     /// `nsid`.
     #[must_use]
     pub fn peer_of(&self, nsid: i32, index: u32) -> Option<(u32, &HostLink)> {
-        self.links
-            .iter()
-            .find(|(_, link)| link.peer_nsid == Some(nsid) && link.veth_peer == Some(index))
-            .map(|(host_index, link)| (*host_index, link))
+        let host_index = *self.links.by_peer.get(&(nsid, index))?;
+        Some((host_index, self.links.by_index.get(&host_index)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn veth(name: &str, nsid: i32, peer: u32) -> HostLink {
+        HostLink {
+            name: name.into(),
+            veth_peer: Some(peer),
+            peer_nsid: Some(nsid),
+        }
+    }
+
+    /// A pod's interface finds its host side by the peer's namespace id and index, and
+    /// loses it when the link goes or changes peer; a link without a peer elsewhere is
+    /// found by index only.
+    #[test]
+    fn veths_are_found_by_their_peer() {
+        let mut links = Links::from(HashMap::from([
+            (10, veth("veth-a", 1, 2)),
+            (11, veth("veth-b", 2, 2)),
+            (
+                1,
+                HostLink {
+                    name: "eth0".into(),
+                    veth_peer: None,
+                    peer_nsid: None,
+                },
+            ),
+        ]));
+        let peer = |links: &Links, nsid, index| {
+            let host = *links.by_peer.get(&(nsid, index))?;
+            links.by_index.get(&host).map(|link| (host, link.name.clone()))
+        };
+        assert_eq!(peer(&links, 1, 2), Some((10, "veth-a".into())));
+        assert_eq!(peer(&links, 2, 2), Some((11, "veth-b".into())));
+        assert_eq!(links.by_peer.len(), 2, "eth0 has no peer");
+        // Its peer moved to another namespace: found there, not here.
+        links.insert(10, veth("veth-a", 3, 2));
+        assert_eq!(
+            (peer(&links, 1, 2), peer(&links, 3, 2)),
+            (None, Some((10, "veth-a".into())))
+        );
+        links.remove(11);
+        links.remove(99);
+        assert_eq!(peer(&links, 2, 2), None);
+        assert_eq!((links.by_index.len(), links.by_peer.len()), (2, 1));
     }
 }
