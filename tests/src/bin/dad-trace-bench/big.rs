@@ -2,6 +2,7 @@
 //! nodes merged), reported by the release binary as a user would run it.
 use std::{
     net::Ipv6Addr,
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -72,14 +73,23 @@ pub fn run(binary: &Path, dir: &Path, events: usize, with_pods: bool) -> anyhow:
         .save(&path)
         .context("write the big session")?;
     let file_bytes = std::fs::metadata(&path)?.len();
-    let started = Instant::now();
-    let child = Command::new(binary)
+    // A child's peak memory (`ru_maxrss`) starts from what it was spawned with: from this
+    // process's own high-water mark when spawned sharing its memory (`posix_spawn`), from
+    // its current size when forked. The session made above is freed and handed back to the
+    // system, and the child forked (a `pre_exec` hook makes `Command` fork), so the figure
+    // is the report's.
+    // SAFETY: releases free heap memory; no allocation is in use across the call.
+    unsafe { libc::malloc_trim(0) };
+    let mut command = Command::new(binary);
+    command
         .arg("report")
         .arg(&path)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("start dad-trace report")?;
+        .stderr(Stdio::inherit());
+    // SAFETY: the hook does nothing, so it is async-signal-safe.
+    unsafe { command.pre_exec(|| Ok(())) };
+    let started = Instant::now();
+    let child = command.spawn().context("start dad-trace report")?;
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
