@@ -1,5 +1,6 @@
 //! Reading and writing session files. Reading treats the file as hostile: only regular files
-//! up to [`MAX_FILE_BYTES`], parsed as a stream straight into the typed session, errors that
+//! up to [`MAX_FILE_BYTES`], parsed as a stream, each address typed, checked and handed to
+//! the session's [`Addresses`] (kept, or folded into a report's figures), errors that
 //! name the file, the place (`events[12].tentative_ns`, line and column) and what is wrong,
 //! and values no recording can produce refused rather than bent. Writing is atomic (temp
 //! file, fsync, rename) and readable by anyone (sessions hold no secrets; `report` needs no
