@@ -1,5 +1,5 @@
 use clap::Parser as _;
-use dad_trace::{cli::Cli, error::exit_code, record::signals};
+use dad_trace::{cli::Cli, error::exit_code, tracer::signals};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

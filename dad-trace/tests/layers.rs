@@ -18,17 +18,28 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "record",
         &["error", "files", "hist", "kernel", "node", "session", "text"],
     ),
+    (
+        "output",
+        &["error", "files", "hist", "kernel", "node", "record", "session", "text"],
+    ),
+    (
+        "tracer",
+        &[
+            "error", "files", "hist", "kernel", "node", "output", "record", "session", "text",
+        ],
+    ),
     ("report", &["error", "files", "hist", "session", "text"]),
     (
         "scenario",
         &[
-            "error", "files", "hist", "kernel", "node", "record", "report", "session", "text",
+            "error", "files", "hist", "kernel", "node", "output", "record", "report", "session", "text", "tracer",
         ],
     ),
     (
         "cli",
         &[
-            "error", "files", "hist", "kernel", "node", "record", "report", "scenario", "session", "text",
+            "error", "files", "hist", "kernel", "node", "output", "record", "report", "scenario", "session", "text",
+            "tracer",
         ],
     ),
 ];

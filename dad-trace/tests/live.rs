@@ -10,7 +10,7 @@ use std::{
 };
 
 use dad_trace::{
-    record::display::{local_zone, zone_name},
+    output::display::{local_zone, zone_name},
     report::pod_delays,
     session::{AddressEvent, Outcome, Session},
 };

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dad_trace::record::{
+use dad_trace::output::{
     metrics::Metrics,
     serve::{Limits, start},
 };

@@ -9,8 +9,9 @@ use dad_trace::{
         netns::{NETNS_DIR, addresses_in},
         sysctl::SysctlGuard,
     },
-    record::{RecordOptions, enrich::cri::SocketChoice},
+    record::enrich::cri::SocketChoice,
     session::{Outcome, Session},
+    tracer::RecordOptions,
 };
 use tokio::sync::Notify;
 
@@ -240,7 +241,7 @@ pub fn measure(case: &Case) -> Measured {
             std::thread::sleep(Duration::from_millis(500));
             (pods, live)
         });
-        let (session, workload) = tokio::join!(dad_trace::record::record(options), async {
+        let (session, workload) = tokio::join!(dad_trace::tracer::record(options), async {
             let result = workload.await;
             stop.notify_one();
             result

@@ -13,8 +13,9 @@ use std::{
 
 use dad_trace::{
     kernel::BackendChoice,
-    record::{RecordOptions, enrich::cri::SocketChoice},
+    record::enrich::cri::SocketChoice,
     session::{AddressEvent, Outcome, Session},
+    tracer::RecordOptions,
 };
 
 use crate::netns::{TestNetns, events_of, record_during_then};
@@ -258,7 +259,7 @@ pub fn duplicate_on_a_bridge(backend: BackendChoice) -> Outcomes {
         .map(|h| (h.name.as_str(), h.ifname.as_str()))
         .collect();
     assert_eq!(sides, [("dtf-dup-a", "eth0")]);
-    let line = dad_trace::record::sinks::event_line(failed[0]);
+    let line = dad_trace::output::sinks::event_line(failed[0]);
     assert!(
         line.contains("failed") && line.contains("duplicate of dtf-dup-a eth0"),
         "{line}"

@@ -21,8 +21,8 @@ use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
 use dad_trace::{
     kernel::{self, BackendChoice, Kernel, VMLINUX_BTF, loader},
     node::sysctl::SysctlGuard,
-    record::RecordOptions,
     session::{AddressEvent, Outcome, Session},
+    tracer::RecordOptions,
 };
 
 /// Synthetic pods per scenario: 20, or `DAD_TRACE_PODS` (the VM runner sets fewer where
@@ -72,7 +72,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Records while [`pods`] synthetic pods come up, and returns the session.
 pub fn record_synthetic(prefix: &str, backend: BackendChoice) -> Session {
     runtime()
-        .block_on(dad_trace::record::record(options(
+        .block_on(dad_trace::tracer::record(options(
             backend,
             prefix,
             Some(pods()),
@@ -90,8 +90,8 @@ pub fn record_both(prefix: &str) -> (Session, Session) {
     let kprobe_options = options(BackendChoice::Kprobe, prefix, Some(pods()), Duration::from_secs(90));
     runtime().block_on(async {
         let (tracepoint, kprobe) = tokio::join!(
-            dad_trace::record::record(tracepoint_options),
-            dad_trace::record::record(kprobe_options)
+            dad_trace::tracer::record(tracepoint_options),
+            dad_trace::tracer::record(kprobe_options)
         );
         (
             kprobe.expect("kprobe recording"),

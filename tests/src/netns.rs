@@ -9,8 +9,8 @@ use std::{
 
 use dad_trace::{
     node::netns::parse_if_inet6,
-    record::RecordOptions,
     session::{AddressEvent, Session},
+    tracer::RecordOptions,
 };
 use tokio::sync::Notify;
 
@@ -139,7 +139,7 @@ pub fn record_during_then<T: Send + 'static, R: Send + 'static>(
             (result, last)
         };
         // The recorder is polled first: it attaches before the workload starts.
-        let (session, (result, last)) = tokio::join!(dad_trace::record::record(options), work);
+        let (session, (result, last)) = tokio::join!(dad_trace::tracer::record(options), work);
         (session.expect("record"), result, last)
     })
 }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dad_trace::{kernel::BackendChoice, record::RecordOptions, session::Outcome};
+use dad_trace::{kernel::BackendChoice, session::Outcome, tracer::RecordOptions};
 use integration_tests::{
     faults::{self, assert_sane},
     kernel_tests_allowed,
@@ -134,7 +134,7 @@ fn duplicate_from_out_of_sight_is_said_to_come_from_off_this_node() {
     assert_eq!(failed.len(), 1, "{:#?}", session.events);
     assert_eq!(failed[0].outcome, Outcome::Failed);
     assert!(failed[0].duplicate_of.is_empty(), "{:?}", failed[0].duplicate_of);
-    let line = dad_trace::record::sinks::event_line(failed[0]);
+    let line = dad_trace::output::sinks::event_line(failed[0]);
     assert!(
         line.contains(" failed") && line.ends_with("duplicate answered from off this node"),
         "{line}"
@@ -178,7 +178,7 @@ fn an_interface_named_with_an_escape_sequence_is_shown_not_obeyed() {
         events[0].ifname, hostile,
         "the session keeps the name as the kernel has it"
     );
-    let line = dad_trace::record::sinks::event_line(events[0]);
+    let line = dad_trace::output::sinks::event_line(events[0]);
     let report = dad_trace::report::render_text(&session.clone().fold(), true);
     for printed in [&line, &report] {
         assert!(!printed.chars().any(|c| c.is_control() && c != '\n'), "{printed:?}");

@@ -3,11 +3,7 @@
 #![allow(clippy::float_cmp, reason = "metric values compared are small counts, exact in f64")]
 use std::{path::Path, sync::Arc, time::Duration};
 
-use dad_trace::{
-    kernel::BackendChoice,
-    record::{RecordOptions, enrich::cri::SocketChoice},
-    session::Outcome,
-};
+use dad_trace::{kernel::BackendChoice, record::enrich::cri::SocketChoice, session::Outcome, tracer::RecordOptions};
 use integration_tests::{
     STOCK_DAD_NS,
     containerd::{self, Containerd},
@@ -79,7 +75,7 @@ fn containerd_pods_are_named_with_their_delays() {
             ids
         };
         // The recorder is polled first: it attaches before the first sandbox is created.
-        let (session, ids) = tokio::join!(dad_trace::record::record(options), workload);
+        let (session, ids) = tokio::join!(dad_trace::tracer::record(options), workload);
         (session.expect("record"), ids.expect("join").expect("sandboxes"))
     });
     print!("{}", dad_trace::report::render_text(&session.clone().fold(), true));
@@ -181,7 +177,7 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
     let options = RecordOptions {
         backend: BackendChoice::Auto,
         cri_socket: SocketChoice::Off,
-        serve: Some(dad_trace::record::ServeOptions {
+        serve: Some(dad_trace::output::ServeOptions {
             listen,
             per_pod_labels: false,
         }),
@@ -223,7 +219,7 @@ fn serve_metrics_scraped_by_prometheus_match_the_trace() {
             })
             .await
         };
-        let recording = dad_trace::record::record(options);
+        let recording = dad_trace::tracer::record(options);
         let (session, scraped) = tokio::join!(recording, async {
             let scraped = workload.await;
             stop.notify_one();

@@ -11,7 +11,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{
     files::write_atomically,
     kernel::{BackendChoice, VMLINUX_BTF},
-    record::{RecordOptions, enrich::cri::SocketChoice, filter::Filter},
+    output::filter::Filter,
+    record::enrich::cri::SocketChoice,
+    tracer::RecordOptions,
 };
 
 pub mod completions;

@@ -6,8 +6,9 @@ use clap::error::ErrorKind;
 use super::{TraceArgs, seconds};
 use crate::{
     hist::Unit,
-    record::{self, LiveView, RecordOptions, live::LiveFormat},
+    output::{LiveView, live::LiveFormat},
     report,
+    tracer::{self, RecordOptions},
 };
 
 /// Trace DAD on this node (root); print each address as it settles and histograms at the end.
@@ -156,7 +157,7 @@ impl Record {
             live,
             ..self.trace.options(verbose)?
         };
-        let session = record::record(opts).await?;
+        let session = tracer::record(opts).await?;
         if live.format == LiveFormat::Jsonl || live.interval.is_some() {
             // The intervals or the JSON lines were the output; the session has the rest.
             return Ok(());

@@ -2,7 +2,10 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use super::TraceArgs;
-use crate::record::{self, RecordOptions, ServeOptions};
+use crate::{
+    output::ServeOptions,
+    tracer::{self, RecordOptions},
+};
 
 /// Run as a node agent: trace until stopped and expose Prometheus metrics (root).
 #[derive(clap::Args)]
@@ -43,7 +46,7 @@ impl Serve {
         if let Some(path) = &self.output {
             super::warn_if_format_name(path);
         }
-        let session = record::record(self.options(verbose)?).await?;
+        let session = tracer::record(self.options(verbose)?).await?;
         eprintln!("Stopped; {} events lost in all.", session.lost_events);
         Ok(())
     }

@@ -1,15 +1,17 @@
 //! The consumer side of a recording: kernel readings → the phase tracker → enrichment →
-//! sinks, and the session at the end. Nothing here touches the kernel: readings arrive as
-//! values and enrichment is a trait, so unit tests drive it with a fake feed. Enrichment
+//! an [`Output`], and the session at the end. Nothing here touches the kernel: readings
+//! arrive as values and enrichment and output are traits, so unit tests drive it with a fake
+//! feed. Enrichment
 //! may block (netlink, files): on an async runtime, call in `block_in_place`.
-use std::net::Ipv6Addr;
+use std::{collections::HashSet, net::Ipv6Addr};
+
+use chrono::{DateTime, Utc};
 
 use super::{
     clock::Clock,
-    cni::CallTracker,
+    cni::{CallTracker, TracedCall},
     identity::{SandboxIdentity, merge_identity},
     podstart,
-    sinks::Sinks,
     track::{Finished, Tracker},
 };
 use crate::{
@@ -48,6 +50,32 @@ pub trait Enrich {
     fn host_inode(&self) -> u32;
     /// Once a second: forget what is no longer needed.
     fn tick(&mut self);
+}
+
+/// Where the recorder hands what finished (on a node, [`crate::output::sinks::Sinks`]: the
+/// live view, metrics, the session's events). Each address and each top-level CNI call is
+/// handed over exactly once.
+pub trait Output {
+    fn address(&mut self, event: AddressEvent);
+    fn call(&mut self, traced: TracedCall);
+    /// Whether the output follows pods, so sweeps must say which namespaces are busy.
+    fn follows_pods(&self) -> bool;
+    /// Once a second: `busy` holds the namespaces with an address in flight or held for a
+    /// name (empty unless [`Output::follows_pods`]).
+    fn sweep(&mut self, sweep: &Sweep);
+    /// An interval of the live view ended.
+    fn tick(&mut self, now: DateTime<Utc>);
+    /// The recording ended; with `last_interval`, a partial last interval is shown.
+    fn close(&mut self, now: DateTime<Utc>, last_interval: bool);
+    /// The addresses and calls kept for the session file.
+    fn into_kept(self) -> (Vec<AddressEvent>, Vec<TracedCall>);
+}
+
+/// What a sweep tells the outputs.
+pub struct Sweep {
+    pub busy: HashSet<u32>,
+    pub in_flight: usize,
+    pub lost_events: u64,
 }
 
 /// Whether an address still sits in its namespace, and how.
@@ -112,29 +140,29 @@ struct Verdict {
     presence: Presence,
 }
 
-pub struct Recorder<E> {
+pub struct Recorder<E, O> {
     tracker: Tracker,
     calls: CallTracker,
     /// Whether CNI calls are followed, and how (the session's `cni`).
     cni: Option<CniTracing>,
     enricher: E,
-    sinks: Sinks,
+    output: O,
     clock: Clock,
-    /// The session's header; events come from the sinks at the end.
+    /// The session's header; events come from the output at the end.
     session: Session,
     undecodable: u64,
     verdicts: Vec<Verdict>,
 }
 
-impl<E: Enrich> Recorder<E> {
+impl<E: Enrich, O: Output> Recorder<E, O> {
     #[must_use]
-    pub fn new(enricher: E, sinks: Sinks, clock: Clock, session: Session) -> Self {
+    pub fn new(enricher: E, output: O, clock: Clock, session: Session) -> Self {
         Self {
             tracker: Tracker::default(),
             calls: CallTracker::default(),
             cni: None,
             enricher,
-            sinks,
+            output,
             clock,
             session,
             undecodable: 0,
@@ -161,8 +189,8 @@ impl<E: Enrich> Recorder<E> {
     }
 
     #[must_use]
-    pub fn sinks(&self) -> &Sinks {
-        &self.sinks
+    pub fn output(&self) -> &O {
+        &self.output
     }
 
     pub fn on_reading(&mut self, reading: Reading) {
@@ -193,7 +221,7 @@ impl<E: Enrich> Recorder<E> {
             if let Some(identity) = sandbox {
                 merge_identity(&mut traced.pod, identity);
             }
-            self.sinks.accept_call(traced);
+            self.output.call(traced);
         }
     }
 
@@ -205,7 +233,7 @@ impl<E: Enrich> Recorder<E> {
 
     fn flush(&mut self, all: bool) {
         for event in self.enricher.ready(all) {
-            self.sinks.accept(event);
+            self.output.address(event);
         }
     }
 
@@ -215,22 +243,21 @@ impl<E: Enrich> Recorder<E> {
     /// on at the next sweep (see [`Verdict`]).
     pub fn sweep(&mut self, now_ns: u64, stale_ns: u64, lost_events: u64) {
         self.flush(false);
-        if let Some(metrics) = self.sinks.metrics() {
-            metrics.set_lost(lost_events);
-            metrics.set_in_flight(self.tracker.in_flight_len());
-            // Cheap (a dozen small files) and a tuning applied while the agent runs shows.
-            metrics.set_sysctls(&crate::node::sysctl::snapshot());
-        }
-        if self.sinks.follows_pods() {
-            // A pod is not done while an address of it is in flight or held for a name.
-            let busy: std::collections::HashSet<u32> = self
-                .tracker
+        // A pod is not done while an address of it is in flight or held for a name.
+        let busy = if self.output.follows_pods() {
+            self.tracker
                 .in_flight()
                 .map(|entry| entry.first.netns.inode)
                 .chain(self.enricher.held_netns())
-                .collect();
-            self.sinks.sweep(&busy);
-        }
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        self.output.sweep(&Sweep {
+            busy,
+            in_flight: self.tracker.in_flight_len(),
+            lost_events,
+        });
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
         self.enricher.tick();
         self.apply_verdicts(lost_events);
@@ -295,14 +322,14 @@ impl<E: Enrich> Recorder<E> {
 
     /// An interval of the live view ended at `now_ns` (monotonic).
     pub fn tick(&mut self, now_ns: u64) {
-        self.sinks.tick(self.clock.wall(now_ns));
+        self.output.tick(self.clock.wall(now_ns));
     }
 
-    /// The recording stopped at `now_ns`: held addresses go to the sinks, and the live view
+    /// The recording stopped at `now_ns`: held addresses go to the output, and the live view
     /// shows its last pods and, with `last_interval`, its partial last interval.
     pub fn close_live(&mut self, now_ns: u64, last_interval: bool) {
         self.flush(true);
-        self.sinks.close(self.clock.wall(now_ns), last_interval);
+        self.output.close(self.clock.wall(now_ns), last_interval);
     }
 
     /// Ends the session: every held address is committed, addresses still tentative are
@@ -314,7 +341,7 @@ impl<E: Enrich> Recorder<E> {
             log::warn!("{} ring buffer records could not be decoded", self.undecodable);
         }
         let mut session = self.session;
-        let (events, mut calls) = self.sinks.into_kept();
+        let (events, mut calls) = self.output.into_kept();
         session.events = events;
         self.enricher.name_late(&mut session.events);
         if let Some(mut cni) = self.cni {
@@ -362,7 +389,10 @@ mod tests {
             Backend,
             events::{DecodeError, IfaState, Observation},
         },
-        record::live::{Live, LiveOptions},
+        output::{
+            live::{Live, LiveOptions},
+            sinks::Sinks,
+        },
         session::{Outcome, Pod},
     };
 
@@ -493,7 +523,7 @@ mod tests {
         }
     }
 
-    fn recorder(enricher: FakeEnricher, lines: &Lines) -> Recorder<FakeEnricher> {
+    fn recorder(enricher: FakeEnricher, lines: &Lines) -> Recorder<FakeEnricher, Sinks> {
         recorder_with(
             enricher,
             lines,
@@ -504,7 +534,7 @@ mod tests {
         )
     }
 
-    fn recorder_with(enricher: FakeEnricher, lines: &Lines, options: LiveOptions) -> Recorder<FakeEnricher> {
+    fn recorder_with(enricher: FakeEnricher, lines: &Lines, options: LiveOptions) -> Recorder<FakeEnricher, Sinks> {
         let session = Session::new(Backend::Tracepoint, "6.18".into(), "node-a".into(), epoch());
         let utc = |_| chrono::FixedOffset::east_opt(0).expect("UTC");
         Recorder::new(
@@ -527,7 +557,7 @@ mod tests {
             recorder.on_reading(reading);
         }
         recorder.on_reading(Reading::Undecodable(DecodeError::Hook(99)));
-        assert_eq!(recorder.sinks().finished(), 2);
+        assert_eq!(recorder.output().finished(), 2);
         let session = recorder.into_session(3, 2000 * MS);
         assert_eq!(session.events.len(), 2);
         assert!(
@@ -562,7 +592,7 @@ mod tests {
         for reading in dad(0, 0x1000, "fe80::1").into_iter().skip(1) {
             recorder.on_reading(reading);
         }
-        assert_eq!(recorder.sinks().finished(), 0, "held for a name");
+        assert_eq!(recorder.output().finished(), 0, "held for a name");
         let session = recorder.into_session(0, 3000 * MS);
         assert_eq!(session.events.len(), 1);
         assert_eq!(session.events[0].pod_label(), "team-a/web-0", "named late");

@@ -28,9 +28,10 @@ use crate::{
         netns::NETNS_DIR,
         sysctl::SysctlGuard,
     },
-    record::{self, RecordOptions, enrich::cri::SocketChoice, signals::StopSignals},
+    record::enrich::cri::SocketChoice,
     report::{gate::GateResult, pod_delays},
     session::Session,
+    tracer::{self, RecordOptions, signals::StopSignals},
 };
 
 pub mod cni;
@@ -116,7 +117,7 @@ pub async fn run_phase(
     let ipam_dir = tempfile::Builder::new().prefix("dad-trace-ipam-").tempdir()?;
     let config = opts.plugin.config(ipam_dir.path());
     let stop = Arc::new(Notify::new());
-    let recording = record::record(RecordOptions {
+    let recording = tracer::record(RecordOptions {
         backend: opts.backend,
         // The scenario names its own namespaces; no runtime knows them.
         cri_socket: SocketChoice::Off,

@@ -12,12 +12,12 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use super::{
-    cni::TracedCall,
     display::{Interval, Zone, call_line_in, header_row, line_in, local_zone, render_interval},
     pod_wait::{DonePod, PodWindows},
 };
 use crate::{
     hist::{Delays, Summary, Unit},
+    record::cni::TracedCall,
     session::{AddressEvent, CniCall, Outcome},
 };
 

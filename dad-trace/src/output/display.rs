@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, FixedOffset, Local, Offset as _, Utc};
 
-use super::cni::TracedCall;
 use crate::{
     hist::{Delays, Unit, human, render_log2, render_summary},
+    record::cni::TracedCall,
     session::{AddressEvent, Outcome},
     text::terminal,
 };

@@ -6,8 +6,15 @@ use std::{collections::HashSet, net::Ipv6Addr, sync::Arc};
 use chrono::{DateTime, Utc};
 
 pub use super::display::{call_line, event_line};
-use super::{cni::TracedCall, filter::Filter, live::Live, metrics::Metrics};
-use crate::{node::synthetic::SyntheticPod, session::AddressEvent};
+use super::{filter::Filter, live::Live, metrics::Metrics};
+use crate::{
+    node::synthetic::SyntheticPod,
+    record::{
+        cni::TracedCall,
+        recorder::{Output, Sweep},
+    },
+    session::AddressEvent,
+};
 
 /// Every consumer of finished addresses; each one is optional.
 #[derive(Default)]
@@ -61,7 +68,45 @@ impl Sinks {
         self
     }
 
-    pub fn accept(&mut self, event: AddressEvent) {
+    /// Intervals the live view showed.
+    #[must_use]
+    pub fn intervals(&self) -> usize {
+        self.live.as_ref().map_or(0, Live::intervals)
+    }
+
+    /// Finished top-level CNI calls the filter admitted.
+    #[must_use]
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
+    /// Finished addresses the filter admitted, whether or not kept.
+    #[must_use]
+    pub fn finished(&self) -> usize {
+        self.finished
+    }
+
+    /// Whether synthetic pods are followed.
+    #[must_use]
+    pub fn follows_synthetic(&self) -> bool {
+        self.progress.is_some()
+    }
+
+    /// Whether every synthetic pod's addresses have finished.
+    #[must_use]
+    pub fn synthetic_done(&self) -> bool {
+        self.progress.as_ref().is_some_and(SyntheticProgress::done)
+    }
+
+    /// The kept events.
+    #[must_use]
+    pub fn into_events(self) -> Vec<AddressEvent> {
+        self.kept.unwrap_or_default()
+    }
+}
+
+impl Output for Sinks {
+    fn address(&mut self, event: AddressEvent) {
         // Synthetic pods end the run once done, whatever the filter shows (`--netns 'dt-*'`
         // leaves out their host-side veths, which still have to finish).
         if let Some(progress) = self.progress.as_mut() {
@@ -82,47 +127,9 @@ impl Sinks {
         }
     }
 
-    /// Whether a sink follows pods, so sweeps must say which namespaces are busy.
-    #[must_use]
-    pub fn follows_pods(&self) -> bool {
-        self.metrics.is_some() || self.live.is_some()
-    }
-
-    /// Once a second: pods with no address in flight (`busy` holds the namespaces that have
-    /// one) and none finished since the last sweep are done.
-    pub fn sweep(&mut self, busy: &HashSet<u32>) {
-        if let Some(metrics) = &self.metrics {
-            metrics.sweep_pods(busy);
-        }
-        if let Some(live) = self.live.as_mut() {
-            live.sweep(busy, false);
-        }
-    }
-
-    /// An interval of the live view ended.
-    pub fn tick(&mut self, now: DateTime<Utc>) {
-        if let Some(live) = self.live.as_mut() {
-            live.tick(now);
-        }
-    }
-
-    /// Intervals the live view showed.
-    #[must_use]
-    pub fn intervals(&self) -> usize {
-        self.live.as_ref().map_or(0, Live::intervals)
-    }
-
-    /// The recording ended: the live view shows its last pods (and, with `last_interval`,
-    /// its last partial interval).
-    pub fn close(&mut self, now: DateTime<Utc>, last_interval: bool) {
-        if let Some(live) = self.live.as_mut() {
-            live.close(now, last_interval);
-        }
-    }
-
     /// A finished top-level CNI call: counted in the metrics, shown, kept for the session's
     /// pods.
-    pub fn accept_call(&mut self, traced: TracedCall) {
+    fn call(&mut self, traced: TracedCall) {
         if !self.filter.admits_call(&traced) {
             return;
         }
@@ -138,44 +145,38 @@ impl Sinks {
         }
     }
 
-    /// Finished top-level CNI calls the filter admitted.
-    #[must_use]
-    pub fn calls(&self) -> usize {
-        self.calls
+    fn follows_pods(&self) -> bool {
+        self.metrics.is_some() || self.live.is_some()
     }
 
-    /// Finished addresses the filter admitted, whether or not kept.
-    #[must_use]
-    pub fn finished(&self) -> usize {
-        self.finished
+    /// Pods with no address in flight (`busy` holds the namespaces that have one) and none
+    /// finished since the last sweep are done; the gauges are set.
+    fn sweep(&mut self, sweep: &Sweep) {
+        if let Some(metrics) = &self.metrics {
+            metrics.set_lost(sweep.lost_events);
+            metrics.set_in_flight(sweep.in_flight);
+            // Cheap (a dozen small files) and a tuning applied while the agent runs shows.
+            metrics.set_sysctls(&crate::node::sysctl::snapshot());
+            metrics.sweep_pods(&sweep.busy);
+        }
+        if let Some(live) = self.live.as_mut() {
+            live.sweep(&sweep.busy, false);
+        }
     }
 
-    #[must_use]
-    pub fn metrics(&self) -> Option<&Metrics> {
-        self.metrics.as_deref()
+    fn tick(&mut self, now: DateTime<Utc>) {
+        if let Some(live) = self.live.as_mut() {
+            live.tick(now);
+        }
     }
 
-    /// Whether synthetic pods are followed.
-    #[must_use]
-    pub fn follows_synthetic(&self) -> bool {
-        self.progress.is_some()
+    fn close(&mut self, now: DateTime<Utc>, last_interval: bool) {
+        if let Some(live) = self.live.as_mut() {
+            live.close(now, last_interval);
+        }
     }
 
-    /// Whether every synthetic pod's addresses have finished.
-    #[must_use]
-    pub fn synthetic_done(&self) -> bool {
-        self.progress.as_ref().is_some_and(SyntheticProgress::done)
-    }
-
-    /// The kept events.
-    #[must_use]
-    pub fn into_events(self) -> Vec<AddressEvent> {
-        self.kept.unwrap_or_default()
-    }
-
-    /// The kept events and calls.
-    #[must_use]
-    pub fn into_kept(self) -> (Vec<AddressEvent>, Vec<TracedCall>) {
+    fn into_kept(self) -> (Vec<AddressEvent>, Vec<TracedCall>) {
         (self.kept.unwrap_or_default(), self.kept_calls.unwrap_or_default())
     }
 }
@@ -227,7 +228,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::record::live::{LiveFormat, LiveOptions};
+    use crate::output::live::{LiveFormat, LiveOptions};
 
     /// The agent without `-o` keeps nothing per address: its memory does not grow with pods.
     #[test]
@@ -235,7 +236,7 @@ mod tests {
         let mut sinks = Sinks::new(false);
         let event = crate::session::tests::sample().events.remove(0);
         for _ in 0..1000 {
-            sinks.accept(event.clone());
+            sinks.address(event.clone());
         }
         assert_eq!(sinks.finished(), 1000);
         assert!(sinks.into_events().is_empty());
@@ -261,10 +262,14 @@ mod tests {
             };
             let mut sinks = Sinks::new(true).with_live(Live::new(Box::new(Closed), options));
             let event = crate::session::tests::sample().events.remove(0);
-            sinks.accept(event.clone());
-            sinks.sweep(&HashSet::new());
+            sinks.address(event.clone());
+            sinks.sweep(&Sweep {
+                busy: HashSet::new(),
+                in_flight: 0,
+                lost_events: 0,
+            });
             sinks.tick(event.time);
-            sinks.accept(event);
+            sinks.address(event);
             sinks.close(Utc::now(), true);
             assert_eq!(sinks.finished(), 2);
             assert_eq!(
@@ -306,10 +311,10 @@ mod tests {
             address(None, true, "dt-h1", "fe80::4"),
             address(Some("other"), false, "eth0", "fd00:dad::2"),
         ] {
-            sinks.accept(event);
+            sinks.address(event);
             assert!(!sinks.synthetic_done(), "dt-1's global address is missing");
         }
-        sinks.accept(address(Some("dt-1"), false, "eth0", "fd00:dad::2"));
+        sinks.address(address(Some("dt-1"), false, "eth0", "fd00:dad::2"));
         assert!(sinks.synthetic_done());
         assert_eq!(sinks.finished(), 4, "the host veths and `other` are not shown");
         assert!(!Sinks::new(true).follows_synthetic() && !Sinks::new(true).synthetic_done());
@@ -326,7 +331,7 @@ mod tests {
         };
         let mut sinks = Sinks::new(true).with_filter(filter);
         assert!(!sinks.follows_pods());
-        sinks.accept(event);
+        sinks.address(event);
         assert_eq!(sinks.finished(), 0);
         assert_eq!(sinks.intervals(), 0);
         assert!(sinks.into_events().is_empty());

@@ -14,9 +14,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{cni::TracedCall, pod_wait::PodWindows};
+use super::pod_wait::PodWindows;
 use crate::{
     node::{doctor::model, sysctl},
+    record::cni::TracedCall,
     session::{AddressEvent, Outcome, Pod},
 };
 

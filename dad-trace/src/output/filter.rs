@@ -2,8 +2,10 @@
 //! `--netns`, `--ifname`): shell-style globs, all of which must match.
 use glob::Pattern;
 
-use super::cni::TracedCall;
-use crate::session::{AddressEvent, Pod};
+use crate::{
+    record::cni::TracedCall,
+    session::{AddressEvent, Pod},
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
