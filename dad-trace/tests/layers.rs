@@ -48,7 +48,7 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// Every source file with its module path (`record::enrich::netns`).
+/// Every source file with its module path (`record::enrich::namespaces`).
 fn modules() -> BTreeMap<String, String> {
     fn walk(dir: &Path, prefix: &[String], out: &mut BTreeMap<String, String>) {
         for entry in std::fs::read_dir(dir).expect("src readable").flatten() {

@@ -262,7 +262,7 @@ pub fn load_every_program() -> usize {
 /// Runs the CNI pod-start scenario and asserts every phase passes its gate; returns the
 /// results for printing.
 pub fn cni_scenario(
-    plugin: dad_trace::scenario::cni::Plugin,
+    plugin: dad_trace::scenario::plugin::Plugin,
     phases: &[&str],
     pods: usize,
     backend: BackendChoice,
@@ -296,7 +296,7 @@ pub fn cni_scenario(
 /// One scenario phase of `pods` pods, its result unjudged (no gates: the caller looks).
 #[must_use]
 pub fn scenario_phase(
-    plugin: dad_trace::scenario::cni::Plugin,
+    plugin: dad_trace::scenario::plugin::Plugin,
     phase: &str,
     pods: usize,
 ) -> dad_trace::scenario::PhaseResult {

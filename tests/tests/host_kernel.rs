@@ -2,7 +2,7 @@
 //! Run with `--test-threads=1`: the scenarios share the kernel's sysctls.
 use dad_trace::{
     kernel::{Backend, BackendChoice},
-    scenario::{cni::Plugin, gates::Slack},
+    scenario::{gates::Slack, plugin::Plugin},
 };
 use integration_tests::{
     cni_scenario, default_sysctls_scenario, kernel_tests_allowed, load_every_program, pods, tuned_sysctls_scenario,

@@ -139,7 +139,7 @@ fn vm_backends_agree_on_the_same_addresses() {
 fn vm_cni_ptp_scenario_with_kprobes() {
     if in_vm("vm_cni_ptp_scenario_with_kprobes") {
         integration_tests::cni_scenario(
-            dad_trace::scenario::cni::Plugin::Ptp,
+            dad_trace::scenario::plugin::Plugin::Ptp,
             &["defaults", "naive-tuning", "inherit"],
             pods(),
             BackendChoice::Kprobe,

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use crate::{
     kernel::BackendChoice,
-    scenario::{self, ScenarioOptions, cni::Plugin, gates, phases, render},
+    scenario::{self, ScenarioOptions, gates, phases, plugin::Plugin, render},
 };
 
 /// Reproduce slow IPv6 pod start on this node: pods set up by a real CNI plugin under

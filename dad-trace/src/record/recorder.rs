@@ -134,7 +134,7 @@ const DEAD_MEMORY_NS: u64 = 60_000_000_000;
 /// sent the address's last events just before, still on their way through the ring buffer:
 /// acting at once would abort an address that settled (or drop one whose settle event is
 /// queued).
-struct Verdict {
+struct Look {
     first: Observation,
     looked_ns: u64,
     presence: Presence,
@@ -151,7 +151,7 @@ pub struct Recorder<E, O> {
     /// The session's header; events come from the output at the end.
     session: Session,
     undecodable: u64,
-    verdicts: Vec<Verdict>,
+    looks: Vec<Look>,
 }
 
 impl<E: Enrich, O: Output> Recorder<E, O> {
@@ -166,7 +166,7 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             clock,
             session,
             undecodable: 0,
-            verdicts: Vec::new(),
+            looks: Vec::new(),
         }
     }
 
@@ -240,7 +240,7 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
     /// Once a second: releases held addresses, updates the gauges, and checks addresses
     /// silent for `stale_ns` in their namespace — the tracepoint backend cannot see a DAD work
     /// item cancelled (address, interface or namespace deleted). What a check finds is acted
-    /// on at the next sweep (see [`Verdict`]).
+    /// on at the next sweep (see [`Look`]).
     pub fn sweep(&mut self, now_ns: u64, stale_ns: u64, lost_events: u64) {
         self.flush(false);
         // A pod is not done while an address of it is in flight or held for a name.
@@ -260,24 +260,24 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
         });
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
         self.enricher.tick();
-        self.apply_verdicts(lost_events);
+        self.act_on_looks(lost_events);
         self.look_at_silent(now_ns, stale_ns);
     }
 
-    fn apply_verdicts(&mut self, lost_events: u64) {
-        for verdict in std::mem::take(&mut self.verdicts) {
-            let first = &verdict.first;
+    fn act_on_looks(&mut self, lost_events: u64) {
+        for look in std::mem::take(&mut self.looks) {
+            let first = &look.first;
             let unchanged = self
                 .tracker
                 .get(first.ifa)
-                .is_some_and(|entry| entry.first.same_address(first) && entry.last_seen_ns <= verdict.looked_ns);
+                .is_some_and(|entry| entry.first.same_address(first) && entry.last_seen_ns <= look.looked_ns);
             if !unchanged {
                 continue;
             }
-            match verdict.presence {
+            match look.presence {
                 Presence::Tentative => {}
                 Presence::Gone => {
-                    if let Some(finished) = self.tracker.abort(first.ifa, verdict.looked_ns) {
+                    if let Some(finished) = self.tracker.abort(first.ifa, look.looked_ns) {
                         self.finish(&finished);
                     }
                 }
@@ -287,7 +287,7 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
                         first.addr,
                         first.ifname
                     );
-                    self.tracker.abort(first.ifa, verdict.looked_ns);
+                    self.tracker.abort(first.ifa, look.looked_ns);
                 }
             }
         }
@@ -311,7 +311,7 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             let rows = looked.as_ref().and_then(|(_, rows)| rows.as_deref());
             let presence = presence(rows, first.ifindex, first.addr);
             if presence != Presence::Tentative {
-                self.verdicts.push(Verdict {
+                self.looks.push(Look {
                     first,
                     looked_ns: now_ns,
                     presence,
@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(recorder.tracker.in_flight_len(), 3);
         // Looked at, acted on one sweep later.
         recorder.sweep(4000 * MS, 3000 * MS, 0);
-        assert_eq!(recorder.tracker.in_flight_len(), 3, "verdicts wait a sweep");
+        assert_eq!(recorder.tracker.in_flight_len(), 3, "looks wait a sweep");
         recorder.sweep(5000 * MS, 3000 * MS, 0);
         assert_eq!(recorder.tracker.in_flight_len(), 1, "fe80::1 is still tentative");
         let session = recorder.into_session(0, 5000 * MS);

@@ -1,8 +1,8 @@
 //! What each phase must show, judged per pod against the ADD time the scenario measured.
 use super::{
     PhaseResult, PodRun,
-    cni::Plugin,
-    phases::{AFTER, BEFORE, Gate},
+    phases::{AFTER, BEFORE, Expectation},
+    plugin::Plugin,
 };
 use crate::{
     hist::{Delays, human},
@@ -31,7 +31,7 @@ const ADD_CLOCK_SLACK_NS: u64 = 1_000_000;
 pub fn add_baseline_ns(results: &[PhaseResult]) -> u64 {
     results
         .iter()
-        .filter(|result| matches!(result.gate, Gate::Fast { .. }))
+        .filter(|result| matches!(result.gate, Expectation::Fast { .. }))
         .filter_map(|result| result.add.map(|add| add.p50_ns))
         .min()
         .unwrap_or(0)
@@ -126,7 +126,7 @@ fn check_add_agreement(pods: &[PodRun], slack_ns: u64) -> Vec<String> {
     problems
 }
 
-fn check(gate: Gate, pods: &[PodRun], baseline_ns: u64, fast_slack_ms: u64) -> Vec<String> {
+fn check(gate: Expectation, pods: &[PodRun], baseline_ns: u64, fast_slack_ms: u64) -> Vec<String> {
     let mut problems = Vec::new();
     for pod in pods {
         let Some(traced) = pod.traced_ns else {
@@ -134,7 +134,7 @@ fn check(gate: Gate, pods: &[PodRun], baseline_ns: u64, fast_slack_ms: u64) -> V
             continue;
         };
         match gate {
-            Gate::TracksAddTime { within_ms } => {
+            Expectation::TracksAddTime { within_ms } => {
                 if traced > pod.add_ns || pod.add_ns - traced > within_ms * 1_000_000 + baseline_ns {
                     problems.push(format!(
                         "{}: traced {} vs ADD {} (must be ≤ ADD and within {within_ms} ms + the {} ADD costs without DAD)",
@@ -145,7 +145,7 @@ fn check(gate: Gate, pods: &[PodRun], baseline_ns: u64, fast_slack_ms: u64) -> V
                     ));
                 }
             }
-            Gate::Fast { under_ms } => {
+            Expectation::Fast { under_ms } => {
                 let bound_ms = under_ms + fast_slack_ms;
                 if traced >= bound_ms * 1_000_000 {
                     problems.push(format!(
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn gates_judge_pods() {
-        let tracks = Gate::TracksAddTime { within_ms: 150 };
+        let tracks = Expectation::TracksAddTime { within_ms: 150 };
         let problems =
             |gate, add_ms, traced_ms, baseline_ns| check(gate, &[run("a", add_ms, traced_ms)], baseline_ns, 0).len();
         assert_eq!(problems(tracks, 2000, Some(1900), 0), 0);
@@ -234,7 +234,7 @@ mod tests {
         );
         assert_eq!(problems(tracks, 2000, Some(2100), 0), 1, "above ADD");
         assert_eq!(problems(tracks, 2000, None, 0), 1, "unseen");
-        let fast = Gate::Fast { under_ms: 50 };
+        let fast = Expectation::Fast { under_ms: 50 };
         assert_eq!(problems(fast, 10, Some(1), 0), 0);
         assert_eq!(problems(fast, 10, Some(60), 0), 1);
         let slow = |traced_ms| check(fast, &[run("a", 10, Some(traced_ms))], 0, 100).len();

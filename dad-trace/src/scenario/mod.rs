@@ -17,8 +17,8 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use self::{
-    cni::Plugin,
-    phases::{Gate, Phase},
+    phases::{Expectation, Phase},
+    plugin::Plugin,
 };
 use crate::{
     hist::{Delays, Summary},
@@ -34,10 +34,10 @@ use crate::{
     tracer::{self, RecordOptions, signals::StopSignals},
 };
 
-pub mod cni;
 pub mod gates;
 pub mod phases;
-pub mod pods;
+pub mod plugin;
+pub mod pod_batch;
 mod progress;
 pub mod render;
 
@@ -67,7 +67,7 @@ impl PodRun {
 pub struct PhaseResult {
     pub phase: &'static str,
     pub plugin: Plugin,
-    pub gate: Gate,
+    pub gate: Expectation,
     /// What doctor concluded while the pods were up, and what it should have.
     pub doctor: Verdict,
     pub expected_doctor: Verdict,
@@ -138,7 +138,7 @@ pub async fn run_phase(
         let progress = progress::PodProgress::new(phase.name, count);
         async move {
             let pods = tokio::task::spawn_blocking(move || {
-                pods::add_pods(
+                pod_batch::add_pods(
                     plugin,
                     &cni_dir,
                     config.as_deref(),
@@ -176,7 +176,7 @@ pub async fn run_phase(
         .collect();
     let doctor = tokio::task::block_in_place(|| diagnose(&audit(Path::new(NETNS_DIR))).verdict);
     let (plugin, cni_dir) = (opts.plugin, opts.cni_dir.clone());
-    tokio::task::spawn_blocking(move || pods::remove_pods(plugin, &cni_dir, config.as_deref(), pods)).await?;
+    tokio::task::spawn_blocking(move || pod_batch::remove_pods(plugin, &cni_dir, config.as_deref(), pods)).await?;
     sysctls.restore()?;
     Ok(PhaseResult {
         phase: phase.name,
@@ -233,7 +233,7 @@ pub async fn run(opts: &ScenarioOptions) -> anyhow::Result<Vec<PhaseResult>> {
     }
     watcher.abort();
     if opts.plugin == Plugin::BridgeDad {
-        cni::remove_bridge().await;
+        plugin::remove_bridge().await;
     }
     if let Some(e) = failure {
         return Err(e);

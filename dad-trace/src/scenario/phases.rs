@@ -7,7 +7,7 @@ use crate::node::doctor::Verdict;
 /// What a phase must show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Gate {
+pub enum Expectation {
     /// Pods wait for DAD: each pod's delay is at most its ADD time and within this many ms.
     TracksAddTime { within_ms: u64 },
     /// DAD is gone: every pod's delay is under this many ms.
@@ -21,7 +21,7 @@ pub struct Phase {
     pub inherit_init_net: &'static str,
     /// Host-namespace IPv6 settings during the phase.
     pub host_sysctls: &'static [(&'static str, &'static str)],
-    pub gate: Gate,
+    pub gate: Expectation,
     /// What `dad-trace doctor` must conclude while the phase's pods are up.
     pub doctor: Verdict,
 }
@@ -51,7 +51,7 @@ pub const PHASES: [Phase; 3] = [
         description: "kernel defaults: every pod interface runs DAD",
         inherit_init_net: "0",
         host_sysctls: &[],
-        gate: Gate::TracksAddTime { within_ms: 150 },
+        gate: Expectation::TracksAddTime { within_ms: 150 },
         doctor: Verdict::DadOn,
     },
     Phase {
@@ -59,7 +59,7 @@ pub const PHASES: [Phase; 3] = [
         description: "accept_dad=0, dad_transmits=0, optimistic_dad=1 on all/default in the host namespace only",
         inherit_init_net: "0",
         host_sysctls: &NAIVE,
-        gate: Gate::TracksAddTime { within_ms: 150 },
+        gate: Expectation::TracksAddTime { within_ms: 150 },
         doctor: Verdict::NaiveTuningTrap,
     },
     Phase {
@@ -67,7 +67,7 @@ pub const PHASES: [Phase; 3] = [
         description: "the same plus net.core.devconf_inherit_init_net=1: new namespaces inherit it",
         inherit_init_net: "1",
         host_sysctls: &NAIVE,
-        gate: Gate::Fast { under_ms: 50 },
+        gate: Expectation::Fast { under_ms: 50 },
         doctor: Verdict::Tuned,
     },
 ];

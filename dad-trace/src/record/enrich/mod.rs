@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use self::{
     cri::Identities,
     holders::HolderIndex,
+    namespaces::{NetnsBook, NetnsInfo},
     netlink::{HostLinks, Requests},
-    netns::{NetnsBook, NetnsInfo},
 };
 use super::{
     identity::{SandboxIdentity, merge_identity},
@@ -33,12 +33,12 @@ use crate::{
     session::{AddressEvent, Outcome, Peer},
 };
 
-pub mod cni;
+pub mod call_netns;
 pub mod cri;
 pub mod cri_starts;
 pub mod holders;
+pub mod namespaces;
 pub mod netlink;
-pub mod netns;
 pub mod proc;
 
 pub struct Enricher {
@@ -310,7 +310,7 @@ impl Enrich for Enricher {
 
     fn call_netns(&mut self, exec: &Exec) -> Option<u32> {
         let path = exec.env.netns.as_deref()?;
-        let inode = cni::resolve_netns(&self.proc_root, path, &[exec.tgid, exec.ppid], self.book.nsfs_device())?;
+        let inode = call_netns::resolve_netns(&self.proc_root, path, &[exec.tgid, exec.ppid], self.book.nsfs_device())?;
         if !self.is_host(inode) {
             // Resolved now, while the plugin sets it up: its name outlives a quick pod.
             self.note(NetnsId { inode, cookie: 0 });
