@@ -199,7 +199,7 @@ pub fn stock_dad_settings() -> SysctlGuard {
 /// every new namespace starts without `devconf_inherit_init_net`): `addrconf_dad_kick` waits
 /// a random 0..1 s, the one probe then waits 1 s for an answer, so 1–2 s. Timers fire late,
 /// never early: two timers of the wheel's granularity at these delays (up to 64 ms each)
-/// plus workqueue scheduling make the upper end 2.25 s. Measured: 1.0–2.04 s (host and VMs).
+/// plus workqueue scheduling make the upper end 2.25 s.
 pub const STOCK_DAD_NS: std::ops::RangeInclusive<u64> = 1_000_000_000..=2_250_000_000;
 
 /// Kernel defaults: every pod address waits for DAD, within [`STOCK_DAD_NS`].

@@ -50,7 +50,7 @@ pub const POD_START: BeforeAfter = BeforeAfter {
 
 /// The same, and on the CNI ADD where a CNI plugin sets pods up (the scenario with ptp or
 /// bridge, the kind job): with DAD every ADD waits at least the 1 s probe (the random start
-/// delay comes on top); without, an ADD takes tens of ms here and 200-340 ms in TCG guests.
+/// delay comes on top); without, an ADD stays well under the probe, even in emulated guests.
 pub const POD_START_WITH_CNI: BeforeAfter = BeforeAfter {
     before_min_cni_add_p50_ms: Some(900),
     after_max_cni_add_p99_ms: Some(500),

@@ -11,14 +11,15 @@ use crate::{
 
 /// The CNI ADD dad-trace traces from the kernel (the plugin forked → its last thread exited)
 /// against the scenario's own wall time of the call (spawn → reaped): they differ by the
-/// spawn-to-fork and exit-to-reap edges, under a millisecond on a quiet machine (median
-/// 0.9 ms here). The median over a phase's pods must be within this.
+/// spawn-to-fork and exit-to-reap edges, under a millisecond on a quiet machine. The median
+/// over a phase's pods must be within this.
 pub const ADD_AGREEMENT_MS: u64 = 5;
 
 /// Any one pod: the reaping side waits for the scheduler and, in the tests, for the recorder
-/// working in the same process (a debug build): 8.5 ms seen on two busy cores, 25.6 ms once
-/// in a CI run (one pod of 60; the median stayed 0.9 ms). A call taken from the wrong process
-/// (a delegate's start or end) would be off by a plugin's run, hundreds of ms with DAD.
+/// working in the same process (a debug build): a busy machine delays one pod by tens of ms
+/// while the median stays under a millisecond. A call taken from the wrong process (a
+/// delegate's start or end) would be off by a plugin's run, hundreds of ms with DAD: the
+/// bound sits between the two.
 pub const ADD_AGREEMENT_WORST_MS: u64 = 100;
 
 /// The kernel's ADD lies inside the scenario's: longer by more than this is a wrong end.
@@ -47,7 +48,7 @@ pub struct Slack {
     /// a kworker's turn to settle it, which emulation stretches to tens of ms.
     pub fast_ms: u64,
     /// Added to both bounds of traced against measured ADD: emulated fork, exec and reaping
-    /// (medians of 2.5-4.8 ms in the TCG guests, where hardware shows 0.9 ms).
+    /// run several times slower than on hardware.
     pub agreement_ms: u64,
 }
 

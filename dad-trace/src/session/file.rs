@@ -15,7 +15,8 @@ use serde::Deserialize;
 use super::{AddressEvent, Addresses, FORMAT, FORMAT_VERSION, Session};
 use crate::files::{self, OpenError};
 
-/// The largest session file read: about 4.5 million addresses at ~230 bytes each.
+/// The largest session file read: millions of addresses, more than one recording should
+/// hold; a larger file is refused unread.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +70,8 @@ impl Session {
     }
 
     /// Writes the session atomically: a reader sees the old file or the new one, never half.
-    /// The file is readable by everyone the umask allows (0644 by default). Compact: a
-    /// million addresses are 30% smaller and read faster than indented (`jq .` indents).
+    /// The file is readable by everyone the umask allows (0644 by default). Compact: smaller
+    /// and faster to read than indented (`jq .` indents for people).
     pub fn save(&self, path: &Path) -> Result<(), SessionError> {
         files::write_atomically(path, |file| {
             serde_json::to_writer(&mut *file, self)?;
@@ -256,7 +257,7 @@ fn check_header(path: &Path, header: Header) -> Result<(), SessionError> {
     }
 }
 
-/// The typed pass. Without the path of each value in hand, which costs a third more; a
+/// The typed pass. Without the path of each value in hand, which would slow every read; a
 /// document of the wrong shape is read once more with it, to say where.
 fn typed<E: Addresses, R: Read>(
     path: &Path,
