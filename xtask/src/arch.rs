@@ -83,11 +83,20 @@ impl Arch {
     /// Builds with `args` (a cargo subcommand and its options) for this target and returns
     /// the executables cargo reports for `target_name`.
     pub fn build(self, args: &[&str], target_name: &str) -> anyhow::Result<PathBuf> {
+        self.build_logged(args, target_name, None)
+    }
+
+    /// [`Arch::build`] with cargo's messages in `log` instead of on standard error.
+    pub fn build_logged(self, args: &[&str], target_name: &str, log: Option<&fs::File>) -> anyhow::Result<PathBuf> {
+        let stderr = match log {
+            Some(file) => Stdio::from(file.try_clone().context("log file")?),
+            None => Stdio::inherit(),
+        };
         let output = self
             .cargo()?
             .args(args)
             .args(["--release", "--target", self.rust_target(), "--message-format=json"])
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .output()
             .with_context(|| format!("cargo {args:?} for {}", self.rust_target()))?;
         if !output.status.success() {

@@ -289,7 +289,7 @@ fn main() -> anyhow::Result<()> {
             run(&mut command)
         }
         Task::Test => check::test(),
-        Task::Fuzz { seconds } => check::fuzz(seconds).map(drop),
+        Task::Fuzz { seconds } => check::fuzz(check::FuzzFor::Seconds(seconds)).map(drop),
         Task::VmTest { only } => {
             setup::ensure(Need::Test)?;
             vm::vm_test(&only)

@@ -1,9 +1,15 @@
-//! Progress of a guest boot on the terminal: the kernel, the time spent and the tests passed
-//! so far on one line redrawn in place, with the guest's console printed above it. Off a
-//! terminal (CI logs, pipes) only the console lines, as before.
-use std::{io::IsTerminal as _, time::Duration};
+//! Progress of guest boots on the terminal: per guest, the kernel, the time spent and the
+//! tests passed so far on one line redrawn in place, with the consoles printed above. Off a
+//! terminal (CI logs, pipes) only the console lines.
+use std::{io::IsTerminal as _, sync::OnceLock, time::Duration};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+/// One set of lines for every guest booting at once.
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
 
 pub struct Progress(Option<ProgressBar>);
 
@@ -13,7 +19,7 @@ impl Progress {
         if !std::io::stderr().is_terminal() {
             return Self(None);
         }
-        let bar = ProgressBar::new_spinner().with_prefix(prefix.to_string());
+        let bar = bars().add(ProgressBar::new_spinner().with_prefix(prefix.to_string()));
         if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}") {
             bar.set_style(style);
         }
@@ -24,7 +30,9 @@ impl Progress {
     /// A line of output, above the progress line when there is one.
     pub fn line(&self, text: &str) {
         match &self.0 {
-            Some(bar) => bar.println(text),
+            Some(_) => {
+                let _ = bars().println(text);
+            }
             None => eprintln!("{text}"),
         }
     }

@@ -169,9 +169,9 @@ pub fn step(name: &str, passed: usize, took: Duration) -> Tier {
     }
 }
 
-/// The table printed at the end of `cargo xtask test`.
+/// The table printed at the end of `cargo xtask test`, with the whole command's time.
 #[must_use]
-pub fn summary(tiers: &[Tier]) -> String {
+pub fn summary(tiers: &[Tier], total: Duration) -> String {
     let mut out = String::from("\nTest tiers:\n");
     let _ = writeln!(
         out,
@@ -201,6 +201,11 @@ pub fn summary(tiers: &[Tier]) -> String {
             let _ = writeln!(out, "      failed {failure}");
         }
     }
+    let _ = writeln!(
+        out,
+        "  total (builds included; tiers run behind the host tests overlap): {} s",
+        total.as_secs()
+    );
     out
 }
 
@@ -233,9 +238,13 @@ mod tests {
             ("tests/faults.rs", 2, 1, 1)
         );
         assert_eq!(tiers[0].skipped, ["a: needs root (no)"]);
-        let table = summary(&tiers);
+        let table = summary(&tiers, Duration::from_secs(61));
         assert!(table.contains("tests/faults.rs") && table.contains("FAILED"), "{table}");
         assert!(table.contains("skipped a: needs root (no)"), "{table}");
+        assert!(
+            table.contains("total (builds included; tiers run behind the host tests overlap): 61 s"),
+            "{table}"
+        );
         assert!(
             table.contains("failed c at tests/faults.rs:280:5: 4.2s of CPU for 500 failures"),
             "{table}"

@@ -5,7 +5,7 @@
 use std::{
     fmt::Write as _,
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -89,7 +89,7 @@ fn newest_package(apt: &Apt, kernel: &Kernel) -> anyhow::Result<String> {
 }
 
 /// Downloads (once) and unpacks a kernel package; returns the unpacked root.
-fn fetch_kernel(apt: &Apt, kernel: &Kernel) -> anyhow::Result<std::path::PathBuf> {
+fn fetch_kernel(apt: &Apt, kernel: &Kernel) -> anyhow::Result<PathBuf> {
     let package = newest_package(apt, kernel)?;
     apt.unpacked(&Deb {
         name: &package,
@@ -99,11 +99,12 @@ fn fetch_kernel(apt: &Apt, kernel: &Kernel) -> anyhow::Result<std::path::PathBuf
 }
 
 /// Builds the guest test binary and dad-trace for `arch`, both static; returns their paths.
-fn build_guest_binaries(arch: Arch) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+/// Cargo's messages go to `log`.
+fn build_guest_binaries(arch: Arch, log: Option<&fs::File>) -> anyhow::Result<(PathBuf, PathBuf)> {
     if arch != Arch::Amd64 {
         setup::ensure_cross()?;
     }
-    let tests = arch.build(
+    let tests = arch.build_logged(
         &[
             "test",
             "--package",
@@ -113,8 +114,9 @@ fn build_guest_binaries(arch: Arch) -> anyhow::Result<(std::path::PathBuf, std::
             "--no-run",
         ],
         "vm_kernel",
+        log,
     )?;
-    let dad_trace = arch.build(&["build", "--package", "dad-trace"], "dad-trace")?;
+    let dad_trace = arch.build_logged(&["build", "--package", "dad-trace"], "dad-trace", log)?;
     Ok((tests, dad_trace))
 }
 
@@ -215,9 +217,33 @@ fn boot(kernel: &Kernel, vmlinuz: &Path, initrd: &Path, log: &Path) -> anyhow::R
     Ok(text)
 }
 
+/// One guest ready to boot: its kernel, the initramfs built for it, where its console goes.
+pub struct Guest {
+    kernel: &'static Kernel,
+    vmlinuz: PathBuf,
+    initrd: PathBuf,
+    log: PathBuf,
+}
+
+/// The guests of a run, with their binaries built and initramfs written.
+pub struct Prepared {
+    guests: Vec<Guest>,
+    started: Instant,
+}
+
+/// How many guests boot at once. A guest's tests mostly wait for DAD's timers, so two share
+/// the machine's cores with little loss of either's pace.
+const PARALLEL_GUESTS: usize = 2;
+
 /// Runs the guests (all, or those `only` names by label) and prints one summary line each.
 pub fn vm_test(only: &[String]) -> anyhow::Result<()> {
-    let kernels: Vec<&Kernel> = KERNELS
+    run(prepare(only, None)?)
+}
+
+/// Fetches the kernels, builds both architectures' binaries and each guest's initramfs.
+/// Cargo's messages go to `log`.
+pub fn prepare(only: &[String], log: Option<&fs::File>) -> anyhow::Result<Prepared> {
+    let kernels: Vec<&'static Kernel> = KERNELS
         .iter()
         .filter(|kernel| only.is_empty() || only.contains(&kernel.label()))
         .collect();
@@ -225,23 +251,18 @@ pub fn vm_test(only: &[String]) -> anyhow::Result<()> {
         let labels: Vec<String> = KERNELS.iter().map(Kernel::label).collect();
         bail!("no guest is named {only:?}; the guests are {labels:?}");
     }
-    let matrix_started = Instant::now();
+    let started = Instant::now();
     let apt = Apt::local()?;
     let out_dir = workspace_root().join("target/vm");
     fs::create_dir_all(&out_dir)?;
     let mut binaries = Vec::new();
     for arch in Arch::ALL {
         if kernels.iter().any(|kernel| kernel.arch == arch) {
-            binaries.push((arch, build_guest_binaries(arch)?));
+            binaries.push((arch, build_guest_binaries(arch, log)?));
         }
     }
-    let mut summary = format!(
-        "\nVM kernel matrix:\n  {:<30} {:<6} {:>4} {:>8}  {:<8} {:>8}\n",
-        "kernel", "arch", "ran", "skipped", "verdict", "time"
-    );
-    let mut failed = Vec::new();
+    let mut guests = Vec::new();
     for kernel in kernels {
-        let started = Instant::now();
         let (tests, dad_trace) = binaries
             .iter()
             .find_map(|(arch, paths)| (*arch == kernel.arch).then_some(paths))
@@ -260,63 +281,116 @@ pub fn vm_test(only: &[String]) -> anyhow::Result<()> {
             },
             &initrd,
         )?;
-        let log_path = out_dir.join(format!("guest-{}.log", kernel.label()));
-        eprintln!(
-            "booting {} ({}, {} pods per scenario) under qemu TCG; serial log in {}",
-            kernel.label(),
-            vmlinuz.display(),
-            kernel.pods,
-            log_path.display()
-        );
-        let mut log = boot(kernel, &vmlinuz, &initrd, &log_path);
-        if let Err(e) = &log
-            && !fs::read_to_string(&log_path).is_ok_and(|console| console.contains(initramfs::INIT_STARTED))
-        {
-            // The kernel died booting, before any test (an "Oops: int3" under TCG was seen
-            // once in 6.12): the emulator's fault, not dad-trace's. One more boot, said.
-            eprintln!(
-                "{e:#}\n{} failed before its init ran: booting it once more",
-                kernel.label()
-            );
-            let _ = fs::copy(&log_path, log_path.with_extension("first-boot.log"));
-            log = boot(kernel, &vmlinuz, &initrd, &log_path);
-        }
-        let log = log.unwrap_or_else(|e| {
-            eprintln!("{e:#}");
-            String::new()
+        let log = out_dir.join(format!("guest-{}.log", kernel.label()));
+        guests.push(Guest {
+            kernel,
+            vmlinuz,
+            initrd,
+            log,
         });
-        let verdict = Verdict::parse(&log);
-        let status = verdict.status();
-        let release = vmlinuz
-            .file_name()
-            .map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_string())
-            .unwrap_or_default();
-        let _ = writeln!(
-            summary,
-            "  {release:<30} {:<6} {:>4} {:>8}  {:<8} {:>6.1} s{}",
-            kernel.arch.debian(),
-            verdict.ran(),
-            verdict.skipped.len(),
-            if status.is_ok() { "PASS" } else { "FAIL" },
-            started.elapsed().as_secs_f64(),
-            status
-                .as_ref()
-                .err()
-                .map(|why| format!("  ({why})"))
-                .unwrap_or_default()
-        );
-        if status.is_err() {
-            failed.push(kernel.label());
+    }
+    Ok(Prepared { guests, started })
+}
+
+/// Boots the prepared guests, [`PARALLEL_GUESTS`] at a time, and prints one summary line
+/// each, in the matrix's order.
+pub fn run(prepared: Prepared) -> anyhow::Result<()> {
+    let Prepared { guests, started } = prepared;
+    // Popped from the end: reversed, so guests boot in the matrix's order.
+    let queue = std::sync::Mutex::new(guests.iter().enumerate().rev().collect::<Vec<_>>());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_GUESTS.min(guests.len()) {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().ok().and_then(|mut queue| queue.pop());
+                    let Some((index, guest)) = next else { break };
+                    let line = boot_and_judge(guest);
+                    if let Ok(mut results) = results.lock() {
+                        results.push((index, line));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|(index, _)| *index);
+    let mut summary = format!(
+        "\nVM kernel matrix ({PARALLEL_GUESTS} guests at a time):\n  {:<30} {:<6} {:>4} {:>8}  {:<8} {:>8}\n",
+        "kernel", "arch", "ran", "skipped", "verdict", "time"
+    );
+    let mut failed = Vec::new();
+    for (index, (line, passed)) in &results {
+        summary.push_str(line);
+        if !passed {
+            failed.push(guests[*index].kernel.label());
         }
     }
     let _ = writeln!(
         summary,
         "  whole matrix, builds included: {:.1} s",
-        matrix_started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64()
     );
     eprintln!("{summary}");
+    anyhow::ensure!(results.len() == guests.len(), "a guest runner died");
     if !failed.is_empty() {
         bail!("VM tests failed on {failed:?}");
     }
     Ok(())
+}
+
+/// Boots one guest (once more if it died before its init ran) and returns its summary line
+/// and whether it passed.
+fn boot_and_judge(guest: &Guest) -> (String, bool) {
+    let Guest {
+        kernel,
+        vmlinuz,
+        initrd,
+        log: log_path,
+    } = guest;
+    let started = Instant::now();
+    eprintln!(
+        "booting {} ({}, {} pods per scenario) under qemu TCG; serial log in {}",
+        kernel.label(),
+        vmlinuz.display(),
+        kernel.pods,
+        log_path.display()
+    );
+    let mut log = boot(kernel, vmlinuz, initrd, log_path);
+    if let Err(e) = &log
+        && !fs::read_to_string(log_path).is_ok_and(|console| console.contains(initramfs::INIT_STARTED))
+    {
+        // The kernel died booting, before any test (an "Oops: int3" under TCG was seen
+        // once in 6.12): the emulator's fault, not dad-trace's. One more boot, said.
+        eprintln!(
+            "{e:#}\n{} failed before its init ran: booting it once more",
+            kernel.label()
+        );
+        let _ = fs::copy(log_path, log_path.with_extension("first-boot.log"));
+        log = boot(kernel, vmlinuz, initrd, log_path);
+    }
+    let log = log.unwrap_or_else(|e| {
+        eprintln!("{e:#}");
+        String::new()
+    });
+    let verdict = Verdict::parse(&log);
+    let status = verdict.status();
+    let release = vmlinuz
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_string())
+        .unwrap_or_default();
+    let line = format!(
+        "  {release:<30} {:<6} {:>4} {:>8}  {:<8} {:>6.1} s{}\n",
+        kernel.arch.debian(),
+        verdict.ran(),
+        verdict.skipped.len(),
+        if status.is_ok() { "PASS" } else { "FAIL" },
+        started.elapsed().as_secs_f64(),
+        status
+            .as_ref()
+            .err()
+            .map(|why| format!("  ({why})"))
+            .unwrap_or_default()
+    );
+    (line, status.is_ok())
 }
