@@ -163,46 +163,44 @@ pub fn table(backend: Backend) -> &'static [PhaseSpec] {
 mod tests {
     use super::*;
 
-    fn programs_of(backend: Backend) -> Vec<(Phase, Pick, Vec<&'static str>)> {
-        table(backend)
-            .iter()
-            .map(|spec| {
-                (
-                    spec.phase,
-                    spec.pick,
-                    spec.hooks.iter().map(|def| def.program).collect(),
-                )
-            })
-            .collect()
-    }
-
-    /// The phase tables built from the hook table: every phase of each backend, its hooks in
-    /// the table's order (the kprobe backend's first choice first).
+    /// The phase tables built from the hook table: every phase of each backend, holding the
+    /// entries of that backend and phase in the table's order.
     #[test]
     fn the_phase_tables_come_from_the_hook_table() {
+        for backend in Backend::ALL {
+            let phases: Vec<Phase> = table(backend).iter().map(|spec| spec.phase).collect();
+            assert_eq!(phases, Phase::ALL);
+            for spec in table(backend) {
+                let expected: Vec<&str> = HOOKS
+                    .iter()
+                    .filter(|def| Backend::of(def.kind) == backend && def.phases.contains(&spec.phase))
+                    .map(|def| def.program)
+                    .collect();
+                let programs: Vec<&str> = spec.hooks.iter().map(|def| def.program).collect();
+                assert_eq!(programs, expected, "{backend} {}", spec.phase);
+                assert_eq!(spec.pick, backend.pick(spec.phase));
+            }
+        }
+    }
+
+    /// The choices the table's order makes today: the kprobe backend's first choice for each
+    /// phase, and the tracepoint backend's typed queue filter with its raw fallback.
+    #[test]
+    fn the_preferred_hooks_come_first() {
+        let first = |backend, phase| {
+            table(backend)
+                .iter()
+                .find(|spec| spec.phase == phase)
+                .and_then(|spec| spec.hooks.first())
+                .map(|def| def.program)
+        };
+        assert_eq!(first(Backend::Kprobe, Phase::TentativeStart), Some("addr_added"));
+        assert_eq!(first(Backend::Kprobe, Phase::DadBegin), Some("dad_begin"));
+        assert_eq!(first(Backend::Kprobe, Phase::Completed), Some("dad_completed"));
+        assert_eq!(first(Backend::Kprobe, Phase::Failed), Some("dad_failure"));
         assert_eq!(
-            programs_of(Backend::Kprobe),
-            [
-                (Phase::TentativeStart, Pick::First, vec!["addr_added", "dad_start"]),
-                (Phase::DadBegin, Pick::First, vec!["dad_begin", "dad_kick"]),
-                (Phase::Completed, Pick::First, vec!["dad_completed"]),
-                (Phase::Failed, Pick::First, vec!["dad_failure"]),
-                (
-                    Phase::Aborted,
-                    Pick::All,
-                    vec!["addr_deleted", "addr_destroyed", "dad_stop"]
-                ),
-            ]
-        );
-        assert_eq!(
-            programs_of(Backend::Tracepoint),
-            [
-                (Phase::TentativeStart, Pick::All, vec!["dad_work_queued_btf"]),
-                (Phase::DadBegin, Pick::All, vec!["dad_work_queued_btf", "dad_work_done"]),
-                (Phase::Completed, Pick::All, vec!["dad_work_done"]),
-                (Phase::Failed, Pick::All, vec!["dad_work_queued_btf"]),
-                (Phase::Aborted, Pick::All, vec!["dad_work_queued_btf", "dad_work_done"]),
-            ]
+            first(Backend::Tracepoint, Phase::TentativeStart),
+            Some("dad_work_queued_btf")
         );
         assert_eq!(
             def("dad_work_queued_btf")
@@ -229,24 +227,16 @@ mod tests {
         assert_eq!(programs().len(), HOOKS.len());
     }
 
-    /// The kernel functions looked up: the DAD work function and each kprobe target, once.
+    /// The kernel functions looked up: the DAD work function and each kprobe target, once;
+    /// no tracepoint.
     #[test]
     fn kernel_functions_come_from_the_hook_table() {
-        assert_eq!(
-            *KERNEL_FUNCTIONS,
-            [
-                "addrconf_dad_work",
-                "ipv6_add_addr",
-                "addrconf_dad_start",
-                "addrconf_dad_begin",
-                "addrconf_dad_kick",
-                "addrconf_dad_completed",
-                "addrconf_dad_failure",
-                "ipv6_del_addr",
-                "inet6_ifa_finish_destroy",
-                "addrconf_dad_stop",
-            ]
-        );
+        assert_eq!(KERNEL_FUNCTIONS.first(), Some(&DAD_WORK_FN));
+        for def in HOOKS {
+            let count = KERNEL_FUNCTIONS.iter().filter(|name| **name == def.target).count();
+            assert_eq!(count, usize::from(def.kind.is_probe()), "{}", def.target);
+        }
+        assert!(KERNEL_FUNCTIONS.contains(&"addrconf_dad_failure"));
     }
 
     /// Each hook id decodes, and the entries that share one (a fallback) agree on what it
@@ -258,6 +248,6 @@ mod tests {
             assert_eq!(def.hook.ends(), def.ends, "{}", def.program);
         }
         assert_eq!(dad_trace_common::Hook::from_u8(0), None);
-        assert_eq!(dad_trace_common::Hook::from_u8(12), None);
+        assert_eq!(dad_trace_common::Hook::from_u8(u8::MAX), None);
     }
 }
