@@ -5,6 +5,10 @@
 //! the ring buffer. The `user` feature adds what only userspace needs (`aya::Pod`).
 #![no_std]
 
+pub mod hooks;
+
+pub use hooks::Hook;
+
 /// Name of the ring buffer map the programs write [`RawEvent`]s to.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU array holding the count of events dropped because the ring buffer was full.
@@ -67,58 +71,6 @@ pub struct Config {
 impl Config {
     /// Marks an optional field the running kernel does not have.
     pub const ABSENT: u32 = u32::MAX;
-}
-
-/// Which kernel hook produced an event. The state machine in userspace turns these
-/// observations into DAD phases; the kernel side stays stateless.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "user", serde(rename_all = "snake_case"))]
-pub enum Hook {
-    /// tracepoint `workqueue_queue_work` for an `addrconf_dad_work` item.
-    WorkQueued = 1,
-    /// raw tracepoint `workqueue_execute_end` after `addrconf_dad_work` ran.
-    WorkDone = 2,
-    /// kretprobe `ipv6_add_addr`: the address exists (normally tentative).
-    AddrAdded = 3,
-    /// kprobe `addrconf_dad_start`.
-    DadStart = 4,
-    /// kprobe `addrconf_dad_begin`.
-    DadBegin = 5,
-    /// kprobe `addrconf_dad_kick`: the first probe is scheduled.
-    DadKick = 6,
-    /// kprobe `addrconf_dad_completed`: tentative cleared.
-    DadCompleted = 7,
-    /// kprobe `addrconf_dad_failure`: a duplicate answered.
-    DadFailure = 8,
-    /// kprobe `addrconf_dad_stop`.
-    DadStop = 9,
-    /// kprobe `ipv6_del_addr`.
-    AddrDeleted = 10,
-    /// kprobe `inet6_ifa_finish_destroy`: the address is freed.
-    AddrDestroyed = 11,
-}
-
-impl Hook {
-    pub const ALL: [Hook; 11] = [
-        Hook::WorkQueued,
-        Hook::WorkDone,
-        Hook::AddrAdded,
-        Hook::DadStart,
-        Hook::DadBegin,
-        Hook::DadKick,
-        Hook::DadCompleted,
-        Hook::DadFailure,
-        Hook::DadStop,
-        Hook::AddrDeleted,
-        Hook::AddrDestroyed,
-    ];
-
-    #[must_use]
-    pub fn from_u8(value: u8) -> Option<Hook> {
-        Hook::ALL.into_iter().find(|hook| *hook as u8 == value)
-    }
 }
 
 /// One observation of a `struct inet6_ifaddr`, read by a kernel program.

@@ -24,7 +24,10 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use aya_log_ebpf::debug;
-use dad_trace_common::{BRACKET_BUCKETS, BRACKET_NS, Config, DEFAULT_RING_BYTES, Hook, RawEvent};
+use dad_trace_common::{
+    BRACKET_BUCKETS, BRACKET_NS, Config, DEFAULT_RING_BYTES, Hook, RawEvent,
+    hooks::{HookDef, ProgramKind},
+};
 
 /// Filled in by the loader from the running kernel's BTF and kallsyms.
 #[unsafe(no_mangle)]
@@ -155,11 +158,13 @@ fn fill(cfg: &Config, hook: Hook, ifa: u64) -> Result<RawEvent, i32> {
 /// Runs for every work item on the node: the filter (one read, one compare) comes first.
 #[raw_tracepoint(tracepoint = "workqueue_queue_work")]
 pub fn dad_work_queued(ctx: RawTracePointContext) -> i32 {
-    let work: u64 = ctx.arg(2);
+    const WORK: usize = HookDef::work_arg("dad_work_queued", ProgramKind::RawTracepoint);
+    const HOOK: Hook = HookDef::hook_of("dad_work_queued");
+    let work: u64 = ctx.arg(WORK);
     match read::<u64>(work, work_func_offset()) {
         Ok(func) if func == dad_work_fn() => {
             let cfg = config();
-            emit(&ctx, &cfg, Hook::WorkQueued, work - u64::from(cfg.ifa_dad_work));
+            emit(&ctx, &cfg, HOOK, work - u64::from(cfg.ifa_dad_work));
         }
         _ => {}
     }
@@ -172,19 +177,16 @@ pub fn dad_work_queued(ctx: RawTracePointContext) -> i32 {
 /// `struct work_struct` (a wrong offset is refused at load, never read).
 #[btf_tracepoint(function = "workqueue_queue_work")]
 pub fn dad_work_queued_btf(ctx: BtfTracePointContext) -> i32 {
-    let work: *const u8 = ctx.arg(2);
+    const WORK: usize = HookDef::work_arg("dad_work_queued_btf", ProgramKind::BtfTracepoint);
+    const HOOK: Hook = HookDef::hook_of("dad_work_queued_btf");
+    let work: *const u8 = ctx.arg(WORK);
     // SAFETY: a typed load the verifier allows only inside `struct work_struct`; a fault-safe
     // PROBE_MEM load once JITed. `func` is a pointer: 8-aligned in any `work_struct`.
     #[allow(clippy::cast_ptr_alignment)]
     let func = unsafe { read_volatile(work.add(work_func_offset() as usize).cast::<u64>()) };
     if func == dad_work_fn() {
         let cfg = config();
-        emit(
-            &ctx,
-            &cfg,
-            Hook::WorkQueued,
-            (work as u64) - u64::from(cfg.ifa_dad_work),
-        );
+        emit(&ctx, &cfg, HOOK, (work as u64) - u64::from(cfg.ifa_dad_work));
     }
     0
 }
@@ -193,11 +195,13 @@ pub fn dad_work_queued_btf(ctx: BtfTracePointContext) -> i32 {
 /// comes as an argument, so the filter needs no read at all.
 #[raw_tracepoint(tracepoint = "workqueue_execute_end")]
 pub fn dad_work_done(ctx: RawTracePointContext) -> i32 {
+    const WORK: usize = HookDef::work_arg("dad_work_done", ProgramKind::RawTracepoint);
+    const HOOK: Hook = HookDef::hook_of("dad_work_done");
     let function: u64 = ctx.arg(1);
     if function == dad_work_fn() {
         let cfg = config();
-        let work: u64 = ctx.arg(0);
-        emit(&ctx, &cfg, Hook::WorkDone, work - u64::from(cfg.ifa_dad_work));
+        let work: u64 = ctx.arg(WORK);
+        emit(&ctx, &cfg, HOOK, work - u64::from(cfg.ifa_dad_work));
     }
     0
 }
@@ -252,38 +256,42 @@ pub fn bracket_close(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// One kprobe program per hook: the hook id is a constant, so each program stays tiny.
+/// One kprobe program per entry of `dad_trace_common::hooks::HOOKS`, named as its entry: the
+/// argument index and the hook id are constants from the table (a name or kind that
+/// disagrees with the table does not compile), so each program stays tiny.
 macro_rules! ifa_kprobe {
-    ($name:ident, $hook:expr, $arg:literal) => {
+    ($name:ident) => {
         #[kprobe]
         pub fn $name(ctx: ProbeContext) -> u32 {
+            const ARG: usize = HookDef::kprobe_arg(stringify!($name));
+            const HOOK: Hook = HookDef::hook_of(stringify!($name));
             let cfg = config();
-            if let Some(ifa) = ctx.arg::<u64>($arg) {
-                emit(&ctx, &cfg, $hook, ifa);
+            if let Some(ifa) = ctx.arg::<u64>(ARG) {
+                emit(&ctx, &cfg, HOOK, ifa);
             }
             0
         }
     };
 }
 
-ifa_kprobe!(dad_start, Hook::DadStart, 0);
-ifa_kprobe!(dad_begin, Hook::DadBegin, 0);
-ifa_kprobe!(dad_kick, Hook::DadKick, 0);
-ifa_kprobe!(dad_completed, Hook::DadCompleted, 0);
-// addrconf_dad_failure(struct sk_buff *skb, struct inet6_ifaddr *ifp)
-ifa_kprobe!(dad_failure, Hook::DadFailure, 1);
-ifa_kprobe!(dad_stop, Hook::DadStop, 0);
-ifa_kprobe!(addr_deleted, Hook::AddrDeleted, 0);
-ifa_kprobe!(addr_destroyed, Hook::AddrDestroyed, 0);
+ifa_kprobe!(dad_start);
+ifa_kprobe!(dad_begin);
+ifa_kprobe!(dad_kick);
+ifa_kprobe!(dad_completed);
+ifa_kprobe!(dad_failure);
+ifa_kprobe!(dad_stop);
+ifa_kprobe!(addr_deleted);
+ifa_kprobe!(addr_destroyed);
 
 /// `ipv6_add_addr` returns the new address or an `ERR_PTR`.
 #[kretprobe]
 pub fn addr_added(ctx: RetProbeContext) -> u32 {
+    const HOOK: Hook = HookDef::kretprobe_hook("addr_added");
     let cfg = config();
     let ifa: u64 = ctx.ret();
     // ERR_PTR values are the top MAX_ERRNO (4095) addresses.
     if ifa != 0 && ifa < 0u64.wrapping_sub(4095) {
-        emit(&ctx, &cfg, Hook::AddrAdded, ifa);
+        emit(&ctx, &cfg, HOOK, ifa);
     }
     0
 }

@@ -6,6 +6,7 @@ use dad_trace::{
     hist::Delays,
     kernel::{
         Backend, BackendChoice,
+        btf::{KernelTypes, prototype::Prototype},
         probes::Phase,
         release::{Description, charges_memlock},
         support::{self, HookStatus},
@@ -48,11 +49,11 @@ fn vm_every_program_passes_the_verifier() {
         let begin = if kernel.support.symbols.contains_key("addrconf_dad_begin") {
             "addrconf_dad_begin"
         } else {
-            let spec = dad_trace::kernel::probes::KPROBE_TABLE
+            let spec = dad_trace::kernel::probes::table(Backend::Kprobe)
                 .iter()
                 .find(|spec| spec.phase == Phase::DadBegin)
                 .expect("DAD begin row");
-            let status = kernel.support.status(&spec.hooks[0]);
+            let status = kernel.support.status(spec.hooks[0]);
             assert!(matches!(status, HookStatus::Inlined | HookStatus::Missing), "{status}");
             "addrconf_dad_kick"
         };
@@ -64,6 +65,51 @@ fn vm_every_program_passes_the_verifier() {
             dad_trace::kernel::probes::programs().len() + dad_trace::kernel::probes::PROC_HOOKS.len()
         );
     }
+}
+
+/// Each hooked function's prototype in the guest kernel's BTF against the hook table: the
+/// argument a kprobe reads is still a `struct inet6_ifaddr *` (kretprobe: the return value),
+/// a tracepoint's still a `struct work_struct *`. A kernel that changed one fails here,
+/// naming the function, before any scenario reads garbage through it.
+#[test]
+fn vm_hooked_functions_keep_their_prototypes() {
+    if !in_vm("vm_hooked_functions_keep_their_prototypes") {
+        return;
+    }
+    let types = KernelTypes::load(std::path::Path::new(dad_trace::kernel::VMLINUX_BTF)).expect("the guest's BTF");
+    let support = integration_tests::this_kernel().support;
+    let verdicts = types.prototypes();
+    for (def, verdict) in &verdicts {
+        println!("prototype of {} ({}): {verdict:?}", def.target, def.program);
+    }
+    let changed: Vec<&str> = verdicts
+        .iter()
+        .filter_map(|(_, verdict)| match verdict {
+            Prototype::Changed(how) => Some(how.as_str()),
+            Prototype::Matches | Prototype::Unknown(_) => None,
+        })
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "hooked functions changed:\n  {}",
+        changed.join("\n  ")
+    );
+    // What either backend attaches here was checked: a function BTF does not know (inlined
+    // everywhere) has no symbol to attach to either.
+    for backend in Backend::ALL {
+        for hook in support.plan(backend).hooks {
+            let verdict = verdicts
+                .iter()
+                .find(|(def, _)| def.program == hook.program)
+                .map(|(_, verdict)| verdict);
+            assert_eq!(verdict, Some(&Prototype::Matches), "{} ({backend})", hook.target);
+        }
+    }
+    assert!(
+        support.changed_prototypes.is_empty(),
+        "{:?}",
+        support.changed_prototypes
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use super::{
     events::{self, Observation},
     memlock,
-    probes::{HookSpec, PROC_HOOKS, ProcHook, ProgramKind},
+    probes::{HookDef, PROC_HOOKS, ProcHook, ProgramKind},
     procs::{self, ProcEvent},
     support::Plan,
 };
@@ -87,7 +87,7 @@ pub fn load_with_procs(config: &Config, proc: &ProcConfig, ring_bytes: u32, verb
     Ok(ebpf)
 }
 
-fn probe_name(hook: &HookSpec) -> String {
+fn probe_name(hook: &HookDef) -> String {
     let kind = match hook.kind {
         ProgramKind::Kprobe => "kprobe",
         ProgramKind::Kretprobe => "kretprobe",
@@ -99,7 +99,7 @@ fn probe_name(hook: &HookSpec) -> String {
 
 /// Runs the verifier on one program (no attach). `btf_id` is the kernel's BTF id of the
 /// `btf_trace_<target>` typedef, which a `tp_btf` program is loaded against.
-pub fn load_program(ebpf: &mut Ebpf, hook: &HookSpec, btf_id: Option<u32>) -> Result<(), AttachError> {
+pub fn load_program(ebpf: &mut Ebpf, hook: &HookDef, btf_id: Option<u32>) -> Result<(), AttachError> {
     let program = hook.program;
     let wrap = |source| AttachError::Program {
         probe: probe_name(hook),
@@ -164,8 +164,8 @@ fn placeholder_btf(name: &str, id: u32) -> Option<Btf> {
 /// Loads and attaches every hook of `plan`; a hook that cannot be (a `tp_btf` the kernel
 /// refuses) is replaced by its fallback. Links live as long as `ebpf`.
 pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf_id: Option<u32>) -> Result<(), AttachError> {
-    for hook in &plan.hooks {
-        match (load_and_attach(ebpf, hook, btf_id), hook.fallback) {
+    for &hook in &plan.hooks {
+        match (load_and_attach(ebpf, hook, btf_id), hook.fallback()) {
             (Ok(()), _) => {}
             (Err(e), Some(fallback)) => {
                 log::info!("{e:#}; using {} instead", probe_name(fallback));
@@ -178,7 +178,7 @@ pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf_id: Option<u32>) -> Result<(), A
 }
 
 /// Loads one hook's program and attaches it (no fallback); the link lives as long as `ebpf`.
-pub fn load_and_attach(ebpf: &mut Ebpf, hook: &HookSpec, btf_id: Option<u32>) -> Result<(), AttachError> {
+pub fn load_and_attach(ebpf: &mut Ebpf, hook: &HookDef, btf_id: Option<u32>) -> Result<(), AttachError> {
     load_program(ebpf, hook, btf_id)?;
     let wrap = |source| AttachError::Program {
         probe: probe_name(hook),
@@ -377,12 +377,15 @@ fn spawn_ring_reader(
 mod tests {
     use std::mem::offset_of;
 
-    use dad_trace_common::{ExecRecord, ExitRecord, PathPrefix, RawEvent, Tracked};
+    use dad_trace_common::{ExecRecord, ExitRecord, PathPrefix, RawEvent, Tracked, hooks::BENCH_PROGRAMS};
     use object::{Object as _, ObjectSection as _};
 
     use super::*;
     use crate::{
-        kernel::btf::raw::{Btf, Kind},
+        kernel::{
+            btf::raw::{Btf, Kind},
+            probes::HOOKS,
+        },
         test_skip as skip,
     };
 
@@ -434,6 +437,118 @@ mod tests {
                 .unwrap_or_else(|| panic!("{type_name}.{field} missing from the object's BTF"));
             assert_eq!(offset as usize, expected, "{type_name}.{field}");
         }
+    }
+
+    /// The programs of the embedded object: (name, ELF section) of each function in a
+    /// program section.
+    fn object_programs(file: &object::File<'_>) -> Vec<(String, String)> {
+        use object::ObjectSymbol as _;
+        let kinds = [
+            ProgramKind::Kprobe,
+            ProgramKind::Kretprobe,
+            ProgramKind::RawTracepoint,
+            ProgramKind::BtfTracepoint,
+        ];
+        file.symbols()
+            .filter(|symbol| symbol.kind() == object::SymbolKind::Text && symbol.is_global())
+            .filter_map(|symbol| {
+                let section = file.section_by_index(symbol.section_index()?).ok()?;
+                let section = section.name().ok()?.to_string();
+                let kind = section.split('/').next().unwrap_or_default();
+                let program = kinds.iter().any(|known| known.section() == kind);
+                program.then_some((symbol.name().ok()?.to_string(), section))
+            })
+            .collect()
+    }
+
+    /// The hook table and the kernel programs, checked against each other without loading
+    /// anything: each entry has a program of its name in a section of its kind (naming its
+    /// target when the section names one), and every program of the object is an entry, a
+    /// CNI call program or a benchmark program. Renaming one side alone fails here.
+    #[test]
+    fn every_hook_has_its_program_and_every_program_its_hook() {
+        if EBPF_OBJECT.is_empty() {
+            skip::skip(
+                "every_hook_has_its_program_and_every_program_its_hook",
+                "built with AYA_BUILD_SKIP: no kernel object",
+            );
+            return;
+        }
+        let file = object::File::parse(EBPF_OBJECT).expect("the object is ELF");
+        let programs = object_programs(&file);
+        let section_of = |program: &str| {
+            programs
+                .iter()
+                .find(|(name, _)| name == program)
+                .map(|(_, section)| section.as_str())
+        };
+        let expected = HOOKS.iter().map(|def| (def.program, def.kind, def.target)).chain(
+            PROC_HOOKS
+                .iter()
+                .map(|hook| (hook.program, ProgramKind::RawTracepoint, hook.target)),
+        );
+        let mut problems = Vec::new();
+        for (program, kind, target) in expected {
+            match section_of(program) {
+                None => problems.push(format!("{program}: in the table, not in the object")),
+                Some(section) => {
+                    let (found, named) = section.split_once('/').map_or((section, None), |(k, t)| (k, Some(t)));
+                    if found != kind.section() {
+                        problems.push(format!(
+                            "{program}: the table says {kind:?} (section {}), the object has section {section}",
+                            kind.section()
+                        ));
+                    }
+                    if named.is_some_and(|named| named != target) {
+                        problems.push(format!(
+                            "{program}: the table attaches it to {target}, its section names {section}"
+                        ));
+                    }
+                }
+            }
+        }
+        for (program, section) in &programs {
+            let known = HOOKS.iter().any(|def| def.program == program)
+                || PROC_HOOKS.iter().any(|hook| hook.program == program)
+                || BENCH_PROGRAMS.contains(&program.as_str());
+            if !known {
+                problems.push(format!(
+                    "{program} (section {section}): in the object, not in the table"
+                ));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert_eq!(
+            programs.len(),
+            HOOKS.len() + PROC_HOOKS.len() + BENCH_PROGRAMS.len(),
+            "{programs:?}"
+        );
+    }
+
+    /// The check above sees a program missing, an extra one and a wrong section.
+    #[test]
+    fn the_object_check_reads_names_and_sections() {
+        if EBPF_OBJECT.is_empty() {
+            skip::skip(
+                "the_object_check_reads_names_and_sections",
+                "built with AYA_BUILD_SKIP: no kernel object",
+            );
+            return;
+        }
+        let file = object::File::parse(EBPF_OBJECT).expect("the object is ELF");
+        let programs = object_programs(&file);
+        let has = |name: &str, section: &str| programs.iter().any(|(n, s)| n == name && s == section);
+        assert!(has("dad_failure", "kprobe"), "{programs:?}");
+        assert!(has("addr_added", "kretprobe"), "{programs:?}");
+        assert!(
+            has("dad_work_queued_btf", "tp_btf/workqueue_queue_work"),
+            "{programs:?}"
+        );
+        assert!(has("dad_work_done", "raw_tp/workqueue_execute_end"), "{programs:?}");
+        assert!(
+            !programs.iter().any(|(name, _)| name == "emit" || name == "fill"),
+            "helpers are not programs: {programs:?}"
+        );
     }
 
     /// The layouts the kernel programs were compiled with, read from the embedded object's

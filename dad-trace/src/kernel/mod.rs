@@ -78,13 +78,8 @@ impl Kernel {
         // First: an old kernel would otherwise fail later with a less useful message (no BTF).
         release::Description::running().check()?;
         let facts = btf::kernel_facts(btf_path, helper)?;
-        let support = KernelSupport::read(
-            Path::new(KALLSYMS),
-            Path::new(KPROBE_PMU),
-            facts.functions.clone(),
-            facts.queue_work_btf_id,
-        )
-        .with_context(|| format!("read {KALLSYMS}"))?;
+        let support = KernelSupport::read(Path::new(KALLSYMS), Path::new(KPROBE_PMU), &facts)
+            .with_context(|| format!("read {KALLSYMS}"))?;
         Ok(Self {
             release: release(),
             btf: btf_path.into(),

@@ -1,26 +1,25 @@
 //! Which kernel hook observes which DAD phase, per backend, with fallbacks and the reason
-//! for each choice. `dad-trace probes` prints this table resolved against the running kernel.
-use std::fmt;
+//! for each choice: built from the hook table of `dad_trace_common::hooks`, the one place a
+//! hook is declared. `dad-trace probes` prints this resolved against the running kernel.
+use std::{fmt, sync::LazyLock};
 
-use dad_trace_common::Hook;
+pub use dad_trace_common::hooks::{Ends, HOOKS, HookDef, Phase, ProgramKind, Source, def};
 use serde::Serialize;
-
-/// The kernel functions dad-trace may hook; anything else in /proc/kallsyms is ignored.
-pub const KERNEL_FUNCTIONS: &[&str] = &[
-    "addrconf_dad_work",
-    "ipv6_add_addr",
-    "addrconf_dad_start",
-    "addrconf_dad_begin",
-    "addrconf_dad_kick",
-    "addrconf_dad_completed",
-    "addrconf_dad_failure",
-    "addrconf_dad_stop",
-    "ipv6_del_addr",
-    "inet6_ifa_finish_destroy",
-];
 
 /// The DAD work function: the tracepoint backend filters workqueue events on its address.
 pub const DAD_WORK_FN: &str = "addrconf_dad_work";
+
+/// The kernel functions dad-trace looks up in /proc/kallsyms and BTF (anything else there is
+/// ignored): the DAD work function and every kprobe target of [`HOOKS`].
+pub static KERNEL_FUNCTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut names = vec![DAD_WORK_FN];
+    for def in HOOKS.iter().filter(|def| def.kind.is_probe()) {
+        if !names.contains(&def.target) {
+            names.push(def.target);
+        }
+    }
+    names
+});
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -31,6 +30,28 @@ pub enum Backend {
 
 impl Backend {
     pub const ALL: [Backend; 2] = [Backend::Kprobe, Backend::Tracepoint];
+
+    /// The backend that attaches programs of this kind.
+    #[must_use]
+    pub fn of(kind: ProgramKind) -> Backend {
+        if kind.is_probe() {
+            Backend::Kprobe
+        } else {
+            Backend::Tracepoint
+        }
+    }
+
+    /// How many of a phase's hooks this backend attaches. kprobes: the first that exists
+    /// (later ones are fallbacks: a function inlined on one kernel is found on another),
+    /// except that every way for an address to die is watched. Tracepoints: all, each sees
+    /// the address in the state its DAD step left.
+    #[must_use]
+    pub fn pick(self, phase: Phase) -> Pick {
+        match (self, phase) {
+            (Backend::Kprobe, Phase::Aborted) | (Backend::Tracepoint, _) => Pick::All,
+            (Backend::Kprobe, _) => Pick::First,
+        }
+    }
 }
 
 /// Which backend to use: one of them, or the best that attaches.
@@ -63,51 +84,6 @@ impl fmt::Display for Backend {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    TentativeStart,
-    DadBegin,
-    Completed,
-    Failed,
-    Aborted,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::TentativeStart => "tentative start",
-            Phase::DadBegin => "DAD begin",
-            Phase::Completed => "completed",
-            Phase::Failed => "failed",
-            Phase::Aborted => "aborted",
-        })
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProgramKind {
-    Kprobe,
-    Kretprobe,
-    RawTracepoint,
-    /// A BTF-typed tracepoint (`tp_btf`): typed arguments, direct loads.
-    BtfTracepoint,
-}
-
-/// One kernel program and where it attaches.
-#[derive(Clone, Copy, Debug)]
-pub struct HookSpec {
-    /// Program name in the eBPF object.
-    pub program: &'static str,
-    pub kind: ProgramKind,
-    /// Kernel function or tracepoint name.
-    pub target: &'static str,
-    pub hook: Hook,
-    pub why: &'static str,
-    /// What to attach instead where this one cannot be (kernel, BTF or verifier).
-    pub fallback: Option<&'static HookSpec>,
-}
-
 /// How many of a phase's hooks to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
@@ -120,161 +96,27 @@ pub enum Pick {
 pub struct PhaseSpec {
     pub phase: Phase,
     pub pick: Pick,
-    pub hooks: &'static [HookSpec],
+    /// In the order of [`HOOKS`]; fallbacks are reached through [`HookDef::fallback`].
+    pub hooks: Vec<&'static HookDef>,
 }
 
-const fn kprobe(program: &'static str, target: &'static str, hook: Hook, why: &'static str) -> HookSpec {
-    HookSpec {
-        program,
-        kind: ProgramKind::Kprobe,
-        target,
-        hook,
-        why,
-        fallback: None,
-    }
+/// One backend's phases and the hooks that observe each, from [`HOOKS`].
+fn build_table(backend: Backend) -> Vec<PhaseSpec> {
+    Phase::ALL
+        .into_iter()
+        .map(|phase| PhaseSpec {
+            phase,
+            pick: backend.pick(phase),
+            hooks: HOOKS
+                .iter()
+                .filter(|def| Backend::of(def.kind) == backend && def.phases.contains(&phase))
+                .collect(),
+        })
+        .collect()
 }
 
-/// Where `tp_btf` is not available (no BTF typedef, kernel before 5.5): the same filter
-/// reading `work->func` through a helper call, two to three times the cost.
-pub const QUEUED_RAW: HookSpec = HookSpec {
-    program: "dad_work_queued",
-    kind: ProgramKind::RawTracepoint,
-    target: "workqueue_queue_work",
-    hook: Hook::WorkQueued,
-    why: "dad_work queued: the address state at each DAD step",
-    fallback: None,
-};
-pub const QUEUED: HookSpec = HookSpec {
-    program: "dad_work_queued_btf",
-    kind: ProgramKind::BtfTracepoint,
-    target: "workqueue_queue_work",
-    hook: Hook::WorkQueued,
-    why: "dad_work queued (BTF-typed: work->func is a direct load)",
-    fallback: Some(&QUEUED_RAW),
-};
-pub const DONE: HookSpec = HookSpec {
-    program: "dad_work_done",
-    kind: ProgramKind::RawTracepoint,
-    target: "workqueue_execute_end",
-    hook: Hook::WorkDone,
-    why: "addrconf_dad_work returned: flags and state after each DAD step",
-    fallback: None,
-};
-
-pub const KPROBE_TABLE: &[PhaseSpec] = &[
-    PhaseSpec {
-        phase: Phase::TentativeStart,
-        pick: Pick::First,
-        hooks: &[
-            HookSpec {
-                program: "addr_added",
-                kind: ProgramKind::Kretprobe,
-                target: "ipv6_add_addr",
-                hook: Hook::AddrAdded,
-                why: "returns the new inet6_ifaddr, tentative from birth",
-                fallback: None,
-            },
-            // Second choice only: Debian's 6.1 and 6.12 inline it into the link-local path
-            // and keep an out-of-line copy for the rest, so a kprobe there misses addresses.
-            kprobe(
-                "dad_start",
-                "addrconf_dad_start",
-                Hook::DadStart,
-                "DAD armed (may be partly inlined)",
-            ),
-        ],
-    },
-    PhaseSpec {
-        phase: Phase::DadBegin,
-        pick: Pick::First,
-        hooks: &[
-            kprobe(
-                "dad_begin",
-                "addrconf_dad_begin",
-                Hook::DadBegin,
-                "the DAD state machine starts",
-            ),
-            kprobe(
-                "dad_kick",
-                "addrconf_dad_kick",
-                Hook::DadKick,
-                "schedules the first neighbour solicitation",
-            ),
-        ],
-    },
-    PhaseSpec {
-        phase: Phase::Completed,
-        pick: Pick::First,
-        hooks: &[kprobe(
-            "dad_completed",
-            "addrconf_dad_completed",
-            Hook::DadCompleted,
-            "tentative flag cleared",
-        )],
-    },
-    PhaseSpec {
-        phase: Phase::Failed,
-        pick: Pick::First,
-        hooks: &[kprobe(
-            "dad_failure",
-            "addrconf_dad_failure",
-            Hook::DadFailure,
-            "a neighbour claimed the address",
-        )],
-    },
-    PhaseSpec {
-        phase: Phase::Aborted,
-        pick: Pick::All,
-        hooks: &[
-            kprobe(
-                "addr_deleted",
-                "ipv6_del_addr",
-                Hook::AddrDeleted,
-                "address removed by a user or the stack",
-            ),
-            kprobe(
-                "addr_destroyed",
-                "inet6_ifa_finish_destroy",
-                Hook::AddrDestroyed,
-                "address freed (interface or netns gone)",
-            ),
-            kprobe(
-                "dad_stop",
-                "addrconf_dad_stop",
-                Hook::DadStop,
-                "DAD stopped (link not ready): it restarts later",
-            ),
-        ],
-    },
-];
-
-pub const TRACEPOINT_TABLE: &[PhaseSpec] = &[
-    PhaseSpec {
-        phase: Phase::TentativeStart,
-        pick: Pick::All,
-        hooks: &[QUEUED],
-    },
-    PhaseSpec {
-        phase: Phase::DadBegin,
-        pick: Pick::All,
-        hooks: &[DONE, QUEUED],
-    },
-    PhaseSpec {
-        phase: Phase::Completed,
-        pick: Pick::All,
-        hooks: &[DONE],
-    },
-    PhaseSpec {
-        phase: Phase::Failed,
-        pick: Pick::All,
-        hooks: &[QUEUED],
-    },
-    PhaseSpec {
-        phase: Phase::Aborted,
-        pick: Pick::All,
-        hooks: &[QUEUED, DONE],
-    },
-];
+static KPROBE_TABLE: LazyLock<Vec<PhaseSpec>> = LazyLock::new(|| build_table(Backend::Kprobe));
+static TRACEPOINT_TABLE: LazyLock<Vec<PhaseSpec>> = LazyLock::new(|| build_table(Backend::Tracepoint));
 
 /// A program of the CNI call tracing: a raw tracepoint of the scheduler, the same for both
 /// backends (no kprobe needed, so every kernel of the matrix has it).
@@ -302,26 +144,110 @@ pub const PROC_HOOKS: [ProcHook; 2] = [
 /// kubelet-era runtimes and Debian's `containernetworking-plugins` put them.
 pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/opt/cni/bin/", "/usr/lib/cni/"];
 
-#[must_use]
 /// Every program either backend may load, fallbacks included, each once.
-pub fn programs() -> Vec<(Backend, &'static HookSpec)> {
-    let mut all: Vec<(Backend, &'static HookSpec)> = Vec::new();
-    for backend in Backend::ALL {
-        for hook in table(backend).iter().flat_map(|phase| phase.hooks) {
-            for form in std::iter::once(hook).chain(hook.fallback) {
-                if !all.iter().any(|(_, known)| known.program == form.program) {
-                    all.push((backend, form));
-                }
-            }
-        }
-    }
-    all
+#[must_use]
+pub fn programs() -> Vec<(Backend, &'static HookDef)> {
+    HOOKS.iter().map(|def| (Backend::of(def.kind), def)).collect()
 }
 
+/// The phases a backend reports and the hooks that observe each.
 #[must_use]
 pub fn table(backend: Backend) -> &'static [PhaseSpec] {
     match backend {
-        Backend::Kprobe => KPROBE_TABLE,
-        Backend::Tracepoint => TRACEPOINT_TABLE,
+        Backend::Kprobe => &KPROBE_TABLE,
+        Backend::Tracepoint => &TRACEPOINT_TABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The phase tables built from the hook table: every phase of each backend, holding the
+    /// entries of that backend and phase in the table's order.
+    #[test]
+    fn the_phase_tables_come_from_the_hook_table() {
+        for backend in Backend::ALL {
+            let phases: Vec<Phase> = table(backend).iter().map(|spec| spec.phase).collect();
+            assert_eq!(phases, Phase::ALL);
+            for spec in table(backend) {
+                let expected: Vec<&str> = HOOKS
+                    .iter()
+                    .filter(|def| Backend::of(def.kind) == backend && def.phases.contains(&spec.phase))
+                    .map(|def| def.program)
+                    .collect();
+                let programs: Vec<&str> = spec.hooks.iter().map(|def| def.program).collect();
+                assert_eq!(programs, expected, "{backend} {}", spec.phase);
+                assert_eq!(spec.pick, backend.pick(spec.phase));
+            }
+        }
+    }
+
+    /// The choices the table's order makes today: the kprobe backend's first choice for each
+    /// phase, and the tracepoint backend's typed queue filter with its raw fallback.
+    #[test]
+    fn the_preferred_hooks_come_first() {
+        let first = |backend, phase| {
+            table(backend)
+                .iter()
+                .find(|spec| spec.phase == phase)
+                .and_then(|spec| spec.hooks.first())
+                .map(|def| def.program)
+        };
+        assert_eq!(first(Backend::Kprobe, Phase::TentativeStart), Some("addr_added"));
+        assert_eq!(first(Backend::Kprobe, Phase::DadBegin), Some("dad_begin"));
+        assert_eq!(first(Backend::Kprobe, Phase::Completed), Some("dad_completed"));
+        assert_eq!(first(Backend::Kprobe, Phase::Failed), Some("dad_failure"));
+        assert_eq!(
+            first(Backend::Tracepoint, Phase::TentativeStart),
+            Some("dad_work_queued_btf")
+        );
+        assert_eq!(
+            def("dad_work_queued_btf")
+                .and_then(HookDef::fallback)
+                .map(|def| def.program),
+            Some("dad_work_queued")
+        );
+    }
+
+    /// Every entry is attached for some phase, or is the fallback of one that is: an entry
+    /// nothing reaches would be a program loaded for nothing.
+    #[test]
+    fn every_hook_is_reachable_from_a_phase() {
+        let reached: Vec<&str> = Backend::ALL
+            .iter()
+            .flat_map(|&backend| table(backend))
+            .flat_map(|spec| &spec.hooks)
+            .flat_map(|def| std::iter::once(*def).chain(def.fallback()))
+            .map(|def| def.program)
+            .collect();
+        for def in HOOKS {
+            assert!(reached.contains(&def.program), "{} is in no phase", def.program);
+        }
+        assert_eq!(programs().len(), HOOKS.len());
+    }
+
+    /// The kernel functions looked up: the DAD work function and each kprobe target, once;
+    /// no tracepoint.
+    #[test]
+    fn kernel_functions_come_from_the_hook_table() {
+        assert_eq!(KERNEL_FUNCTIONS.first(), Some(&DAD_WORK_FN));
+        for def in HOOKS {
+            let count = KERNEL_FUNCTIONS.iter().filter(|name| **name == def.target).count();
+            assert_eq!(count, usize::from(def.kind.is_probe()), "{}", def.target);
+        }
+        assert!(KERNEL_FUNCTIONS.contains(&"addrconf_dad_failure"));
+    }
+
+    /// Each hook id decodes, and the entries that share one (a fallback) agree on what it
+    /// ends.
+    #[test]
+    fn hook_ids_decode_through_the_table() {
+        for def in HOOKS {
+            assert_eq!(dad_trace_common::Hook::from_u8(def.hook as u8), Some(def.hook));
+            assert_eq!(def.hook.ends(), def.ends, "{}", def.program);
+        }
+        assert_eq!(dad_trace_common::Hook::from_u8(0), None);
+        assert_eq!(dad_trace_common::Hook::from_u8(u8::MAX), None);
     }
 }

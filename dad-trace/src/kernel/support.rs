@@ -4,7 +4,10 @@ use std::{collections::HashMap, fmt, path::Path};
 
 use serde::Serialize;
 
-use super::probes::{Backend, HookSpec, KERNEL_FUNCTIONS, Phase, Pick, ProgramKind, table};
+use super::{
+    btf::KernelFacts,
+    probes::{Backend, HookDef, KERNEL_FUNCTIONS, Phase, Pick, ProgramKind, table},
+};
 
 /// What the running kernel offers, read once at start.
 #[derive(Clone, Debug, Default)]
@@ -17,6 +20,9 @@ pub struct KernelSupport {
     pub btf_functions: Vec<String>,
     /// The BTF id of `btf_trace_workqueue_queue_work`, which a `tp_btf` program loads against.
     pub queue_work_btf_id: Option<u32>,
+    /// Programs whose target's prototype in BTF differs from what they read, and how
+    /// (`btf::prototype`): they are refused rather than left to read garbage.
+    pub changed_prototypes: HashMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -40,25 +46,24 @@ impl fmt::Display for HookStatus {
 }
 
 impl KernelSupport {
-    /// Reads kallsyms and the kprobe PMU; `btf_functions` are the DAD functions BTF knows,
-    /// `queue_work_btf_id` the typedef `tp_btf` needs.
-    pub fn read(
-        kallsyms: &Path,
-        kprobe_pmu: &Path,
-        btf_functions: Vec<String>,
-        queue_work_btf_id: Option<u32>,
-    ) -> std::io::Result<Self> {
+    /// Reads kallsyms and the kprobe PMU; the rest comes from the kernel's BTF: the DAD
+    /// functions it knows, the typedef `tp_btf` needs, the prototypes that changed.
+    pub fn read(kallsyms: &Path, kprobe_pmu: &Path, facts: &KernelFacts) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(kallsyms)?;
         Ok(Self {
             symbols: parse_kallsyms(&text),
             kprobes: kprobe_pmu.exists(),
-            btf_functions,
-            queue_work_btf_id,
+            btf_functions: facts.functions.clone(),
+            queue_work_btf_id: facts.queue_work_btf_id,
+            changed_prototypes: facts.changed_prototypes.clone().into_iter().collect(),
         })
     }
 
     #[must_use]
-    pub fn status(&self, spec: &HookSpec) -> HookStatus {
+    pub fn status(&self, spec: &HookDef) -> HookStatus {
+        if let Some(how) = self.changed_prototypes.get(spec.program) {
+            return HookStatus::Refused(format!("prototype changed: {how}"));
+        }
         match spec.kind {
             ProgramKind::RawTracepoint => HookStatus::Available,
             ProgramKind::BtfTracepoint if self.queue_work_btf_id.is_some() => HookStatus::Available,
@@ -84,12 +89,12 @@ impl KernelSupport {
 
     /// The hook itself when it is available here, else its fallback when that is.
     #[must_use]
-    pub fn usable_form<'a>(&self, hook: &'a HookSpec) -> Option<&'a HookSpec> {
-        let available = |spec: &HookSpec| self.status(spec) == HookStatus::Available;
+    pub fn usable_form(&self, hook: &'static HookDef) -> Option<&'static HookDef> {
+        let available = |spec: &HookDef| self.status(spec) == HookStatus::Available;
         if available(hook) {
             Some(hook)
         } else {
-            hook.fallback.filter(|fallback| available(fallback))
+            hook.fallback().filter(|fallback| available(fallback))
         }
     }
 
@@ -98,8 +103,8 @@ impl KernelSupport {
     pub fn plan(&self, backend: Backend) -> Plan {
         let mut plan = Plan::default();
         for spec in table(backend) {
-            let usable: Vec<&HookSpec> = spec.hooks.iter().filter_map(|hook| self.usable_form(hook)).collect();
-            let chosen: Vec<&HookSpec> = match spec.pick {
+            let usable: Vec<&'static HookDef> = spec.hooks.iter().filter_map(|hook| self.usable_form(hook)).collect();
+            let chosen: Vec<&'static HookDef> = match spec.pick {
                 Pick::First => usable.into_iter().take(1).collect(),
                 Pick::All => usable,
             };
@@ -108,7 +113,7 @@ impl KernelSupport {
             }
             for hook in chosen {
                 if !plan.hooks.iter().any(|h| h.program == hook.program) {
-                    plan.hooks.push(*hook);
+                    plan.hooks.push(hook);
                 }
             }
         }
@@ -119,7 +124,7 @@ impl KernelSupport {
 /// The programs to attach for one backend.
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub hooks: Vec<HookSpec>,
+    pub hooks: Vec<&'static HookDef>,
     pub unobservable: Vec<Phase>,
 }
 
@@ -166,9 +171,9 @@ pub fn render(support: &KernelSupport) -> String {
         let _ = writeln!(out, "{backend} backend: {verdict}");
         for spec in table(backend) {
             let _ = writeln!(out, "  {}:", spec.phase);
-            for hook in spec.hooks {
+            for hook in &spec.hooks {
                 render_hook(&mut out, support, &plan, hook, "");
-                if let Some(fallback) = hook.fallback {
+                if let Some(fallback) = hook.fallback() {
                     render_hook(&mut out, support, &plan, fallback, "or ");
                 }
             }
@@ -186,7 +191,7 @@ pub fn render(support: &KernelSupport) -> String {
     out
 }
 
-fn render_hook(out: &mut String, support: &KernelSupport, plan: &Plan, hook: &HookSpec, prefix: &str) {
+fn render_hook(out: &mut String, support: &KernelSupport, plan: &Plan, hook: &HookDef, prefix: &str) {
     use std::fmt::Write as _;
     let chosen = plan.hooks.iter().any(|h| h.program == hook.program);
     let mark = if chosen { "*" } else { " " };
@@ -209,7 +214,6 @@ fn render_hook(out: &mut String, support: &KernelSupport, plan: &Plan, hook: &Ho
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::probes::KPROBE_TABLE;
 
     const KALLSYMS: &str = "ffffffff8124493a t addrconf_dad_work.cold\n\
         ffffffff820dd960 t ipv6_add_addr\n\
@@ -244,6 +248,7 @@ mod tests {
             kprobes: false,
             btf_functions: vec![],
             queue_work_btf_id: None,
+            changed_prototypes: HashMap::new(),
         };
         assert!(support.plan(Backend::Tracepoint).usable());
     }
@@ -255,6 +260,7 @@ mod tests {
             kprobes: true,
             btf_functions: vec!["addrconf_dad_begin".into()],
             queue_work_btf_id: None,
+            changed_prototypes: HashMap::new(),
         };
         let plan = support.plan(Backend::Kprobe);
         let targets: Vec<_> = plan.hooks.iter().map(|h| h.target).collect();
@@ -264,7 +270,7 @@ mod tests {
         );
         assert_eq!(plan.unobservable, [Phase::Failed, Phase::Aborted]);
         assert!(plan.usable());
-        assert_eq!(support.status(&KPROBE_TABLE[1].hooks[0]), HookStatus::Inlined);
+        assert_eq!(support.status(table(Backend::Kprobe)[1].hooks[0]), HookStatus::Inlined);
     }
 
     /// The typed tracepoint where BTF names its typedef, the raw one where it does not.
@@ -276,6 +282,7 @@ mod tests {
                 kprobes: false,
                 btf_functions: vec![],
                 queue_work_btf_id: btf_id,
+                changed_prototypes: HashMap::new(),
             };
             let plan = support.plan(Backend::Tracepoint);
             assert!(plan.usable());
@@ -291,6 +298,7 @@ mod tests {
             kprobes: false,
             btf_functions: vec![],
             queue_work_btf_id: None,
+            changed_prototypes: HashMap::new(),
         });
         assert!(
             shown
@@ -306,6 +314,63 @@ mod tests {
         );
     }
 
+    /// A kernel whose BTF says three hooked functions changed their prototypes (a fake
+    /// one): each is refused, saying how, and its phase goes unobserved rather than read
+    /// through the wrong argument; the functions that kept theirs are used.
+    #[test]
+    fn hooks_whose_prototype_changed_are_refused_with_how() {
+        let types = crate::kernel::btf::KernelTypes::parse(
+            Path::new("fake"),
+            crate::kernel::btf::prototype::tests::changed_kernel_bytes(),
+        )
+        .expect("parses");
+        let changed: HashMap<String, String> = types
+            .prototypes()
+            .into_iter()
+            .filter_map(|(def, verdict)| match verdict {
+                crate::kernel::btf::prototype::Prototype::Changed(how) => Some((def.program.to_string(), how)),
+                _ => None,
+            })
+            .collect();
+        let mut names: Vec<&str> = changed.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["addr_added", "dad_completed", "dad_failure"]);
+        let mut symbols = parse_kallsyms(KALLSYMS);
+        symbols.insert("addrconf_dad_failure".into(), 0xffff_ffff_820e_3000);
+        let support = KernelSupport {
+            symbols,
+            kprobes: true,
+            btf_functions: vec![],
+            queue_work_btf_id: Some(19),
+            changed_prototypes: changed,
+        };
+        let failure = table(Backend::Kprobe)[3].hooks[0];
+        assert_eq!(failure.program, "dad_failure");
+        assert_eq!(
+            support.status(failure),
+            HookStatus::Refused(
+                "prototype changed: addrconf_dad_failure: argument 1 is `struct sk_buff *`, dad_failure reads a \
+                 `struct inet6_ifaddr *` there"
+                    .into()
+            )
+        );
+        let plan = support.plan(Backend::Kprobe);
+        let targets: Vec<_> = plan.hooks.iter().map(|h| h.target).collect();
+        assert_eq!(targets, ["addrconf_dad_kick"]);
+        assert_eq!(
+            plan.unobservable,
+            [Phase::TentativeStart, Phase::Completed, Phase::Failed, Phase::Aborted]
+        );
+        assert!(!plan.usable());
+        assert!(support.plan(Backend::Tracepoint).usable());
+        let shown = render(&support);
+        assert!(
+            shown.lines().any(|line| line.contains("addrconf_dad_failure")
+                && line.contains("refused: prototype changed: addrconf_dad_failure: argument 1")),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn kprobes_refused_without_pmu() {
         let support = KernelSupport {
@@ -313,11 +378,12 @@ mod tests {
             kprobes: false,
             btf_functions: vec![],
             queue_work_btf_id: None,
+            changed_prototypes: HashMap::new(),
         };
         assert!(!support.plan(Backend::Kprobe).usable());
         assert!(support.plan(Backend::Tracepoint).usable());
         assert!(matches!(
-            support.status(&KPROBE_TABLE[0].hooks[0]),
+            support.status(table(Backend::Kprobe)[0].hooks[0]),
             HookStatus::Refused(_)
         ));
     }

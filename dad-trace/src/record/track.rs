@@ -3,7 +3,7 @@
 //! number of addresses that are tentative right now.
 use std::collections::{HashMap, hash_map::Entry};
 
-use dad_trace_common::Hook;
+use dad_trace_common::{Hook, hooks::Ends};
 
 use crate::{
     kernel::events::{IfaState, Observation},
@@ -59,16 +59,22 @@ impl InFlight {
     }
 }
 
-/// What an observation ends, if anything.
+/// What an observation ends, if anything: as its hook's entry in the hook table says.
 fn terminal(obs: &Observation) -> Option<Outcome> {
-    match (obs.hook, obs.state) {
-        (Hook::DadCompleted, _) => Some(Outcome::Settled),
-        (Hook::DadFailure, _) | (Hook::WorkQueued, IfaState::ErrDad) => Some(Outcome::Failed),
-        (Hook::AddrDeleted | Hook::AddrDestroyed, _) | (Hook::WorkQueued | Hook::WorkDone, IfaState::Dead) => {
-            Some(Outcome::Aborted)
-        }
-        (Hook::WorkDone, _) if !obs.tentative() && !obs.dad_failed() => Some(Outcome::Settled),
-        _ => None,
+    match obs.hook.ends() {
+        Ends::Never => None,
+        Ends::Settled => Some(Outcome::Settled),
+        Ends::Failed => Some(Outcome::Failed),
+        Ends::Aborted => Some(Outcome::Aborted),
+        Ends::ByState {
+            errdad_fails,
+            cleared_settles,
+        } => match obs.state {
+            IfaState::Dead => Some(Outcome::Aborted),
+            IfaState::ErrDad if errdad_fails => Some(Outcome::Failed),
+            _ if cleared_settles && !obs.tentative() && !obs.dad_failed() => Some(Outcome::Settled),
+            _ => None,
+        },
     }
 }
 

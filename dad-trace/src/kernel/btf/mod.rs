@@ -1,10 +1,17 @@
 //! Struct field offsets from the running kernel's BTF, handed to the kernel programs in
 //! [`Config`]. Nothing is hard-coded for one kernel.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use dad_trace_common::{Config, ProcConfig};
 
-use self::raw::{Btf, Kind};
+use self::{
+    prototype::Prototype,
+    raw::{Btf, Kind},
+};
+use super::probes::{HOOKS, HookDef, KERNEL_FUNCTIONS};
 use crate::error::Refusal;
 
 /// Where the kernel publishes its own type information.
@@ -33,6 +40,7 @@ pub enum BtfError {
     },
 }
 
+pub mod prototype;
 pub mod raw;
 
 /// What dad-trace needs from the kernel's BTF: struct offsets (`dad_work_fn` left 0) and
@@ -48,6 +56,10 @@ pub struct KernelFacts {
     /// Offsets of the CNI call programs (path prefixes left empty), or why this kernel's
     /// layout does not have them: DAD is traced either way.
     pub proc: Result<ProcConfig, String>,
+    /// Programs whose target's prototype changed (see [`prototype`]), and how: the loader
+    /// refuses them.
+    #[serde(default)]
+    pub changed_prototypes: BTreeMap<String, String>,
 }
 
 /// The kernel facts, parsed by `helper` (this binary, `kernel-facts`) in a child process
@@ -109,17 +121,48 @@ impl KernelTypes {
             path: path.into(),
             source,
         })?;
+        Self::parse(path, bytes)
+    }
+
+    /// Reads BTF `bytes`, said to come from `path`.
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, BtfError> {
         let btf = Btf::parse(bytes).map_err(|e| BtfError::Parse {
             path: path.into(),
             message: e.to_string(),
         })?;
+        // The typedefs of the hooked tracepoints: their prototypes, and what `tp_btf` loads
+        // against.
+        let typedefs: Vec<String> = HOOKS
+            .iter()
+            .filter(|def| !def.kind.is_probe())
+            .map(|def| prototype::btf_name(def).0)
+            .chain([QUEUE_WORK_TYPEDEF.to_string()])
+            .collect();
+        let typedefs: Vec<&str> = typedefs.iter().map(String::as_str).collect();
         Ok(Self {
             path: path.into(),
             structs: btf.ids_of(STRUCTS, Kind::Struct),
-            functions: btf.ids_of(super::probes::KERNEL_FUNCTIONS, Kind::Func),
-            typedefs: btf.ids_of(&[QUEUE_WORK_TYPEDEF], Kind::Typedef),
+            functions: btf.ids_of(&KERNEL_FUNCTIONS, Kind::Func),
+            typedefs: btf.ids_of(&typedefs, Kind::Typedef),
             btf,
         })
+    }
+
+    /// What this kernel's BTF says of each hook's prototype, in the order of [`HOOKS`].
+    #[must_use]
+    pub fn prototypes(&self) -> Vec<(&'static HookDef, Prototype)> {
+        HOOKS
+            .iter()
+            .map(|def| {
+                let (name, kind) = prototype::btf_name(def);
+                let ids = if kind == Kind::Func {
+                    &self.functions
+                } else {
+                    &self.typedefs
+                };
+                (def, prototype::check(&self.btf, def, ids.get(&name).copied()))
+            })
+            .collect()
     }
 
     /// Whether BTF knows a function of that name (BTF keeps static functions that were
@@ -139,12 +182,20 @@ impl KernelTypes {
         Ok(KernelFacts {
             config: self.config(0)?,
             proc: self.proc_config().map_err(|e| e.to_string()),
-            functions: super::probes::KERNEL_FUNCTIONS
+            functions: KERNEL_FUNCTIONS
                 .iter()
                 .filter(|name| self.has_function(name))
                 .map(ToString::to_string)
                 .collect(),
             queue_work_btf_id: self.typedefs.get(QUEUE_WORK_TYPEDEF).copied(),
+            changed_prototypes: self
+                .prototypes()
+                .into_iter()
+                .filter_map(|(def, verdict)| match verdict {
+                    Prototype::Changed(how) => Some((def.program.to_string(), how)),
+                    Prototype::Matches | Prototype::Unknown(_) => None,
+                })
+                .collect(),
         })
     }
 
@@ -219,6 +270,39 @@ impl KernelTypes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This machine's kernel hands every hook what its program reads, where BTF can tell
+    /// (the same check `vm-test` makes in each guest, and the loader before attaching).
+    #[test]
+    fn the_running_kernels_prototypes_match_the_hook_table() {
+        let path = Path::new(VMLINUX_BTF);
+        if !path.exists() {
+            crate::test_skip::skip(
+                "the_running_kernels_prototypes_match_the_hook_table",
+                "no kernel BTF here",
+            );
+            return;
+        }
+        let types = KernelTypes::load(path).expect("kernel BTF parses");
+        let verdicts = types.prototypes();
+        assert_eq!(verdicts.len(), HOOKS.len());
+        for (def, verdict) in &verdicts {
+            println!("{} ({}): {verdict:?}", def.target, def.program);
+            assert!(!matches!(verdict, Prototype::Changed(_)), "{verdict:?}");
+        }
+        // A function BTF does not know was inlined everywhere: kallsyms has no symbol to
+        // attach to either. The tracepoints' typedefs are in every BTF kernel from 5.5.
+        let symbols = std::fs::read_to_string(crate::kernel::KALLSYMS)
+            .map(|text| crate::kernel::support::parse_kallsyms(&text))
+            .unwrap_or_default();
+        for (def, verdict) in &verdicts {
+            if let Prototype::Unknown(why) = verdict {
+                assert!(def.kind.is_probe(), "{why}");
+                assert!(!symbols.contains_key(def.target), "attachable but unchecked: {why}");
+            }
+        }
+        assert!(types.facts().expect("facts").changed_prototypes.is_empty());
+    }
 
     /// The offsets the CNI programs read, from this machine's BTF: `mm_struct.env_*` live in an
     /// anonymous struct there, which a resolver that stops at named members misses.

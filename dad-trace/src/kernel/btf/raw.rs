@@ -290,6 +290,90 @@ impl Btf {
             })
     }
 
+    /// The return type and the parameter types of a function: a `Func`, or a typedef of a
+    /// pointer to a function (a tracepoint's `btf_trace_*`). Type id 0 is `void`.
+    #[must_use]
+    pub fn prototype(&self, id: u32) -> Option<(u32, Vec<u32>)> {
+        let ty = self.get(id)?;
+        let proto_id = match ty.kind {
+            Kind::Func => ty.size_or_ref,
+            Kind::Typedef => {
+                let pointer = self.get(self.resolve(id))?;
+                if pointer.kind != Kind::Ptr {
+                    return None;
+                }
+                self.resolve(pointer.size_or_ref)
+            }
+            _ => return None,
+        };
+        let proto = self.get(proto_id)?;
+        if proto.kind != Kind::FuncProto {
+            return None;
+        }
+        // Each parameter: name offset, type id.
+        let params = (0..proto.vlen)
+            .map(|index| u32_at(&self.bytes, proto.trailer + 8 * index + 4))
+            .collect::<Option<Vec<u32>>>()?;
+        Some((proto.size_or_ref, params))
+    }
+
+    /// The name of the struct (or forward-declared struct) `id` points to, through
+    /// typedefs and qualifiers on either side of the pointer.
+    #[must_use]
+    pub fn pointee_struct(&self, id: u32) -> Option<&str> {
+        let pointer = self.get(self.resolve(id))?;
+        if pointer.kind != Kind::Ptr {
+            return None;
+        }
+        let target = self.get(self.resolve(pointer.size_or_ref))?;
+        matches!(target.kind, Kind::Struct | Kind::Fwd).then(|| self.name(&target))
+    }
+
+    /// How C writes type `id`, for messages: `struct inet6_ifaddr *`, `const char *`, `int`.
+    #[must_use]
+    pub fn spell(&self, id: u32) -> String {
+        let mut out = String::new();
+        self.spell_into(id, &mut out, 0);
+        out
+    }
+
+    fn spell_into(&self, id: u32, out: &mut String, depth: usize) {
+        let Some(ty) = self.get(id).filter(|_| depth < 16) else {
+            out.push_str(if id == 0 { "void" } else { "?" });
+            return;
+        };
+        let name = self.name(&ty);
+        match ty.kind {
+            Kind::Ptr => {
+                self.spell_into(ty.size_or_ref, out, depth + 1);
+                out.push_str(" *");
+            }
+            Kind::Const | Kind::Volatile | Kind::Restrict => {
+                out.push_str(match ty.kind {
+                    Kind::Const => "const ",
+                    Kind::Volatile => "volatile ",
+                    _ => "restrict ",
+                });
+                self.spell_into(ty.size_or_ref, out, depth + 1);
+            }
+            Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64 | Kind::Fwd => {
+                let keyword = match ty.kind {
+                    Kind::Union => "union",
+                    Kind::Enum | Kind::Enum64 => "enum",
+                    // A forward declaration of a union has kind_flag set.
+                    Kind::Fwd if ty.kind_flag => "union",
+                    _ => "struct",
+                };
+                out.push_str(keyword);
+                out.push(' ');
+                out.push_str(if name.is_empty() { "(anonymous)" } else { name });
+            }
+            Kind::FuncProto => out.push_str("(function)"),
+            Kind::TypeTag => self.spell_into(ty.size_or_ref, out, depth + 1),
+            _ => out.push_str(if name.is_empty() { "?" } else { name }),
+        }
+    }
+
     /// Byte offset and type id of a dotted member path (`nd_net.net`) in a struct.
     #[must_use]
     pub fn offset_of(&self, id: u32, path: &str) -> Option<(u32, u32)> {
@@ -304,18 +388,19 @@ impl Btf {
     }
 }
 
+/// Hand-made BTF for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod builder {
+    use super::{HEADER_LEN, MAGIC};
 
     /// Builds a little-endian BTF blob from type records (12-byte header + trailer each).
-    struct Builder {
+    pub(crate) struct Builder {
         types: Vec<u8>,
         strings: Vec<u8>,
     }
 
     impl Builder {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Self {
                 types: Vec::new(),
                 strings: vec![0],
@@ -332,21 +417,27 @@ mod tests {
             at
         }
 
-        fn record(&mut self, name: &str, kind: u32, vlen: u32, size_or_ref: u32, trailer: &[u32]) {
+        /// Appends a type record (`kind` as `BTF_KIND_*`); ids count from 1 in call order.
+        pub(crate) fn record(&mut self, name: &str, kind: u32, vlen: u32, size_or_ref: u32, trailer: &[u32]) {
             let name = self.name(name);
             for word in [name, (kind << 24) | vlen, size_or_ref].iter().chain(trailer) {
                 self.types.extend_from_slice(&word.to_le_bytes());
             }
         }
 
-        fn member_words(&mut self, members: &[(&str, u32, u32)]) -> Vec<u32> {
+        pub(crate) fn member_words(&mut self, members: &[(&str, u32, u32)]) -> Vec<u32> {
             members
                 .iter()
                 .flat_map(|&(name, ty, bits)| [self.name(name), ty, bits])
                 .collect()
         }
 
-        fn build(self) -> Vec<u8> {
+        /// The parameters of a `FUNC_PROTO`: (name, type id) each.
+        pub(crate) fn param_words(&mut self, params: &[(&str, u32)]) -> Vec<u32> {
+            params.iter().flat_map(|&(name, ty)| [self.name(name), ty]).collect()
+        }
+
+        pub(crate) fn build(self) -> Vec<u8> {
             let mut blob = Vec::new();
             blob.extend_from_slice(&MAGIC.to_le_bytes());
             blob.extend_from_slice(&[1, 0]);
@@ -361,6 +452,11 @@ mod tests {
             blob
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{builder::Builder, *};
 
     fn sample() -> Btf {
         let mut b = Builder::new();

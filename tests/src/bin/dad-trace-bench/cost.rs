@@ -105,12 +105,13 @@ impl Hooks {
             }
             Variant::BtfTracepoint | Variant::RawFallback => {
                 let queued = if variant == Variant::BtfTracepoint {
-                    &probes::QUEUED
+                    "dad_work_queued_btf"
                 } else {
-                    &probes::QUEUED_RAW
+                    "dad_work_queued"
                 };
                 let mut ebpf = load()?;
-                for hook in [queued, &probes::DONE] {
+                for program in [queued, "dad_work_done"] {
+                    let hook = probes::def(program).with_context(|| format!("{program} in the hook table"))?;
                     loader::load_and_attach(&mut ebpf, hook, btf_id)
                         .with_context(|| format!("attach {}", hook.program))?;
                 }
