@@ -109,7 +109,9 @@ impl RecordOptions {
 /// Records until stopped (Ctrl-C, SIGTERM, `--duration`, `--count` addresses or intervals,
 /// all synthetic pods settled, or `stop`), then saves the session if asked.
 pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
-    Started::start(opts).await?.follow().await.drain().await.close()
+    // On the heap: a recording's state is large, and callers keep this future in theirs.
+    let started = Box::pin(Started::start(opts)).await?;
+    Box::pin(started.follow()).await.drain().await.close()
 }
 
 /// A recording attached, its outputs and enricher ready. Fields drop in declaration order:
