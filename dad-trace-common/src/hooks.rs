@@ -402,7 +402,8 @@ pub const HOOKS: &[HookDef] = &[
         why: "dad_work queued (BTF-typed: work->func is a direct load)",
     },
     // Where `tp_btf` is not available (no BTF typedef, kernel before 5.5): the same filter
-    // reading `work->func` through a helper call, two to three times the cost.
+    // reading `work->func` through a helper call instead of a direct load: costlier, so
+    // only the fallback.
     HookDef {
         program: "dad_work_queued",
         kind: ProgramKind::RawTracepoint,

@@ -167,11 +167,10 @@ fn vm_backends_agree_on_the_same_addresses() {
     );
     // The backends stamp the end of DAD at two points of the last DAD step (kprobe: entry of
     // addrconf_dad_completed; tracepoint: the work's return, after the NA/RS it sends).
-    // Under TCG emulation that step is slow: measured medians 0.14-0.21 ms on the x86-64
-    // guests, worst 0.6-6.1 ms (the host may deschedule a vCPU between the two stamps). The
-    // arm64 guests emulate a foreign CPU, several times slower: 13 and 25 ms seen there while
-    // builds shared the host's 2 cores. A missed or misread DAD step would be off by a whole
-    // DAD retransmission (1 s).
+    // Under TCG emulation that step is slow, and the host may deschedule a vCPU between the
+    // two stamps; the arm64 guests emulate a foreign CPU, several times slower again. A
+    // missed or misread DAD step would be off by a whole DAD retransmission (1 s): the
+    // bounds sit far below that and above what emulation on a shared host shows.
     let (median_bound, worst_bound) = if cfg!(target_arch = "aarch64") {
         (2_000_000, 100_000_000)
     } else {
@@ -438,8 +437,8 @@ mod kprobe_faults {
                 holder.tentative_ns
             );
             // The holder answers the first probe, which leaves after the random 0..1 s delay
-            // (its timer up to 64 ms late, see STOCK_DAD_NS), within ms even under TCG
-            // (938 ms seen on 6.12): the failure is stamped when the answer arrives, not at
+            // (its timer up to 64 ms late, see STOCK_DAD_NS), within ms even under TCG: the
+            // failure is stamped when the answer arrives, not at
             // the end of the probe's 1 s wait.
             assert!(failed.dad_ns.is_some(), "{failed:?}");
             assert!(

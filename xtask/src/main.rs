@@ -93,7 +93,7 @@ enum Task {
         keep: bool,
     },
     /// Measure kernel cost, churn, big reports, a soak, a duplicate flood and accuracy
-    /// (root; ~35 minutes) and write bench/RESULTS.md.
+    /// (root; long: not part of CI) and write bench/RESULTS.md.
     Bench {
         /// Options of the benchmark itself (`--only PART`, `--pods`, `--pairs`, `--veths`,
         /// `--soak-pods`, `--output`, ...: `dad-trace-bench --help`), passed through.

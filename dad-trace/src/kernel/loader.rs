@@ -132,14 +132,14 @@ pub fn load_program(ebpf: &mut Ebpf, hook: &HookDef, btf_id: Option<u32>) -> Res
 
 /// An aya `Btf` holding only what `BtfTracePoint::load` looks up: the typedef `name` at type
 /// id `id`, after `id - 1` pointers to void. aya finds the typedef there and hands the kernel
-/// that id, which is the one the kernel's own BTF gives it. Parsing all of vmlinux BTF for
-/// this lookup would cost ~19 MB; this costs ~84 bytes per id, dropped after the load. (aya
-/// 0.14 has no load by id, and its typedef constructor is private.)
+/// that id, which is the one the kernel's own BTF gives it. Parsing all of vmlinux BTF would
+/// build the whole type graph for one lookup; this costs a few words per type id, dropped
+/// after the load. (aya 0.14 has no load by id, and its typedef constructor is private.)
 fn placeholder_btf(name: &str, id: u32) -> Option<Btf> {
     const RECORD: u32 = 12;
     const PTR: u32 = 2 << 24;
     const TYPEDEF: u32 = 8 << 24;
-    // vmlinux has ~130,000 types; an id far past that is not one the kernel gave.
+    // Far past any vmlinux's type count: an id this large is not one the kernel gave.
     const MAX_ID: u32 = 1 << 21;
     if id == 0 || id > MAX_ID {
         return None;
@@ -306,10 +306,9 @@ pub enum Reading {
 /// How long a reader lets records gather after its ring buffer wakes it. The kernel wakes
 /// a reader only when it has caught up, so under pod churn this turns a wake-up per record
 /// (each handed between threads, costing more than the record) into one per window.
-/// Timestamps come from the kernel: nothing measured moves. At 25 ms the wake-ups were a
-/// third of the tracer's CPU under churn (0.13 s per 1,000 addresses; 0.09 s at 50 ms, on
-/// the benchmark's machine); a burst must fit the ring for this long (the default 256 KiB
-/// holds ~2,900 records).
+/// Timestamps come from the kernel: nothing measured moves. A shorter window lets wake-ups
+/// dominate the tracer's CPU under churn (bench/RESULTS.md); a burst must fit the ring for
+/// this long (the default ring holds thousands of records).
 const GATHER: Duration = Duration::from_millis(50);
 
 /// Spawns the one reader of the events ring buffer. It ends when the receiver is dropped.

@@ -63,8 +63,9 @@ pub struct KernelFacts {
 }
 
 /// The kernel facts, parsed by `helper` (this binary, `kernel-facts`) in a child process
-/// when given: parsing the whole kernel BTF takes ~60 MB that a long-running agent should not
-/// keep as its peak. Without a helper (library callers), parsed here.
+/// when given: parsing the whole kernel BTF costs far more memory than the agent needs
+/// afterwards, and in a child that peak goes when the child exits. Without a helper
+/// (library callers), parsed here.
 pub fn kernel_facts(btf: &Path, helper: Option<&Path>) -> anyhow::Result<KernelFacts> {
     use anyhow::Context as _;
     let Some(helper) = helper else {

@@ -1,7 +1,7 @@
 //! The BTF format (include/uapi/linux/btf.h), read for the few questions dad-trace asks: a
 //! named type's id, a member's offset along a dotted path (through anonymous structs and
 //! unions), a type's size. One pass indexes where each type record starts; nothing else is
-//! built, so reading the kernel's 5–6 MB of BTF costs little more than the file itself.
+//! built, so reading the kernel's BTF costs little more than the file itself.
 use std::collections::HashMap;
 
 const MAGIC: u16 = 0xeb9f;
