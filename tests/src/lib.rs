@@ -13,7 +13,6 @@ pub mod limited;
 pub mod manifests;
 pub mod monitoring;
 pub mod netns;
-pub mod progress;
 pub mod prometheus;
 
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
