@@ -14,7 +14,7 @@ use nix::{
 };
 
 /// How long a tracer may take to attach before the test gives up on it.
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+const ATTACH_TIMEOUT: Duration = Duration::from_mins(2);
 
 /// Starts `command` (a `dad-trace record ...`) and returns once it says it is tracing: its
 /// programs are attached, so what the test does next is seen.
