@@ -3,8 +3,7 @@
 //! the pages. No root needed.
 use std::process::Command;
 
-#[path = "common/skip.rs"]
-mod skip;
+use test_support::skip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dad-trace");
 
@@ -53,10 +52,7 @@ printf '%s\n' "${{COMPREPLY[@]}}"
 #[test]
 fn bash_loads_the_completion_and_completes_subcommands_and_values() {
     if Command::new("bash").arg("--version").output().is_err() {
-        skip::skip(
-            "bash_loads_the_completion_and_completes_subcommands_and_values",
-            "no bash",
-        );
+        skip("no bash");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -5,7 +5,7 @@
 //! traces the kernel and creates synthetic pods); skips with a reason otherwise.
 use std::{
     path::Path,
-    process::{Output, Stdio},
+    process::Output,
     time::{Duration, Instant},
 };
 
@@ -15,13 +15,11 @@ use dad_trace::{
     session::{AddressEvent, Outcome, Session},
 };
 
-#[path = "common/attach.rs"]
-mod attach;
-#[path = "common/binary.rs"]
-mod binary;
+mod common;
 
-use binary::{allowed, dad_trace, exit_of, signal};
+use common::{dad_trace, needs_root};
 use nix::sys::signal::Signal;
+use test_support::{exit_of, spawn_record};
 
 /// Runs `record` with `args` (bounded to a minute), saving the session in `dir`.
 fn record(dir: &Path, args: &[&str]) -> (Output, Session) {
@@ -123,7 +121,7 @@ fn blocks(stdout: &str) -> Vec<Block> {
 /// milliseconds (`-m`), stamps in this machine's zone.
 #[test]
 fn intervals_account_for_every_address_and_pod() {
-    if !allowed("intervals_account_for_every_address_and_pod") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -178,7 +176,7 @@ fn intervals_account_for_every_address_and_pod() {
 /// stops on its own.
 #[test]
 fn a_count_of_intervals_stops_the_recording() {
-    if !allowed("a_count_of_intervals_stops_the_recording") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -205,7 +203,7 @@ fn a_count_of_intervals_stops_the_recording() {
 /// session's events and the pods `report`'s per-pod delays.
 #[test]
 fn json_lines_are_the_session_as_it_happens() {
-    if !allowed("json_lines_are_the_session_as_it_happens") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -256,7 +254,7 @@ fn json_lines_are_the_session_as_it_happens() {
 /// The lines come under a header row naming the zone; the columns line up with it.
 #[test]
 fn lines_come_under_a_header_with_the_zone() {
-    if !allowed("lines_come_under_a_header_with_the_zone") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -285,33 +283,29 @@ fn lines_come_under_a_header_with_the_zone() {
 /// recording ends and saves.
 #[test]
 fn ctrl_c_shows_the_interval_so_far() {
-    if !allowed("ctrl_c_shows_the_interval_so_far") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("session.json");
-    let mut child = dad_trace()
-        .args([
-            "record",
-            "--backend",
-            "tracepoint",
-            "--cri-socket",
-            "none",
-            "--interval",
-            "60",
-            "-o",
-        ])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dad-trace");
-    let _stderr = attach::until_tracing(&mut child);
+    let recording = spawn_record(
+        dad_trace()
+            .args([
+                "record",
+                "--backend",
+                "tracepoint",
+                "--cri-socket",
+                "none",
+                "--interval",
+                "60",
+                "-o",
+            ])
+            .arg(&path),
+    );
     let pods = dad_trace::node::synthetic::create_pods("dtl-s", 2).expect("pods");
     // Default DAD settles within 2.25 s (README, Testing).
     std::thread::sleep(Duration::from_millis(2500));
-    signal(&child, Signal::SIGINT);
-    let output = child.wait_with_output().expect("wait");
+    let output = recording.stop(Signal::SIGINT);
     drop(pods);
     assert!(output.status.success(), "{}", output.status);
     let session = Session::load(&path).expect("saved");

@@ -5,7 +5,6 @@ use std::{
     collections::BTreeSet,
     os::unix::fs::PermissionsExt as _,
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -16,10 +15,10 @@ use dad_trace::{
 };
 use nix::sys::signal::Signal;
 
-#[path = "common/binary.rs"]
-mod binary;
+mod common;
 
-use binary::{allowed, dad_trace, exit_of, signal};
+use common::{dad_trace, needs_root};
+use test_support::{Running, exit_of};
 
 /// Named namespaces the scenario made (its prefix is `dts-`).
 fn scenario_namespaces() -> Vec<String> {
@@ -40,25 +39,20 @@ static SCENARIO_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Ctrl-C during a phase: the phase's sysctls are put back and its pods removed.
 #[test]
 fn scenario_restores_sysctls_on_ctrl_c() {
-    if !allowed("scenario_restores_sysctls_on_ctrl_c") {
+    if !needs_root() {
         return;
     }
     let _turn = SCENARIO_TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let before = sysctl::snapshot();
-    let child = dad_trace()
-        .args([
-            "scenario",
-            "--plugin",
-            "veth",
-            "--pods",
-            "20",
-            "--phases",
-            "naive-tuning",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dad-trace");
+    let scenario = Running::spawn(dad_trace().args([
+        "scenario",
+        "--plugin",
+        "veth",
+        "--pods",
+        "20",
+        "--phases",
+        "naive-tuning",
+    ]));
     // The phase sets its sysctls first (optimistic_dad=1 among them, which differs from any
     // stock node); wait until they are in effect, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -67,8 +61,7 @@ fn scenario_restores_sysctls_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));
-    signal(&child, Signal::SIGINT);
-    let output = child.wait_with_output().expect("wait");
+    let output = scenario.stop(Signal::SIGINT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(i32::from(error::EXIT_FAILURE)), "{stderr}");
     assert!(
@@ -83,7 +76,7 @@ fn scenario_restores_sysctls_on_ctrl_c() {
 /// phase's sysctls. The plugin is a script standing in for a broken installation.
 #[test]
 fn scenario_restores_sysctls_when_a_phase_fails() {
-    if !allowed("scenario_restores_sysctls_when_a_phase_fails") {
+    if !needs_root() {
         return;
     }
     let _turn = SCENARIO_TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -122,7 +115,7 @@ fn scenario_restores_sysctls_when_a_phase_fails() {
 /// reason. (Where kprobes exist the same command traces: exit 0.)
 #[test]
 fn a_backend_that_cannot_attach_exits_4() {
-    if !allowed("a_backend_that_cannot_attach_exits_4") {
+    if !needs_root() {
         return;
     }
     let (code, stderr) = exit_of(dad_trace().args([
@@ -148,7 +141,7 @@ fn a_backend_that_cannot_attach_exits_4() {
 /// A BTF file given with `--btf` is the one read (a copy of the kernel's, elsewhere).
 #[test]
 fn btf_from_a_file() {
-    if !allowed("btf_from_a_file") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -189,7 +182,7 @@ fn btf_from_a_file() {
 /// through the verifier.
 #[test]
 fn probes_verify_loads_every_program() {
-    if !allowed("probes_verify_loads_every_program") {
+    if !needs_root() {
         return;
     }
     let output = dad_trace().args(["probes", "--verify"]).output().expect("probes");
@@ -220,14 +213,7 @@ fn a_closed_stdout_ends_a_report_quietly() {
         vec!["probes".into()],
         vec!["scenario".into(), "--list".into()],
     ] {
-        let mut child = dad_trace()
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dad-trace");
-        drop(child.stdout.take());
-        let output = child.wait_with_output().expect("wait");
+        let output = Running::spawn_with_stdout_closed(dad_trace().args(&args)).finish();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(
@@ -240,29 +226,26 @@ fn a_closed_stdout_ends_a_report_quietly() {
 /// `record` with its terminal gone still saves the whole session.
 #[test]
 fn a_closed_stdout_does_not_cost_the_session() {
-    if !allowed("a_closed_stdout_does_not_cost_the_session") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("session.json");
-    let mut child = dad_trace()
-        .args([
-            "record",
-            "--backend",
-            "tracepoint",
-            "--synthetic-prefix",
-            "dtp-",
-            "--synthetic-pods",
-            "2",
-            "-o",
-        ])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dad-trace");
-    drop(child.stdout.take());
-    let output = child.wait_with_output().expect("wait");
+    let output = Running::spawn_with_stdout_closed(
+        dad_trace()
+            .args([
+                "record",
+                "--backend",
+                "tracepoint",
+                "--synthetic-prefix",
+                "dtp-",
+                "--synthetic-pods",
+                "2",
+                "-o",
+            ])
+            .arg(&path),
+    )
+    .finish();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let session = dad_trace::session::Session::load(&path).expect("the session was saved");
@@ -278,7 +261,7 @@ fn a_closed_stdout_does_not_cost_the_session() {
 /// recorded, as the README says.
 #[test]
 fn another_user_reports_a_session_root_saved() {
-    if !allowed("another_user_reports_a_session_root_saved") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -309,7 +292,7 @@ fn another_user_reports_a_session_root_saved() {
 /// (it used to print "Pod namespaces (0)" as if there were none).
 #[test]
 fn doctor_without_rights_says_it_could_not_look() {
-    if !allowed("doctor_without_rights_says_it_could_not_look") {
+    if !needs_root() {
         return;
     }
     let netns = dad_trace::node::netns::NamedNetns::create(Path::new(dad_trace::node::netns::NETNS_DIR), "dtp-doctor")

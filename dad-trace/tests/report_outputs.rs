@@ -8,9 +8,7 @@ use dad_trace::{
     report::{compare, html, markdown},
     session::Session,
 };
-
-#[path = "common/skip.rs"]
-mod skip;
+use test_support::skip;
 
 fn fixture(name: &str) -> Session {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,10 +92,7 @@ fn html_renders_in_headless_chromium() {
             .output()
             .is_ok_and(|output| output.status.success())
     }) else {
-        skip::skip(
-            "html_renders_in_headless_chromium",
-            "Debian's chromium is not installed (cargo xtask test installs it)",
-        );
+        skip("Debian's chromium is not installed (cargo xtask test installs it)");
         return;
     };
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));

@@ -4,19 +4,17 @@
 //! creates synthetic pods); skips with a reason otherwise.
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use dad_trace::{error, node::sysctl::SysctlGuard, session::Session};
 use nix::sys::signal::Signal;
 
-#[path = "common/attach.rs"]
-mod attach;
-#[path = "common/binary.rs"]
-mod binary;
+mod common;
 
-use binary::{allowed, dad_trace, exit_of, signal};
+use common::{dad_trace, needs_root};
+use test_support::{Running, exit_of, spawn_record};
 
 /// Removes what a killed recorder could not (its synthetic pods' namespaces).
 fn remove_leftover_pods(prefix: &str) {
@@ -30,21 +28,20 @@ fn remove_leftover_pods(prefix: &str) {
 fn interrupted_recording_saves(signal_kind: Signal, prefix: &str, after: Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("session.json");
-    let child = dad_trace()
-        .args([
-            "record",
-            "--backend",
-            "tracepoint",
-            "--quiet",
-            "--synthetic-prefix",
-            prefix,
-        ])
-        .args(["--synthetic-pods", "3", "-o"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dad-trace");
+    // Not waited on until it traces: the signal may come before.
+    let recording = Running::spawn(
+        dad_trace()
+            .args([
+                "record",
+                "--backend",
+                "tracepoint",
+                "--quiet",
+                "--synthetic-prefix",
+                prefix,
+            ])
+            .args(["--synthetic-pods", "3", "-o"])
+            .arg(&path),
+    );
     std::thread::sleep(after);
     // The pods' namespaces as they are when the signal goes: other tests' pods have the same
     // addresses (fd00:dad::N), so the session's pods are found by namespace inode.
@@ -55,9 +52,9 @@ fn interrupted_recording_saves(signal_kind: Signal, prefix: &str, after: Duratio
                 .and_then(|meta| u32::try_from(std::os::unix::fs::MetadataExt::ino(&meta)).ok())
         })
         .collect();
-    signal(&child, signal_kind);
+    recording.signal(signal_kind);
     let started = Instant::now();
-    let output = child.wait_with_output().expect("wait");
+    let output = recording.finish();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
@@ -136,7 +133,7 @@ fn missing_addresses(session: &Session, prefix: &str, pods: &[Option<u32>], link
 /// after the pods settled.
 #[test]
 fn sigint_at_any_moment_saves_the_session() {
-    if allowed("sigint_at_any_moment_saves_the_session") {
+    if needs_root() {
         for ms in [30, 150, 800, 2500] {
             interrupted_recording_saves(Signal::SIGINT, "dts-i", Duration::from_millis(ms));
         }
@@ -145,7 +142,7 @@ fn sigint_at_any_moment_saves_the_session() {
 
 #[test]
 fn sigterm_at_any_moment_saves_the_session() {
-    if allowed("sigterm_at_any_moment_saves_the_session") {
+    if needs_root() {
         for ms in [30, 400, 1500] {
             interrupted_recording_saves(Signal::SIGTERM, "dts-t", Duration::from_millis(ms));
         }
@@ -156,7 +153,7 @@ fn sigterm_at_any_moment_saves_the_session() {
 /// leaves a torn file, and the one it would have replaced survives.
 #[test]
 fn sigkill_leaves_the_previous_session_intact() {
-    if !allowed("sigkill_leaves_the_previous_session_intact") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -164,24 +161,21 @@ fn sigkill_leaves_the_previous_session_intact() {
     let previous = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/default-20-pods.json"))
         .expect("fixture");
     std::fs::write(&path, &previous).expect("write");
-    let mut child = dad_trace()
-        .args([
-            "record",
-            "--backend",
-            "tracepoint",
-            "--quiet",
-            "--synthetic-prefix",
-            "dts-k",
-        ])
-        .args(["--synthetic-pods", "3", "-o"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn dad-trace");
+    let recording = Running::spawn(
+        dad_trace()
+            .args([
+                "record",
+                "--backend",
+                "tracepoint",
+                "--quiet",
+                "--synthetic-prefix",
+                "dts-k",
+            ])
+            .args(["--synthetic-pods", "3", "-o"])
+            .arg(&path),
+    );
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&child, Signal::SIGKILL);
-    child.wait().expect("wait");
+    recording.stop(Signal::SIGKILL);
     remove_leftover_pods("dts-k");
     assert_eq!(
         std::fs::read(&path).expect("read"),
@@ -195,28 +189,24 @@ fn sigkill_leaves_the_previous_session_intact() {
 /// with the same delays.
 #[test]
 fn two_processes_trace_at_once() {
-    if !allowed("two_processes_trace_at_once") {
+    if !needs_root() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let spawn = |name: &str| {
-        let mut child = dad_trace()
-            .args(["record", "--backend", "tracepoint", "--quiet", "--cri-socket", "none"])
-            // Only this test's pods count (the pod side: 2 addresses each).
-            .args(["--netns", "dts-2*", "--count", "6", "--duration", "30", "-o"])
-            .arg(dir.path().join(name))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dad-trace");
-        let stderr = attach::until_tracing(&mut child);
-        (child, stderr)
+        spawn_record(
+            dad_trace()
+                .args(["record", "--backend", "tracepoint", "--quiet", "--cri-socket", "none"])
+                // Only this test's pods count (the pod side: 2 addresses each).
+                .args(["--netns", "dts-2*", "--count", "6", "--duration", "30", "-o"])
+                .arg(dir.path().join(name)),
+        )
     };
-    let (first, _first_err) = spawn("first.json");
-    let (second, _second_err) = spawn("second.json");
+    let first = spawn("first.json");
+    let second = spawn("second.json");
     let pods = dad_trace::node::synthetic::create_pods("dts-2", 3).expect("pods");
-    for child in [first, second] {
-        let status = child.wait_with_output().expect("wait").status;
+    for recording in [first, second] {
+        let status = recording.finish().status;
         assert!(status.success());
     }
     drop(pods);
@@ -251,7 +241,7 @@ fn two_processes_trace_at_once() {
 /// code the README documents.
 #[test]
 fn missing_privileges_and_kernel_support_have_exit_codes() {
-    if !allowed("missing_privileges_and_kernel_support_have_exit_codes") {
+    if !needs_root() {
         return;
     }
     let binary = env!("CARGO_BIN_EXE_dad-trace");

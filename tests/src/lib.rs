@@ -13,7 +13,6 @@ pub mod limited;
 pub mod manifests;
 pub mod monitoring;
 pub mod netns;
-pub mod progress;
 pub mod prometheus;
 
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};
@@ -35,18 +34,11 @@ pub fn pods() -> usize {
         .unwrap_or(20)
 }
 
-#[path = "../../dad-trace/tests/common/skip.rs"]
-mod skip_rule;
-pub use skip_rule::{NO_SKIP, skip};
-
-/// True when the test may touch the kernel; otherwise says why it skips.
+/// True when the test may touch the kernel; otherwise it skips, saying why (skips are
+/// `test_support::skip`).
 #[must_use]
-pub fn kernel_tests_allowed(test: &str) -> bool {
-    if let Err(e) = kernel::check_privileges() {
-        skip(test, &format!("needs root ({e:#})"));
-        return false;
-    }
-    true
+pub fn needs_root() -> bool {
+    test_support::needs_root(kernel::check_privileges())
 }
 
 #[must_use]

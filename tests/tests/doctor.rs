@@ -6,7 +6,7 @@
 use dad_trace::node::doctor::Verdict;
 use integration_tests::{
     doctor::{Case, Measured, PodSetup, measure},
-    kernel_tests_allowed,
+    needs_root,
 };
 
 const PODS: usize = 8;
@@ -15,8 +15,8 @@ fn plain(_: usize) -> PodSetup {
     PodSetup::Plain
 }
 
-fn run(test: &str, case: &Case, verdict: Verdict) -> Option<Measured> {
-    if !kernel_tests_allowed(test) {
+fn run(case: &Case, verdict: Verdict) -> Option<Measured> {
+    if !needs_root() {
         return None;
     }
     let measured = measure(case);
@@ -38,11 +38,7 @@ fn zero_dad_transmits_alone_still_waits_up_to_a_second() {
         pods: PODS,
         setup: plain,
     };
-    if let Some(measured) = run(
-        "zero_dad_transmits_alone_still_waits_up_to_a_second",
-        &CASE,
-        Verdict::DadOn,
-    ) {
+    if let Some(measured) = run(&CASE, Verdict::DadOn) {
         assert_eq!(measured.diagnosis.estimated_wait_ms, (0, 1000));
         // Somewhere in the random delay, not all near 0: a "0 ms" estimate would fail here.
         let (_, max) = measured.range(|c| !c.what.starts_with("host") && !c.what.ends_with("per pod"));
@@ -63,7 +59,7 @@ fn accept_dad_off_on_all_only_keeps_dad() {
         pods: PODS,
         setup: plain,
     };
-    if let Some(measured) = run("accept_dad_off_on_all_only_keeps_dad", &CASE, Verdict::DadOn) {
+    if let Some(measured) = run(&CASE, Verdict::DadOn) {
         assert_eq!(measured.diagnosis.estimated_wait_ms, (1000, 2000));
     }
 }
@@ -81,7 +77,7 @@ fn accept_dad_off_on_default_only_skips_dad() {
         pods: PODS,
         setup: plain,
     };
-    if let Some(measured) = run("accept_dad_off_on_default_only_skips_dad", &CASE, Verdict::Tuned) {
+    if let Some(measured) = run(&CASE, Verdict::Tuned) {
         assert_eq!(measured.diagnosis.estimated_wait_ms, (0, 0));
     }
 }
@@ -99,7 +95,7 @@ fn accept_dad_on_all_overrides_default_off() {
         pods: PODS,
         setup: plain,
     };
-    run("accept_dad_on_all_overrides_default_off", &CASE, Verdict::DadOn);
+    run(&CASE, Verdict::DadOn);
 }
 
 /// Half the pods get `eth0 accept_dad=0` in their namespace (as the bridge plugin sets it):
@@ -119,7 +115,7 @@ fn per_interface_override_in_a_pod_namespace() {
         pods: PODS,
         setup,
     };
-    if let Some(measured) = run("per_interface_override_in_a_pod_namespace", &CASE, Verdict::DadOn) {
+    if let Some(measured) = run(&CASE, Verdict::DadOn) {
         let overridden = |c: &integration_tests::doctor::Compared| {
             c.what.starts_with("dtdoc-i-")
                 && c.what
@@ -145,7 +141,6 @@ fn per_interface_override_in_a_pod_namespace() {
 /// (a per-interface `accept_dad=0`, not `nodad`): the doctor reads it from the namespace.
 #[test]
 fn bridge_plugin_without_enable_dad_skips_dad_per_interface() {
-    const TEST: &str = "bridge_plugin_without_enable_dad_skips_dad_per_interface";
     fn setup(_: usize) -> PodSetup {
         PodSetup::BridgePlugin
     }
@@ -156,13 +151,10 @@ fn bridge_plugin_without_enable_dad_skips_dad_per_interface() {
         setup,
     };
     if !integration_tests::doctor::bridge_plugin_installed() {
-        integration_tests::skip(
-            TEST,
-            "the CNI bridge plugin is not installed (containernetworking-plugins)",
-        );
+        test_support::skip("the CNI bridge plugin is not installed (containernetworking-plugins)");
         return;
     }
-    if let Some(measured) = run(TEST, &CASE, Verdict::DadOn) {
+    if let Some(measured) = run(&CASE, Verdict::DadOn) {
         let (_, max) = measured.range(|c| c.what.starts_with("dtdoc-b-"));
         assert!(max < 50.0, "bridge pods waited {max} ms");
         assert!(
@@ -196,7 +188,7 @@ fn optimistic_dad_keeps_the_tentative_wait() {
         pods: PODS,
         setup,
     };
-    if let Some(measured) = run("optimistic_dad_keeps_the_tentative_wait", &CASE, Verdict::DadOn) {
+    if let Some(measured) = run(&CASE, Verdict::DadOn) {
         // Optimistic link-local addresses wait exactly one probe: 1000 ms.
         let (min, max) = measured.range(|c| c.estimate.dad && c.estimate.low_ms == c.estimate.high_ms);
         assert!(
@@ -220,7 +212,7 @@ fn enhanced_dad_does_not_change_the_wait() {
         pods: PODS,
         setup: plain,
     };
-    if let Some(measured) = run("enhanced_dad_does_not_change_the_wait", &CASE, Verdict::DadOn) {
+    if let Some(measured) = run(&CASE, Verdict::DadOn) {
         assert_eq!(measured.diagnosis.estimated_wait_ms, (1000, 2000));
     }
 }
@@ -238,7 +230,7 @@ fn nodad_addresses_skip_dad() {
         pods: PODS,
         setup,
     };
-    if let Some(measured) = run("nodad_addresses_skip_dad", &CASE, Verdict::DadOn) {
+    if let Some(measured) = run(&CASE, Verdict::DadOn) {
         let (_, max) = measured.range(|c| c.what.contains("fd00:dad:d0c::"));
         assert!(max < 50.0, "nodad addresses waited {max} ms");
         let (min, _) = measured.range(|c| c.what.contains(" fe80::"));

@@ -10,7 +10,7 @@ use std::{
 use dad_trace::{kernel::BackendChoice, session::Outcome, tracer::RecordOptions};
 use integration_tests::{
     faults::{self, assert_sane},
-    kernel_tests_allowed,
+    needs_root,
     netns::{TestNetns, events_of, record_during},
     stock_dad_settings,
 };
@@ -32,7 +32,7 @@ fn addr(text: &str) -> Ipv6Addr {
 
 #[test]
 fn netns_deleted_while_tentative_is_aborted() {
-    if kernel_tests_allowed("netns_deleted_while_tentative_is_aborted") {
+    if needs_root() {
         let _sysctls = stock_dad_settings();
         faults::netns_deleted_while_tentative(BACKEND);
     }
@@ -40,7 +40,7 @@ fn netns_deleted_while_tentative_is_aborted() {
 
 #[test]
 fn interface_deleted_mid_dad_is_aborted() {
-    if kernel_tests_allowed("interface_deleted_mid_dad_is_aborted") {
+    if needs_root() {
         let _sysctls = stock_dad_settings();
         faults::interface_deleted_mid_dad(BACKEND);
     }
@@ -48,7 +48,7 @@ fn interface_deleted_mid_dad_is_aborted() {
 
 #[test]
 fn address_removed_and_readded_is_two_addresses() {
-    if kernel_tests_allowed("address_removed_and_readded_is_two_addresses") {
+    if needs_root() {
         let _sysctls = stock_dad_settings();
         faults::address_removed_and_readded(BACKEND);
     }
@@ -58,7 +58,7 @@ fn address_removed_and_readded_is_two_addresses() {
 /// report names the first as the holder.
 #[test]
 fn duplicate_address_on_a_bridge_fails_with_both_sides() {
-    if kernel_tests_allowed("duplicate_address_on_a_bridge_fails_with_both_sides") {
+    if needs_root() {
         let _sysctls = stock_dad_settings();
         faults::duplicate_on_a_bridge(BACKEND);
     }
@@ -100,7 +100,7 @@ impl Drop for HiddenNetns {
 /// node, and names no holder.
 #[test]
 fn duplicate_from_out_of_sight_is_said_to_come_from_off_this_node() {
-    if !kernel_tests_allowed("duplicate_from_out_of_sight_is_said_to_come_from_off_this_node") {
+    if !needs_root() {
         return;
     }
     let _sysctls = stock_dad_settings();
@@ -147,7 +147,7 @@ fn duplicate_from_out_of_sight_is_said_to_come_from_off_this_node() {
 /// shows it escaped.
 #[test]
 fn an_interface_named_with_an_escape_sequence_is_shown_not_obeyed() {
-    if !kernel_tests_allowed("an_interface_named_with_an_escape_sequence_is_shown_not_obeyed") {
+    if !needs_root() {
         return;
     }
     let _sysctls = stock_dad_settings();
@@ -213,7 +213,7 @@ fn cpu_time() -> Duration {
 #[test]
 fn five_hundred_duplicates_at_once_cost_a_few_looks() {
     const COUNT: u16 = 500;
-    if !kernel_tests_allowed("five_hundred_duplicates_at_once_cost_a_few_looks") {
+    if !needs_root() {
         return;
     }
     let _sysctls = stock_dad_settings();
@@ -289,7 +289,7 @@ fn five_hundred_duplicates_at_once_cost_a_few_looks() {
 /// it, and what arrived is still right.
 #[test]
 fn tiny_ring_buffer_counts_lost_events() {
-    if !kernel_tests_allowed("tiny_ring_buffer_counts_lost_events") {
+    if !needs_root() {
         return;
     }
     let _sysctls = stock_dad_settings();
@@ -331,7 +331,7 @@ fn tiny_ring_buffer_counts_lost_events() {
 /// are lower bounds), never reported as if complete.
 #[test]
 fn tracer_started_mid_dad_reports_partial() {
-    if kernel_tests_allowed("tracer_started_mid_dad_reports_partial") {
+    if needs_root() {
         let _sysctls = stock_dad_settings();
         faults::tracer_started_mid_dad(BACKEND);
     }
@@ -341,7 +341,7 @@ fn tracer_started_mid_dad_reports_partial() {
 /// keeps no per-address state at all.
 #[test]
 fn churn_of_ten_thousand_addresses_leaves_nothing_in_flight() {
-    if !kernel_tests_allowed("churn_of_ten_thousand_addresses_leaves_nothing_in_flight") {
+    if !needs_root() {
         return;
     }
     assert!(

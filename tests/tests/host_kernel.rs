@@ -5,12 +5,12 @@ use dad_trace::{
     scenario::{gates::Slack, plugin::Plugin},
 };
 use integration_tests::{
-    cni_scenario, default_sysctls_scenario, kernel_tests_allowed, load_every_program, pods, tuned_sysctls_scenario,
+    cni_scenario, default_sysctls_scenario, load_every_program, needs_root, pods, tuned_sysctls_scenario,
 };
 
 #[test]
 fn every_program_passes_the_verifier() {
-    if kernel_tests_allowed("every_program_passes_the_verifier") {
+    if needs_root() {
         // Every program of both backends (fallbacks too), and the CNI exec and exit.
         assert_eq!(
             load_every_program(),
@@ -21,7 +21,7 @@ fn every_program_passes_the_verifier() {
 
 #[test]
 fn default_sysctls_pods_wait_for_dad() {
-    if kernel_tests_allowed("default_sysctls_pods_wait_for_dad") {
+    if needs_root() {
         let session = default_sysctls_scenario("dtt-d", BackendChoice::Tracepoint);
         assert_eq!(session.backend, Backend::Tracepoint);
     }
@@ -29,7 +29,7 @@ fn default_sysctls_pods_wait_for_dad() {
 
 #[test]
 fn tuning_that_reaches_new_namespaces_removes_the_wait() {
-    if kernel_tests_allowed("tuning_that_reaches_new_namespaces_removes_the_wait") {
+    if needs_root() {
         tuned_sysctls_scenario("dtt-t", BackendChoice::Tracepoint);
     }
 }
@@ -37,14 +37,11 @@ fn tuning_that_reaches_new_namespaces_removes_the_wait() {
 /// The pod-start story with the component that waits: a real CNI plugin (ptp, as kind uses).
 #[test]
 fn cni_ptp_scenario_tells_the_story() {
-    if !kernel_tests_allowed("cni_ptp_scenario_tells_the_story") {
+    if !needs_root() {
         return;
     }
     if !Plugin::Ptp.available(std::path::Path::new("/usr/lib/cni")) {
-        integration_tests::skip(
-            "cni_ptp_scenario_tells_the_story",
-            "containernetworking-plugins not installed",
-        );
+        test_support::skip("containernetworking-plugins not installed");
         return;
     }
     cni_scenario(
@@ -61,13 +58,12 @@ fn cni_ptp_scenario_tells_the_story() {
 /// issue asked for at least 99.9 %; all are required.
 #[test]
 fn a_thousand_fast_cni_adds_are_all_traced() {
-    const TEST: &str = "a_thousand_fast_cni_adds_are_all_traced";
     const ADDS: usize = 1000;
-    if !kernel_tests_allowed(TEST) {
+    if !needs_root() {
         return;
     }
     if !Plugin::Ptp.available(std::path::Path::new("/usr/lib/cni")) {
-        integration_tests::skip(TEST, "containernetworking-plugins not installed");
+        test_support::skip("containernetworking-plugins not installed");
         return;
     }
     let result = integration_tests::scenario_phase(Plugin::Ptp, "inherit", ADDS);
@@ -105,14 +101,11 @@ fn a_thousand_fast_cni_adds_are_all_traced() {
 /// The bridge plugin runs DAD on the pod side only with `"enableDad": true`.
 #[test]
 fn cni_bridge_enable_dad_waits_for_dad() {
-    if !kernel_tests_allowed("cni_bridge_enable_dad_waits_for_dad") {
+    if !needs_root() {
         return;
     }
     if !Plugin::BridgeDad.available(std::path::Path::new("/usr/lib/cni")) {
-        integration_tests::skip(
-            "cni_bridge_enable_dad_waits_for_dad",
-            "containernetworking-plugins not installed",
-        );
+        test_support::skip("containernetworking-plugins not installed");
         return;
     }
     cni_scenario(
@@ -127,7 +120,7 @@ fn cni_bridge_enable_dad_waits_for_dad() {
 /// `tune --apply` changes exactly the recommended settings; `--revert` restores every one.
 #[test]
 fn tune_apply_then_revert_restores_every_setting() {
-    if !kernel_tests_allowed("tune_apply_then_revert_restores_every_setting") {
+    if !needs_root() {
         return;
     }
     // Start from values that differ from every recommended one (the kernel defaults), so
@@ -160,7 +153,7 @@ fn tune_apply_then_revert_restores_every_setting() {
 /// settings after the node is tuned, and the doctor names it; one made after is not named.
 #[test]
 fn doctor_names_pods_created_before_the_fix() {
-    if !kernel_tests_allowed("doctor_names_pods_created_before_the_fix") {
+    if !needs_root() {
         return;
     }
     let _stock = integration_tests::stock_dad_settings();
@@ -196,7 +189,7 @@ fn doctor_names_pods_created_before_the_fix() {
 /// `devconf_inherit_init_net` accepts 0-3 only) puts back the one written before it.
 #[test]
 fn tune_revert_is_all_or_nothing() {
-    if !kernel_tests_allowed("tune_revert_is_all_or_nothing") {
+    if !needs_root() {
         return;
     }
     let mut guard = dad_trace::node::sysctl::SysctlGuard::default();

@@ -11,7 +11,7 @@ use integration_tests::{
 #[test]
 fn alert_rules_pass_promtool_check_and_unit_tests() {
     if let Err(why) = promtool() {
-        integration_tests::skip("alert_rules_pass_promtool_check_and_unit_tests", &why);
+        test_support::skip(why);
         return;
     }
     let dir = deploy_dir();
@@ -27,7 +27,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
 #[test]
 fn promtool_unit_tests_fail_on_a_wrong_rule() {
     if let Err(why) = promtool() {
-        integration_tests::skip("promtool_unit_tests_fail_on_a_wrong_rule", &why);
+        test_support::skip(why);
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -73,7 +73,7 @@ fn dashboard_queries_are_valid_promql() {
     let board = dashboard().expect("dashboard");
     assert_eq!(board["uid"], "dad-trace");
     if let Err(why) = promtool() {
-        integration_tests::skip("the promtool half of dashboard_queries_are_valid_promql", &why);
+        test_support::skip(format_args!("the promtool half: {why}"));
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

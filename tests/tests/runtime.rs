@@ -7,21 +7,22 @@ use dad_trace::{kernel::BackendChoice, record::enrich::cri::SocketChoice, sessio
 use integration_tests::{
     STOCK_DAD_NS,
     containerd::{self, Containerd},
-    kernel_tests_allowed, manifests, monitoring,
+    manifests, monitoring, needs_root,
     prometheus::{Prometheus, free_loopback_port, prometheus_installed},
-    skip, stock_dad_settings,
+    stock_dad_settings,
 };
+use test_support::skip;
 use tokio::sync::Notify;
 
 const CNI_DIR: &str = "/usr/lib/cni";
 
 /// Root, and containerd with runc and the CNI plugins installed; otherwise says why not.
-fn containerd_tests_allowed(test: &str) -> bool {
-    if !kernel_tests_allowed(test) {
+fn containerd_tests_allowed() -> bool {
+    if !needs_root() {
         return false;
     }
     if let Some(why) = containerd::unavailable(Path::new(CNI_DIR)) {
-        skip(test, &why);
+        skip(why);
         return false;
     }
     true
@@ -32,8 +33,7 @@ fn containerd_tests_allowed(test: &str) -> bool {
 /// sandbox created → CNI ADD (with the DAD wait inside it) → container started.
 #[test]
 fn containerd_pods_are_named_with_their_delays() {
-    const TEST: &str = "containerd_pods_are_named_with_their_delays";
-    if !containerd_tests_allowed(TEST) {
+    if !containerd_tests_allowed() {
         return;
     }
     let _sysctls = stock_dad_settings();
@@ -161,13 +161,12 @@ fn check_pod_starts(session: &dad_trace::session::Session, pods: &[(&str, &str)]
 /// and every query of the dashboard in deploy/ returns data from it.
 #[test]
 fn serve_metrics_scraped_by_prometheus_match_the_trace() {
-    const TEST: &str = "serve_metrics_scraped_by_prometheus_match_the_trace";
     const PODS: usize = 8;
-    if !kernel_tests_allowed(TEST) {
+    if !needs_root() {
         return;
     }
     if !prometheus_installed() {
-        skip(TEST, "prometheus is not installed (cargo xtask test installs it)");
+        skip("prometheus is not installed (cargo xtask test installs it)");
         return;
     }
     let _sysctls = stock_dad_settings();
@@ -369,7 +368,7 @@ fn metrics_value(text: &str, prefix: &str) -> f64 {
 /// The container's added capabilities that this machine can grant. A runtime cannot grant
 /// what it does not hold itself (some CI sandboxes lack `CAP_SYS_RESOURCE`, which only kernels
 /// before 5.11 need): the rest are asked for, and the test says so.
-fn grantable_capabilities(container: &k8s_openapi::api::core::v1::Container, test: &str) -> Vec<String> {
+fn grantable_capabilities(container: &k8s_openapi::api::core::v1::Container) -> Vec<String> {
     let bounding = own_bounding_set();
     let (grantable, missing): (Vec<String>, Vec<String>) = container
         .security_context
@@ -380,6 +379,7 @@ fn grantable_capabilities(container: &k8s_openapi::api::core::v1::Container, tes
         .into_iter()
         .partition(|name| bounding & capability_bit(name) != 0);
     if !missing.is_empty() {
+        let test = test_support::test_name();
         println!("NOTE {test}: this machine cannot grant {missing:?}; the agent runs without them");
     }
     grantable
@@ -390,19 +390,15 @@ fn grantable_capabilities(container: &k8s_openapi::api::core::v1::Container, tes
 /// runtime creates next to it in its metrics.
 #[test]
 fn the_daemonset_runs_in_containerd_and_names_pods() {
-    const TEST: &str = "the_daemonset_runs_in_containerd_and_names_pods";
-    if !containerd_tests_allowed(TEST) {
+    if !containerd_tests_allowed() {
         return;
     }
     let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dad-trace-image.tar");
     if !archive.exists() {
-        skip(
-            TEST,
-            &format!(
-                "no image at {} (cargo xtask image builds it; cargo xtask test does first)",
-                archive.display()
-            ),
-        );
+        skip(format_args!(
+            "no image at {} (cargo xtask image builds it; cargo xtask test does first)",
+            archive.display()
+        ));
         return;
     }
     let daemonset = manifests::daemonset().expect("daemonset.yaml");
@@ -431,7 +427,7 @@ fn the_daemonset_runs_in_containerd_and_names_pods() {
             other => other.to_string(),
         }
     };
-    let grantable = grantable_capabilities(container, TEST);
+    let grantable = grantable_capabilities(container);
     let config = containerd::container_config(&spec, &host_path, &[("NODE_IP", "127.0.0.1")], &grantable)
         .expect("the DaemonSet's container as the kubelet passes it");
     let log = containerd

@@ -15,22 +15,22 @@ use dad_trace::{
     session::{Outcome, Session},
 };
 use integration_tests::{
-    check_pods, default_sysctls_scenario, kernel_tests_allowed,
+    check_pods, default_sysctls_scenario,
     limited::{SMALL_MEMLOCK, dad_trace_binary, run_with_small_memlock},
-    load_every_program, pods, record_both, tuned_sysctls_scenario,
+    load_every_program, needs_root, pods, record_both, tuned_sysctls_scenario,
 };
 
-fn in_vm(test: &str) -> bool {
+fn in_vm() -> bool {
     if std::env::var_os("DAD_TRACE_VM").is_none() {
-        integration_tests::skip(test, "runs inside `cargo xtask vm-test` guests only");
+        test_support::skip("runs inside `cargo xtask vm-test` guests only");
         return false;
     }
-    kernel_tests_allowed(test)
+    needs_root()
 }
 
 #[test]
 fn vm_every_program_passes_the_verifier() {
-    if in_vm("vm_every_program_passes_the_verifier") {
+    if in_vm() {
         let description = Description::running();
         println!(
             "kernel description: {}",
@@ -114,7 +114,7 @@ fn vm_hooked_functions_keep_their_prototypes() {
 
 #[test]
 fn vm_kprobe_backend_default_sysctls() {
-    if in_vm("vm_kprobe_backend_default_sysctls") {
+    if in_vm() {
         let session = default_sysctls_scenario("dtv-d", BackendChoice::Kprobe);
         assert_eq!(session.backend, Backend::Kprobe);
     }
@@ -122,14 +122,14 @@ fn vm_kprobe_backend_default_sysctls() {
 
 #[test]
 fn vm_kprobe_backend_tuned_sysctls() {
-    if in_vm("vm_kprobe_backend_tuned_sysctls") {
+    if in_vm() {
         tuned_sysctls_scenario("dtv-t", BackendChoice::Kprobe);
     }
 }
 
 #[test]
 fn vm_backends_agree_on_the_same_addresses() {
-    if !in_vm("vm_backends_agree_on_the_same_addresses") {
+    if !in_vm() {
         return;
     }
     let (kprobe, tracepoint) = record_both("dtv-b");
@@ -182,7 +182,7 @@ fn vm_backends_agree_on_the_same_addresses() {
 
 #[test]
 fn vm_cni_ptp_scenario_with_kprobes() {
-    if in_vm("vm_cni_ptp_scenario_with_kprobes") {
+    if in_vm() {
         integration_tests::cni_scenario(
             dad_trace::scenario::plugin::Plugin::Ptp,
             &["defaults", "naive-tuning", "inherit"],
@@ -217,8 +217,7 @@ fn vm_cni_ptp_scenario_with_kprobes() {
 /// itself, and says it needs `CAP_SYS_RESOURCE` when it cannot. Later kernels do not care.
 #[test]
 fn vm_small_memlock_limit_is_raised_or_refused_plainly() {
-    const TEST: &str = "vm_small_memlock_limit_is_raised_or_refused_plainly";
-    if !in_vm(TEST) {
+    if !in_vm() {
         return;
     }
     let Some(binary) = dad_trace_binary() else {
@@ -360,7 +359,7 @@ mod kprobe_faults {
     #[test]
     fn vm_kprobe_netns_deleted_while_tentative_is_aborted() {
         const TEST: &str = "vm_kprobe_netns_deleted_while_tentative_is_aborted";
-        if in_vm(TEST) {
+        if in_vm() {
             let started = std::time::Instant::now();
             let _sysctls = stock_dad_settings();
             let outcomes = faults::netns_deleted_while_tentative(KPROBE);
@@ -374,7 +373,7 @@ mod kprobe_faults {
     #[test]
     fn vm_kprobe_interface_deleted_mid_dad_is_aborted() {
         const TEST: &str = "vm_kprobe_interface_deleted_mid_dad_is_aborted";
-        if in_vm(TEST) {
+        if in_vm() {
             let started = std::time::Instant::now();
             let _sysctls = stock_dad_settings();
             let outcomes = faults::interface_deleted_mid_dad(KPROBE);
@@ -387,7 +386,7 @@ mod kprobe_faults {
     #[test]
     fn vm_kprobe_address_removed_and_readded_is_two_addresses() {
         const TEST: &str = "vm_kprobe_address_removed_and_readded_is_two_addresses";
-        if in_vm(TEST) {
+        if in_vm() {
             let started = std::time::Instant::now();
             let _sysctls = stock_dad_settings();
             let outcomes = faults::address_removed_and_readded(KPROBE);
@@ -406,7 +405,7 @@ mod kprobe_faults {
     #[test]
     fn vm_kprobe_tracer_started_mid_dad_reports_partial() {
         const TEST: &str = "vm_kprobe_tracer_started_mid_dad_reports_partial";
-        if in_vm(TEST) {
+        if in_vm() {
             let started = std::time::Instant::now();
             let _sysctls = stock_dad_settings();
             let outcomes = faults::tracer_started_mid_dad(KPROBE);
@@ -421,7 +420,7 @@ mod kprobe_faults {
     #[test]
     fn vm_kprobe_duplicate_address_on_a_bridge_fails_with_both_sides() {
         const TEST: &str = "vm_kprobe_duplicate_address_on_a_bridge_fails_with_both_sides";
-        if in_vm(TEST) {
+        if in_vm() {
             let started = std::time::Instant::now();
             let _sysctls = stock_dad_settings();
             let outcomes = faults::duplicate_on_a_bridge(KPROBE);

@@ -96,7 +96,8 @@ enum Task {
     /// (root; long: not part of CI) and write bench/RESULTS.md.
     Bench {
         /// Options of the benchmark itself (`--only PART`, `--pods`, `--pairs`, `--veths`,
-        /// `--soak-pods`, `--output`, ...: `dad-trace-bench --help`), passed through.
+        /// `--soak-pods`, `--output`, ...: `dad-trace-bench --help`, the crate in bench/), passed
+        /// through.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -245,14 +246,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 fn bench(args: &[String]) -> anyhow::Result<()> {
     setup::ensure(Need::Test)?;
     let dad_trace = build_release()?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "integration-tests",
-        "--bin",
-        "dad-trace-bench",
-    ]))?;
+    run(cargo().args(["build", "--release", "--package", "dad-trace-bench"]))?;
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(workspace_root())

@@ -20,6 +20,7 @@ mod accuracy;
 mod big;
 mod cost;
 mod flood;
+mod progress;
 mod pty;
 mod render;
 mod scale;
@@ -32,7 +33,6 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use dad_trace::{kernel, node::sysctl::SysctlGuard};
-use integration_tests::progress;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
