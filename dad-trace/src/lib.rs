@@ -30,14 +30,3 @@ pub mod scenario;
 pub mod session;
 pub mod text;
 pub mod tracer;
-
-/// The unit tests' skips go to test-support's rule (a skip fails under `DAD_TRACE_NO_SKIP`),
-/// the one every test uses. The rule takes the test's name from the harness; the name these
-/// call sites still pass is that same name, and is not needed: new tests call
-/// `test_support::skip(why)`.
-#[cfg(test)]
-pub(crate) mod test_skip {
-    pub(crate) fn skip(_test: &str, why: &str) {
-        test_support::skip(why);
-    }
-}

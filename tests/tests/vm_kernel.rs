@@ -73,7 +73,7 @@ fn vm_every_program_passes_the_verifier() {
 /// naming the function, before any scenario reads garbage through it.
 #[test]
 fn vm_hooked_functions_keep_their_prototypes() {
-    if !in_vm("vm_hooked_functions_keep_their_prototypes") {
+    if !in_vm() {
         return;
     }
     let types = KernelTypes::load(std::path::Path::new(dad_trace::kernel::VMLINUX_BTF)).expect("the guest's BTF");

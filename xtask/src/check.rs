@@ -50,6 +50,9 @@ pub fn test() -> anyhow::Result<()> {
                 "integration-tests",
                 "--exclude",
                 "dad-trace-ebpf",
+                // Built by `cargo xtask bench`; lint checks it.
+                "--exclude",
+                "dad-trace-bench",
             ])
             .args(SERIAL),
         &mut tiers,

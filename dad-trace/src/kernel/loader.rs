@@ -380,12 +380,9 @@ mod tests {
     use object::{Object as _, ObjectSection as _};
 
     use super::*;
-    use crate::{
-        kernel::{
-            btf::raw::{Btf, Kind},
-            probes::HOOKS,
-        },
-        test_skip as skip,
+    use crate::kernel::{
+        btf::raw::{Btf, Kind},
+        probes::HOOKS,
     };
 
     /// aya finds the typedef where the kernel's BTF has it, whatever the id.
@@ -409,9 +406,9 @@ mod tests {
 
     /// The types of the embedded kernel object's BTF; `None` (a printed skip) when the build
     /// skipped the object.
-    fn object_types(test: &str) -> Option<Btf> {
+    fn object_types() -> Option<Btf> {
         if EBPF_OBJECT.is_empty() {
-            skip::skip(test, "built with AYA_BUILD_SKIP: no kernel object");
+            test_support::skip("built with AYA_BUILD_SKIP: no kernel object");
             return None;
         }
         let file = object::File::parse(EBPF_OBJECT).expect("the object is ELF");
@@ -467,10 +464,7 @@ mod tests {
     #[test]
     fn every_hook_has_its_program_and_every_program_its_hook() {
         if EBPF_OBJECT.is_empty() {
-            skip::skip(
-                "every_hook_has_its_program_and_every_program_its_hook",
-                "built with AYA_BUILD_SKIP: no kernel object",
-            );
+            test_support::skip("built with AYA_BUILD_SKIP: no kernel object");
             return;
         }
         let file = object::File::parse(EBPF_OBJECT).expect("the object is ELF");
@@ -528,10 +522,7 @@ mod tests {
     #[test]
     fn the_object_check_reads_names_and_sections() {
         if EBPF_OBJECT.is_empty() {
-            skip::skip(
-                "the_object_check_reads_names_and_sections",
-                "built with AYA_BUILD_SKIP: no kernel object",
-            );
+            test_support::skip("built with AYA_BUILD_SKIP: no kernel object");
             return;
         }
         let file = object::File::parse(EBPF_OBJECT).expect("the object is ELF");
@@ -555,7 +546,7 @@ mod tests {
     /// a stale object) would garble every event.
     #[test]
     fn the_kernel_object_and_the_decoder_agree_on_the_layouts() {
-        let Some(types) = object_types("the_kernel_object_and_the_decoder_agree_on_the_layouts") else {
+        let Some(types) = object_types() else {
             return;
         };
         check(
@@ -596,7 +587,7 @@ mod tests {
     /// The same for the CNI call programs' records and configuration.
     #[test]
     fn the_kernel_object_and_the_decoder_agree_on_the_process_layouts() {
-        let Some(types) = object_types("the_kernel_object_and_the_decoder_agree_on_the_process_layouts") else {
+        let Some(types) = object_types() else {
             return;
         };
         check(

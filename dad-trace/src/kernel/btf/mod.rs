@@ -278,10 +278,7 @@ mod tests {
     fn the_running_kernels_prototypes_match_the_hook_table() {
         let path = Path::new(VMLINUX_BTF);
         if !path.exists() {
-            crate::test_skip::skip(
-                "the_running_kernels_prototypes_match_the_hook_table",
-                "no kernel BTF here",
-            );
+            test_support::skip("no kernel BTF here");
             return;
         }
         let types = KernelTypes::load(path).expect("kernel BTF parses");
@@ -311,10 +308,7 @@ mod tests {
     fn process_offsets_resolve_through_anonymous_members() {
         let path = Path::new(VMLINUX_BTF);
         if !path.exists() {
-            crate::test_skip::skip(
-                "process_offsets_resolve_through_anonymous_members",
-                "no kernel BTF here",
-            );
+            test_support::skip("no kernel BTF here");
             return;
         }
         let types = KernelTypes::load(path).expect("kernel BTF parses");

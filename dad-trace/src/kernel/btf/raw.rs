@@ -522,10 +522,7 @@ mod tests {
     #[test]
     fn the_running_kernel_answers_what_the_programs_read() {
         let Ok(bytes) = std::fs::read(crate::kernel::VMLINUX_BTF) else {
-            crate::test_skip::skip(
-                "the_running_kernel_answers_what_the_programs_read",
-                "this kernel publishes no BTF",
-            );
+            test_support::skip("this kernel publishes no BTF");
             return;
         };
         let btf = Btf::parse(bytes).expect("the kernel's BTF parses");
