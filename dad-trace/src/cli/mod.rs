@@ -53,7 +53,7 @@ pub enum Command {
     Tune(doctor::Tune),
     Gate(gate::Gate),
     Report(report::Report),
-    KernelFacts(probes::KernelFacts),
+    KernelFacts(probes::KernelFactsCommand),
     Completions(completions::Completions),
     Man(completions::Man),
     KernelDescription(probes::KernelDescription),

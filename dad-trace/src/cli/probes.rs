@@ -47,12 +47,12 @@ impl Probes {
 /// `record` in a child process so its own memory stays small.
 #[derive(clap::Args)]
 #[command(hide = true)]
-pub struct KernelFacts {
+pub struct KernelFactsCommand {
     #[arg(long, default_value = VMLINUX_BTF)]
     btf: PathBuf,
 }
 
-impl KernelFacts {
+impl KernelFactsCommand {
     pub fn run(self) -> anyhow::Result<()> {
         super::out(&(serde_json::to_string(&btf::read_facts(&self.btf)?)? + "\n"))
     }

@@ -205,7 +205,7 @@ pub fn attach(
 }
 
 /// The verifier's verdict on one program.
-pub struct Verdict {
+pub struct ProgramCheck {
     /// The backend that uses it, or `None` for the CNI call programs both use.
     pub backend: Option<Backend>,
     pub program: &'static str,
@@ -214,21 +214,21 @@ pub struct Verdict {
 
 /// Loads every program either backend may use, fallbacks included, and the CNI call
 /// programs, through the verifier (nothing is attached).
-pub fn verify_programs(kernel: &Kernel) -> anyhow::Result<Vec<Verdict>> {
+pub fn verify_programs(kernel: &Kernel) -> anyhow::Result<Vec<ProgramCheck>> {
     let config = kernel.config()?;
     let proc = kernel
         .proc_config(&cni_bin_dirs(&[]))
         .map_err(|why| Refusal::Kernel(format!("the CNI call programs cannot run here: {why}")))?;
     let mut ebpf = loader::load_with_procs(&config, &proc, dad_trace_common::DEFAULT_RING_BYTES, false)?;
-    let mut verdicts: Vec<Verdict> = probes::programs()
+    let mut verdicts: Vec<ProgramCheck> = probes::programs()
         .into_iter()
-        .map(|(backend, hook)| Verdict {
+        .map(|(backend, hook)| ProgramCheck {
             backend: Some(backend),
             program: hook.program,
             result: loader::load_program(&mut ebpf, hook, kernel.support.queue_work_btf_id),
         })
         .collect();
-    verdicts.extend(probes::PROC_HOOKS.iter().map(|hook| Verdict {
+    verdicts.extend(probes::PROC_HOOKS.iter().map(|hook| ProgramCheck {
         backend: None,
         program: hook.program,
         result: loader::load_proc_program(&mut ebpf, hook),

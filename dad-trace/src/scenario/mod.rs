@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use self::{
-    phases::{Expectation, Phase},
+    phases::{Expectation, ScenarioPhase},
     plugin::Plugin,
 };
 use crate::{
@@ -97,7 +97,7 @@ pub struct ScenarioOptions {
     pub pods: usize,
     pub backend: BackendChoice,
     /// Names of the phases to run, in order.
-    pub phases: Vec<&'static Phase>,
+    pub phases: Vec<&'static ScenarioPhase>,
     pub prefix: String,
     /// Timing slack of slow machines (emulated VMs); none on real hardware.
     pub slack: gates::Slack,
@@ -106,7 +106,7 @@ pub struct ScenarioOptions {
 /// Runs one phase: sysctls set (and restored when it ends, however it ends), recording
 /// started, pods added one by one, recording stopped, pods removed.
 pub async fn run_phase(
-    phase: &'static Phase,
+    phase: &'static ScenarioPhase,
     opts: &ScenarioOptions,
     cancelled: Arc<AtomicBool>,
 ) -> anyhow::Result<PhaseResult> {

@@ -14,7 +14,7 @@ pub enum Expectation {
     Fast { under_ms: u64 },
 }
 
-pub struct Phase {
+pub struct ScenarioPhase {
     pub name: &'static str,
     pub description: &'static str,
     /// `net.core.devconf_inherit_init_net` during the phase.
@@ -26,7 +26,7 @@ pub struct Phase {
     pub doctor: Verdict,
 }
 
-impl Phase {
+impl ScenarioPhase {
     /// Every sysctl the phase sets.
     pub fn sysctls(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
         std::iter::once(("net.core.devconf_inherit_init_net", self.inherit_init_net))
@@ -45,8 +45,8 @@ const NAIVE: [(&str, &str); 6] = [
 ];
 
 /// The story in three phases; `dad-trace scenario --list` shows them (the kind job reads it).
-pub const PHASES: [Phase; 3] = [
-    Phase {
+pub const PHASES: [ScenarioPhase; 3] = [
+    ScenarioPhase {
         name: "defaults",
         description: "kernel defaults: every pod interface runs DAD",
         inherit_init_net: "0",
@@ -54,7 +54,7 @@ pub const PHASES: [Phase; 3] = [
         gate: Expectation::TracksAddTime { within_ms: 150 },
         doctor: Verdict::DadOn,
     },
-    Phase {
+    ScenarioPhase {
         name: "naive-tuning",
         description: "accept_dad=0, dad_transmits=0, optimistic_dad=1 on all/default in the host namespace only",
         inherit_init_net: "0",
@@ -62,7 +62,7 @@ pub const PHASES: [Phase; 3] = [
         gate: Expectation::TracksAddTime { within_ms: 150 },
         doctor: Verdict::NaiveTuningTrap,
     },
-    Phase {
+    ScenarioPhase {
         name: "inherit",
         description: "the same plus net.core.devconf_inherit_init_net=1: new namespaces inherit it",
         inherit_init_net: "1",
@@ -114,7 +114,7 @@ pub fn listing() -> Listing {
 
 /// The phase of that name.
 #[must_use]
-pub fn by_name(name: &str) -> Option<&'static Phase> {
+pub fn by_name(name: &str) -> Option<&'static ScenarioPhase> {
     PHASES.iter().find(|phase| phase.name == name)
 }
 
@@ -126,7 +126,7 @@ mod tests {
     fn phases_tell_the_story() {
         let names: Vec<_> = PHASES.iter().map(|p| p.name).collect();
         assert_eq!(names, ["defaults", "naive-tuning", "inherit"]);
-        let inherit = |phase: &Phase| {
+        let inherit = |phase: &ScenarioPhase| {
             phase
                 .sysctls()
                 .find(|(k, _)| *k == "net.core.devconf_inherit_init_net")
