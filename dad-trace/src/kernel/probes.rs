@@ -1,5 +1,7 @@
 //! Which kernel hook observes which DAD phase, per backend, with fallbacks and the reason
 //! for each choice. `dad-trace probes` prints this table resolved against the running kernel.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::fmt;
 
 use dad_trace_common::Hook;

@@ -1,5 +1,7 @@
 //! Which finished addresses a recording shows, counts and keeps (`--namespace`, `--pod`,
 //! `--netns`, `--ifname`): shell-style globs, all of which must match.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use glob::Pattern;
 
 use super::cni::TracedCall;

@@ -4,6 +4,8 @@
 //! without news (its addresses and its ADD may reach the sinks a little apart, after the
 //! runtime named the pod). The agent's histograms and the live views of `record` (intervals,
 //! JSON lines) each keep their own windows, with what they need of the pod as the payload.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::{
     collections::{HashMap, HashSet},
     sync::Mutex,
