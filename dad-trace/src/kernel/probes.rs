@@ -327,3 +327,58 @@ pub fn table(backend: Backend) -> &'static [PhaseSpec] {
         Backend::Tracepoint => TRACEPOINT_TABLE,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_and_names() {
+        assert_eq!(BackendChoice::Auto.candidates(), [Backend::Kprobe, Backend::Tracepoint]);
+        assert_eq!(BackendChoice::Kprobe.candidates(), [Backend::Kprobe]);
+        assert_eq!(BackendChoice::Tracepoint.candidates(), [Backend::Tracepoint]);
+        assert_eq!(
+            Backend::ALL.map(|backend| backend.to_string()),
+            ["kprobe", "tracepoint"]
+        );
+        assert_eq!(
+            [
+                Phase::TentativeStart,
+                Phase::DadBegin,
+                Phase::Completed,
+                Phase::Failed,
+                Phase::Aborted
+            ]
+            .map(|phase| phase.to_string()),
+            ["tentative start", "DAD begin", "completed", "failed", "aborted"]
+        );
+    }
+
+    /// Every hook of both tables and every fallback, each program once, with the first
+    /// backend that names it.
+    #[test]
+    fn programs_are_every_hook_and_fallback_once() {
+        let programs = programs();
+        let names: Vec<&str> = programs.iter().map(|(_, spec)| spec.program).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "each once: {names:?}");
+        for backend in Backend::ALL {
+            for hook in table(backend).iter().flat_map(|phase| phase.hooks) {
+                for form in std::iter::once(hook).chain(hook.fallback) {
+                    assert!(names.contains(&form.program), "{} missing", form.program);
+                }
+            }
+        }
+        let first = programs
+            .iter()
+            .find(|(_, spec)| spec.program == KPROBE_TABLE[0].hooks[0].program)
+            .expect("the kprobe table's first hook");
+        assert_eq!(first.0, Backend::Kprobe);
+        assert!(
+            programs.iter().any(|(backend, _)| *backend == Backend::Tracepoint),
+            "the tracepoint table has programs of its own"
+        );
+    }
+}

@@ -277,6 +277,20 @@ mod tests {
         assert_eq!(done[1].netns_inode, 9);
     }
 
+    /// Done pods come in the order they started (first address, else the ADD), not by inode.
+    #[test]
+    fn done_pods_are_in_start_order() {
+        let windows = PodWindows::default();
+        windows.see(&event(10, 1000, 500, Outcome::Settled), || "second");
+        windows.see(&event(20, 1000, 1000, Outcome::Settled), || "first");
+        windows.see_add(30, (ms_since_base(700), ms_since_base(800)), || "third, ADD only");
+        let done = windows.finish(&HashSet::new(), true);
+        let order: Vec<_> = done.iter().map(|pod| pod.payload).collect();
+        assert_eq!(order, ["first", "second", "third, ADD only"]);
+        assert_eq!(done[2].delay_ns(), 0, "no address");
+        assert_eq!(done[2].dad_in_add_ns(), Some(0));
+    }
+
     #[test]
     fn at_the_end_every_open_pod_is_done() {
         let windows = PodWindows::default();
