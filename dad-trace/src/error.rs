@@ -1,5 +1,7 @@
 //! Why dad-trace refuses to trace, and the exit code each cause gets: scripts and Jobs can
 //! tell "run me as root" from "this kernel cannot do it" from anything else.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 
 /// A refusal with what to do about it, from the layers that talk to the kernel.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! Delay distributions: exact percentiles from an HDR histogram, printed as the log2
 //! histograms people know from bcc's tools.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;

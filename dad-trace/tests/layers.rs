@@ -1,5 +1,7 @@
 //! The layout's rules, checked on the sources (README, Layout): dependencies between the
-//! stages point one way, and no two modules import each other, directly or in a ring.
+//! stages point one way, no two modules import each other, directly or in a ring, and every
+//! pure module (no I/O) is mutation-tested or says why not, by a marker `cargo xtask mutants`
+//! reads, which cannot lie about purity.
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -157,19 +159,14 @@ fn find_use(code: &str) -> Option<usize> {
     None
 }
 
-/// File-level edges: module → modules it uses.
-fn edges() -> BTreeMap<String, BTreeSet<String>> {
+/// Every module's imports: (the path as written, the module it resolves to).
+fn imports() -> BTreeMap<String, Vec<(String, String)>> {
     let modules = modules();
-    let mut edges = BTreeMap::new();
+    let mut imports = BTreeMap::new();
     for (module, code) in &modules {
-        let mut targets = BTreeSet::new();
         let mut paths = Vec::new();
         // Comments say anything; code is what imports.
-        let code: String = code
-            .lines()
-            .map(|line| line.split("//").next().unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let code = strip_comments(code);
         let mut rest = code.as_str();
         while let Some(start) = find_use(rest) {
             let statement = &rest[start..];
@@ -182,17 +179,175 @@ fn edges() -> BTreeMap<String, BTreeSet<String>> {
                 paths.push(word.trim_end_matches(':').to_string());
             }
         }
+        let mut targets = Vec::new();
         for path in paths {
             if let Some(target) = resolve(module, &path, &modules)
                 && &target != module
                 && !target.is_empty()
             {
-                targets.insert(target);
+                targets.push((path, target));
             }
         }
-        edges.insert(module.clone(), targets);
+        imports.insert(module.clone(), targets);
     }
-    edges
+    imports
+}
+
+/// File-level edges: module → modules it uses.
+fn edges() -> BTreeMap<String, BTreeSet<String>> {
+    imports()
+        .into_iter()
+        .map(|(module, imports)| (module, imports.into_iter().map(|(_, target)| target).collect()))
+        .collect()
+}
+
+/// Paths (a window of whole segments, anywhere in a path) that reach outside the process:
+/// files, sockets, processes, the environment, clocks, the kernel. Naming one, or a module
+/// of the crate that names one, makes a module not pure.
+const IO: &[&str] = &[
+    "std::fs",
+    "std::process",
+    "std::os",
+    "std::env",
+    "std::thread",
+    "std::net::TcpListener",
+    "std::net::TcpStream",
+    "std::net::UdpSocket",
+    "std::io::stdin",
+    "std::io::stdout",
+    "std::io::stderr",
+    "std::io::IsTerminal",
+    "std::time::Instant",
+    "std::time::SystemTime",
+    "Utc::now",
+    // chrono's local time zone: the TZ variable and /etc/localtime.
+    "Local",
+    "tokio",
+    "aya",
+    "aya_log",
+    "nix",
+    "libc",
+    "rtnetlink",
+    "netlink_sys",
+    "netlink_packet_route",
+    "hyper",
+    "hyper_util",
+    "axum",
+    "tonic",
+    "k8s_cri",
+    "indicatif",
+    // The session file's own entry points (session/file.rs), called as `Session::load(...)`
+    // or `session.save(...)`: what reads a file through them is not pure either.
+    "Session::load",
+    "load_as",
+    "save",
+];
+
+/// The markers, each a line of the module's doc comment. `cargo xtask mutants` tests the
+/// modules with one of the first two (xtask/src/mutants.rs, `MARKERS`).
+const PURE: &str = "//! Pure: mutation-tested (cargo xtask mutants).";
+/// Followed by why: what I/O, and why the unit tests still pin the logic down.
+const TESTED_NOT_PURE: &str = "//! Mutation-tested (cargo xtask mutants), not pure:";
+/// Followed by why it is not worth it (declarations only, ...).
+const PURE_NOT_TESTED: &str = "//! Pure, not mutation-tested:";
+
+/// The I/O paths (of [`IO`]) a module's code names.
+fn io_paths(code: &str) -> Vec<String> {
+    let code = strip_comments(code);
+    let mut paths = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(start) = find_use(rest) {
+        let statement = &rest[start..];
+        let end = statement.find(';').unwrap_or(statement.len());
+        paths.extend(expand(&statement[..end]));
+        rest = &statement[end..];
+    }
+    paths.extend(
+        code.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .filter(|word| !word.is_empty())
+            .map(|word| word.trim_matches(':').to_string()),
+    );
+    let mut named: Vec<String> = paths
+        .into_iter()
+        .filter(|path| {
+            let segments: Vec<&str> = path.split("::").collect();
+            IO.iter().any(|io| {
+                let io: Vec<&str> = io.split("::").collect();
+                segments.windows(io.len()).any(|window| window == io.as_slice())
+            })
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    named
+}
+
+/// The code without its comments and the contents of its string literals (which say
+/// anything: "save the session", "http://..."), line breaks kept.
+fn strip_comments(code: &str) -> String {
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = String::with_capacity(code.len());
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '/' if chars.get(i + 1) == Some(&'/') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '"' => {
+                // A raw string's hashes (`r#"..."#`) were copied before the quote.
+                let hashes = chars[..i].iter().rev().take_while(|c| **c == '#').count();
+                let raw = chars[..i - hashes].last() == Some(&'r');
+                i += 1;
+                while i < chars.len() {
+                    if !raw && chars[i] == '\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if chars[i] == '"' && chars[i + 1..].iter().take(hashes).filter(|c| **c == '#').count() == hashes {
+                        break;
+                    }
+                    if chars[i] == '\n' {
+                        out.push('\n');
+                    }
+                    i += 1;
+                }
+                out.push_str("\"\"");
+                i += 1 + hashes;
+            }
+            // A char literal ('"', '\'', 'x'), not a lifetime ('a).
+            '\'' if chars.get(i + 1) == Some(&'\\') => {
+                i += 2;
+                while i < chars.len() && chars[i] != '\'' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            '\'' if chars.get(i + 2) == Some(&'\'') => i += 3,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The module's doc comment: its leading `//!` lines.
+fn doc(code: &str) -> Vec<&str> {
+    code.lines()
+        .map(str::trim)
+        .take_while(|line| line.starts_with("//!"))
+        .collect()
+}
+
+/// Whether a module's doc comment carries `marker`, with a reason after it when it asks one.
+fn marked(code: &str, marker: &str) -> bool {
+    doc(code).iter().any(|line| {
+        line.strip_prefix(marker)
+            .is_some_and(|reason| marker == PURE || reason.trim().len() > 2)
+    })
 }
 
 fn top(module: &str) -> &str {
@@ -282,5 +437,119 @@ fn the_checker_sees_real_edges() {
     assert_eq!(
         expand("crate::{a, b::{c, d}}"),
         ["crate::a", "crate::b::c", "crate::b::d"]
+    );
+}
+
+/// Whether each module is pure (names no I/O, imports no module of the crate that does), and
+/// the I/O found when not. An item a module re-exports (`pub use probes::Backend` in
+/// `kernel`) is the re-exported module's, not the re-exporting one's.
+fn purity() -> BTreeMap<String, Vec<String>> {
+    let modules = modules();
+    let direct: BTreeMap<&String, Vec<String>> =
+        modules.iter().map(|(module, code)| (module, io_paths(code))).collect();
+    let reexported = |target: &String, path: &str| {
+        let item = path.rsplit("::").next().unwrap_or(path);
+        strip_comments(&modules[target])
+            .split(';')
+            .filter_map(|statement| statement.trim().strip_prefix("pub use "))
+            .flat_map(expand)
+            .filter(|reexport| reexport.rsplit("::").next() == Some(item))
+            .find_map(|reexport| {
+                resolve(target, &reexport, &modules).or_else(|| resolve(target, &format!("self::{reexport}"), &modules))
+            })
+            .filter(|source| source != target)
+    };
+    imports()
+        .into_iter()
+        .map(|(module, imports)| {
+            let mut io = direct[&module].clone();
+            for (path, target) in imports {
+                // Followed through re-exports of re-exports (`session` re-exports `kernel`'s).
+                let mut source = target;
+                for _ in 0..4 {
+                    match reexported(&source, &path) {
+                        Some(next) => source = next,
+                        None => break,
+                    }
+                }
+                if !direct[&source].is_empty() {
+                    io.push(format!("crate::{source}"));
+                }
+            }
+            io.sort();
+            io.dedup();
+            (module, io)
+        })
+        .collect()
+}
+
+#[test]
+fn pure_modules_are_mutation_tested_or_say_why_not() {
+    let modules = modules();
+    let purity = purity();
+    let mut wrong = Vec::new();
+    for (module, code) in &modules {
+        // lib.rs and main.rs, and files compiled only for tests, are not modules to test.
+        if module.is_empty() || module.ends_with("::tests") {
+            continue;
+        }
+        let io = &purity[module];
+        let markers = [PURE, TESTED_NOT_PURE, PURE_NOT_TESTED]
+            .into_iter()
+            .filter(|marker| marked(code, marker))
+            .collect::<Vec<_>>();
+        match (markers.as_slice(), io.is_empty()) {
+            ([], true) => wrong.push(format!(
+                "{module}: pure (no I/O) but unmarked: add `{PURE}` to its doc comment, or \
+                 `{PURE_NOT_TESTED} <why>`"
+            )),
+            ([PURE | PURE_NOT_TESTED], false) => {
+                wrong.push(format!("{module}: marked pure but names I/O: {io:?}"));
+            }
+            ([TESTED_NOT_PURE], true) => {
+                wrong.push(format!("{module}: marked not pure but names no I/O: mark it `{PURE}`"));
+            }
+            ([] | [_], _) => {}
+            (_, _) => wrong.push(format!("{module}: more than one marker: {markers:?}")),
+        }
+    }
+    assert!(wrong.is_empty(), "purity markers:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_purity_check_sees_io() {
+    let purity = purity();
+    // Known cases, so a broken parser cannot pass the markers by seeing no I/O anywhere.
+    for (module, io) in [
+        ("files", "std::os"),
+        ("kernel::loader", "tokio"),
+        ("record::enrich::cri", "tonic"),
+        ("session::file", "crate::files"),
+    ] {
+        assert!(
+            purity[module].iter().any(|found| found.starts_with(io)),
+            "{module}: {io} not seen: {:?}",
+            purity[module]
+        );
+    }
+    assert!(purity["hist"].is_empty(), "{:?}", purity["hist"]);
+    // `crate::session::Backend` is `kernel::probes`' (re-exported twice), not the I/O of
+    // `kernel` (mod.rs) that re-exports it.
+    assert!(purity["report::summary"].is_empty(), "{:?}", purity["report::summary"]);
+    assert_eq!(
+        io_paths("use std::{fmt, fs::File};\nfn f() { nix::unistd::sync(); } // tokio\nconst S: &str = \"libc\";"),
+        ["nix::unistd::sync", "std::fs::File"]
+    );
+    assert_eq!(
+        strip_comments("let q = '\"'; let s = r#\"a \" tokio\"#; f::<'a>(\"\\\" nix\"); // libc\nx"),
+        "let q = ; let s = r#\"\"; f::<'a>(\"\"); \nx"
+    );
+    assert!(marked(
+        "//! Doc.\n//!\n//! Pure, not mutation-tested: declarations only.\n",
+        PURE_NOT_TESTED
+    ));
+    assert!(
+        !marked("//! Pure, not mutation-tested:\n", PURE_NOT_TESTED),
+        "a reason is required"
     );
 }

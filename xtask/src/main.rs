@@ -62,12 +62,12 @@ enum Task {
     },
     /// rustfmt check and clippy (userspace and the eBPF crate separately).
     Lint,
-    /// Mutation testing of the pure modules (tracker, hist, gate, compare, session, doctor's
-    /// diagnosis) with the unit tests: the caught share per file, goal 95% (cargo-mutants;
-    /// about an hour on 2 cores for all of them).
+    /// Mutation testing of the pure modules (those whose doc comment says `Pure: mutation-tested
+    /// (cargo xtask mutants).`, or `Mutation-tested ..., not pure: <why>`) with the unit tests:
+    /// the caught share per file, goal 95% (cargo-mutants; over an hour on 2 cores for all).
     Mutants {
-        /// Only these modules, by label (`tracker`, `hist`, `gate`, `compare`, `session`,
-        /// `doctor's diagnosis`).
+        /// Only these modules, by module path (`record::track`; `session` for all of
+        /// `session/`) or file stem (`track`, `podstart` for both).
         #[arg(long)]
         only: Vec<String>,
         /// Test only what the last run did not catch (its results in target/mutants).

@@ -1,39 +1,119 @@
 //! `cargo xtask mutants`: mutation testing of the pure modules with the unit tests
 //! (cargo-mutants), and the caught share per module, the measure of how much the unit tests
 //! would notice a wrong change.
-use std::{collections::BTreeMap, fmt::Write as _, process::Command};
+//!
+//! Which modules: those that say so, by a line of their doc comment ([`MARKERS`]), found by
+//! reading `dad-trace/src`; no list here to forget a module in. `dad-trace/tests/layers.rs`
+//! keeps the markers honest: a module marked pure names no I/O, and a module that names
+//! none is marked (mutation-tested, or `Pure, not mutation-tested: <why>`).
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::Context as _;
 
 use crate::{cargo, run, succeeds, workspace_root};
 
-/// The modules whose logic the unit tests alone must pin down: (label, file glob).
-pub const MODULES: &[(&str, &str)] = &[
-    ("tracker", "dad-trace/src/record/track.rs"),
-    ("hist", "dad-trace/src/hist.rs"),
-    ("gate", "dad-trace/src/report/gate.rs"),
-    ("compare", "dad-trace/src/report/compare.rs"),
-    ("session", "dad-trace/src/session/*.rs"),
-    ("doctor's diagnosis", "dad-trace/src/node/doctor/{findings,model}.rs"),
+/// A doc-comment line (`//! ...` at the top of the file) that puts a module in the run: pure,
+/// or mutation-tested with the I/O it does said after the colon.
+pub const MARKERS: &[&str] = &[
+    "//! Pure: mutation-tested (cargo xtask mutants).",
+    "//! Mutation-tested (cargo xtask mutants), not pure:",
 ];
+/// Where the modules are looked for, from the workspace root.
+const SOURCES: &str = "dad-trace/src";
 /// Where cargo-mutants writes `mutants.out` (its outcomes, logs, and the missed list).
 const OUTPUT: &str = "target/mutants";
 /// The share of viable mutants each module's tests must catch.
 const GOAL_PERCENT: u64 = 95;
 
-/// Runs cargo-mutants on `only` (labels of [`MODULES`]; all when empty) and prints the score
-/// per module. Fails when a module misses the goal.
+/// A module that asked to be mutation-tested.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Module {
+    /// Its module path in the crate (`record::track`, `session` for `session/mod.rs`).
+    pub path: String,
+    /// Its file, from the workspace root, as cargo-mutants names it.
+    pub file: String,
+}
+
+impl Module {
+    /// Whether `--only LABEL` picks it: its module path (a parent picks its children:
+    /// `session` is `session/*.rs`), or its file's stem (`track`, `podstart` for both).
+    fn is(&self, label: &str) -> bool {
+        let stem = Path::new(&self.file)
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .filter(|stem| *stem != "mod");
+        self.path == label || self.path.starts_with(&format!("{label}::")) || stem == Some(label)
+    }
+}
+
+/// Whether a source file's doc comment carries one of [`MARKERS`].
+fn marked(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .take_while(|line| line.starts_with("//!"))
+        .any(|line| MARKERS.iter().any(|marker| line.starts_with(marker)))
+}
+
+/// The marked modules under `root`/[`SOURCES`], by file.
+pub fn modules(root: &Path) -> anyhow::Result<Vec<Module>> {
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, files)?;
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                files.push(path);
+            }
+        }
+        Ok(())
+    }
+    let sources = root.join(SOURCES);
+    let mut files = Vec::new();
+    walk(&sources, &mut files)?;
+    let mut modules = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+        if !marked(&text) {
+            continue;
+        }
+        let relative = file.strip_prefix(&sources).context("a file under the sources")?;
+        let mut path: Vec<String> = relative
+            .with_extension("")
+            .components()
+            .map(|component| component.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if path.last().is_some_and(|last| last == "mod") {
+            path.pop();
+        }
+        modules.push(Module {
+            path: path.join("::"),
+            file: format!("{SOURCES}/{}", relative.display()),
+        });
+    }
+    modules.sort_by(|a, b| a.file.cmp(&b.file));
+    Ok(modules)
+}
+
+/// Runs cargo-mutants on the marked modules `only` picks (by [`Module::is`]; all when empty)
+/// and prints the score per module. Fails when a module misses the goal.
 pub fn mutants(only: &[String], iterate: bool) -> anyhow::Result<()> {
     if !succeeds(Command::new("cargo").args(["mutants", "--version"])) {
         run(Command::new("cargo").args(["install", "cargo-mutants", "--locked"]))?;
     }
-    let modules: Vec<_> = MODULES
+    let all = modules(&workspace_root())?;
+    let modules: Vec<_> = all
         .iter()
-        .filter(|(label, _)| only.is_empty() || only.iter().any(|o| o == label))
+        .filter(|module| only.is_empty() || only.iter().any(|label| module.is(label)))
         .collect();
+    let paths: Vec<_> = all.iter().map(|module| module.path.as_str()).collect();
     anyhow::ensure!(
         !modules.is_empty(),
-        "no module is called {only:?}; the modules: {MODULES:?}"
+        "no marked module is called {only:?}; the modules: {paths:?}"
     );
     let mut command = cargo();
     command
@@ -49,8 +129,8 @@ pub fn mutants(only: &[String], iterate: bool) -> anyhow::Result<()> {
         // Skips what the last run caught: survivors only, after tests were added for them.
         command.arg("--iterate");
     }
-    for (_, glob) in &modules {
-        command.args(["--file", glob]);
+    for module in &modules {
+        command.args(["--file", &module.file]);
     }
     // cargo-mutants exits non-zero when a mutant survives: the scores below say which.
     let status = command.status().context("run cargo mutants")?;
@@ -172,5 +252,93 @@ mod tests {
         let table = render(&scored);
         assert!(table.contains("a.rs") && table.contains("66%"), "{table}");
         assert!(scores(r#"{"outcomes": [{"scenario": {"Mutant": {"file": "a.rs"}}, "summary": "Odd"}]}"#).is_err());
+    }
+
+    #[test]
+    fn modules_are_found_by_their_marker() {
+        let root = std::env::temp_dir().join(format!("xtask-mutants-{}", std::process::id()));
+        let write = |file: &str, text: &str| {
+            let path = root.join(SOURCES).join(file);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        };
+        write(
+            "hist.rs",
+            "//! Delays.\n//!\n//! Pure: mutation-tested (cargo xtask mutants).\nfn f() {}\n",
+        );
+        write(
+            "session/mod.rs",
+            "//! Sessions.\n//! Mutation-tested (cargo xtask mutants), not pure: temp files.\n",
+        );
+        write(
+            "session/pods.rs",
+            "//! Pods.\n//! Pure: mutation-tested (cargo xtask mutants).\n",
+        );
+        write(
+            "record/podstart.rs",
+            "//! Pure: mutation-tested (cargo xtask mutants).\n",
+        );
+        write(
+            "report/podstart.rs",
+            "//! Pure: mutation-tested (cargo xtask mutants).\n",
+        );
+        write("files.rs", "//! Files.\nuse std::fs;\n");
+        write(
+            "text.rs",
+            "//! Text.\n//! Pure, not mutation-tested: declarations.\n// Pure: mutation-tested (cargo xtask mutants).\n",
+        );
+        write(
+            "late.rs",
+            "//! Late.\nuse x;\n//! Pure: mutation-tested (cargo xtask mutants).\n",
+        );
+        let found = modules(&root);
+        std::fs::remove_dir_all(&root).expect("clean up");
+        let found = found.expect("modules");
+        let paths: Vec<_> = found.iter().map(|module| module.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "hist",
+                "record::podstart",
+                "report::podstart",
+                "session",
+                "session::pods"
+            ],
+            "only markers in the doc comment count"
+        );
+        assert_eq!(found[3].file, "dad-trace/src/session/mod.rs");
+        let picked = |label: &str| {
+            found
+                .iter()
+                .filter(|module| module.is(label))
+                .map(|module| module.path.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            picked("session"),
+            ["session", "session::pods"],
+            "a parent picks its children"
+        );
+        assert_eq!(picked("podstart"), ["record::podstart", "report::podstart"], "by stem");
+        assert_eq!(picked("report::podstart"), ["report::podstart"]);
+        assert_eq!(picked("pods"), ["session::pods"]);
+        assert!(picked("mod").is_empty() && picked("sess").is_empty());
+    }
+
+    /// The real tree: the modules the 95% goal was set on are in.
+    #[test]
+    fn the_tree_marks_the_pure_modules() {
+        let found = modules(&workspace_root()).expect("modules");
+        let files: Vec<_> = found.iter().map(|module| module.file.as_str()).collect();
+        for file in [
+            "dad-trace/src/record/track.rs",
+            "dad-trace/src/hist.rs",
+            "dad-trace/src/report/gate.rs",
+            "dad-trace/src/report/compare.rs",
+            "dad-trace/src/session/file.rs",
+            "dad-trace/src/node/doctor/model.rs",
+        ] {
+            assert!(files.contains(&file), "{file} not marked: {files:?}");
+        }
     }
 }

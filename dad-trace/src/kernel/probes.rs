@@ -1,6 +1,8 @@
 //! Which kernel hook observes which DAD phase, per backend, with fallbacks and the reason
 //! for each choice: built from the hook table of `dad_trace_common::hooks`, the one place a
 //! hook is declared. `dad-trace probes` prints this resolved against the running kernel.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::{fmt, sync::LazyLock};
 
 pub use dad_trace_common::hooks::{Ends, HOOKS, HookDef, Phase, ProgramKind, Source, def};
@@ -162,6 +164,28 @@ pub fn table(backend: Backend) -> &'static [PhaseSpec] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn choices_and_names() {
+        assert_eq!(BackendChoice::Auto.candidates(), [Backend::Kprobe, Backend::Tracepoint]);
+        assert_eq!(BackendChoice::Kprobe.candidates(), [Backend::Kprobe]);
+        assert_eq!(BackendChoice::Tracepoint.candidates(), [Backend::Tracepoint]);
+        assert_eq!(
+            Backend::ALL.map(|backend| backend.to_string()),
+            ["kprobe", "tracepoint"]
+        );
+        assert_eq!(
+            [
+                Phase::TentativeStart,
+                Phase::DadBegin,
+                Phase::Completed,
+                Phase::Failed,
+                Phase::Aborted
+            ]
+            .map(|phase| phase.to_string()),
+            ["tentative start", "DAD begin", "completed", "failed", "aborted"]
+        );
+    }
 
     /// The phase tables built from the hook table: every phase of each backend, holding the
     /// entries of that backend and phase in the table's order.

@@ -1,6 +1,8 @@
 //! Decodes the process records (a followed exec, the last exit of a followed process) and
 //! reads the CNI variables out of the environment the kernel copied. The environment belongs
 //! to whoever ran the plugin: every value is bounded and nothing here trusts its shape.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use dad_trace_common::{
     ENV_MAX, EXEC_BY_PARENT, EXEC_BY_PREFIX, EXEC_BY_SELF, EXEC_ENV_TRUNCATED, EXEC_ENV_UNREAD, ExecRecord, ExitRecord,
     PATH_MAX, PROC_EXEC, PROC_EXIT,

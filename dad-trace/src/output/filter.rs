@@ -1,5 +1,7 @@
 //! Which finished addresses a recording shows, counts and keeps (`--namespace`, `--pod`,
 //! `--netns`, `--ifname`): shell-style globs, all of which must match.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use glob::Pattern;
 
 use crate::{
@@ -146,5 +148,130 @@ mod tests {
             ..Filter::default()
         };
         assert!(!any_namespace.admits(&event), "no namespace, no match");
+    }
+
+    /// Any one pattern makes a filter (and the recording keeps only what it admits).
+    #[test]
+    fn one_pattern_is_enough_to_filter() {
+        assert!(Filter::default().is_empty());
+        for filter in [
+            Filter {
+                namespace: pattern("a"),
+                ..Filter::default()
+            },
+            Filter {
+                pod: pattern("a"),
+                ..Filter::default()
+            },
+            Filter {
+                netns: pattern("a"),
+                ..Filter::default()
+            },
+            Filter {
+                ifname: pattern("a"),
+                ..Filter::default()
+            },
+        ] {
+            assert!(!filter.is_empty(), "{filter:?}");
+        }
+    }
+
+    #[test]
+    fn calls_are_filtered_by_their_pod_namespace_and_interface() {
+        let traced = TracedCall {
+            call: crate::session::CniCall {
+                command: Some("ADD".into()),
+                plugin: "/opt/cni/bin/ptp".into(),
+                container_id: Some("sandbox-1".into()),
+                netns: Some("/var/run/netns/cni-1234".into()),
+                ifname: Some("eth0".into()),
+                pid: 50,
+                ppid: 1,
+                start: chrono::DateTime::UNIX_EPOCH,
+                duration_ns: None,
+                exit_status: None,
+                exit_signal: None,
+                env_truncated: false,
+                delegates: Vec::new(),
+            },
+            netns_inode: Some(4_026_532_400),
+            pod: Some(Pod {
+                namespace: Some("team-a".into()),
+                name: Some("web-1".into()),
+                ..Pod::default()
+            }),
+        };
+        let admits = |filter: Filter| filter.admits_call(&traced);
+        assert!(admits(Filter::default()));
+        for admitted in [
+            Filter {
+                namespace: pattern("team-*"),
+                ..Filter::default()
+            },
+            Filter {
+                pod: pattern("team-a/web-1"),
+                ..Filter::default()
+            },
+            Filter {
+                netns: pattern("cni-1234"),
+                ..Filter::default()
+            },
+            Filter {
+                netns: pattern("4026532400"),
+                ..Filter::default()
+            },
+            Filter {
+                ifname: pattern("eth0"),
+                ..Filter::default()
+            },
+        ] {
+            assert!(admits(admitted.clone()), "{admitted:?}");
+        }
+        for refused in [
+            Filter {
+                namespace: pattern("team-b"),
+                ..Filter::default()
+            },
+            Filter {
+                pod: pattern("db-*"),
+                ..Filter::default()
+            },
+            Filter {
+                netns: pattern("4026532401"),
+                ..Filter::default()
+            },
+            Filter {
+                ifname: pattern("net1"),
+                ..Filter::default()
+            },
+        ] {
+            assert!(!admits(refused.clone()), "{refused:?}");
+        }
+        let unnamed = TracedCall {
+            call: crate::session::CniCall {
+                ifname: None,
+                netns: None,
+                ..traced.call.clone()
+            },
+            netns_inode: None,
+            pod: None,
+        };
+        assert!(
+            !Filter {
+                ifname: pattern("*"),
+                ..Filter::default()
+            }
+            .admits_call(&unnamed),
+            "no interface, no match"
+        );
+        assert!(
+            Filter {
+                netns: pattern("0"),
+                pod: pattern("netns:0"),
+                ..Filter::default()
+            }
+            .admits_call(&unnamed),
+            "an unresolved namespace is inode 0"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! by [`display`]), Prometheus metrics ([`metrics`], served by [`serve`]) and the session's
 //! events, all behind one [`sinks::Sinks`] that the recorder feeds through
 //! [`crate::record::recorder::Output`]. [`filter`] decides what is shown, counted and kept.
+//!
+//! Pure, not mutation-tested: module declarations and option types, no logic.
 pub mod display;
 pub mod filter;
 pub mod live;

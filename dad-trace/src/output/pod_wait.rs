@@ -4,6 +4,8 @@
 //! without news (its addresses and its ADD may reach the sinks a little apart, after the
 //! runtime named the pod). The agent's histograms and the live views of `record` (intervals,
 //! JSON lines) each keep their own windows, with what they need of the pod as the payload.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::{
     collections::{HashMap, HashSet},
     sync::Mutex,
@@ -273,6 +275,20 @@ mod tests {
         assert_eq!(done[1].delay_ns(), 1_300_000_000);
         assert_eq!((done[1].addresses, done[1].failed, done[1].aborted), (3, 1, 1));
         assert_eq!(done[1].netns_inode, 9);
+    }
+
+    /// Done pods come in the order they started (first address, else the ADD), not by inode.
+    #[test]
+    fn done_pods_are_in_start_order() {
+        let windows = PodWindows::default();
+        windows.see(&event(10, 1000, 500, Outcome::Settled), || "second");
+        windows.see(&event(20, 1000, 1000, Outcome::Settled), || "first");
+        windows.see_add(30, (ms_since_base(700), ms_since_base(800)), || "third, ADD only");
+        let done = windows.finish(&HashSet::new(), true);
+        let order: Vec<_> = done.iter().map(|pod| pod.payload).collect();
+        assert_eq!(order, ["first", "second", "third, ADD only"]);
+        assert_eq!(done[2].delay_ns(), 0, "no address");
+        assert_eq!(done[2].dad_in_add_ns(), Some(0));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!
 //! Nothing here shows or saves anything: the outputs are [`crate::output`]'s, and
 //! [`crate::tracer`] runs a recording from attach to the saved session.
+//!
+//! Pure, not mutation-tested: module declarations only.
 pub mod clock;
 pub mod cni;
 pub mod enrich;

@@ -1,6 +1,8 @@
 //! The session's pods: per pod namespace, its CNI calls, the timeline from the runtime's
 //! sandbox to its first container, and DAD's wait inside the ADD. Built once, when a
 //! recording ends, from the addresses and calls it kept and what the runtime says.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -318,5 +320,40 @@ mod tests {
                 .all(|pod| pod.cni_calls.len() == 1 && pod.cni_add_ns == Some(1100 * MS))
         );
         assert_eq!(pods[1].timeline.add_start, Some(at(5000)));
+        // Each ADD is its own namespace's: the one whose addresses came after it started.
+        assert_eq!(
+            pods.iter()
+                .map(|pod| (pod.timeline.add_start, pod.timeline.first_tentative))
+                .collect::<Vec<_>>(),
+            [(Some(at(0)), Some(at(10))), (Some(at(5000)), Some(at(5010)))]
+        );
+        assert!(pods.iter().all(|pod| pod.dad_wait_ns == Some(1000 * MS)));
+    }
+
+    /// A name from `CNI_NETNS` is a file name: not empty, at most 255 bytes.
+    #[test]
+    fn a_namespace_name_from_the_call_is_a_file_name() {
+        let name_of = |netns: String| {
+            let mut add = call("ADD", 0, Some(40), Some(12));
+            add.call.netns = Some(netns);
+            let (pods, _) = build(&[], vec![add], 1, &mut no_runtime);
+            pods[0].netns_name.clone()
+        };
+        assert_eq!(name_of("/run/netns/".into()), None);
+        let longest = "n".repeat(255);
+        assert_eq!(name_of(format!("/run/netns/{longest}")), Some(longest.clone()));
+        assert_eq!(name_of(format!("/run/netns/{longest}n")), None);
+    }
+
+    /// Several addresses of one namespace (one cookie) are one pod.
+    #[test]
+    fn addresses_of_one_namespace_are_one_pod() {
+        let mut first = event(10, 10, 1000, None, Outcome::Settled);
+        first.netns_cookie = Some(7);
+        let mut second = event(10, 20, 1500, None, Outcome::Settled);
+        second.netns_cookie = Some(7);
+        let (pods, _) = build(&[first, second], Vec::new(), 1, &mut no_runtime);
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        assert_eq!(pods[0].dad_wait_ns, Some(1510 * MS), "10 ms → 1520 ms");
     }
 }

@@ -1,5 +1,7 @@
 //! Sessions side by side: before/after tuning, or several nodes, with whether the per-pod
 //! delay changed for real between the first and the last ([`super::significance`]).
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::{collections::BTreeSet, fmt::Write as _};
 
 use serde::Serialize;

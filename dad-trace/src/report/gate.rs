@@ -1,6 +1,8 @@
 //! The before/after gate on pod-start DAD, shared by the local CNI/VM scenario and the kind
 //! CI job (`dad-trace gate BEFORE AFTER`): the wait is there before tuning, gone after.
 //! Which scenario phases are "before" and "after" is the scenario's to say.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::fmt::Write as _;
 
 use serde::Serialize;

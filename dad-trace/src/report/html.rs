@@ -1,5 +1,7 @@
 //! `report --format html`: one self-contained offline page with SVG charts (a CDF overlay
 //! of per-pod delay across sessions, and per-pod bars), no scripts, no external assets.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::fmt::Write as _;
 
 use super::compare::{Comparison, change_line, render_settings, rows};

@@ -1,5 +1,7 @@
 //! The comparison as a GitHub-flavoured Markdown table (pull requests, CI step summaries),
 //! from the same rows as the text and HTML tables, then the verdict on the change.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::fmt::Write as _;
 
 use super::compare::{Comparison, change_line, render_settings, rows};

@@ -1,5 +1,7 @@
 //! One session from several (e.g. one per node): events are stored one by one, so merging
 //! loses nothing.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use anyhow::Context as _;
 
 use super::figures::Figures;
@@ -80,5 +82,32 @@ mod tests {
         two.lost_events = 2;
         let error = merge(vec![huge.fold(), two.fold()]).expect_err("overflow refused");
         assert!(format!("{error:#}").contains("lost_events of node-d"), "{error:#}");
+    }
+
+    /// CNI tracing of several nodes: counts add up, each plugin directory is listed once.
+    #[test]
+    fn cni_tracing_is_combined() {
+        let tracing = |dirs: &[&str], lost: u64, truncated: u64| {
+            Some(crate::session::CniTracing {
+                bin_dirs: dirs.iter().map(ToString::to_string).collect(),
+                lost_records: lost,
+                env_truncated: truncated,
+                calls_without_pod: Vec::new(),
+            })
+        };
+        let mut a = session("node-a", &[1500], "0");
+        a.cni = tracing(&["/opt/cni/bin/"], 1, 2);
+        let mut b = session("node-b", &[1600], "0");
+        b.cni = tracing(&["/opt/cni/bin/", "/usr/lib/cni/"], 3, 4);
+        let c = session("node-c", &[1700], "0");
+        let merged = merge(vec![a.fold(), b.fold(), c.fold()]).expect("three sessions");
+        assert_eq!(merged.cni, tracing(&["/opt/cni/bin/", "/usr/lib/cni/"], 4, 6));
+        assert_eq!(merged.hostname, "node-a+node-b+node-c");
+        let again = merge(vec![
+            session("node-a", &[1], "0").fold(),
+            session("node-a", &[2], "0").fold(),
+        ])
+        .expect("two reads of one node");
+        assert_eq!(again.hostname, "node-a", "a node is named once");
     }
 }

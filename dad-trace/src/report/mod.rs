@@ -3,6 +3,8 @@
 //! [`figures`] (addresses folded as a session is read) → [`summary`] (numbers) → [`text`] (one session for people), [`compare`] (several side by
 //! side, with [`significance`]: a real change or noise), [`markdown`] and [`html`] of a
 //! comparison, [`merge`] (one session of several), [`gate`] (before/after pass or fail).
+//!
+//! Pure, not mutation-tested: declarations and re-exports only, no logic to mutate.
 pub mod compare;
 pub mod figures;
 pub mod gate;

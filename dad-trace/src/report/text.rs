@@ -1,5 +1,7 @@
 //! The terminal report of one session: counts, then bcc-style histograms of tentative, DAD
 //! and per-pod delay, and optionally every pod's delay.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::fmt::Write as _;
 
 use super::{figures::Figures, summary::summarize};
@@ -126,6 +128,21 @@ mod tests {
         assert!(text.contains("POD") && text.contains("pod-11"), "{text}");
         assert!(text.contains("p99 1.80 s"), "{text}");
         assert_eq!(render_text_in(&s, true, None), text);
+    }
+
+    /// The head line's length of the session; no warning without lost events; the per-pod
+    /// table only when asked for.
+    #[test]
+    fn the_head_and_what_is_left_out() {
+        let s = session(vec![event(10, 0, 1500, Some(1400), Outcome::Settled)]).fold();
+        let text = render_text(&s, false);
+        assert!(
+            text.starts_with("dad-trace session: tracepoint backend, kernel 6.18.44, host node-a, 10.0 s from 2026-11-25 20:00:00 UTC\n"),
+            "{text}"
+        );
+        assert!(text.contains("lost events: 0\n") && !text.contains("WARNING"), "{text}");
+        assert!(!text.contains("POD"), "no per-pod table unless asked: {text}");
+        assert!(render_text(&s, true).contains("POD"));
     }
 
     /// `-m`: milliseconds, even where microseconds would be chosen.

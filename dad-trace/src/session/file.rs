@@ -5,6 +5,9 @@
 //! and values no recording can produce refused rather than bent. Writing is atomic (temp
 //! file, fsync, rename) and readable by anyone (sessions hold no secrets; `report` needs no
 //! root).
+//!
+//! Mutation-tested (cargo xtask mutants), not pure: it reads and writes files, and its
+//! unit tests do, in temporary directories; what is read is checked by pure code here.
 use std::{
     io::{BufReader, Read, Seek as _, SeekFrom, Write as _},
     path::{Path, PathBuf},

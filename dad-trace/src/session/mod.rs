@@ -1,5 +1,8 @@
 //! The session: what `record` saw, in a form `report` reads without root, and the only
 //! thing recording and processing share. [`file`] reads and writes it.
+//!
+//! Mutation-tested (cargo xtask mutants), not pure: it re-exports [`file`]'s error and size
+//! limit (that module reads and writes); the rest is the session's types and their logic.
 use std::{collections::BTreeMap, net::Ipv6Addr};
 
 use chrono::{DateTime, Utc};

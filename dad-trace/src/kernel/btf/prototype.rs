@@ -3,6 +3,8 @@
 //! value); for a tracepoint, that its argument is a `struct work_struct *`. A kernel that
 //! reorders or retypes an argument would otherwise have the program read garbage, quietly.
 //! Checked from the kernel's BTF, where kunai checks its probes against kernel sources.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use super::raw::{Btf, Kind};
 use crate::kernel::probes::{HookDef, Source};
 

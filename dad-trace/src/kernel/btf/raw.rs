@@ -2,6 +2,8 @@
 //! named type's id, a member's offset along a dotted path (through anonymous structs and
 //! unions), a type's size. One pass indexes where each type record starts; nothing else is
 //! built, so reading the kernel's BTF costs little more than the file itself.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::collections::HashMap;
 
 const MAGIC: u16 = 0xeb9f;

@@ -1,4 +1,6 @@
 //! The doctor's findings in plain words, most important first.
+//!
+//! Pure: mutation-tested (cargo xtask mutants).
 use super::{Audit, Diagnosis, PodEstimate, Verdict, model::Sysctls as _};
 
 fn int(audit: &Audit, name: &str) -> Option<i64> {
