@@ -391,4 +391,76 @@ mod tests {
         assert!(page.contains("<td>a|b\\x0ac\\x1b[2J</td>"), "{page}");
         assert!(!page.chars().any(|c| c.is_control() && c != '\n'));
     }
+
+    /// The log axis: 10 us at the left margin, 10 s at the right, 10 ms half way; the y axis
+    /// from 0 at the bottom margin to 1 at the top one.
+    #[test]
+    fn the_axes_map_to_the_plot() {
+        for (ns, x) in [
+            (1, 50.0),
+            (10_000, 50.0),
+            (10_000_000, 380.0),
+            (1_000_000_000, 600.0),
+            (10_000_000_000, 710.0),
+            (u64::MAX, 710.0),
+        ] {
+            assert!((x_of(ns) - x).abs() < 1e-9, "x_of({ns}) = {}, not {x}", x_of(ns));
+        }
+        for (fraction, y) in [(0.0, 250.0), (0.5, 150.0), (1.0, 50.0)] {
+            assert!(
+                (y_of(fraction) - y).abs() < 1e-9,
+                "y_of({fraction}) = {}",
+                y_of(fraction)
+            );
+        }
+    }
+
+    /// Pods of 0, 10 ms and 1 s: every step of the CDF, the legend, the ticks, and the bars
+    /// (at least 1 px wide) at their coordinates.
+    #[test]
+    fn the_charts_are_drawn_to_scale() {
+        let page = render(&compare_kept(&[(
+            "before".into(),
+            crate::report::compare::tests::session("node-a", &[0, 10, 1000], "0"),
+        )]));
+        for drawn in [
+            "<line x1=\"50\" y1=\"250\" x2=\"710\" y2=\"250\" stroke=\"#333\"/>",
+            "<line x1=\"50\" y1=\"50\" x2=\"50\" y2=\"250\" stroke=\"#333\"/>",
+            "<line x1=\"270.0\" y1=\"50\" x2=\"270.0\" y2=\"250\" stroke=\"#ddd\"/><text x=\"270.0\" y=\"266.0\" \
+             font-size=\"11\" text-anchor=\"middle\">1 ms</text>",
+            "<text x=\"44.0\" y=\"74.0\" font-size=\"11\" text-anchor=\"end\">90%</text>",
+            "points=\"50.0,250.0 50.0,183.3 380.0,183.3 380.0,116.7 600.0,116.7 600.0,50.0\"",
+            "<text x=\"60.0\" y=\"64.0\" font-size=\"12\" fill=\"#d62728\">before (3 pods)</text>",
+            "<svg id=\"pods\" xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"102\"",
+            "<rect class=\"pod-bar\" x=\"50\" y=\"20.0\" width=\"1.0\" height=\"11.0\" fill=\"#d62728\">\
+             <title>node-a-pod0: 0 us (before)</title></rect><text x=\"55.0\" y=\"30.0\" font-size=\"10\">node-a-pod0 0 us</text>",
+            "<rect class=\"pod-bar\" x=\"50\" y=\"34.0\" width=\"330.0\"",
+            "<text x=\"604.0\" y=\"58.0\" font-size=\"10\">node-a-pod2 1.00 s</text>",
+        ] {
+            assert!(page.contains(drawn), "{drawn} not in {page}");
+        }
+        assert!(!page.contains("<th>last/first</th>"), "one session: no ratio column");
+    }
+
+    /// web-1: sandbox at 0, ADD 10 → 1960 ms, DAD 15 → 1915 ms, container at 2010 ms: the
+    /// axis spans 2010 ms over 510 px from x = 200.
+    #[test]
+    fn a_timeline_is_drawn_to_scale() {
+        let mut session = crate::report::compare::tests::session("node-a", &[1500], "0");
+        session.pods = vec![crate::report::podstart::tests::pod(1, 1950, 1900)];
+        let page = render(&compare_kept(&[("before".into(), session)]));
+        for drawn in [
+            "<h3>before</h3>\n<svg class=\"timeline\" id=\"timeline-0\" xmlns=\"http://www.w3.org/2000/svg\" \
+             width=\"760\" height=\"84\"",
+            "<text x=\"200.0\" y=\"16\" font-size=\"10\" text-anchor=\"middle\">0</text>",
+            "<text x=\"710.0\" y=\"16\" font-size=\"10\" text-anchor=\"middle\">2.01 s</text>",
+            "<text x=\"50\" y=\"40.0\" font-size=\"11\">team-a/web-1</text>",
+            "<rect class=\"start-bar\" x=\"200.0\" y=\"26.0\" width=\"510.0\" height=\"7\" fill=\"#bbbbbb\">\
+             <title>team-a/web-1: pod start 2.01 s</title></rect>",
+            "<rect class=\"add-bar\" x=\"202.5\" y=\"34.0\" width=\"494.8\"",
+            "<rect class=\"dad-bar\" x=\"203.8\" y=\"42.0\" width=\"482.1\"",
+        ] {
+            assert!(page.contains(drawn), "{drawn} not in {page}");
+        }
+    }
 }
