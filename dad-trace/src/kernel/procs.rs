@@ -345,6 +345,12 @@ mod tests {
         assert_eq!(cut.netns.as_deref(), Some("/run/netns/\u{fffd}"));
         assert_eq!(cut.command, None, "a fragment is not read");
         assert!(CniEnv::parse(&[], false) == CniEnv::default());
+        // Not cut, with no NUL at the end: the last string is whole and read.
+        let whole = CniEnv::parse(b"CNI_IFNAME=eth0\0CNI_COMMAND=ADD", false);
+        assert_eq!(
+            (whole.ifname.as_deref(), whole.command.as_deref()),
+            (Some("eth0"), Some("ADD"))
+        );
         assert!(decode(&[1, 0, 0, 0, 9]).is_err(), "an exec kind of the wrong size");
         assert!(decode(&[7; 32]).is_err(), "an unknown kind");
         assert!(decode(&[]).is_err());
