@@ -345,6 +345,11 @@ mod tests {
         assert_eq!(cut.netns.as_deref(), Some("/run/netns/\u{fffd}"));
         assert_eq!(cut.command, None, "a fragment is not read");
         assert!(CniEnv::parse(&[], false) == CniEnv::default());
+        // A value as long as its bound is kept; one byte more is not.
+        let at_bound = format!("CNI_IFNAME={}\0CNI_COMMAND={}\0", "i".repeat(16), "c".repeat(17));
+        let bounded = CniEnv::parse(at_bound.as_bytes(), false);
+        assert_eq!(bounded.ifname.map(|name| name.len()), Some(16));
+        assert_eq!((bounded.command, bounded.oversized), (None, vec!["CNI_COMMAND"]));
         // Not cut, with no NUL at the end: the last string is whole and read.
         let whole = CniEnv::parse(b"CNI_IFNAME=eth0\0CNI_COMMAND=ADD", false);
         assert_eq!(
