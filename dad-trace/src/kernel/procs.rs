@@ -315,6 +315,35 @@ mod tests {
                 wait_status: 0x100
             }))
         );
+        let ProcEvent::Exit(decoded) = decode(&bytes_of(&record)).expect("decodes") else {
+            panic!("an exit")
+        };
+        assert_eq!(ProcEvent::Exit(decoded).ts_ns(), 9);
+        // A record of a known kind but the wrong size is refused with the size its kind has,
+        // never read past its end or as the other kind.
+        let mut long_exit = bytes_of(&record);
+        long_exit.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            decode(&long_exit),
+            Err(DecodeError::Size {
+                expected: size_of::<ExitRecord>(),
+                actual: size_of::<ExitRecord>() + 8,
+            })
+        );
+        let exec = exec_record(5_000_000, 42, 7, "/x", &[], 0);
+        let mut long_exec = bytes_of(&*exec);
+        long_exec.push(0);
+        assert_eq!(
+            decode(&long_exec),
+            Err(DecodeError::Size {
+                expected: size_of::<ExecRecord>(),
+                actual: size_of::<ExecRecord>() + 1,
+            })
+        );
+        let ProcEvent::Exec(exec) = decode(&bytes_of(&*exec)).expect("decodes") else {
+            panic!("an exec")
+        };
+        assert_eq!(ProcEvent::Exec(exec).ts_ns(), 5_000_000);
     }
 
     /// A tenant controls the environment of a plugin it runs: oversized values, duplicates,
