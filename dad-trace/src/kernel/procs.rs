@@ -285,6 +285,52 @@ mod tests {
         assert_eq!(exec.env.arg("MISSING"), None);
     }
 
+    /// Each flag of the record reaches its own field, and only that one.
+    #[test]
+    fn exec_flags_are_read_one_by_one() {
+        let flags_of = |flags| {
+            let ProcEvent::Exec(exec) = decode(&bytes_of(&*exec_record(5, 1, 1, "/x", &[], flags))).expect("decodes")
+            else {
+                panic!("an exec")
+            };
+            [
+                exec.by_parent,
+                exec.by_self,
+                exec.by_prefix,
+                exec.env_truncated,
+                exec.env_unread,
+            ]
+        };
+        assert_eq!(flags_of(0), [false; 5]);
+        let each = [
+            EXEC_BY_PARENT,
+            EXEC_BY_SELF,
+            EXEC_BY_PREFIX,
+            EXEC_ENV_TRUNCATED,
+            EXEC_ENV_UNREAD,
+        ];
+        for (index, flag) in each.into_iter().enumerate() {
+            let mut expected = [false; 5];
+            expected[index] = true;
+            assert_eq!(flags_of(flag), expected, "flag {flag:#x}");
+        }
+    }
+
+    /// The fixture writes what the kernel would: a path cut to fit with its NUL, and the
+    /// environment's total and copied sizes.
+    #[test]
+    fn the_exec_fixture_is_what_the_kernel_writes() {
+        let long = "p".repeat(PATH_MAX + 10);
+        let record = exec_record(5, 1, 1, &long, &["A=1", "BB=22"], 0);
+        assert_eq!(record.path[PATH_MAX - 2..], [b'p', 0]);
+        assert_eq!((record.env_total, record.env_copied), (10, 10));
+        assert_eq!(&record.env[..10], b"A=1\0BB=22\0");
+        let ProcEvent::Exec(exec) = decode(&bytes_of(&*record)).expect("decodes") else {
+            panic!("an exec")
+        };
+        assert_eq!(exec.path.len(), PATH_MAX - 1);
+    }
+
     #[test]
     fn exit_status_and_signal_come_from_the_wait_status() {
         let exit = |wait_status| Exit {
