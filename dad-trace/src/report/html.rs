@@ -312,6 +312,11 @@ mod tests {
         let page = render(&compare_kept(&[("before".into(), before), ("after".into(), after)]));
         assert!(page.contains("<h2>Slowest pod starts</h2>"));
         assert_eq!(page.matches("class=\"timeline\"").count(), 2);
+        // A timeline is as tall as its pods: two rows here.
+        assert!(
+            page.contains("id=\"timeline-0\" xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"118\""),
+            "{page}"
+        );
         assert_eq!(page.matches("class=\"add-bar\"").count(), 3);
         assert_eq!(page.matches("class=\"start-bar\"").count(), 3);
         assert_eq!(
@@ -345,6 +350,15 @@ mod tests {
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert_eq!(page.matches("class=\"cdf-line\"").count(), 2);
         assert_eq!(page.matches("class=\"pod-bar\"").count(), 5);
+        // Each session in its own color, in both charts.
+        for (color, lines, bars) in [(COLORS[0], 1, 3), (COLORS[1], 1, 2)] {
+            assert_eq!(
+                page.matches(&format!("stroke=\"{color}\" stroke-width=\"2\" points"))
+                    .count(),
+                lines
+            );
+            assert_eq!(page.matches(&format!("fill=\"{color}\"><title>")).count(), bars);
+        }
         assert!(page.contains("before&lt;1&gt;") && !page.contains("before<1>"));
         assert!(page.contains("<td>tentative p50</td>"));
         // The verdict on the change, labels escaped (3 vs 2 pods cannot be told from noise).
