@@ -312,6 +312,14 @@ mod tests {
         let page = render(&compare_kept(&[("before".into(), before), ("after".into(), after)]));
         assert!(page.contains("<h2>Slowest pod starts</h2>"));
         assert_eq!(page.matches("class=\"timeline\"").count(), 2);
+        // The second pod's row lies one row below the first.
+        assert!(
+            page.split("class=\"start-bar\"").skip(1).any(|bar| bar
+                .split('>')
+                .next()
+                .is_some_and(|attributes| attributes.contains("y=\"60.0\""))),
+            "{page}"
+        );
         // A timeline is as tall as its pods: two rows here.
         assert!(
             page.contains("id=\"timeline-0\" xmlns=\"http://www.w3.org/2000/svg\" width=\"760\" height=\"118\""),
@@ -350,6 +358,13 @@ mod tests {
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert_eq!(page.matches("class=\"cdf-line\"").count(), 2);
         assert_eq!(page.matches("class=\"pod-bar\"").count(), 5);
+        // Two sessions: the table ends with their ratio; one session has no such column.
+        assert!(page.contains("<th>last/first</th>"), "{page}");
+        let alone = render(&compare_kept(&[(
+            "alone".into(),
+            crate::report::compare::tests::session("node-a", &[1, 2], "1"),
+        )]));
+        assert!(!alone.contains("last/first"));
         // Each session in its own color, in both charts.
         for (color, lines, bars) in [(COLORS[0], 1, 3), (COLORS[1], 1, 2)] {
             assert_eq!(
