@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod hooks;
+pub mod sockets;
 
 pub use hooks::Hook;
 
@@ -349,4 +350,7 @@ mod user {
     unsafe impl aya::Pod for super::ExecRecord {}
     unsafe impl aya::Pod for super::ExitRecord {}
     unsafe impl aya::Pod for super::Tracked {}
+    unsafe impl aya::Pod for super::sockets::SocketConfig {}
+    unsafe impl aya::Pod for super::sockets::SocketKey {}
+    unsafe impl aya::Pod for super::sockets::SocketCount {}
 }

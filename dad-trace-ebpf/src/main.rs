@@ -15,6 +15,7 @@
 use core::ptr::read_volatile;
 
 mod procs;
+mod sockets;
 
 use aya_ebpf::{
     EbpfContext,

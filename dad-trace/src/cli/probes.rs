@@ -26,6 +26,7 @@ impl Probes {
             kernel.btf.display(),
             support::render(&kernel.support)
         );
+        text.push_str(&kernel::sockets::render(&kernel.facts));
         if self.verify {
             kernel::check_privileges()?;
             for verdict in kernel::verify_programs(&kernel)? {

@@ -10,6 +10,7 @@ use aya::{
 use dad_trace_common::{
     CONFIG_GLOBAL, Config, EVENTS_MAP, LOST_MAP, PROC_CONFIG_GLOBAL, PROC_EVENTS_MAP, PROC_STATS_MAP, ProcConfig,
     ProcStat,
+    sockets::{SOCKET_CONFIG_GLOBAL, SocketConfig},
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
@@ -55,14 +56,21 @@ pub enum AttachError {
 }
 
 /// Loads the object with `config` baked in (raising `RLIMIT_MEMLOCK` first, for kernels
-/// that charge it; the CNI call programs get an empty configuration: see
-/// [`load_with_procs`]). Nothing is attached yet.
+/// that charge it; the CNI call and socket error programs get an empty configuration: see
+/// [`load_all`]). Nothing is attached yet.
 pub fn load(config: &Config, ring_bytes: u32, verbose: bool) -> Result<Ebpf, LoadError> {
-    load_with_procs(config, &ProcConfig::default(), ring_bytes, verbose)
+    load_all(config, &Extras::default(), ring_bytes, verbose)
 }
 
-/// Loads the object with both configurations baked in. Nothing is attached yet.
-pub fn load_with_procs(config: &Config, proc: &ProcConfig, ring_bytes: u32, verbose: bool) -> Result<Ebpf, LoadError> {
+/// The configurations of the programs beside DAD's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extras {
+    pub proc: ProcConfig,
+    pub socket: SocketConfig,
+}
+
+/// Loads the object with every configuration baked in. Nothing is attached yet.
+pub fn load_all(config: &Config, extras: &Extras, ring_bytes: u32, verbose: bool) -> Result<Ebpf, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -79,7 +87,8 @@ pub fn load_with_procs(config: &Config, proc: &ProcConfig, ring_bytes: u32, verb
         // again would only cost memory.
         .btf(None)
         .override_global(CONFIG_GLOBAL, config, true)
-        .override_global(PROC_CONFIG_GLOBAL, proc, true)
+        .override_global(PROC_CONFIG_GLOBAL, &extras.proc, true)
+        .override_global(SOCKET_CONFIG_GLOBAL, &extras.socket, true)
         .override_global(aya_log::LEVEL, &log_level, false)
         .map_max_entries(EVENTS_MAP, ring_bytes)
         .load(EBPF_OBJECT)
@@ -88,27 +97,58 @@ pub fn load_with_procs(config: &Config, proc: &ProcConfig, ring_bytes: u32, verb
 }
 
 fn probe_name(hook: &HookDef) -> String {
-    let kind = match hook.kind {
-        ProgramKind::Kprobe => "kprobe",
-        ProgramKind::Kretprobe => "kretprobe",
-        ProgramKind::RawTracepoint => "raw_tracepoint",
-        ProgramKind::BtfTracepoint => "tp_btf",
-    };
-    format!("{kind} {} (program {})", hook.target, hook.program)
+    Target::of(hook).probe()
+}
+
+/// A program and where it attaches: what loading and attaching need of a hook table's entry
+/// (the DAD hooks', or the socket error program's).
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub program: &'static str,
+    pub kind: ProgramKind,
+    pub target: &'static str,
+}
+
+impl Target {
+    #[must_use]
+    pub fn of(hook: &HookDef) -> Self {
+        Self {
+            program: hook.program,
+            kind: hook.kind,
+            target: hook.target,
+        }
+    }
+
+    /// How `probes` and errors name it.
+    #[must_use]
+    pub fn probe(&self) -> String {
+        let kind = match self.kind {
+            ProgramKind::Kprobe => "kprobe",
+            ProgramKind::Kretprobe => "kretprobe",
+            ProgramKind::RawTracepoint => "raw_tracepoint",
+            ProgramKind::BtfTracepoint => "tp_btf",
+        };
+        format!("{kind} {} (program {})", self.target, self.program)
+    }
 }
 
 /// Runs the verifier on one program (no attach). `btf_id` is the kernel's BTF id of the
 /// `btf_trace_<target>` typedef, which a `tp_btf` program is loaded against.
 pub fn load_program(ebpf: &mut Ebpf, hook: &HookDef, btf_id: Option<u32>) -> Result<(), AttachError> {
-    let program = hook.program;
+    load_target(ebpf, Target::of(hook), btf_id)
+}
+
+/// [`load_program`] for any program.
+pub fn load_target(ebpf: &mut Ebpf, target: Target, btf_id: Option<u32>) -> Result<(), AttachError> {
+    let program = target.program;
     let wrap = |source| AttachError::Program {
-        probe: probe_name(hook),
+        probe: target.probe(),
         source,
     };
     let prog = ebpf
         .program_mut(program)
         .ok_or(AttachError::MissingProgram { program })?;
-    match hook.kind {
+    match target.kind {
         ProgramKind::Kprobe | ProgramKind::Kretprobe => {
             let kprobe: &mut KProbe = prog.try_into().map_err(wrap)?;
             kprobe.load().map_err(wrap)
@@ -119,13 +159,13 @@ pub fn load_program(ebpf: &mut Ebpf, hook: &HookDef, btf_id: Option<u32>) -> Res
         }
         ProgramKind::BtfTracepoint => {
             let no_type = || AttachError::NoBtfType {
-                probe: probe_name(hook),
-                target: hook.target,
+                probe: target.probe(),
+                target: target.target,
             };
-            let btf = placeholder_btf(&format!("btf_trace_{}", hook.target), btf_id.ok_or_else(no_type)?)
+            let btf = placeholder_btf(&format!("btf_trace_{}", target.target), btf_id.ok_or_else(no_type)?)
                 .ok_or_else(no_type)?;
             let tracepoint: &mut BtfTracePoint = prog.try_into().map_err(wrap)?;
-            tracepoint.load(hook.target, &btf).map_err(wrap)
+            tracepoint.load(target.target, &btf).map_err(wrap)
         }
     }
 }
@@ -179,29 +219,34 @@ pub fn attach(ebpf: &mut Ebpf, plan: &Plan, btf_id: Option<u32>) -> Result<(), A
 
 /// Loads one hook's program and attaches it (no fallback); the link lives as long as `ebpf`.
 pub fn load_and_attach(ebpf: &mut Ebpf, hook: &HookDef, btf_id: Option<u32>) -> Result<(), AttachError> {
-    load_program(ebpf, hook, btf_id)?;
+    load_and_attach_target(ebpf, Target::of(hook), btf_id)
+}
+
+/// [`load_and_attach`] for any program.
+pub fn load_and_attach_target(ebpf: &mut Ebpf, target: Target, btf_id: Option<u32>) -> Result<(), AttachError> {
+    load_target(ebpf, target, btf_id)?;
     let wrap = |source| AttachError::Program {
-        probe: probe_name(hook),
+        probe: target.probe(),
         source,
     };
-    let prog = ebpf
-        .program_mut(hook.program)
-        .ok_or(AttachError::MissingProgram { program: hook.program })?;
-    match hook.kind {
+    let prog = ebpf.program_mut(target.program).ok_or(AttachError::MissingProgram {
+        program: target.program,
+    })?;
+    match target.kind {
         ProgramKind::Kprobe | ProgramKind::Kretprobe => {
             let kprobe: &mut KProbe = prog.try_into().map_err(wrap)?;
-            kprobe.attach(hook.target, 0).map_err(wrap)?;
+            kprobe.attach(target.target, 0).map_err(wrap)?;
         }
         ProgramKind::RawTracepoint => {
             let tracepoint: &mut RawTracePoint = prog.try_into().map_err(wrap)?;
-            tracepoint.attach(hook.target).map_err(wrap)?;
+            tracepoint.attach(target.target).map_err(wrap)?;
         }
         ProgramKind::BtfTracepoint => {
             let tracepoint: &mut BtfTracePoint = prog.try_into().map_err(wrap)?;
             tracepoint.attach().map_err(wrap)?;
         }
     }
-    log::debug!("attached {}", probe_name(hook));
+    log::debug!("attached {}", target.probe());
     Ok(())
 }
 
@@ -475,11 +520,20 @@ mod tests {
                 .find(|(name, _)| name == program)
                 .map(|(_, section)| section.as_str())
         };
-        let expected = HOOKS.iter().map(|def| (def.program, def.kind, def.target)).chain(
-            PROC_HOOKS
-                .iter()
-                .map(|hook| (hook.program, ProgramKind::RawTracepoint, hook.target)),
-        );
+        let sockets = crate::kernel::sockets::SOCKET_HOOKS.map(|hook| hook.target);
+        let expected = HOOKS
+            .iter()
+            .map(|def| (def.program, def.kind, def.target))
+            .chain(
+                PROC_HOOKS
+                    .iter()
+                    .map(|hook| (hook.program, ProgramKind::RawTracepoint, hook.target)),
+            )
+            .chain(
+                sockets
+                    .iter()
+                    .map(|target| (target.program, target.kind, target.target)),
+            );
         let mut problems = Vec::new();
         for (program, kind, target) in expected {
             match section_of(program) {
@@ -503,6 +557,7 @@ mod tests {
         for (program, section) in &programs {
             let known = HOOKS.iter().any(|def| def.program == program)
                 || PROC_HOOKS.iter().any(|hook| hook.program == program)
+                || sockets.iter().any(|target| target.program == program)
                 || BENCH_PROGRAMS.contains(&program.as_str());
             if !known {
                 problems.push(format!(
@@ -513,7 +568,7 @@ mod tests {
         assert!(problems.is_empty(), "{}", problems.join("\n"));
         assert_eq!(
             programs.len(),
-            HOOKS.len() + PROC_HOOKS.len() + BENCH_PROGRAMS.len(),
+            HOOKS.len() + PROC_HOOKS.len() + sockets.len() + BENCH_PROGRAMS.len(),
             "{programs:?}"
         );
     }
@@ -649,6 +704,53 @@ mod tests {
             "Tracked",
             &[("exec_ns", offset_of!(Tracked, exec_ns))],
             size_of::<Tracked>(),
+        );
+    }
+
+    /// The same for the socket error program's counts and configuration.
+    #[test]
+    fn the_kernel_object_and_the_decoder_agree_on_the_socket_layouts() {
+        use dad_trace_common::sockets::{SocketConfig, SocketCount, SocketKey};
+        let Some(types) = object_types() else {
+            return;
+        };
+        check(
+            &types,
+            "SocketKey",
+            &[
+                ("netns_inum", offset_of!(SocketKey, netns_inum)),
+                ("tgid", offset_of!(SocketKey, tgid)),
+                ("syscall", offset_of!(SocketKey, syscall)),
+                ("has_addr", offset_of!(SocketKey, has_addr)),
+                ("addr", offset_of!(SocketKey, addr)),
+            ],
+            size_of::<SocketKey>(),
+        );
+        check(
+            &types,
+            "SocketCount",
+            &[
+                ("count", offset_of!(SocketCount, count)),
+                ("first_ns", offset_of!(SocketCount, first_ns)),
+                ("last_ns", offset_of!(SocketCount, last_ns)),
+                ("cgroup_id", offset_of!(SocketCount, cgroup_id)),
+                ("comm", offset_of!(SocketCount, comm)),
+                ("tid", offset_of!(SocketCount, tid)),
+            ],
+            size_of::<SocketCount>(),
+        );
+        check(
+            &types,
+            "SocketConfig",
+            &[
+                ("numbers", offset_of!(SocketConfig, numbers)),
+                ("regs_nr", offset_of!(SocketConfig, regs_nr)),
+                ("regs_args", offset_of!(SocketConfig, regs_args)),
+                ("task_nsproxy", offset_of!(SocketConfig, task_nsproxy)),
+                ("nsproxy_net", offset_of!(SocketConfig, nsproxy_net)),
+                ("net_ns_inum", offset_of!(SocketConfig, net_ns_inum)),
+            ],
+            size_of::<SocketConfig>(),
         );
     }
 }

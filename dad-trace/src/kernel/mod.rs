@@ -17,6 +17,7 @@ pub mod memlock;
 pub mod probes;
 pub mod procs;
 pub mod release;
+pub mod sockets;
 pub mod support;
 
 pub use btf::VMLINUX_BTF;
@@ -154,6 +155,8 @@ pub struct Attached {
     pub backend: Backend,
     /// Whether CNI calls are followed too, or why not.
     pub procs: Result<(), String>,
+    /// The socket error program attached, or why not.
+    pub sockets: Result<&'static sockets::SocketHook, String>,
 }
 
 /// Loads the programs and attaches the first backend `choice` allows that works here; the
@@ -167,7 +170,10 @@ pub fn attach(
     procs: Result<ProcConfig, String>,
 ) -> anyhow::Result<Attached> {
     let config = kernel.config()?;
-    let proc_config = procs.clone().unwrap_or_default();
+    let extras = loader::Extras {
+        proc: procs.clone().unwrap_or_default(),
+        socket: kernel.facts.socket.clone().unwrap_or_default(),
+    };
     let mut failures = Vec::new();
     for &backend in choice.candidates() {
         let plan = kernel.support.plan(backend);
@@ -178,7 +184,7 @@ pub fn attach(
             ));
             continue;
         }
-        let mut ebpf = loader::load_with_procs(&config, &proc_config, ring_bytes, verbose)?;
+        let mut ebpf = loader::load_all(&config, &extras, ring_bytes, verbose)?;
         match loader::attach(&mut ebpf, &plan, kernel.support.queue_work_btf_id) {
             Ok(()) => {
                 for phase in &plan.unobservable {
@@ -186,7 +192,16 @@ pub fn attach(
                 }
                 let procs = procs
                     .and_then(|_| loader::attach_procs(&mut ebpf).map_err(|e| format!("{:#}", anyhow::Error::from(e))));
-                return Ok(Attached { ebpf, backend, procs });
+                let sockets = kernel.facts.socket.clone().and_then(|_| {
+                    sockets::attach(&mut ebpf, kernel.facts.sys_exit_btf_id)
+                        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+                });
+                return Ok(Attached {
+                    ebpf,
+                    backend,
+                    procs,
+                    sockets,
+                });
             }
             Err(e) => {
                 // Refused for the memory limit: no other backend would fare better.
@@ -219,7 +234,11 @@ pub fn verify_programs(kernel: &Kernel) -> anyhow::Result<Vec<ProgramCheck>> {
     let proc = kernel
         .proc_config(&cni_bin_dirs(&[]))
         .map_err(|why| Refusal::Kernel(format!("the CNI call programs cannot run here: {why}")))?;
-    let mut ebpf = loader::load_with_procs(&config, &proc, dad_trace_common::DEFAULT_RING_BYTES, false)?;
+    let extras = loader::Extras {
+        proc,
+        socket: kernel.facts.socket.clone().unwrap_or_default(),
+    };
+    let mut ebpf = loader::load_all(&config, &extras, dad_trace_common::DEFAULT_RING_BYTES, false)?;
     let mut verdicts: Vec<ProgramCheck> = probes::programs()
         .into_iter()
         .map(|(backend, hook)| ProgramCheck {
@@ -232,6 +251,11 @@ pub fn verify_programs(kernel: &Kernel) -> anyhow::Result<Vec<ProgramCheck>> {
         backend: None,
         program: hook.program,
         result: loader::load_proc_program(&mut ebpf, hook),
+    }));
+    verdicts.extend(sockets::SOCKET_HOOKS.iter().map(|hook| ProgramCheck {
+        backend: None,
+        program: hook.target.program,
+        result: loader::load_target(&mut ebpf, hook.target, kernel.facts.sys_exit_btf_id),
     }));
     Ok(verdicts)
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, FixedOffset, Local, Offset as _, Utc};
 use crate::{
     hist::{Delays, Unit, human, render_log2, render_summary},
     record::cni::TracedCall,
-    session::{AddressEvent, Outcome},
+    session::{AddressEvent, Outcome, SocketError},
     text::terminal,
 };
 
@@ -160,6 +160,39 @@ pub fn call_line_in(traced: &TracedCall, zone: FixedOffset) -> String {
         terminal(&plugin),
         call.duration_ns.map_or_else(|| "-".to_string(), human),
         "",
+    )
+}
+
+/// One line per socket error, in the live lines' columns: when it first failed, its pod (or
+/// namespace), the syscall where the interface goes, the address, how long it had been
+/// tentative then, and who failed how often.
+#[must_use]
+pub fn socket_line_in(error: &SocketError, zone: FixedOffset) -> String {
+    let width = time_width(zone);
+    let label = AddressEvent::label_of(
+        error.host_netns,
+        error.pod.as_ref(),
+        error.netns_name.as_deref(),
+        error.netns_inode,
+    );
+    let cause = if error.during_dad() {
+        "during DAD"
+    } else {
+        "no tentative address: not DAD"
+    };
+    let times = if error.count == 1 { "time" } else { "times" };
+    format!(
+        "{:<width$}  {:<POD$} {:<IFACE$} {:<ADDRESS$} {:>DELAY$}  {:>DELAY$}  {} {} {times} by {}[{}], {cause}",
+        error.time.with_timezone(&zone).format("%H:%M:%S%.3f").to_string(),
+        terminal(&label),
+        error.syscall,
+        error.addr.map_or_else(|| "-".to_string(), |addr| addr.to_string()),
+        error.tentative_for_ns.map_or_else(|| "-".to_string(), human),
+        "",
+        error.errno,
+        error.count,
+        terminal(&error.comm),
+        error.pid,
     )
 }
 

@@ -12,13 +12,13 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use super::{
-    display::{Interval, Zone, call_line_in, header_row, line_in, local_zone, render_interval},
+    display::{Interval, Zone, call_line_in, header_row, line_in, local_zone, render_interval, socket_line_in},
     pod_wait::{DonePod, PodWindows},
 };
 use crate::{
     hist::{Delays, Summary, Unit},
     record::cni::TracedCall,
-    session::{AddressEvent, CniCall, Outcome},
+    session::{AddressEvent, CniCall, Outcome, SocketError},
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,6 +161,30 @@ impl Live {
         }
     }
 
+    /// A socket error: a line when first seen (its count then), an object each time it grew.
+    pub fn socket_error(&mut self, error: &SocketError, new: bool) {
+        match self.options.format {
+            LiveFormat::Text if self.options.lines && new => {
+                let zone = (self.zone)(error.time);
+                if self.header_zone != Some(zone) {
+                    self.header(zone);
+                }
+                let line = format!("{}\n", socket_line_in(error, zone));
+                self.write(&line);
+            }
+            LiveFormat::Text => {}
+            LiveFormat::Jsonl => self.json(&Record::SocketError {
+                label: AddressEvent::label_of(
+                    error.host_netns,
+                    error.pod.as_ref(),
+                    error.netns_name.as_deref(),
+                    error.netns_inode,
+                ),
+                error,
+            }),
+        }
+    }
+
     /// Pods with no address in flight (`busy` holds the namespaces that have one) and none
     /// finished since the last sweep are done; with `all`, every pod seen (the end).
     pub fn sweep(&mut self, busy: &HashSet<u32>, all: bool) {
@@ -228,6 +252,13 @@ enum Record<'a> {
         netns_inode: Option<u32>,
         #[serde(flatten)]
         call: &'a CniCall,
+    },
+    /// A socket error first seen, or grown: the session's `socket_errors` entry as it
+    /// stands, and its pod's label.
+    SocketError {
+        label: String,
+        #[serde(flatten)]
+        error: &'a SocketError,
     },
     /// The summary of an interval (`--interval`).
     Interval {

@@ -18,7 +18,7 @@ use super::pod_wait::PodWindows;
 use crate::{
     node::{doctor::model, sysctl},
     record::cni::TracedCall,
-    session::{AddressEvent, Outcome, Pod},
+    session::{AddressEvent, Outcome, Pod, SocketError},
 };
 
 /// Label names, as the dashboards and alerts in deploy/ use them.
@@ -51,6 +51,13 @@ fn seconds_histogram(registry: &mut Registry, name: &str, help: &str) -> Histogr
     family
 }
 
+/// A counter family, registered as `dad_trace_<name>_total`.
+fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let family = Family::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
 pub struct Metrics {
     registry: Registry,
     per_pod_labels: bool,
@@ -61,6 +68,7 @@ pub struct Metrics {
     pod_dad_wait: Histograms,
     pods: PodWindows<Labels>,
     addresses: Family<Labels, Counter>,
+    socket_errors: Family<Labels, Counter>,
     lost: Counter,
     in_flight: Gauge,
     sysctls: Family<Labels, Gauge>,
@@ -98,11 +106,16 @@ impl Metrics {
         );
         // One counter for every outcome: failures (duplicates) and aborted addresses are
         // `outcome="failed"` and `outcome="aborted"` here, not counters of their own.
-        let addresses = Family::default();
-        registry.register(
+        let addresses = counters(
+            &mut registry,
             "addresses",
             "Addresses that finished, by outcome: settled, failed (a duplicate answered), aborted (removed while tentative)",
-            addresses.clone(),
+        );
+        let socket_errors = counters(
+            &mut registry,
+            "socket_errors",
+            "Application bind/connect/sendto/sendmsg calls that failed with EADDRNOTAVAIL, by syscall and \
+             whether an address of the pod was tentative then (during_dad)",
         );
         let lost = Counter::default();
         registry.register(
@@ -148,6 +161,7 @@ impl Metrics {
             pod_dad_wait,
             pods: PodWindows::default(),
             addresses,
+            socket_errors,
             lost,
             in_flight,
             sysctls,
@@ -155,26 +169,30 @@ impl Metrics {
         };
         metrics.set_sysctls(&sysctl::snapshot());
         if !per_pod_labels {
-            // Series that exist from the first scrape at 0: Prometheus's rate() and increase()
-            // count nothing of a series' first sample, so a series born at its first burst
-            // (every host veth at once) would show no rate at all.
-            for namespace in [HOST_LABEL, UNKNOWN_LABEL] {
-                let labels = vec![(NAMESPACE_LABEL.to_string(), namespace.to_string())];
-                drop(metrics.tentative.get_or_create(&labels));
-                drop(metrics.dad.get_or_create(&labels));
-                for outcome in ["settled", "failed", "aborted"] {
-                    let mut with_outcome = labels.clone();
-                    with_outcome.push(("outcome".to_string(), outcome.to_string()));
-                    drop(metrics.addresses.get_or_create(&with_outcome));
-                }
-                if namespace != HOST_LABEL {
-                    drop(metrics.pod_wait.get_or_create(&labels));
-                    drop(metrics.cni_add.get_or_create(&labels));
-                    drop(metrics.pod_dad_wait.get_or_create(&labels));
-                }
-            }
+            metrics.start_at_zero();
         }
         metrics
+    }
+
+    /// Series that exist from the first scrape at 0: Prometheus's `rate()` and `increase()`
+    /// count nothing of a series' first sample, so a series born at its first burst (every
+    /// host veth at once) would show no rate at all.
+    fn start_at_zero(&self) {
+        for namespace in [HOST_LABEL, UNKNOWN_LABEL] {
+            let labels = vec![(NAMESPACE_LABEL.to_string(), namespace.to_string())];
+            drop(self.tentative.get_or_create(&labels));
+            drop(self.dad.get_or_create(&labels));
+            for outcome in ["settled", "failed", "aborted"] {
+                let mut with_outcome = labels.clone();
+                with_outcome.push(("outcome".to_string(), outcome.to_string()));
+                drop(self.addresses.get_or_create(&with_outcome));
+            }
+            if namespace != HOST_LABEL {
+                drop(self.pod_wait.get_or_create(&labels));
+                drop(self.cni_add.get_or_create(&labels));
+                drop(self.pod_dad_wait.get_or_create(&labels));
+            }
+        }
     }
 
     fn labels(&self, event: &AddressEvent) -> Labels {
@@ -221,6 +239,26 @@ impl Metrics {
         ) {
             self.pods.see_add(inode, (start, end), || labels);
         }
+    }
+
+    /// Counts `added` more failures of a socket error.
+    pub fn observe_socket_error(&self, error: &SocketError, added: u64) {
+        let mut labels = if error.host_netns {
+            vec![(NAMESPACE_LABEL.to_string(), HOST_LABEL.to_string())]
+        } else {
+            let label = || {
+                AddressEvent::label_of(
+                    false,
+                    error.pod.as_ref(),
+                    error.netns_name.as_deref(),
+                    error.netns_inode,
+                )
+            };
+            self.pod_labels(error.pod.as_ref(), label)
+        };
+        labels.push(("syscall".to_string(), error.syscall.clone()));
+        labels.push(("during_dad".to_string(), error.during_dad().to_string()));
+        self.socket_errors.get_or_create(&labels).inc_by(added);
     }
 
     /// Counts one finished address.

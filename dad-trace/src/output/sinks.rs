@@ -13,7 +13,7 @@ use crate::{
         cni::TracedCall,
         recorder::{Output, Sweep},
     },
-    session::AddressEvent,
+    session::{AddressEvent, SocketError},
 };
 
 /// Every consumer of finished addresses; each one is optional.
@@ -142,6 +142,17 @@ impl Output for Sinks {
         }
         if let Some(kept) = self.kept_calls.as_mut() {
             kept.push(traced);
+        }
+    }
+
+    /// A socket error: counted in the metrics, shown. The session keeps it (the recorder
+    /// does: it is one entry however often it grows).
+    fn socket_error(&mut self, error: &SocketError, new: bool, added: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_socket_error(error, added);
+        }
+        if let Some(live) = self.live.as_mut() {
+            live.socket_error(error, new);
         }
     }
 

@@ -12,4 +12,5 @@ pub mod enrich;
 pub mod identity;
 pub mod podstart;
 pub mod recorder;
+pub mod sockets;
 pub mod track;

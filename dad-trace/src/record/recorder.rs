@@ -12,6 +12,7 @@ use super::{
     cni::{CallTracker, TracedCall},
     identity::{SandboxIdentity, merge_identity},
     podstart,
+    sockets::{self, SocketErrors, Window},
     track::{Finished, Tracker},
 };
 use crate::{
@@ -19,9 +20,10 @@ use crate::{
         events::{NetnsId, Observation},
         loader::Reading,
         procs::{Exec, ProcEvent},
+        sockets::SocketFailure,
     },
     node::netns::Inet6Row,
-    session::{AddressEvent, CniTracing, Session, Unfinished},
+    session::{AddressEvent, CniTracing, Pod, Session, SocketError, Unfinished},
 };
 
 /// What the recorder needs from enrichment (on a node, the `Enricher` of `record::enrich`).
@@ -50,6 +52,17 @@ pub trait Enrich {
     fn host_inode(&self) -> u32;
     /// Once a second: forget what is no longer needed.
     fn tick(&mut self);
+    /// Who a process failing a socket call is: its namespace, pod and container.
+    fn process(&mut self, netns_inode: u32, pid: u32) -> Whose;
+}
+
+/// A process as a socket error names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Whose {
+    pub host_netns: bool,
+    pub netns_name: Option<String>,
+    pub pod: Option<Pod>,
+    pub container_id: Option<String>,
 }
 
 /// Where the recorder hands what finished (on a node, [`crate::output::sinks::Sinks`]: the
@@ -58,6 +71,8 @@ pub trait Enrich {
 pub trait Output {
     fn address(&mut self, event: AddressEvent);
     fn call(&mut self, traced: TracedCall);
+    /// A socket error seen for the first time (`new`), or `added` more failures of it.
+    fn socket_error(&mut self, error: &SocketError, new: bool, added: u64);
     /// Whether the output follows pods, so sweeps must say which namespaces are busy.
     fn follows_pods(&self) -> bool;
     /// Once a second: `busy` holds the namespaces with an address in flight or held for a
@@ -125,6 +140,36 @@ pub fn kernel_event(finished: &Finished, clock: Clock) -> AddressEvent {
     }
 }
 
+/// A socket error as the session keeps it, from its first read and who the process is.
+fn socket_error(tally: &sockets::Tally, whose: Whose, clock: Clock) -> SocketError {
+    let first = &tally.first;
+    let mut error = SocketError {
+        syscall: first.syscall.name().into(),
+        errno: "EADDRNOTAVAIL".into(),
+        comm: first.comm.clone(),
+        pid: first.pid,
+        container_id: whose.container_id,
+        netns_inode: first.netns_inode,
+        netns_name: whose.netns_name,
+        host_netns: whose.host_netns,
+        pod: whose.pod,
+        addr: first.addr,
+        count: tally.count,
+        time: clock.wall(first.first_ns),
+        first_ns: first.first_ns,
+        last_ns: tally.last_ns,
+        tentative_for_ns: None,
+        tentative_addr: None,
+    };
+    set_cause(&mut error, tally.cause);
+    error
+}
+
+fn set_cause(error: &mut SocketError, cause: Option<Window>) {
+    error.tentative_for_ns = cause.map(|window| error.first_ns.saturating_sub(window.start_ns));
+    error.tentative_addr = cause.map(|window| window.addr);
+}
+
 /// How long a dead address is remembered: events queued before its death was noticed
 /// arrive within moments.
 const DEAD_MEMORY_NS: u64 = 60_000_000_000;
@@ -152,6 +197,9 @@ pub struct Recorder<E, O> {
     session: Session,
     undecodable: u64,
     looks: Vec<Look>,
+    sockets: SocketErrors,
+    /// The socket errors as the session keeps them, named at first sight.
+    socket_errors: std::collections::BTreeMap<sockets::Key, SocketError>,
 }
 
 impl<E: Enrich, O: Output> Recorder<E, O> {
@@ -167,6 +215,8 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             session,
             undecodable: 0,
             looks: Vec::new(),
+            sockets: SocketErrors::default(),
+            socket_errors: std::collections::BTreeMap::new(),
         }
     }
 
@@ -226,6 +276,12 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
     }
 
     fn finish(&mut self, finished: &Finished) {
+        self.sockets.ended(Window {
+            netns_inode: finished.last.netns.inode,
+            addr: finished.last.addr,
+            start_ns: finished.start_ns,
+            end_ns: Some(finished.end_ns),
+        });
         let event = kernel_event(finished, self.clock);
         self.enricher.finish(event);
         self.flush(false);
@@ -259,6 +315,7 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             lost_events,
         });
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
+        self.sockets.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
         self.enricher.tick();
         self.act_on_looks(lost_events);
         self.look_at_silent(now_ns, stale_ns);
@@ -320,6 +377,37 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
         }
     }
 
+    /// A read of the kernel's socket error counts at `now_ns`: what is new or grew goes to
+    /// the output, each tied to the tentative address that caused it, if one did.
+    pub fn socket_counts(&mut self, read: Vec<SocketFailure>, now_ns: u64) {
+        let in_flight: Vec<Window> = self
+            .tracker
+            .in_flight()
+            .map(|entry| Window {
+                netns_inode: entry.first.netns.inode,
+                addr: entry.first.addr,
+                start_ns: entry.start_ns,
+                end_ns: None,
+            })
+            .collect();
+        for change in self.sockets.update(read, &in_flight, now_ns) {
+            let Some(tally) = self.sockets.get(&change.key) else {
+                continue;
+            };
+            let error = match self.socket_errors.entry(change.key) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    let whose = self.enricher.process(tally.first.netns_inode, tally.first.pid);
+                    entry.insert(socket_error(tally, whose, self.clock))
+                }
+            };
+            error.count = tally.count;
+            error.last_ns = tally.last_ns;
+            set_cause(error, tally.cause);
+            self.output.socket_error(error, change.new, change.added);
+        }
+    }
+
     /// An interval of the live view ended at `now_ns` (monotonic).
     pub fn tick(&mut self, now_ns: u64) {
         self.output.tick(self.clock.wall(now_ns));
@@ -356,6 +444,12 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             cni.calls_without_pod = without_pod;
             session.cni = Some(cni);
         }
+        for (key, error) in &mut self.socket_errors {
+            if let Some(tally) = self.sockets.get(key) {
+                set_cause(error, tally.cause);
+            }
+        }
+        session.socket_errors = self.socket_errors.into_values().collect();
         session.ended_at = self.clock.wall(now_ns).max(session.started_at);
         session.lost_events = lost_events;
         session.unfinished = self
@@ -476,6 +570,15 @@ mod tests {
 
         fn tick(&mut self) {
             self.ticks += 1;
+        }
+
+        fn process(&mut self, netns_inode: u32, pid: u32) -> Whose {
+            Whose {
+                host_netns: netns_inode == HOST.inode,
+                netns_name: self.names.get(&netns_inode).cloned(),
+                pod: None,
+                container_id: Some(format!("c{pid}")),
+            }
         }
     }
 

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     file::{MAX_FILE_BYTES, SessionError},
     pods::{CniCall, CniTracing, PodStart, Timeline},
+    sockets::{SocketError, SocketTracing},
 };
 pub use crate::kernel::Backend;
 
 pub mod file;
 pub mod pods;
+pub mod sockets;
 
 /// Marks a JSON document as a dad-trace session.
 pub const FORMAT: &str = "dad-trace-session";
@@ -206,6 +208,11 @@ pub struct Session<E = Vec<AddressEvent>> {
     /// without the fields the programs read).
     #[serde(default)]
     pub cni: Option<CniTracing>,
+    /// Application socket errors (`EADDRNOTAVAIL`), aggregated (see [`sockets`]).
+    #[serde(default)]
+    pub socket_errors: Vec<SocketError>,
+    #[serde(default)]
+    pub sockets: Option<SocketTracing>,
 }
 
 impl Session {
@@ -239,6 +246,8 @@ impl Session {
             sysctls_end: BTreeMap::new(),
             pods: Vec::new(),
             cni: None,
+            socket_errors: Vec::new(),
+            sockets: None,
         }
     }
 }
@@ -263,6 +272,8 @@ impl<E> Session<E> {
             sysctls_end: self.sysctls_end,
             pods: self.pods,
             cni: self.cni,
+            socket_errors: self.socket_errors,
+            sockets: self.sockets,
         }
     }
 }

@@ -219,6 +219,7 @@ impl Started {
                     None => return Some(anyhow::anyhow!("the ring buffer reader stopped")),
                 },
                 _ = sweep.tick() => tokio::task::block_in_place(|| {
+                    recorder.socket_counts(self.programs.socket_failures(), monotonic_ns());
                     recorder.sweep(monotonic_ns(), stale_ns, self.programs.lost());
                 }),
                 _ = interval.tick(), if opts.live.interval.is_some() => {
@@ -283,9 +284,12 @@ impl Drained {
                 .live
                 .intervals
                 .is_some_and(|count| recorder.output().intervals() >= count);
+            // The last counts: failures since the last sweep count too.
+            recorder.socket_counts(programs.socket_failures(), monotonic_ns());
             recorder.close_live(monotonic_ns(), !counted_out);
             recorder.into_session(programs.lost(), monotonic_ns())
         });
+        session.sockets = programs.socket_tracing();
         session.sysctls_end = sysctl::snapshot();
         programs.count_cni_losses(&mut session);
         drop(programs);

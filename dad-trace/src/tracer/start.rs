@@ -4,7 +4,7 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::Context as _;
 use chrono::Utc;
-use dad_trace_common::ProcStat;
+use dad_trace_common::{ProcStat, sockets::SocketStat};
 use tokio::sync::mpsc;
 
 use super::{RecordOptions, signals::StopSignals};
@@ -12,6 +12,7 @@ use crate::{
     kernel::{
         self, Attached, Backend, Kernel,
         loader::{self, LostCounter, ProcStats, Reading},
+        sockets::{SocketCounts, SocketFailure},
     },
     node::{
         self,
@@ -27,7 +28,7 @@ use crate::{
         },
         recorder::Recorder,
     },
-    session::Session,
+    session::{Session, SocketTracing},
 };
 
 /// The kernel side of a recording: the attached programs and what counts their losses.
@@ -40,6 +41,8 @@ pub(super) struct Programs {
     lost: LostCounter,
     /// The CNI call programs' counters, when those programs run.
     proc_stats: Option<ProcStats>,
+    /// The socket error program's counts and its name, when it runs.
+    sockets: Option<(SocketCounts, &'static str)>,
     bin_dirs: Vec<String>,
     attached_ns: u64,
 }
@@ -59,6 +62,7 @@ impl Programs {
             mut ebpf,
             backend,
             procs,
+            sockets,
         } = kernel::attach(&kernel, opts.backend, opts.ring_bytes, opts.verbose, proc_config)?;
         let attached_ns = monotonic_ns();
         loader::start_kernel_logs(&mut ebpf);
@@ -72,6 +76,13 @@ impl Programs {
                 None
             }
         };
+        let sockets = match sockets {
+            Ok(hook) => Some((SocketCounts::take(&mut ebpf)?, hook.target.program)),
+            Err(why) => {
+                log::warn!("application socket errors are not counted: {why}");
+                None
+            }
+        };
         let readings = loader::spawn_readers(&mut ebpf, 256, proc_stats.is_some())?;
         let programs = Self {
             _ebpf: ebpf,
@@ -79,6 +90,7 @@ impl Programs {
             backend,
             lost,
             proc_stats,
+            sockets,
             bin_dirs,
             attached_ns,
         };
@@ -107,6 +119,29 @@ impl Programs {
             Some(dirs) => recorder.with_cni(dirs.to_vec()),
             None => recorder,
         }
+    }
+
+    /// The socket error counts now (none when the program does not run).
+    pub(super) fn socket_failures(&self) -> Vec<SocketFailure> {
+        let Some((counts, _)) = &self.sockets else {
+            return Vec::new();
+        };
+        let (failures, undecodable) = counts.read();
+        if undecodable > 0 {
+            log::warn!("{undecodable} socket error counts could not be decoded");
+        }
+        failures
+    }
+
+    /// How socket errors were counted, and what the program left out.
+    pub(super) fn socket_tracing(&self) -> Option<SocketTracing> {
+        let (counts, program) = self.sockets.as_ref()?;
+        Some(SocketTracing {
+            program: (*program).to_string(),
+            other_family: counts.stat(SocketStat::OtherFamily),
+            unreadable: counts.stat(SocketStat::Unreadable),
+            lost: counts.stat(SocketStat::Lost),
+        })
     }
 
     /// What the CNI programs could not record: their records lost, environments cut short.

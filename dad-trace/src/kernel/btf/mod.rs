@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use dad_trace_common::{Config, ProcConfig};
+use dad_trace_common::{Config, ProcConfig, sockets::SocketConfig};
 
 use self::{
     prototype::Prototype,
@@ -31,6 +31,8 @@ pub enum BtfError {
         type_name: &'static str,
         path: &'static str,
     },
+    #[error("socket errors are counted on x86_64 and aarch64, not on {0}")]
+    Arch(&'static str),
     #[error("struct {type_name}.{path} is {actual} bytes here, dad-trace reads {expected}")]
     Size {
         type_name: &'static str,
@@ -56,10 +58,21 @@ pub struct KernelFacts {
     /// Offsets of the CNI call programs (path prefixes left empty), or why this kernel's
     /// layout does not have them: DAD is traced either way.
     pub proc: Result<ProcConfig, String>,
+    /// Offsets of the socket error program, or why it cannot run here (DAD is traced either
+    /// way).
+    #[serde(default = "socket_unknown")]
+    pub socket: Result<SocketConfig, String>,
+    /// The id of `btf_trace_sys_exit` (absent: the socket error program is a raw tracepoint).
+    #[serde(default)]
+    pub sys_exit_btf_id: Option<u32>,
     /// Programs whose target's prototype changed (see [`prototype`]), and how: the loader
     /// refuses them.
     #[serde(default)]
     pub changed_prototypes: BTreeMap<String, String>,
+}
+
+fn socket_unknown() -> Result<SocketConfig, String> {
+    Err("kernel facts from an older helper".into())
 }
 
 /// The kernel facts, parsed by `helper` (this binary, `kernel-facts`) in a child process
@@ -93,6 +106,8 @@ pub fn read_facts(path: &Path) -> Result<KernelFacts, Refusal> {
 
 /// The typedef a BTF-typed program on `workqueue_queue_work` is loaded against.
 pub const QUEUE_WORK_TYPEDEF: &str = "btf_trace_workqueue_queue_work";
+/// The typedef the socket error program on `sys_exit` is loaded against.
+pub const SYS_EXIT_TYPEDEF: &str = "btf_trace_sys_exit";
 
 /// The structs whose members the programs read.
 const STRUCTS: &[&str] = &[
@@ -105,6 +120,8 @@ const STRUCTS: &[&str] = &[
     "signal_struct",
     "mm_struct",
     "linux_binprm",
+    "nsproxy",
+    "pt_regs",
 ];
 
 /// Read BTF of one kernel, with the ids of the structs and functions dad-trace looks at.
@@ -137,7 +154,7 @@ impl KernelTypes {
             .iter()
             .filter(|def| !def.kind.is_probe())
             .map(|def| prototype::btf_name(def).0)
-            .chain([QUEUE_WORK_TYPEDEF.to_string()])
+            .chain([QUEUE_WORK_TYPEDEF.to_string(), SYS_EXIT_TYPEDEF.to_string()])
             .collect();
         let typedefs: Vec<&str> = typedefs.iter().map(String::as_str).collect();
         Ok(Self {
@@ -189,6 +206,8 @@ impl KernelTypes {
                 .map(ToString::to_string)
                 .collect(),
             queue_work_btf_id: self.typedefs.get(QUEUE_WORK_TYPEDEF).copied(),
+            socket: self.socket_config().map_err(|e| e.to_string()),
+            sys_exit_btf_id: self.typedefs.get(SYS_EXIT_TYPEDEF).copied(),
             changed_prototypes: self
                 .prototypes()
                 .into_iter()
@@ -264,6 +283,26 @@ impl KernelTypes {
             mm_env_end: self.sized("mm_struct", "env_end", 8)?,
             bprm_filename: self.sized("linux_binprm", "filename", pointer)?,
             ..ProcConfig::default()
+        })
+    }
+
+    /// What the socket error program reads: the syscall's number and arguments where this
+    /// architecture saves them, and the failing task's namespace.
+    pub fn socket_config(&self) -> Result<SocketConfig, BtfError> {
+        let pointer = size_of::<u64>();
+        let arch = super::sockets::abi::Arch::running().ok_or(BtfError::Arch(std::env::consts::ARCH))?;
+        let mut regs_args = [0; 4];
+        for (slot, (path, size, within)) in regs_args.iter_mut().zip(arch.argument_registers()) {
+            *slot = self.sized("pt_regs", path, size)? + within;
+        }
+        let (nr_path, nr_size) = arch.number_register();
+        Ok(SocketConfig {
+            numbers: arch.numbers(),
+            regs_nr: self.sized("pt_regs", nr_path, nr_size)?,
+            regs_args,
+            task_nsproxy: self.sized("task_struct", "nsproxy", pointer)?,
+            nsproxy_net: self.sized("nsproxy", "net_ns", pointer)?,
+            net_ns_inum: self.sized("net", "ns.inum", 4)?,
         })
     }
 }

@@ -25,7 +25,7 @@ use self::{
 };
 use super::{
     identity::{SandboxIdentity, merge_identity},
-    recorder::Enrich,
+    recorder::{Enrich, Whose},
 };
 use crate::{
     kernel::{events::NetnsId, procs::Exec},
@@ -337,6 +337,18 @@ impl Enrich for Enricher {
     fn tick(&mut self) {
         self.book.forget_unused(Instant::now());
         log::trace!("{} namespaces remembered", self.book.remembered());
+    }
+
+    fn process(&mut self, netns_inode: u32, pid: u32) -> Whose {
+        let info = self.netns(netns_inode);
+        // Read while the process may still live; gone, it names no container.
+        let container_id = proc::pod_of(&self.proc_root, pid).container_id;
+        Whose {
+            host_netns: self.is_host(netns_inode),
+            netns_name: info.name,
+            pod: info.pod,
+            container_id,
+        }
     }
 }
 
