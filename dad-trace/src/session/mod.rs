@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     file::{MAX_FILE_BYTES, SessionError},
     pods::{CniCall, CniTracing, PodStart, Timeline},
+    settings::PodSettings,
 };
 pub use crate::kernel::Backend;
 
 pub mod file;
 pub mod pods;
+pub mod settings;
 
 /// Marks a JSON document as a dad-trace session.
 pub const FORMAT: &str = "dad-trace-session";
