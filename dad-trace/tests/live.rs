@@ -352,3 +352,32 @@ fn flags_that_do_nothing_together_exit_2() {
         }
     }
 }
+
+/// Each pod's own DAD settings are read in its namespace at its first address and saved on
+/// its pod: values as integers, its `eth0` among the interfaces, a verdict.
+#[test]
+fn each_pod_is_saved_with_its_own_settings() {
+    if !needs_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, session) = record(dir.path(), &["--synthetic-pods", "2", "--synthetic-prefix", "dtl-g"]);
+    let ours: Vec<_> = session
+        .pods
+        .iter()
+        .filter(|pod| pod.netns_name.as_deref().is_some_and(|name| name.starts_with("dtl-g")))
+        .collect();
+    assert_eq!(ours.len(), 2, "{:?}", session.pods);
+    for pod in ours {
+        let settings = pod.settings.as_ref().expect("settings read");
+        assert_eq!(settings.unread, None, "{settings:?}");
+        assert!(settings.all.accept_dad.is_some() && settings.default.dad_transmits.is_some());
+        let eth0 = settings
+            .interfaces
+            .iter()
+            .find(|interface| interface.name == "eth0")
+            .expect("eth0 read");
+        assert!(eth0.values.accept_dad.is_some() && eth0.dad.is_some(), "{settings:?}");
+        assert!(settings.dad().is_some());
+    }
+}

@@ -18,7 +18,7 @@ use super::pod_wait::PodWindows;
 use crate::{
     node::{doctor::model, sysctl},
     record::cni::TracedCall,
-    session::{AddressEvent, Outcome, Pod, SocketError},
+    session::{AddressEvent, Outcome, Pod, PodSettings, SocketError},
 };
 
 /// Label names, as the dashboards and alerts in deploy/ use them.
@@ -73,6 +73,45 @@ pub struct Metrics {
     in_flight: Gauge,
     sysctls: Family<Labels, Gauge>,
     new_pod_dad: Gauge,
+    pods_by_dad: Family<Labels, Counter>,
+}
+
+/// `dad_trace_backend_info`: always 1.
+fn register_backend(registry: &mut Registry, backend: &str, kernel: &str) {
+    registry.register(
+        "backend",
+        "The probe backend, kernel and node in use",
+        Info::new(vec![
+            ("backend".to_string(), backend.to_string()),
+            ("kernel".to_string(), kernel.to_string()),
+            ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            ("k8s_node_name".to_string(), crate::node::hostname()),
+        ]),
+    );
+}
+
+/// `dad_trace_pods_total`: beside `node_new_pods_run_dad` (what the host's settings promise),
+/// what pods got. Its three series exist from the first scrape.
+fn pods_by_dad(registry: &mut Registry) -> Family<Labels, Counter> {
+    let family = Family::default();
+    registry.register(
+        "pods",
+        "Pod namespaces whose own DAD settings were read when their first address appeared, by whether DAD runs there (unknown: gone before read, or a value unreadable)",
+        family.clone(),
+    );
+    for dad in ["on", "off", "unknown"] {
+        drop(family.get_or_create(&vec![("dad".to_string(), dad.to_string())]));
+    }
+    family
+}
+
+/// The `dad` label of `dad_trace_pods_total`: three values, whatever the pods.
+fn dad_label(settings: &PodSettings) -> &'static str {
+    match settings.dad() {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "unknown",
+    }
 }
 
 impl Metrics {
@@ -141,16 +180,8 @@ impl Metrics {
             "1 when a pod created now runs DAD (the doctor's reading of node_sysctl), 0 when the node is tuned",
             new_pod_dad.clone(),
         );
-        registry.register(
-            "backend",
-            "The probe backend, kernel and node in use",
-            Info::new(vec![
-                ("backend".to_string(), backend.to_string()),
-                ("kernel".to_string(), kernel.to_string()),
-                ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-                ("k8s_node_name".to_string(), crate::node::hostname()),
-            ]),
-        );
+        let pods_by_dad = pods_by_dad(&mut registry);
+        register_backend(&mut registry, backend, kernel);
         let metrics = Self {
             registry,
             per_pod_labels,
@@ -166,6 +197,7 @@ impl Metrics {
             in_flight,
             sysctls,
             new_pod_dad,
+            pods_by_dad,
         };
         metrics.set_sysctls(&sysctl::snapshot());
         if !per_pod_labels {
@@ -312,6 +344,13 @@ impl Metrics {
         }
         let pod = model::pod_estimate(&model::new_pod_interface(host, model::inherits(host)));
         self.new_pod_dad.set(i64::from(pod.per_pod.dad));
+    }
+
+    /// Counts one pod namespace whose settings were read (or could not be).
+    pub fn observe_settings(&self, settings: &PodSettings) {
+        self.pods_by_dad
+            .get_or_create(&vec![("dad".to_string(), dad_label(settings).to_string())])
+            .inc();
     }
 
     /// Brings the lost-events counter up to the kernel's running total.
@@ -510,6 +549,40 @@ mod tests {
         assert_eq!(value(&text, "dad_trace_node_new_pods_run_dad"), 1.0);
         metrics.set_sysctls(&host("1"));
         assert_eq!(value(&metrics.render(), "dad_trace_node_new_pods_run_dad"), 0.0);
+    }
+
+    /// Pods are counted by the DAD their own settings give, in three series from the start.
+    #[test]
+    fn pods_by_whether_their_settings_run_dad() {
+        let metrics = Metrics::new("tracepoint", "6.18", true);
+        let text = metrics.render();
+        for dad in ["on", "off", "unknown"] {
+            assert!(
+                text.contains(&format!("dad_trace_pods_total{{dad=\"{dad}\"}} 0")),
+                "{text}"
+            );
+        }
+        let accept = |accept_dad: i64| crate::session::settings::ConfValues {
+            accept_dad: Some(accept_dad),
+            ..Default::default()
+        };
+        let fresh = PodSettings {
+            all: accept(0),
+            default: accept(1),
+            ..PodSettings::default()
+        };
+        let tuned = PodSettings {
+            default: accept(0),
+            ..fresh.clone()
+        };
+        for settings in [&fresh, &fresh, &tuned, &PodSettings::unread("gone")] {
+            metrics.observe_settings(settings);
+        }
+        let text = metrics.render();
+        assert_eq!(value(&text, "dad_trace_pods_total{dad=\"on\"}"), 2.0);
+        assert_eq!(value(&text, "dad_trace_pods_total{dad=\"off\"}"), 1.0);
+        assert_eq!(value(&text, "dad_trace_pods_total{dad=\"unknown\"}"), 1.0);
+        assert!(text.contains("# TYPE dad_trace_pods counter"), "{text}");
     }
 
     #[test]

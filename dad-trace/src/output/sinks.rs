@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 pub use super::display::{call_line, event_line};
 use super::{filter::Filter, live::Live, metrics::Metrics};
 use crate::{
+    kernel::events::NetnsId,
     node::synthetic::SyntheticPod,
     record::{
         cni::TracedCall,
-        recorder::{Output, Sweep},
+        recorder::{Kept, Output, Sweep},
     },
-    session::{AddressEvent, SocketError},
+    session::{AddressEvent, PodSettings, SocketError},
 };
 
 /// Every consumer of finished addresses; each one is optional.
@@ -25,6 +26,7 @@ pub struct Sinks {
     progress: Option<SyntheticProgress>,
     kept: Option<Vec<AddressEvent>>,
     kept_calls: Option<Vec<TracedCall>>,
+    kept_settings: Option<Vec<(NetnsId, PodSettings)>>,
     finished: usize,
     calls: usize,
 }
@@ -37,6 +39,7 @@ impl Sinks {
         Self {
             kept: keep.then(Vec::new),
             kept_calls: keep.then(Vec::new),
+            kept_settings: keep.then(Vec::new),
             ..Self::default()
         }
     }
@@ -187,8 +190,23 @@ impl Output for Sinks {
         }
     }
 
-    fn into_kept(self) -> (Vec<AddressEvent>, Vec<TracedCall>) {
-        (self.kept.unwrap_or_default(), self.kept_calls.unwrap_or_default())
+    /// Counted in the metrics, kept for the session's pods. Every pod namespace counts,
+    /// whatever the filter: its name may not be known yet when its first address comes.
+    fn settings(&mut self, netns: NetnsId, settings: PodSettings) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_settings(&settings);
+        }
+        if let Some(kept) = self.kept_settings.as_mut() {
+            kept.push((netns, settings));
+        }
+    }
+
+    fn into_kept(self) -> Kept {
+        Kept {
+            events: self.kept.unwrap_or_default(),
+            calls: self.kept_calls.unwrap_or_default(),
+            settings: self.kept_settings.unwrap_or_default(),
+        }
     }
 }
 
@@ -246,11 +264,13 @@ mod tests {
     fn without_a_session_file_nothing_is_kept() {
         let mut sinks = Sinks::new(false);
         let event = crate::session::tests::sample().events.remove(0);
-        for _ in 0..1000 {
+        for inode in 0..1000 {
             sinks.address(event.clone());
+            sinks.settings(NetnsId { inode, cookie: 0 }, PodSettings::unread("gone"));
         }
         assert_eq!(sinks.finished(), 1000);
-        assert!(sinks.into_events().is_empty());
+        let kept = sinks.into_kept();
+        assert!(kept.events.is_empty() && kept.settings.is_empty());
     }
 
     #[test]

@@ -11,7 +11,10 @@ use super::{
     cni::TracedCall,
     identity::{SandboxIdentity, merge_identity},
 };
-use crate::session::{AddressEvent, CniCall, Outcome, PodStart, Timeline, pods::overlap_ns};
+use crate::{
+    kernel::events::NetnsId,
+    session::{AddressEvent, CniCall, Outcome, PodSettings, PodStart, Timeline, pods::overlap_ns},
+};
 
 /// The longest `netns_name` taken from a `CNI_NETNS` path (a file name: `NAME_MAX`).
 const MAX_NAME: usize = 255;
@@ -184,6 +187,31 @@ fn pod(
             container_started,
         },
         cni_calls: calls.into_iter().map(|traced| traced.call).collect(),
+        settings: None,
+    }
+}
+
+/// Gives each pod the settings read for its namespace (`read`, in the order they were read):
+/// those of its cookie; where the pod's or the reading's cookie is unknown, the first read
+/// under its inode that no other pod took by cookie.
+pub fn attach_settings(pods: &mut [PodStart], mut read: Vec<(NetnsId, PodSettings)>) {
+    for pod in pods.iter_mut() {
+        let cookie = pod.netns_cookie.filter(|cookie| *cookie != 0);
+        let exact = read
+            .iter()
+            .position(|(netns, _)| netns.inode == pod.netns_inode && cookie.is_some_and(|c| c == netns.cookie));
+        if let Some(index) = exact {
+            pod.settings = Some(read.remove(index).1);
+        }
+    }
+    for pod in pods.iter_mut().filter(|pod| pod.settings.is_none()) {
+        let cookie = pod.netns_cookie.filter(|cookie| *cookie != 0);
+        let loose = read
+            .iter()
+            .position(|(netns, _)| netns.inode == pod.netns_inode && (cookie.is_none() || netns.cookie == 0));
+        if let Some(index) = loose {
+            pod.settings = Some(read.remove(index).1);
+        }
     }
 }
 
@@ -355,5 +383,56 @@ mod tests {
         let (pods, _) = build(&[first, second], Vec::new(), 1, &mut no_runtime);
         assert_eq!(pods.len(), 1, "{pods:?}");
         assert_eq!(pods[0].dad_wait_ns, Some(1510 * MS), "10 ms → 1520 ms");
+    }
+
+    /// Each pod gets its own namespace's settings: by cookie when both know it, else by inode.
+    #[test]
+    fn settings_go_to_the_pod_of_their_namespace() {
+        let mut first = event(10, 10, 1000, None, Outcome::Settled);
+        first.netns_cookie = Some(1);
+        let mut second = event(10, 5010, 1000, None, Outcome::Settled);
+        second.netns_cookie = Some(2);
+        let unknown = event(11, 20, 1000, None, Outcome::Settled);
+        let (mut pods, _) = build(&[first, second, unknown], Vec::new(), 1, &mut no_runtime);
+        let read = |why: &str| PodSettings::unread(why);
+        let id = |inode, cookie| NetnsId { inode, cookie };
+        attach_settings(
+            &mut pods,
+            vec![
+                (id(11, 9), read("11")),
+                (id(10, 2), read("10 second")),
+                (id(10, 1), read("10 first")),
+                (id(12, 0), read("no pod")),
+            ],
+        );
+        let reasons: Vec<(u32, Option<String>)> = pods
+            .iter()
+            .map(|pod| (pod.netns_inode, pod.settings.as_ref().and_then(|s| s.unread.clone())))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (10, Some("10 first".into())),
+                (11, Some("11".into())),
+                (10, Some("10 second".into()))
+            ]
+        );
+        // A reading without a cookie goes to the first pod of its inode still without one.
+        let (mut pods, _) = build(&[first_of(10, 1), first_of(10, 2)], Vec::new(), 1, &mut no_runtime);
+        attach_settings(&mut pods, vec![(id(10, 0), read("a")), (id(10, 7), read("b"))]);
+        assert_eq!(pods[0].settings.as_ref().and_then(|s| s.unread.as_deref()), Some("a"));
+        assert_eq!(pods[1].settings, None, "cookie 7 is neither pod's");
+    }
+
+    fn first_of(inode: u32, cookie: u64) -> AddressEvent {
+        let mut event = event(
+            inode,
+            i64::try_from(cookie).expect("small") * 5000,
+            1000,
+            None,
+            Outcome::Settled,
+        );
+        event.netns_cookie = Some(cookie);
+        event
     }
 }

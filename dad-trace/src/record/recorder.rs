@@ -23,14 +23,15 @@ use crate::{
         sockets::SocketFailure,
     },
     node::netns::Inet6Row,
-    session::{AddressEvent, CniTracing, Pod, Session, SocketError, Unfinished},
+    session::{AddressEvent, CniTracing, Pod, PodSettings, Session, SocketError, Unfinished},
 };
 
 /// What the recorder needs from enrichment (on a node, the `Enricher` of `record::enrich`).
 pub trait Enrich {
     /// An address of this namespace was seen: resolve the namespace while it still exists
-    /// (it may be gone by the time its addresses finish).
-    fn note(&mut self, netns: NetnsId);
+    /// (it may be gone by the time its addresses finish). The first time, a pod namespace's
+    /// DAD settings are read and returned (or why they could not be).
+    fn note(&mut self, netns: NetnsId) -> Option<PodSettings>;
     /// A finished address as the kernel described it: add what is known about it. It may be
     /// held back while its pod has no name yet.
     fn finish(&mut self, event: AddressEvent);
@@ -82,8 +83,19 @@ pub trait Output {
     fn tick(&mut self, now: DateTime<Utc>);
     /// The recording ended; with `last_interval`, a partial last interval is shown.
     fn close(&mut self, now: DateTime<Utc>, last_interval: bool);
-    /// The addresses and calls kept for the session file.
-    fn into_kept(self) -> (Vec<AddressEvent>, Vec<TracedCall>);
+    /// A pod namespace's DAD settings, read when its first address was seen.
+    fn settings(&mut self, netns: NetnsId, settings: PodSettings);
+    /// What was kept for the session file.
+    fn into_kept(self) -> Kept;
+}
+
+/// What an [`Output`] kept for the session file.
+#[derive(Default)]
+pub struct Kept {
+    pub events: Vec<AddressEvent>,
+    pub calls: Vec<TracedCall>,
+    /// Pod namespaces' settings, in the order they were read.
+    pub settings: Vec<(NetnsId, PodSettings)>,
 }
 
 /// What a sweep tells the outputs.
@@ -247,7 +259,9 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
         match reading {
             Reading::Observation(obs) => {
                 log::trace!("{obs}");
-                self.enricher.note(obs.netns);
+                if let Some(settings) = self.enricher.note(obs.netns) {
+                    self.output.settings(obs.netns, settings);
+                }
                 if let Some(finished) = self.tracker.observe(&obs) {
                     self.finish(&finished);
                 }
@@ -429,7 +443,11 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             log::warn!("{} ring buffer records could not be decoded", self.undecodable);
         }
         let mut session = self.session;
-        let (events, mut calls) = self.output.into_kept();
+        let Kept {
+            events,
+            mut calls,
+            settings,
+        } = self.output.into_kept();
         session.events = events;
         self.enricher.name_late(&mut session.events);
         if let Some(mut cni) = self.cni {
@@ -441,6 +459,7 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
                 enricher.sandbox_of(inode, id)
             });
             session.pods = pods;
+            podstart::attach_settings(&mut session.pods, settings);
             cni.calls_without_pod = without_pod;
             session.cni = Some(cni);
         }
@@ -515,8 +534,9 @@ mod tests {
     }
 
     impl Enrich for FakeEnricher {
-        fn note(&mut self, netns: NetnsId) {
-            self.noted.insert(netns.inode);
+        fn note(&mut self, netns: NetnsId) -> Option<PodSettings> {
+            let first = self.noted.insert(netns.inode);
+            (first && netns != HOST).then(|| PodSettings::unread("fake"))
         }
 
         fn finish(&mut self, mut event: AddressEvent) {
@@ -680,6 +700,18 @@ mod tests {
         assert!(
             printed[2].starts_with("10:00:01.510") && printed[2].contains("cni-1") && printed[2].contains("fd00::5")
         );
+    }
+
+    /// A pod namespace's settings, read when its first address came, end on its pod.
+    #[test]
+    fn settings_read_on_arrival_end_on_the_pod() {
+        let mut recorder = recorder(FakeEnricher::default(), &Lines::default()).with_cni(Vec::new());
+        for reading in dad(0, 0x1000, "fe80::1").into_iter().chain(dad(10, 0x2000, "fd00::5")) {
+            recorder.on_reading(reading);
+        }
+        let session = recorder.into_session(0, 2000 * MS);
+        assert_eq!(session.pods.len(), 1);
+        assert_eq!(session.pods[0].settings, Some(PodSettings::unread("fake")));
     }
 
     #[test]

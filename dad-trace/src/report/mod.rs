@@ -1,6 +1,7 @@
 //! Processing, for any user: everything here reads sessions and nothing else.
 //!
-//! [`figures`] (addresses folded as a session is read) → [`summary`] (numbers) → [`text`] (one session for people), [`compare`] (several side by
+//! [`figures`] (addresses folded as a session is read) → [`summary`] (numbers, pod start in
+//! [`podstart`], the pods' own settings in [`pod_settings`]) → [`text`] (one session for people), [`compare`] (several side by
 //! side, with [`significance`]: a real change or noise), [`markdown`] and [`html`] of a
 //! comparison, [`merge`] (one session of several), [`gate`] (before/after pass or fail).
 //!
@@ -11,6 +12,7 @@ pub mod gate;
 pub mod html;
 pub mod markdown;
 pub mod merge;
+pub mod pod_settings;
 pub mod podstart;
 pub mod significance;
 pub mod summary;

@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::pod_settings::{self, SettingsSummary};
 use crate::{
     hist::{Delays, Summary, human, human_ms},
-    session::{PodStart, Session},
+    session::{PodSettings, PodStart, Session},
     text::terminal,
 };
 
@@ -55,6 +56,8 @@ pub struct PodRow {
     pub dad_share_of_start: Option<f64>,
     /// Milliseconds from the pod's first known moment: `(what, ms)`, in time order.
     pub timeline: Vec<(&'static str, f64)>,
+    /// Its namespace's own DAD settings, when read.
+    pub settings: Option<PodSettings>,
 }
 
 /// The pod-start part of a session's summary.
@@ -70,6 +73,8 @@ pub struct PodStartSummary {
     pub slowest: Vec<PodRow>,
     /// CNI calls that failed (exit status not 0, or killed), top-level.
     pub failed_calls: usize,
+    /// The pods' own DAD settings, when any were read.
+    pub settings: Option<SettingsSummary>,
 }
 
 impl PodStartSummary {
@@ -120,6 +125,7 @@ fn row(pod: &PodStart) -> PodRow {
         dad_share_of_add: pod.dad_share_of_add(),
         dad_share_of_start: pod.dad_share_of_start(),
         timeline: timeline(pod),
+        settings: pod.settings.clone(),
     }
 }
 
@@ -143,6 +149,7 @@ pub fn summarize<E>(session: &Session<E>) -> PodStartSummary {
             .flat_map(|pod| &pod.cni_calls)
             .filter(|call| call.duration_ns.is_some() && call.exit_status != Some(0))
             .count(),
+        settings: pod_settings::summarize(pods, &session.sysctls_start),
     }
 }
 
@@ -223,6 +230,10 @@ pub fn render_text(summary: &PodStartSummary) -> String {
     if summary.failed_calls > 0 {
         let _ = writeln!(out, "  CNI calls that failed: {}", summary.failed_calls);
     }
+    if let Some(settings) = &summary.settings {
+        out.push_str(&pod_settings::render_text(settings));
+    }
+    let host_dad_off = summary.settings.as_ref().is_some_and(|settings| settings.host_dad_off);
     out.push_str("Slowest pods:\n");
     for pod in &summary.slowest {
         let shares = [
@@ -253,6 +264,9 @@ pub fn render_text(summary: &PodStartSummary) -> String {
             .collect();
         if !steps.is_empty() {
             let _ = writeln!(out, "      {}", steps.join(" -> "));
+        }
+        if let Some(settings) = &pod.settings {
+            let _ = writeln!(out, "      {}", pod_settings::line(settings, host_dad_off));
         }
     }
     out
@@ -307,6 +321,7 @@ pub(crate) mod tests {
                 env_truncated: false,
                 delegates: Vec::new(),
             }],
+            settings: None,
         }
     }
 
@@ -337,6 +352,38 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("sandbox created +0 us -> ADD start +10.0 ms"), "{text}");
+        assert!(!text.contains("settings"), "none read: {text}");
+    }
+
+    /// The pods' own settings: counted under the table, and a line under each slowest pod.
+    #[test]
+    fn the_pods_own_settings_are_counted_and_shown() {
+        let mut session = crate::report::summary::tests::session(Vec::new());
+        session.sysctls_start = [
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+        let fresh = PodSettings {
+            default: crate::session::settings::ConfValues {
+                accept_dad: Some(1),
+                ..Default::default()
+            },
+            ..PodSettings::default()
+        };
+        session.pods = vec![pod(1, 1950, 1900), pod(2, 40, 0)];
+        session.pods[0].settings = Some(fresh);
+        let text = render_text(&summarize(&session));
+        assert!(text.contains("DAD on in 1, off in 0, unknown in 0"), "{text}");
+        assert!(text.contains("Host tuning did not reach 1 pods"), "{text}");
+        assert!(
+            text.contains("      settings: all.accept_dad=?; default accept_dad=1")
+                && text.contains("this namespace\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("settings:").count(), 1, "pod 2 has none: {text}");
     }
 
     #[test]

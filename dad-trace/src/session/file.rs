@@ -336,9 +336,32 @@ fn validate<E>(path: &Path, session: &Session<Fold<E>>) -> Result<(), SessionErr
             ));
         }
         check_calls(&pod.cni_calls, &format!("pods[{index}].cni_calls"), true).map_err(|(at, why)| invalid(at, why))?;
+        if let Some(settings) = &pod.settings {
+            check_settings(settings).map_err(|(at, why)| invalid(format!("pods[{index}].settings.{at}"), why))?;
+        }
     }
     if let Some(cni) = &session.cni {
         check_calls(&cni.calls_without_pod, "cni.calls_without_pod", true).map_err(|(at, why)| invalid(at, why))?;
+    }
+    Ok(())
+}
+
+/// A pod's settings as a recording bounds them (see [`super::settings`]).
+fn check_settings(settings: &super::PodSettings) -> Result<(), (String, String)> {
+    use super::settings::{MAX_IFNAME, MAX_INTERFACES};
+    if settings.interfaces.len() > MAX_INTERFACES {
+        return Err((
+            "interfaces".into(),
+            format!("more than the {MAX_INTERFACES} interfaces a recording keeps"),
+        ));
+    }
+    for (index, interface) in settings.interfaces.iter().enumerate() {
+        if interface.name.is_empty() || interface.name.len() > MAX_IFNAME {
+            return Err((
+                format!("interfaces[{index}].name"),
+                format!("not an interface name (1 to {MAX_IFNAME} bytes)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -450,6 +473,43 @@ mod tests {
             let message = format!("{:#}", anyhow::Error::from(error));
             assert!(message.contains("bad.json") && message.contains(expected), "{message}");
         }
+    }
+
+    /// A pod's settings hold at most 16 interfaces, each with a name the kernel could give.
+    #[test]
+    fn settings_are_bounded_as_a_recording_bounds_them() {
+        use crate::{
+            report::podstart::tests::pod,
+            session::{PodSettings, settings::ConfValues},
+        };
+        let with = |count: usize, name: &str| {
+            let mut session = sample();
+            let mut bounded = pod(7, 1900, 1900);
+            let interfaces = (0..count)
+                .map(|i| (format!("{name}{i:02}"), ConfValues::default()))
+                .collect();
+            bounded.settings = Some(PodSettings::default().with_interfaces(interfaces));
+            session.pods = vec![bounded];
+            session
+        };
+        let load = |session: &Session| {
+            let text = serde_json::to_string(session).expect("serialize");
+            Session::parse(Path::new("s.json"), text.as_bytes()).map(|_| ())
+        };
+        let edge = with(16, "eth-0123456");
+        assert_eq!(edge.pods[0].settings.as_ref().map(|s| s.interfaces.len()), Some(16));
+        assert!(load(&edge).is_ok());
+        let mut many = with(16, "net");
+        let settings = many.pods[0].settings.as_mut().expect("settings");
+        settings.interfaces.push(settings.interfaces[0].clone());
+        let error = load(&many).expect_err("17 interfaces").to_string();
+        assert!(error.contains("at pods[0].settings.interfaces:"), "{error}");
+        let mut unnamed = with(1, "net");
+        unnamed.pods[0].settings.as_mut().expect("settings").interfaces[0].name = "x".repeat(16);
+        let error = load(&unnamed).expect_err("too long a name").to_string();
+        assert!(error.contains("at pods[0].settings.interfaces[0].name:"), "{error}");
+        unnamed.pods[0].settings.as_mut().expect("settings").interfaces[0].name = String::new();
+        assert!(load(&unnamed).is_err(), "an empty name");
     }
 
     /// Validation refuses what no recording makes, and only that: the edges themselves are

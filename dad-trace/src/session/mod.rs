@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     file::{MAX_FILE_BYTES, SessionError},
     pods::{CniCall, CniTracing, PodStart, Timeline},
+    settings::PodSettings,
     sockets::{SocketError, SocketTracing},
 };
 pub use crate::kernel::Backend;
 
 pub mod file;
 pub mod pods;
+pub mod settings;
 pub mod sockets;
 
 /// Marks a JSON document as a dad-trace session.

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{AddressEvent, Pod};
+use super::{AddressEvent, Pod, PodSettings};
 
 /// One exec of a CNI plugin, start to exit, as the kernel saw it. `command`, `container_id`,
 /// `netns` and `ifname` are the `CNI_*` variables, as given (whoever runs a plugin sets them).
@@ -92,6 +92,10 @@ pub struct PodStart {
     pub timeline: Timeline,
     /// Top-level calls for this namespace (ADD, CHECK, DEL), in start order.
     pub cni_calls: Vec<CniCall>,
+    /// The namespace's own DAD settings, read when its first address appeared; null when
+    /// no address of it was seen, or in sessions from before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<PodSettings>,
 }
 
 impl PodStart {
@@ -175,6 +179,7 @@ mod tests {
             pod_start_ns: Some(4_000_000_000),
             timeline: Timeline::default(),
             cni_calls: Vec::new(),
+            settings: None,
         };
         assert_eq!(pod.dad_share_of_add(), Some(0.95));
         assert_eq!(pod.dad_share_of_start(), Some(0.475));

@@ -1,7 +1,8 @@
 //! Enrichment, with one owner: the [`Enricher`] turns what the kernel said about an address
 //! (namespace inode and cookie, ifindex) into what a person knows (namespace name, pod, veth
 //! peer, who holds a duplicate), holding an address back a little while its pod has no name
-//! yet.
+//! yet. At a pod namespace's first address it reads the namespace's own DAD settings
+//! ([`settings`]: the one step that enters a namespace, once per pod, bounded in time).
 //!
 //! Sources, first that answers: the container runtime ([`cri`]), processes in the
 //! namespace and their kubepods cgroup ([`proc`]), the name under /run/netns ([`netns`]).
@@ -30,7 +31,7 @@ use super::{
 use crate::{
     kernel::{events::NetnsId, procs::Exec},
     node::netns::{Inet6Row, addresses_in},
-    session::{AddressEvent, Outcome, Peer},
+    session::{AddressEvent, Outcome, Peer, PodSettings},
 };
 
 pub mod call_netns;
@@ -40,6 +41,7 @@ pub mod holders;
 pub mod namespaces;
 pub mod netlink;
 pub mod proc;
+pub mod settings;
 
 pub struct Enricher {
     proc_root: PathBuf,
@@ -245,16 +247,28 @@ impl Enricher {
         }
         self.held = waiting;
     }
-}
 
-impl Enrich for Enricher {
-    fn note(&mut self, netns: NetnsId) {
+    /// Resolves a namespace seen now, while it surely lives.
+    fn resolve(&mut self, netns: NetnsId) {
         self.book.touch(netns);
         if !self.is_host(netns.inode) && !self.book.is_resolved(netns.inode) {
             self.netns(netns.inode);
             // Asked now, while the namespace surely lives: its host-side veth needs it.
             self.nsid(netns.inode);
         }
+    }
+}
+
+impl Enrich for Enricher {
+    /// Reads a pod namespace's settings at its first address, not at its CNI call: by then
+    /// the plugin has made the interface the address is on.
+    fn note(&mut self, netns: NetnsId) -> Option<PodSettings> {
+        self.resolve(netns);
+        if self.is_host(netns.inode) || !self.book.settings_due(netns.inode) {
+            return None;
+        }
+        let handle = self.netns(netns.inode).handle;
+        Some(settings::read(handle.as_deref(), netns.inode, settings::READ_WAIT))
     }
 
     fn finish(&mut self, mut event: AddressEvent) {
@@ -313,7 +327,7 @@ impl Enrich for Enricher {
         let inode = call_netns::resolve_netns(&self.proc_root, path, &[exec.tgid, exec.ppid], self.book.nsfs_device())?;
         if !self.is_host(inode) {
             // Resolved now, while the plugin sets it up: its name outlives a quick pod.
-            self.note(NetnsId { inode, cookie: 0 });
+            self.resolve(NetnsId { inode, cookie: 0 });
         }
         Some(inode)
     }

@@ -38,6 +38,8 @@ pub struct NetnsInfo {
     /// Asked for its id and the host had none: not asked again on behalf of other
     /// namespaces' veths (each host-side veth of an unknown peer would ask them all).
     nsid_refused: bool,
+    /// Its DAD settings were read (or tried).
+    settings_read: bool,
     /// When dad-trace first saw it.
     pub first_seen: Instant,
     last_used: Instant,
@@ -53,6 +55,7 @@ impl NetnsInfo {
             cookie: 0,
             nsid: None,
             nsid_refused: false,
+            settings_read: false,
             first_seen: now,
             last_used: now,
         }
@@ -208,6 +211,14 @@ impl NetnsBook {
             .iter()
             .find(|(_, info)| info.nsid == Some(nsid))
             .map(|(inode, info)| (*inode, info))
+    }
+
+    /// Whether the namespace's DAD settings are still to be read: true once per namespace
+    /// remembered (one forgotten and seen again is read again).
+    pub fn settings_due(&mut self, inode: u32) -> bool {
+        self.known
+            .get_mut(&inode)
+            .is_some_and(|info| !std::mem::replace(&mut info.settings_read, true))
     }
 
     /// The host had no id for the namespace when asked.
