@@ -169,7 +169,15 @@ fn show_tail(path: &Path) {
 }
 
 /// The integration test binaries that run on this machine (`vm_kernel` runs in the guests).
-const HOST_TESTS: &[&str] = &["host_kernel", "faults", "runtime", "deploy", "doctor", "monitoring"];
+const HOST_TESTS: &[&str] = &[
+    "host_kernel",
+    "faults",
+    "socket_errors",
+    "runtime",
+    "deploy",
+    "doctor",
+    "monitoring",
+];
 /// Kernel tests share the kernel's sysctls and namespaces: one at a time, output shown (the
 /// tiers are counted from it).
 const SERIAL: &[&str] = &["--", "--test-threads=1", "--nocapture"];

@@ -1,0 +1,267 @@
+//! Application socket errors against the real kernel: a pod's application binds (or
+//! connects) while its address is tentative and counts its own failures; dad-trace's count
+//! must be the same, exactly. Shared by the host tier (tracepoint backend) and the guests
+//! (kprobe backend). Each scenario makes its own namespace, removed on drop.
+use std::{
+    io,
+    net::{Ipv6Addr, SocketAddrV6, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use dad_trace::{
+    kernel::BackendChoice,
+    node::netns::in_netns,
+    session::{Session, SocketError},
+};
+
+use crate::netns::{TestNetns, record_during};
+
+/// The address every scenario gives its pod.
+pub const POD_ADDR: &str = "fd00:5d::1";
+
+/// How a scenario's application tries, and what it counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// `bind()` a new UDP socket to the pod's address, every `pause`, until it works.
+    Bind { pause: Duration },
+    /// The same on one socket, with no pause, at most `tries` times.
+    SpinBind { tries: u64 },
+    /// `bind()` with `IPV6_FREEBIND`: no need for the address to be usable yet.
+    FreeBind,
+    /// `connect()` a UDP socket to a neighbour on the pod's prefix, every `pause`.
+    Connect { pause: Duration },
+}
+
+/// What the application saw: its failures with `EADDRNOTAVAIL`, and whether it got there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub failures: u64,
+    pub succeeded: bool,
+}
+
+/// How a scenario's pod namespace is set up before its interface exists (its `default`
+/// sysctls, which `eth0` then takes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodDad {
+    /// Kernel defaults: DAD runs, the address is tentative for about a second.
+    Stock,
+    /// DAD runs three probes a second apart: a longer window.
+    Long,
+    /// `accept_dad=0`: no DAD, never tentative.
+    Off,
+    /// `optimistic_dad=1` and `use_optimistic=1`: usable while tentative.
+    Optimistic,
+}
+
+impl PodDad {
+    fn sysctls(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            PodDad::Stock => &[],
+            PodDad::Long => &[("dad_transmits", "3")],
+            PodDad::Off => &[("accept_dad", "0")],
+            PodDad::Optimistic => &[("optimistic_dad", "1"), ("use_optimistic", "1")],
+        }
+    }
+}
+
+fn retry(deadline: Instant, pause: Duration) -> bool {
+    std::thread::sleep(pause);
+    Instant::now() < deadline
+}
+
+fn is_unavailable(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+}
+
+/// `bind(fd, addr)` through libc: std's `UdpSocket::bind` makes a new socket each time.
+fn bind_raw(fd: i32, addr: SocketAddrV6) -> io::Result<()> {
+    let sockaddr = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: addr.port().to_be(),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: addr.ip().octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    // SAFETY: a valid socket address of the size given.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&raw const sockaddr).cast(),
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Runs `attempt` against the pod's address, in this thread's namespace.
+fn run(attempt: Attempt) -> io::Result<Seen> {
+    let addr: Ipv6Addr = POD_ADDR.parse().expect("literal");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Seen::default();
+    match attempt {
+        Attempt::Bind { pause } => loop {
+            match UdpSocket::bind(SocketAddrV6::new(addr, 0, 0, 0)) {
+                Ok(_) => {
+                    return Ok(Seen {
+                        succeeded: true,
+                        ..seen
+                    });
+                }
+                Err(e) if is_unavailable(&e) => seen.failures += 1,
+                Err(e) => return Err(e),
+            }
+            if !retry(deadline, pause) {
+                return Ok(seen);
+            }
+        },
+        Attempt::SpinBind { tries } => {
+            let socket = new_udp()?;
+            for _ in 0..tries {
+                match bind_raw(socket.as_raw_fd(), SocketAddrV6::new(addr, 0, 0, 0)) {
+                    Ok(()) => {
+                        return Ok(Seen {
+                            succeeded: true,
+                            ..seen
+                        });
+                    }
+                    Err(e) if is_unavailable(&e) => seen.failures += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(seen)
+        }
+        Attempt::FreeBind => {
+            let socket = new_udp()?;
+            let one: libc::c_int = 1;
+            // SAFETY: an int option of the size given, on a socket this function owns.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_FREEBIND,
+                    (&raw const one).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            bind_raw(socket.as_raw_fd(), SocketAddrV6::new(addr, 0, 0, 0))?;
+            Ok(Seen {
+                failures: 0,
+                succeeded: true,
+            })
+        }
+        Attempt::Connect { pause } => {
+            let neighbour: Ipv6Addr = "fd00:5d::99".parse().expect("literal");
+            loop {
+                let socket = new_udp()?;
+                match socket.connect(SocketAddrV6::new(neighbour, 53, 0, 0)) {
+                    Ok(()) => {
+                        return Ok(Seen {
+                            succeeded: true,
+                            ..seen
+                        });
+                    }
+                    Err(e) if is_unavailable(&e) => seen.failures += 1,
+                    Err(e) => return Err(e),
+                }
+                if !retry(deadline, pause) {
+                    return Ok(seen);
+                }
+            }
+        }
+    }
+}
+
+/// An unbound IPv6 UDP socket.
+fn new_udp() -> io::Result<UdpSocket> {
+    // SAFETY: plain socket creation; the fd is owned by the returned socket at once.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    Ok(unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Records while a pod (namespace `name`, its DAD set up as `dad`) gets [`POD_ADDR`] and its
+/// application tries at once as `attempt`: the session, and what the application saw.
+pub fn scenario(backend: BackendChoice, name: &str, dad: PodDad, attempt: Attempt) -> (Session, Seen) {
+    let pod = TestNetns::new(name);
+    if matches!(attempt, Attempt::Connect { .. }) {
+        // Without ::1, the pod's address is the only source a connect can use.
+        pod.ip(&["link", "set", "lo", "down"]);
+    }
+    let handle = Path::new("/run/netns").join(name);
+    // No link-local address on eth0: the pod's address is its only one.
+    let settings: Vec<_> = [("addr_gen_mode", "1")].iter().chain(dad.sysctls()).copied().collect();
+    in_netns(&handle, move || {
+        for (name, value) in settings {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/default/{name}"), value)?;
+        }
+        Ok(())
+    })
+    .expect("the pod's DAD settings");
+    pod.veth(&format!("{name}-h"), None);
+    let options = crate::faults::options(backend);
+    let pod_name = name.to_string();
+    let (session, seen) = record_during(options, Duration::from_millis(1500), move || {
+        let address = format!("{POD_ADDR}/64");
+        let mut add = vec!["-n", &pod_name, "-6", "addr", "add", &address, "dev", "eth0"];
+        if dad == PodDad::Optimistic {
+            // An address given by hand (as CNI plugins give theirs) is optimistic only when
+            // asked for; the sysctls let the kernel honour it.
+            add.push("optimistic");
+        }
+        crate::netns::ip(&add);
+        in_netns(&Path::new("/run/netns").join(&pod_name), move || Ok(run(attempt)?)).expect("the application ran")
+    });
+    drop(pod);
+    (session, seen)
+}
+
+/// The socket errors of the namespace `name` by this process.
+#[must_use]
+pub fn errors_of<'a>(session: &'a Session, name: &str) -> Vec<&'a SocketError> {
+    session
+        .socket_errors
+        .iter()
+        .filter(|error| error.netns_name.as_deref() == Some(name) && error.pid == std::process::id())
+        .collect()
+}
+
+/// What every scenario where the application failed during DAD must show: one entry, the
+/// application's own count, tied to the tentative address.
+pub fn assert_counted_exactly(session: &Session, name: &str, syscall: &str, seen: Seen) {
+    assert!(
+        seen.failures > 0,
+        "the application never failed: was {POD_ADDR} tentative?"
+    );
+    let errors = errors_of(session, name);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let error = errors[0];
+    assert_eq!(error.syscall, syscall);
+    assert_eq!(error.errno, "EADDRNOTAVAIL");
+    assert_eq!(
+        error.count, seen.failures,
+        "dad-trace's count and the application's: {error:#?}"
+    );
+    assert!(
+        error.tentative_for_ns.is_some(),
+        "not tied to the tentative address: {error:#?}"
+    );
+    assert_eq!(error.tentative_addr, Some(POD_ADDR.parse().expect("literal")));
+    assert!(error.last_ns >= error.first_ns);
+    assert_eq!(session.lost_events, 0);
+    let tracing = session.sockets.as_ref().expect("socket errors were traced");
+    assert_eq!(tracing.lost, 0, "{tracing:?}");
+}

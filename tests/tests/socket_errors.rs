@@ -1,0 +1,90 @@
+//! Application socket errors against the real kernel (tracepoint backend; the VM guests run
+//! the same scenarios with the kprobe backend): the count dad-trace keeps equals the
+//! application's own. Root only; skips with a reason otherwise. Run with
+//! `--test-threads=1`: the tests share the kernel.
+use std::time::Duration;
+
+use dad_trace::kernel::BackendChoice;
+use integration_tests::{
+    needs_root,
+    sockets::{Attempt, PodDad, assert_counted_exactly, errors_of, scenario},
+    stock_dad_settings,
+};
+
+const BACKEND: BackendChoice = BackendChoice::Tracepoint;
+const PAUSE: Duration = Duration::from_millis(50);
+
+#[test]
+fn binds_during_dad_are_counted_exactly() {
+    if needs_root() {
+        let _sysctls = stock_dad_settings();
+        let (session, seen) = scenario(BACKEND, "dts-bind", PodDad::Stock, Attempt::Bind { pause: PAUSE });
+        println!(
+            "the application failed {} binds, then bound: {}",
+            seen.failures, seen.succeeded
+        );
+        assert!(seen.succeeded);
+        assert_counted_exactly(&session, "dts-bind", "bind", seen);
+        let error = errors_of(&session, "dts-bind")[0];
+        assert_eq!(
+            error.addr,
+            Some(integration_tests::sockets::POD_ADDR.parse().expect("literal"))
+        );
+        assert!(!error.comm.is_empty());
+    }
+}
+
+#[test]
+fn connects_without_a_usable_source_are_counted_exactly() {
+    if needs_root() {
+        let _sysctls = stock_dad_settings();
+        let (session, seen) = scenario(BACKEND, "dts-conn", PodDad::Stock, Attempt::Connect { pause: PAUSE });
+        println!(
+            "the application failed {} connects, then connected: {}",
+            seen.failures, seen.succeeded
+        );
+        assert!(seen.succeeded);
+        assert_counted_exactly(&session, "dts-conn", "connect", seen);
+        // The destination, not the pod's address.
+        assert_eq!(
+            errors_of(&session, "dts-conn")[0].addr,
+            Some("fd00:5d::99".parse().expect("literal"))
+        );
+    }
+}
+
+/// An application spinning on bind for a whole DAD: one entry with every failure, nothing
+/// lost.
+#[test]
+fn a_spinning_application_is_one_entry_with_every_failure() {
+    if needs_root() {
+        let _sysctls = stock_dad_settings();
+        let (session, seen) = scenario(BACKEND, "dts-spin", PodDad::Long, Attempt::SpinBind { tries: 100_000 });
+        println!("the application failed {} binds in a row", seen.failures);
+        assert_eq!(seen.failures, 100_000, "DAD ended before 100,000 binds: {seen:?}");
+        assert_counted_exactly(&session, "dts-spin", "bind", seen);
+    }
+}
+
+/// What removes the errors: the application's (IPV6_FREEBIND), or the pod's settings (no
+/// DAD, or optimistic DAD): the application binds at once, nothing is counted.
+#[test]
+fn freebind_no_dad_and_optimistic_dad_bind_at_once() {
+    if needs_root() {
+        let _sysctls = stock_dad_settings();
+        for (name, dad, attempt) in [
+            ("dts-free", PodDad::Stock, Attempt::FreeBind),
+            ("dts-nodad", PodDad::Off, Attempt::Bind { pause: PAUSE }),
+            ("dts-opt", PodDad::Optimistic, Attempt::Bind { pause: PAUSE }),
+        ] {
+            let (session, seen) = scenario(BACKEND, name, dad, attempt);
+            assert!(seen.succeeded && seen.failures == 0, "{name}: {seen:?}");
+            assert!(
+                errors_of(&session, name).is_empty(),
+                "{name}: {:#?}",
+                session.socket_errors
+            );
+            assert!(session.sockets.is_some(), "{name}: socket errors were traced");
+        }
+    }
+}
