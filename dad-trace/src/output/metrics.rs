@@ -513,6 +513,35 @@ mod tests {
         );
     }
 
+    /// Socket errors count up by what each read added, labelled by syscall and cause.
+    #[test]
+    fn socket_errors_count_by_syscall_and_cause() {
+        let metrics = Metrics::new("tracepoint", "6.18", false);
+        let mut error = crate::report::socket_errors::tests::error("ns-a", "bind", 3, Some(200));
+        metrics.observe_socket_error(&error, 3);
+        error.count = 10;
+        metrics.observe_socket_error(&error, 7);
+        error.tentative_for_ns = None;
+        error.syscall = "connect".into();
+        metrics.observe_socket_error(&error, 2);
+        let text = metrics.render();
+        assert!(
+            text.contains("dad_trace_socket_errors_total{k8s_namespace_name=\"(unknown)\",syscall=\"bind\",during_dad=\"true\"} 10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dad_trace_socket_errors_total{k8s_namespace_name=\"(unknown)\",syscall=\"connect\",during_dad=\"false\"} 2\n"),
+            "{text}"
+        );
+        error.host_netns = true;
+        metrics.observe_socket_error(&error, 1);
+        assert!(
+            metrics
+                .render()
+                .contains("{k8s_namespace_name=\"(host)\",syscall=\"connect\",during_dad=\"false\"} 1\n")
+        );
+    }
+
     #[test]
     fn per_pod_labels_and_lost_events() {
         let session = fixture();

@@ -702,6 +702,58 @@ mod tests {
         );
     }
 
+    /// A socket error read while its pod's address is tentative: a line at first sight, the
+    /// count grown at the next read, and one entry in the session with the address's age.
+    #[test]
+    fn socket_counts_become_one_entry_tied_to_the_tentative_address() {
+        use dad_trace_common::sockets::Syscall;
+        let enricher = FakeEnricher {
+            names: HashMap::from([(POD.inode, "cni-1".to_string())]),
+            ..FakeEnricher::default()
+        };
+        let lines = Lines::default();
+        let mut recorder = recorder(enricher, &lines);
+        let [queued, ..] = <[Reading; 3]>::try_from(dad(0, 0x1000, "fd00::5")).expect("three");
+        recorder.on_reading(queued);
+        let failure = SocketFailure {
+            netns_inode: POD.inode,
+            pid: 77,
+            tid: 78,
+            syscall: Syscall::Bind,
+            addr: Some("fd00::5".parse().expect("literal")),
+            count: 3,
+            first_ns: 200 * MS,
+            last_ns: 300 * MS,
+            cgroup_id: 0,
+            comm: "server".into(),
+        };
+        recorder.socket_counts(vec![failure.clone()], 400 * MS);
+        recorder.socket_counts(vec![failure.clone()], 1_400 * MS);
+        let grown = SocketFailure {
+            count: 9,
+            last_ns: 900 * MS,
+            ..failure
+        };
+        recorder.socket_counts(vec![grown], 2_400 * MS);
+        let session = recorder.into_session(0, 3_000 * MS);
+        assert_eq!(session.socket_errors.len(), 1, "{:#?}", session.socket_errors);
+        let error = &session.socket_errors[0];
+        assert_eq!((error.count, error.last_ns, error.pid), (9, 900 * MS, 77));
+        assert_eq!(error.tentative_for_ns, Some(200 * MS));
+        assert_eq!(error.netns_name.as_deref(), Some("cni-1"));
+        assert_eq!(error.container_id.as_deref(), Some("c77"));
+        assert_eq!(error.time, epoch() + chrono::Duration::milliseconds(200));
+        let printed = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+        let socket_lines: Vec<&str> = printed.lines().filter(|line| line.contains("EADDRNOTAVAIL")).collect();
+        assert_eq!(socket_lines.len(), 1, "a line at first sight only: {printed}");
+        assert!(
+            socket_lines[0].starts_with("10:00:00.200  cni-1")
+                && socket_lines[0].contains("bind       fd00::5")
+                && socket_lines[0].ends_with("EADDRNOTAVAIL 3 times by server[77], during DAD"),
+            "{printed}"
+        );
+    }
+
     /// A pod namespace's settings, read when its first address came, end on its pod.
     #[test]
     fn settings_read_on_arrival_end_on_the_pod() {

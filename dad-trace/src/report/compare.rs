@@ -151,6 +151,12 @@ pub fn rows(comparison: &Comparison) -> Vec<Row> {
         plain("lost events", cells(&|s| s.lost_events.to_string())),
         plain("pods", cells(&|s| s.pods.len().to_string())),
     ];
+    if columns.iter().any(|c| c.summary.socket_errors.traced) {
+        rows.push(plain(
+            "socket errors in DAD",
+            cells(&|s| s.socket_errors.during_dad_line()),
+        ));
+    }
     let mut delay_sets: Vec<(&str, DelaySet)> = vec![
         ("tentative", |s| s.tentative),
         ("DAD", |s| s.dad),

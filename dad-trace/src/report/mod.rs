@@ -15,6 +15,7 @@ pub mod merge;
 pub mod pod_settings;
 pub mod podstart;
 pub mod significance;
+pub mod socket_errors;
 pub mod summary;
 pub mod text;
 

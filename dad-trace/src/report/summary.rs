@@ -39,6 +39,8 @@ pub struct SessionSummary {
     pub pods: Vec<PodDelay>,
     /// CNI ADD, DAD wait inside it, pod start and DAD's share, from the session's `pods[]`.
     pub pod_start: super::podstart::PodStartSummary,
+    /// Application socket errors, per pod and by cause.
+    pub socket_errors: super::socket_errors::SocketSummary,
 }
 
 #[must_use]
@@ -63,6 +65,7 @@ pub fn summarize(session: &Session<Figures>) -> SessionSummary {
         pod: Delays::from_values(pods.iter().map(|pod| pod.delay_ns)).summary(),
         pods,
         pod_start: super::podstart::summarize(session),
+        socket_errors: super::socket_errors::summarize(&session.socket_errors, session.sockets.is_some()),
     }
 }
 

@@ -82,6 +82,9 @@ pub fn render_text_in(session: &Session<Figures>, per_pod: bool, unit: Option<Un
         unit,
     );
     out.push_str(&super::podstart::render_text(&summary.pod_start));
+    if summary.socket_errors.traced {
+        out.push_str(&super::socket_errors::render_text(&summary.socket_errors));
+    }
     if per_pod && !summary.pods.is_empty() {
         let names: Vec<_> = summary.pods.iter().map(|pod| terminal(&pod.pod)).collect();
         let width = names.iter().map(|name| name.chars().count()).max().unwrap_or(3).max(3);
