@@ -66,7 +66,7 @@ fn a_spinning_application_is_one_entry_with_every_failure() {
     }
 }
 
-/// What removes the errors: the application's (IPV6_FREEBIND), or the pod's settings (no
+/// What removes the errors: the application's (`IPV6_FREEBIND`), or the pod's settings (no
 /// DAD, or optimistic DAD): the application binds at once, nothing is counted.
 #[test]
 fn freebind_no_dad_and_optimistic_dad_bind_at_once() {

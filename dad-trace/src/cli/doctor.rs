@@ -4,14 +4,20 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use anyhow::Context as _;
+
 use super::Format;
-use crate::node::{
-    doctor::{
-        self,
-        render::{Style, render_as},
+use crate::{
+    node::{
+        doctor::{
+            self,
+            render::{Style, render_as},
+        },
+        netns::NETNS_DIR,
+        tune,
     },
-    netns::NETNS_DIR,
-    tune,
+    report::socket_errors,
+    session::Session,
 };
 
 /// Audit this node's DAD settings: why DAD still runs where it does, what each pod pays,
@@ -21,10 +27,14 @@ use crate::node::{
     sudo dad-trace doctor                # diagnosis and the fix\n    \
     sudo dad-trace doctor --format json  # for machines\n    \
     sudo dad-trace doctor --format markdown > doctor.md   # a ticket or pull request\n    \
-    sudo dad-trace doctor --format html -o doctor.html    # one offline page")]
+    sudo dad-trace doctor --format html -o doctor.html    # one offline page\n    \
+    sudo dad-trace doctor --session before.json  # + what applications paid (socket errors)")]
 pub struct Doctor {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// A recorded session: the socket errors applications had during DAD, and their fixes.
+    #[arg(long, value_name = "FILE")]
+    session: Option<PathBuf>,
     /// Write the report here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -33,7 +43,16 @@ pub struct Doctor {
 impl Doctor {
     pub fn run(self) -> anyhow::Result<()> {
         let audit = doctor::audit(Path::new(NETNS_DIR));
-        let diagnosis = doctor::diagnose(&audit);
+        let mut diagnosis = doctor::diagnose(&audit);
+        if let Some(path) = &self.session {
+            let session = Session::load(path).with_context(|| format!("read the session {}", path.display()))?;
+            let summary = socket_errors::summarize(&session.socket_errors, session.sockets.is_some());
+            diagnosis.applications = Some(doctor::Applications {
+                session: path.display().to_string(),
+                during_dad: summary.during_dad_line(),
+                failures: summary.during_dad.values().sum(),
+            });
+        }
         let style = match self.format {
             Format::Json => None,
             Format::Text => Some(Style::Text),

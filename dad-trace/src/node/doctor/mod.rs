@@ -226,6 +226,19 @@ pub struct Diagnosis {
     /// Live pod namespaces whose interfaces still run DAD for new addresses.
     pub namespaces_running_dad: Vec<String>,
     pub namespaces: Vec<NamespaceEstimate>,
+    /// What applications paid, from a recorded session (`doctor --session`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applications: Option<Applications>,
+}
+
+/// Application socket errors a recorded session saw while addresses were tentative.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applications {
+    /// The session file, as given.
+    pub session: String,
+    /// `12 failed binds in 3 pods`.
+    pub during_dad: String,
+    pub failures: u64,
 }
 
 fn estimate_namespace(namespace: &NamespaceSettings) -> NamespaceEstimate {
@@ -285,6 +298,7 @@ pub fn diagnose(audit: &Audit) -> Diagnosis {
         host_veth: model::host_interface(host).wait(AddressKind::KernelLinkLocal),
         namespaces_running_dad,
         namespaces,
+        applications: None,
     };
     diagnosis.findings = findings::findings(audit, &diagnosis, &if_inherited);
     diagnosis

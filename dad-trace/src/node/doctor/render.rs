@@ -3,7 +3,7 @@
 //! interface names, which tenants choose) are escaped for the style they are written in.
 use std::fmt::Write as _;
 
-use super::{Audit, Diagnosis, Verdict, Wait};
+use super::{Applications, Audit, Diagnosis, Verdict, Wait};
 use crate::{
     node::tune::RECOMMENDED,
     text::{html, markdown, terminal},
@@ -123,7 +123,37 @@ fn blocks(audit: &Audit, diagnosis: &Diagnosis) -> Vec<Block> {
     if diagnosis.verdict != Verdict::Tuned {
         out.extend(fix_blocks());
     }
+    if let Some(applications) = diagnosis.applications.as_ref().filter(|apps| apps.failures > 0) {
+        out.extend(application_blocks(applications));
+    }
     out
+}
+
+/// The fixes on the application's side, next to the node's, each with what it trades away.
+fn application_blocks(applications: &Applications) -> Vec<Block> {
+    vec![
+        Block::Heading("Applications".into()),
+        Block::Paragraph(format!(
+            "The session {} saw applications fail while their pod's address was tentative: {}. Besides the \
+             node fix above, the application or the pod can stop paying for the wait:",
+            plain(&applications.session),
+            plain(&applications.during_dad)
+        )),
+        Block::Bullets(vec![
+            "IPV6_FREEBIND on the socket (or net.ipv6.ip_nonlocal_bind=1 in the pod): bind() succeeds before the \
+             address is usable. Trades away: the socket still cannot send from the address until DAD ends, and a \
+             mistyped address binds without an error."
+                .into(),
+            "optimistic_dad=1 and use_optimistic=1 on the pod interface (the plugin must add the address as \
+             optimistic): the address is usable at once while DAD still runs (RFC 4429). Trades away: until DAD \
+             ends, traffic may reach a duplicate holder; the kernel's link-local address is optimistic only when \
+             forwarding is off."
+                .into(),
+            "Retry on EADDRNOTAVAIL for a few seconds at start-up: no setting changes. Trades away: the start still \
+             waits for DAD, it only stops failing."
+                .into(),
+        ]),
+    ]
 }
 
 fn fix_blocks() -> Vec<Block> {

@@ -364,3 +364,33 @@ fn namespaces_it_could_not_enter_are_said() {
         "{text}"
     );
 }
+
+/// A session's socket errors bring the application-side fixes, each with its trade-off, in
+/// every style; none when nothing failed.
+#[test]
+fn application_fixes_come_with_failures_seen() {
+    use super::{
+        Applications,
+        render::{Style, render_as},
+    };
+    let a = audit(DEFAULTS, vec![pod("cni-1", 1)]);
+    let mut d = diagnose(&a);
+    assert!(!render(&a, &d).contains("Applications"));
+    d.applications = Some(Applications {
+        session: "before\x1b[2J.json".into(),
+        during_dad: "12 failed binds in 3 pods".into(),
+        failures: 12,
+    });
+    let text = render(&a, &d);
+    assert!(text.contains("Applications:\n"), "{text}");
+    assert!(text.contains("saw applications fail while their pod's address was tentative: 12 failed binds in 3 pods"));
+    for fix in ["IPV6_FREEBIND", "use_optimistic=1", "Retry on EADDRNOTAVAIL"] {
+        assert!(text.contains(fix), "{fix}: {text}");
+    }
+    assert_eq!(text.matches("Trades away").count(), 3, "{text}");
+    assert!(!text.contains('\x1b'), "the file name is escaped: {text}");
+    let html = render_as(&a, &d, Style::Html);
+    assert!(html.contains("<h2>Applications</h2>"), "{html}");
+    d.applications.as_mut().expect("set").failures = 0;
+    assert!(!render(&a, &d).contains("Applications"));
+}
