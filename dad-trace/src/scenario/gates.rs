@@ -130,6 +130,15 @@ fn check_add_agreement(pods: &[PodRun], slack_ns: u64) -> Vec<String> {
 fn check(gate: Expectation, pods: &[PodRun], baseline_ns: u64, fast_slack_ms: u64) -> Vec<String> {
     let mut problems = Vec::new();
     for pod in pods {
+        // dad-trace counts every failed bind of the pod's application, exactly.
+        if let Some(failures) = pod.app_failures
+            && failures != pod.traced_app_failures
+        {
+            problems.push(format!(
+                "{}: its application failed {failures} binds, dad-trace counted {}",
+                pod.name, pod.traced_app_failures
+            ));
+        }
         let Some(traced) = pod.traced_ns else {
             problems.push(format!("{}: dad-trace saw no address", pod.name));
             continue;
@@ -147,6 +156,13 @@ fn check(gate: Expectation, pods: &[PodRun], baseline_ns: u64, fast_slack_ms: u6
                 }
             }
             Expectation::Fast { under_ms } => {
+                if pod.app_failures.is_some_and(|failures| failures > 0) {
+                    problems.push(format!(
+                        "{}: its application failed {} binds with DAD gone",
+                        pod.name,
+                        pod.app_failures.unwrap_or_default()
+                    ));
+                }
                 let bound_ms = under_ms + fast_slack_ms;
                 if traced >= bound_ms * 1_000_000 {
                     problems.push(format!(
@@ -172,6 +188,8 @@ mod tests {
             traced_ns: traced_ms.map(|ms| ms * 1_000_000),
             cni_add_ns: None,
             traced_cni_add_ns: None,
+            app_failures: None,
+            traced_app_failures: 0,
         }
     }
 
@@ -240,5 +258,49 @@ mod tests {
         assert_eq!(problems(fast, 10, Some(60), 0), 1);
         let slow = |traced_ms| check(fast, &[run("a", 10, Some(traced_ms))], 0, 100).len();
         assert_eq!((slow(120), slow(150)), (0, 1), "emulation slack, still far below DAD");
+    }
+
+    /// A pod application's failed binds: counted by dad-trace exactly, and none once DAD is
+    /// gone.
+    #[test]
+    fn gates_judge_pod_applications() {
+        let app = |gate, failures, traced| {
+            let pod = PodRun {
+                app_failures: Some(failures),
+                traced_app_failures: traced,
+                ..run("a", 2000, Some(1900))
+            };
+            check(gate, &[pod], 0, 0)
+        };
+        let tracks = Expectation::TracksAddTime { within_ms: 150 };
+        assert!(app(tracks, 30, 30).is_empty());
+        assert_eq!(
+            app(tracks, 30, 29),
+            ["a: its application failed 30 binds, dad-trace counted 29"]
+        );
+        assert_eq!(app(tracks, 0, 1).len(), 1, "counted what did not fail");
+        let fast = Expectation::Fast { under_ms: 50 };
+        let pod = |failures, traced| PodRun {
+            app_failures: Some(failures),
+            traced_app_failures: traced,
+            ..run("b", 10, Some(1))
+        };
+        assert!(check(fast, &[pod(0, 0)], 0, 0).is_empty());
+        assert_eq!(
+            check(fast, &[pod(2, 2)], 0, 0),
+            ["b: its application failed 2 binds with DAD gone"]
+        );
+        assert!(
+            check(
+                fast,
+                &[PodRun {
+                    app_failures: None,
+                    ..pod(0, 0)
+                }],
+                0,
+                0
+            )
+            .is_empty()
+        );
     }
 }

@@ -34,6 +34,7 @@ use crate::{
     tracer::{self, RecordOptions, signals::StopSignals},
 };
 
+pub mod app;
 pub mod gates;
 pub mod phases;
 pub mod plugin;
@@ -53,6 +54,10 @@ pub struct PodRun {
     pub cni_add_ns: Option<u64>,
     /// The same ADD as dad-trace traced it from the kernel (the session's `cni_add_ns`).
     pub traced_cni_add_ns: Option<u64>,
+    /// Binds the pod's application saw fail (`EADDRNOTAVAIL`) before one worked.
+    pub app_failures: Option<u64>,
+    /// The same failures as dad-trace counted them (the session's `socket_errors`).
+    pub traced_app_failures: u64,
 }
 
 impl PodRun {
@@ -172,6 +177,13 @@ pub async fn run_phase(
                 .iter()
                 .find(|pod| pod.netns_name.as_deref() == Some(added.name.as_str()))
                 .and_then(|pod| pod.cni_add_ns),
+            app_failures: added.app.map(|app| app.failures),
+            traced_app_failures: session
+                .socket_errors
+                .iter()
+                .filter(|error| error.netns_name.as_deref() == Some(added.name.as_str()) && error.comm == app::COMM)
+                .map(|error| error.count)
+                .sum(),
         })
         .collect();
     let doctor = tokio::task::block_in_place(|| diagnose(&audit(Path::new(NETNS_DIR))).verdict);

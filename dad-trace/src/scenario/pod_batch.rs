@@ -7,7 +7,10 @@ use std::{
 
 use anyhow::bail;
 
-use super::plugin::{Plugin, cni};
+use super::{
+    app::{App, AppRun},
+    plugin::{Plugin, cni},
+};
 use crate::node::{
     netns::{Inet6Row, NETNS_DIR, NamedNetns, addresses_here, in_netns},
     synthetic::SyntheticPod,
@@ -36,12 +39,14 @@ pub(super) enum Pod {
 }
 
 /// One pod set up: its namespace name, the whole setup time (namespace and ADD; `None` for
-/// the untimed warm-up pod) and the CNI ADD's own wall time (a CNI plugin only).
+/// the untimed warm-up pod), the CNI ADD's own wall time (a CNI plugin only), and what its
+/// application saw.
 pub(super) struct Added {
     pub pod: Pod,
     pub name: String,
     pub add_ns: Option<u64>,
     pub cni_add_ns: Option<u64>,
+    pub app: Option<AppRun>,
 }
 
 /// Sets up `count` pods one after another, timing each; stops early when `cancelled`.
@@ -54,23 +59,26 @@ pub(super) fn add_pods(
     cancelled: &AtomicBool,
     progress: &super::progress::PodProgress,
 ) -> anyhow::Result<Vec<Added>> {
-    let add_cni = |config: &str, name: &str| -> anyhow::Result<(Pod, u64)> {
+    let add_cni = |config: &str, name: &str| -> anyhow::Result<(Pod, u64, AppRun)> {
         let netns = NamedNetns::create(Path::new(NETNS_DIR), name)?;
+        // The application runs while the plugin sets the pod up.
+        let app = App::start(netns.path())?;
         // On failure the namespace is dropped, and its interfaces with it.
         let wall_ns = cni(plugin, "ADD", cni_dir, config, name)?;
-        Ok((Pod::Cni(netns), wall_ns))
+        Ok((Pod::Cni(netns), wall_ns, app.wait()?))
     };
     let mut pods = Vec::new();
     if let Some(config) = config {
         // The first sandbox of a phase pays for cold caches (plugin binaries, IPAM store,
         // the tracer's first lookups): set one up untimed, as a warm node would have.
         let name = format!("{prefix}warm");
-        let (pod, _) = add_cni(config, &name)?;
+        let (pod, _, _) = add_cni(config, &name)?;
         pods.push(Added {
             pod,
             name,
             add_ns: None,
             cni_add_ns: None,
+            app: None,
         });
     }
     for index in 0..count {
@@ -79,13 +87,15 @@ pub(super) fn add_pods(
         }
         let name = format!("{prefix}{index}");
         let started = Instant::now();
-        let (pod, cni_add_ns) = if let Some(config) = config {
-            let (pod, wall_ns) = add_cni(config, &name)?;
-            (pod, Some(wall_ns))
+        let (pod, cni_add_ns, app) = if let Some(config) = config {
+            let (pod, wall_ns, app) = add_cni(config, &name)?;
+            (pod, Some(wall_ns), app)
         } else {
-            let pod = SyntheticPod::create(prefix, index)?;
+            let netns = NamedNetns::create(Path::new(NETNS_DIR), &name)?;
+            let app = App::start(netns.path())?;
+            let pod = SyntheticPod::create_in(netns, prefix, index)?;
             settle(pod.netns.path())?;
-            (Pod::Veth(pod), None)
+            (Pod::Veth(pod), None, app.wait()?)
         };
         let add_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         pods.push(Added {
@@ -93,6 +103,7 @@ pub(super) fn add_pods(
             name,
             add_ns: Some(add_ns),
             cni_add_ns,
+            app: Some(app),
         });
         progress.pod_done();
     }

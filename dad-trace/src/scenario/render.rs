@@ -99,6 +99,21 @@ pub fn table(results: &[PhaseResult]) -> String {
             );
         }
     }
+    for result in results {
+        let apps: Vec<u64> = result.pods.iter().filter_map(|pod| pod.app_failures).collect();
+        if !apps.is_empty() {
+            let failed = apps.iter().filter(|failures| **failures > 0).count();
+            let _ = writeln!(
+                out,
+                "{}: pod applications (bind at once, retry every 50 ms) failed {} binds in {failed} of {} pods; \
+                 dad-trace counted {}",
+                result.phase,
+                apps.iter().sum::<u64>(),
+                apps.len(),
+                result.pods.iter().map(|pod| pod.traced_app_failures).sum::<u64>()
+            );
+        }
+    }
     let baseline = add_baseline_ns(results);
     if baseline > 0 {
         let _ = writeln!(
