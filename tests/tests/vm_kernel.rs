@@ -448,3 +448,39 @@ mod kprobe_faults {
         }
     }
 }
+
+/// Application socket errors with the kprobe backend, on every kernel of the matrix: the
+/// program on `sys_exit` (BTF-typed or raw) counts what the application counted, exactly.
+mod kprobe_sockets {
+    use std::time::Duration;
+
+    use dad_trace::kernel::BackendChoice;
+    use integration_tests::{
+        sockets::{Attempt, PodDad, assert_counted_exactly, scenario},
+        stock_dad_settings,
+    };
+
+    use super::in_vm;
+
+    const PAUSE: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn vm_kprobe_binds_and_connects_during_dad_are_counted_exactly() {
+        if in_vm() {
+            let _sysctls = stock_dad_settings();
+            for (name, syscall, attempt) in [
+                ("dtv-bind", "bind", Attempt::Bind { pause: PAUSE }),
+                ("dtv-conn", "connect", Attempt::Connect { pause: PAUSE }),
+            ] {
+                let (session, seen) = scenario(BackendChoice::Kprobe, name, PodDad::Stock, attempt);
+                let program = session.sockets.as_ref().map(|tracing| tracing.program.clone());
+                println!(
+                    "vm_kprobe_sockets: {syscall}: the application failed {} times; program {program:?}",
+                    seen.failures
+                );
+                assert!(seen.succeeded, "{name}: {seen:?}");
+                assert_counted_exactly(&session, name, syscall, seen);
+            }
+        }
+    }
+}

@@ -290,7 +290,8 @@ impl KernelTypes {
     /// architecture saves them, and the failing task's namespace.
     pub fn socket_config(&self) -> Result<SocketConfig, BtfError> {
         let pointer = size_of::<u64>();
-        let arch = super::sockets::abi::Arch::running().ok_or(BtfError::Arch(std::env::consts::ARCH))?;
+        let arch =
+            super::sockets::abi::Arch::named(std::env::consts::ARCH).ok_or(BtfError::Arch(std::env::consts::ARCH))?;
         let mut regs_args = [0; 4];
         for (slot, (path, size, within)) in regs_args.iter_mut().zip(arch.argument_registers()) {
             *slot = self.sized("pt_regs", path, size)? + within;
