@@ -25,6 +25,7 @@ mod pty;
 mod render;
 mod scale;
 mod soak;
+mod sockets;
 mod stats;
 mod tracer;
 
@@ -42,6 +43,7 @@ enum Part {
     Soak,
     Flood,
     Accuracy,
+    Sockets,
 }
 
 #[derive(Parser)]
@@ -81,6 +83,9 @@ struct Args {
     cost_rounds: usize,
     #[arg(long, default_value_t = 20_000)]
     cost_trips: u64,
+    /// Socket rounds (bind + connect) per bracketed run of the socket filter's cost.
+    #[arg(long, default_value_t = 5_000)]
+    socket_calls: u64,
     #[arg(long, default_value_t = 20_000)]
     soak_pods: usize,
     #[arg(long, default_value_t = 250)]
@@ -95,6 +100,7 @@ struct Args {
 #[derive(Default)]
 pub struct Results {
     cost: Option<cost::KernelCost>,
+    sockets: Option<sockets::SocketCost>,
     idle_cpu: Duration,
     scale: Vec<scale::ScaleRow>,
     big: Vec<big::BigReport>,
@@ -142,6 +148,15 @@ fn main() -> anyhow::Result<()> {
             Duration::from_millis(args.cost_window_ms),
             args.cost_rounds,
             args.cost_trips,
+        )?);
+    }
+    if wanted(Part::Sockets) {
+        let _stage = progress::stage("kernel cost per syscall exit (socket error filter)");
+        results.sockets = Some(sockets::measure(
+            args.cost_windows,
+            Duration::from_millis(args.cost_window_ms),
+            args.cost_rounds,
+            args.socket_calls,
         )?);
     }
     if wanted(Part::Scale) || wanted(Part::Flood) {

@@ -7,6 +7,7 @@ use crate::{
     Results,
     cost::{KernelCost, Variant},
     scale::ScaleRow,
+    sockets::{SocketCost, Variant as SocketVariant},
     stats::Spread,
 };
 
@@ -28,6 +29,9 @@ pub fn render(results: &Results, machine: &str, commit: &str) -> String {
     );
     if let Some(cost) = &results.cost {
         kernel_cost(&mut out, cost);
+    }
+    if let Some(cost) = &results.sockets {
+        socket_cost(&mut out, cost);
     }
     if !results.scale.is_empty() {
         scale(&mut out, results);
@@ -126,6 +130,58 @@ fn flood(out: &mut String, results: &Results) {
             flood.settling_cpu.as_secs_f64(),
             flood.failing_cpu.as_secs_f64() - flood.settling_cpu.as_secs_f64(),
             flood.count,
+        );
+    }
+}
+
+fn socket_cost(out: &mut String, cost: &SocketCost) {
+    let _ = writeln!(
+        out,
+        "\n## Kernel cost per syscall exit (socket error filter)\n\nThe socket error program runs on `sys_exit`, \
+         for every syscall of the node; only a return of `-EADDRNOTAVAIL` goes further. Event source: a loop of \
+         successful IPv6 UDP binds and connects (socket, bind, connect, close) pinned to CPU 0, {:.1} syscall exits \
+         per round (machine-wide). Program run time (`bpf_stats`, every program attached at once, {} windows of \
+         {} ms, ratio to the empty program per window):\n\n| program | ns per run | ratio to empty | goal ≤ 1.3× |\n\
+         |---|---:|---:|---|",
+        cost.exits_per_round,
+        cost.windows,
+        cost.window.as_millis()
+    );
+    for program in &cost.programs {
+        let goal = if program.variant == SocketVariant::Empty {
+            "-"
+        } else {
+            verdict(program.ratio_to_empty.median <= 1.3)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {goal} |",
+            program.variant.label(),
+            program.ns_per_run.show(1),
+            program.ratio_to_empty.show(2)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nWhole path per syscall exit: each program attached alone between `bracket_open` and `bracket_close` on \
+         `sys_exit`, {} rotating rounds of {} socket rounds, minus the brackets alone in the same round ({} ns). \
+         The first row is the measure's noise (the brackets alone, again):\n\n| attached | added ns per exit | \
+         ratio to empty |\n|---|---:|---:|",
+        cost.rounds,
+        cost.calls,
+        cost.bracket_base_ns.show(0)
+    );
+    for path in std::iter::once(&cost.noise).chain(&cost.paths) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            path.variant.label(),
+            path.added_ns.show(0),
+            if path.variant == SocketVariant::Nothing {
+                "-".to_string()
+            } else {
+                path.ratio_to_empty.show(2)
+            }
         );
     }
 }

@@ -1,0 +1,294 @@
+//! Kernel cost of the socket error filter, per syscall exit: the program on `sys_exit` runs
+//! for every syscall of the machine and must cost close to nothing when the call did not fail
+//! with `EADDRNOTAVAIL`. Measured as `cost` measures the queue filter, with the same two
+//! yardsticks:
+//! - program run time (`bpf_stats`): the empty program and both filter programs attached at
+//!   once, ratio to the empty program per window;
+//! - whole path: each attached alone between `bracket_open` and `bracket_close` on
+//!   `sys_exit`, rotating rounds, minus the brackets alone in the same round.
+//!
+//! Event source: a loop of successful IPv6 UDP `bind` and `connect` calls (with the socket's
+//! `socket` and `close`) pinned to CPU 0.
+use std::{
+    collections::HashSet,
+    net::{Ipv6Addr, SocketAddrV6, UdpSocket},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    maps::Array,
+    programs::{RawTracePoint, loaded_programs},
+    sys::{Stats, enable_stats},
+};
+use dad_trace::kernel::{Kernel, VMLINUX_BTF, loader, sockets::SOCKET_HOOKS};
+use dad_trace_common::{BRACKET_BUCKETS, BRACKET_MAP, BRACKET_NS};
+
+use crate::{pty, stats::Spread};
+
+const TRACEPOINT: &str = "sys_exit";
+
+/// What is attached to `sys_exit`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Variant {
+    Nothing,
+    Empty,
+    Btf,
+    Raw,
+}
+
+impl Variant {
+    pub const MEASURED: [Variant; 3] = [Variant::Empty, Variant::Btf, Variant::Raw];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::Nothing => "nothing attached",
+            Variant::Empty => "empty raw tracepoint program (yardstick)",
+            Variant::Btf => "dad-trace: `tp_btf` socket error filter",
+            Variant::Raw => "dad-trace: raw tracepoint fallback",
+        }
+    }
+}
+
+struct Setup {
+    kernel: Kernel,
+    extras: loader::Extras,
+    config: dad_trace_common::Config,
+}
+
+impl Setup {
+    fn load(&self) -> anyhow::Result<Ebpf> {
+        loader::load_all(&self.config, &self.extras, 4096, false).context("load the eBPF object")
+    }
+
+    /// `variant` attached on its own object; `None` for nothing.
+    fn attach(&self, variant: Variant) -> anyhow::Result<Option<Ebpf>> {
+        if variant == Variant::Nothing {
+            return Ok(None);
+        }
+        let mut ebpf = self.load()?;
+        match variant {
+            Variant::Nothing => {}
+            Variant::Empty => attach_raw(&mut ebpf, "baseline_empty")?,
+            Variant::Btf | Variant::Raw => {
+                let hook = &SOCKET_HOOKS[usize::from(variant == Variant::Raw)];
+                loader::load_and_attach_target(&mut ebpf, hook.target, self.kernel.facts.sys_exit_btf_id)
+                    .with_context(|| format!("attach {}", hook.target.program))?;
+            }
+        }
+        Ok(Some(ebpf))
+    }
+}
+
+fn attach_raw(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<()> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("{name} in the object"))?
+        .try_into()?;
+    program.load()?;
+    program.attach(TRACEPOINT)?;
+    Ok(())
+}
+
+/// `rounds` of: a UDP socket bound to `[::1]:0`, connected to `[::1]:9`, closed. Every call
+/// succeeds: the filter's common path.
+fn sockets(rounds: u64) -> anyhow::Result<()> {
+    let target = SocketAddrV6::new(Ipv6Addr::LOCALHOST, 9, 0, 0);
+    for _ in 0..rounds {
+        let socket = UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 0, 0, 0)).context("bind [::1]:0")?;
+        socket.connect(target).context("connect [::1]:9")?;
+    }
+    Ok(())
+}
+
+fn sockets_for(window: Duration) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < window {
+        sockets(100)?;
+        rounds += 100;
+    }
+    Ok(rounds)
+}
+
+#[derive(Clone, Copy, Default)]
+struct Stat {
+    run_ns: u64,
+    runs: u64,
+}
+
+fn stat(ids: &HashSet<u32>) -> Stat {
+    loaded_programs()
+        .flatten()
+        .filter(|info| ids.contains(&info.id()))
+        .fold(Stat::default(), |sum, info| Stat {
+            run_ns: sum.run_ns + u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            runs: sum.runs + info.run_count(),
+        })
+}
+
+pub struct ProgramCost {
+    pub variant: Variant,
+    pub ns_per_run: Spread,
+    pub ratio_to_empty: Spread,
+}
+
+pub struct PathCost {
+    pub variant: Variant,
+    pub added_ns: Spread,
+    pub ratio_to_empty: Spread,
+}
+
+pub struct SocketCost {
+    pub windows: usize,
+    pub window: Duration,
+    pub rounds: usize,
+    pub calls: u64,
+    /// Syscall exits per socket round (socket, bind, connect, close and whatever else ran).
+    pub exits_per_round: f64,
+    pub programs: Vec<ProgramCost>,
+    pub bracket_base_ns: Spread,
+    pub noise: PathCost,
+    pub paths: Vec<PathCost>,
+}
+
+/// Measures on a thread of its own, pinned to CPU 0.
+pub fn measure(windows: usize, window: Duration, rounds: usize, calls: u64) -> anyhow::Result<SocketCost> {
+    std::thread::spawn(move || measure_pinned(windows, window, rounds, calls))
+        .join()
+        .map_err(|_| anyhow::anyhow!("the socket-cost thread panicked"))?
+}
+
+fn measure_pinned(windows: usize, window: Duration, rounds: usize, calls: u64) -> anyhow::Result<SocketCost> {
+    let kernel = Kernel::discover(Path::new(VMLINUX_BTF), None)?;
+    let config = kernel.config()?;
+    let socket = kernel
+        .facts
+        .socket
+        .clone()
+        .map_err(|why| anyhow::anyhow!("the socket error program cannot run here: {why}"))?;
+    let setup = Setup {
+        kernel,
+        extras: loader::Extras {
+            socket,
+            ..loader::Extras::default()
+        },
+        config,
+    };
+    pty::pin_to(0)?;
+    let (programs, exits_per_round) = program_costs(&setup, windows, window)?;
+    let (bracket_base_ns, noise, paths) = path_costs(&setup, rounds, calls)?;
+    Ok(SocketCost {
+        windows,
+        window,
+        rounds,
+        calls,
+        exits_per_round,
+        programs,
+        bracket_base_ns,
+        noise,
+        paths,
+    })
+}
+
+fn program_costs(setup: &Setup, windows: usize, window: Duration) -> anyhow::Result<(Vec<ProgramCost>, f64)> {
+    let mut attached = Vec::new();
+    for variant in Variant::MEASURED {
+        let before: HashSet<u32> = loaded_programs().flatten().map(|info| info.id()).collect();
+        let ebpf = setup.attach(variant)?;
+        let ids: HashSet<u32> = loaded_programs()
+            .flatten()
+            .map(|info| info.id())
+            .filter(|id| !before.contains(id))
+            .collect();
+        if ids.is_empty() {
+            bail!("{} loaded no program", variant.label());
+        }
+        attached.push((variant, ebpf, ids));
+    }
+    let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let mut per_window: Vec<Vec<f64>> = vec![Vec::new(); attached.len()];
+    let (mut rounds, mut empty_runs) = (0, 0);
+    for _ in 0..windows {
+        let before: Vec<Stat> = attached.iter().map(|(_, _, ids)| stat(ids)).collect();
+        rounds += sockets_for(window)?;
+        for (index, (variant, _, ids)) in attached.iter().enumerate() {
+            let after = stat(ids);
+            let runs = after.runs - before[index].runs;
+            if *variant == Variant::Empty {
+                empty_runs += runs;
+            }
+            per_window[index].push((after.run_ns - before[index].run_ns) as f64 / runs.max(1) as f64);
+        }
+    }
+    let empty = per_window[0].clone();
+    let programs = attached
+        .iter()
+        .zip(&per_window)
+        .map(|((variant, _, _), values)| ProgramCost {
+            variant: *variant,
+            ns_per_run: Spread::of(values.iter().copied()),
+            ratio_to_empty: Spread::of(values.iter().zip(&empty).map(|(value, empty)| value / empty)),
+        })
+        .collect();
+    Ok((programs, empty_runs as f64 / rounds.max(1) as f64))
+}
+
+/// The median time from `bracket_open` to `bracket_close` per syscall exit, with `variant`
+/// between them, over `calls` socket rounds.
+fn bracketed(setup: &Setup, variant: Variant, calls: u64) -> anyhow::Result<f64> {
+    let mut ebpf = setup.load()?;
+    attach_raw(&mut ebpf, "bracket_open")?;
+    let between = setup.attach(variant)?;
+    attach_raw(&mut ebpf, "bracket_close")?;
+    sockets(calls)?;
+    drop(between);
+    let counts: Array<_, u64> = Array::try_from(ebpf.map(BRACKET_MAP).context("the bracket map")?)?;
+    let counts: Vec<u64> = (0..BRACKET_BUCKETS)
+        .map(|bucket| counts.get(&bucket, 0).unwrap_or(0))
+        .collect();
+    let events: u64 = counts.iter().sum();
+    if events < calls {
+        bail!(
+            "{}: {events} syscall exits bracketed in {calls} rounds",
+            variant.label()
+        );
+    }
+    let mut seen = 0;
+    let middle = counts
+        .iter()
+        .position(|count| {
+            seen += count;
+            seen * 2 >= events
+        })
+        .unwrap_or(0);
+    Ok((middle as u64 * BRACKET_NS) as f64 + BRACKET_NS as f64 / 2.0)
+}
+
+fn path_costs(setup: &Setup, rounds: usize, calls: u64) -> anyhow::Result<(Spread, PathCost, Vec<PathCost>)> {
+    let (mut noise, mut base) = (Vec::new(), Vec::new());
+    let mut added: Vec<Vec<f64>> = vec![Vec::new(); Variant::MEASURED.len()];
+    for round in 0..rounds {
+        let first = bracketed(setup, Variant::Nothing, calls)?;
+        for offset in 0..Variant::MEASURED.len() {
+            let index = (round + offset) % Variant::MEASURED.len();
+            added[index].push(bracketed(setup, Variant::MEASURED[index], calls)? - first);
+        }
+        noise.push(bracketed(setup, Variant::Nothing, calls)? - first);
+        base.push(first);
+    }
+    let empty = added[0].clone();
+    let cost = |variant, values: &[f64]| PathCost {
+        variant,
+        added_ns: Spread::of(values.iter().copied()),
+        ratio_to_empty: Spread::of(values.iter().zip(&empty).map(|(value, empty)| value / empty.max(1.0))),
+    };
+    let paths = Variant::MEASURED
+        .iter()
+        .zip(&added)
+        .map(|(variant, values)| cost(*variant, values))
+        .collect();
+    Ok((Spread::of(base), cost(Variant::Nothing, &noise), paths))
+}
