@@ -381,3 +381,73 @@ fn each_pod_is_saved_with_its_own_settings() {
         assert!(settings.dad().is_some());
     }
 }
+
+/// A namespace of this test, deleted on drop (also when the test fails).
+struct Netns(&'static str);
+
+impl Netns {
+    fn ip(&self, args: &[&str]) {
+        let status = std::process::Command::new("ip")
+            .args(["-n", self.0])
+            .args(args)
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip -n {} {args:?}", self.0);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", self.0]).status();
+    }
+}
+
+/// A pod whose veth peer is left down (aws/amazon-vpc-cni-k8s#3764): DAD waits for a carrier
+/// that never comes, so the address stays tentative. Past `--stuck-after` it is said, once,
+/// while it lasts; the session lists it as still tentative at the end.
+#[test]
+fn an_address_on_a_link_left_down_is_said_stuck() {
+    if !needs_root() {
+        return;
+    }
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", "dtl-stuck"])
+        .status();
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "add", "dtl-stuck"])
+            .status()
+            .expect("ip")
+            .success()
+    );
+    let netns = Netns("dtl-stuck");
+    netns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]);
+    // eth0 up, its peer left down: no carrier.
+    netns.ip(&["link", "set", "eth0", "up"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("session.json");
+    let recording = spawn_record(
+        dad_trace()
+            .args(["record", "--backend", "tracepoint", "--cri-socket", "none"])
+            .args(["--stuck-after", "2", "--duration", "6", "-o"])
+            .arg(&path),
+    );
+    netns.ip(&["-6", "addr", "add", "fd00:5e::1/64", "dev", "eth0"]);
+    let output = recording.finish();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let said: Vec<&str> = stdout.lines().filter(|line| line.contains("STILL TENTATIVE")).collect();
+    assert_eq!(said.len(), 1, "said once:\n{stdout}");
+    assert!(
+        said[0].contains("dtl-stuck") && said[0].contains("fd00:5e::1"),
+        "{stdout}"
+    );
+    let session = Session::load(&path).expect("the session was saved");
+    let stuck = session
+        .unfinished
+        .iter()
+        .find(|address| address.addr == "fd00:5e::1".parse::<std::net::Ipv6Addr>().expect("literal"))
+        .unwrap_or_else(|| panic!("still tentative at the end: {:#?}", session.unfinished));
+    assert!(stuck.tentative_so_far_ns >= 2_000_000_000, "{stuck:?}");
+    drop(netns);
+}

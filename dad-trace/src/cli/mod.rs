@@ -171,6 +171,10 @@ pub struct TraceArgs {
     /// Check an address for existence after this long without kernel events (seconds).
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     stale_after: f64,
+    /// Say an address is stuck once it has been tentative this long (a live line, and the
+    /// `dad_trace_stuck_addresses` gauge of `serve`), while it lasts (seconds).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    stuck_after: f64,
     /// Container runtime socket that names pods (CRI: containerd, CRI-O); `auto` finds the
     /// usual ones, `none` goes without (pods are then named by cgroup and netns).
     #[arg(long, default_value = "auto", value_name = "PATH|auto|none")]
@@ -229,6 +233,7 @@ impl TraceArgs {
             ring_bytes: self.ring_bytes,
             verbose,
             stale_after: seconds(self.stale_after, "--stale-after")?,
+            stuck_after: seconds(self.stuck_after, "--stuck-after")?,
             cri_socket: SocketChoice::parse(&self.cri_socket),
             resolve_wait: seconds(self.resolve_wait, "--resolve-wait")?,
             btf: self.btf.clone(),

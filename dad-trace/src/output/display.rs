@@ -6,7 +6,7 @@ use chrono::{DateTime, FixedOffset, Local, Offset as _, Utc};
 
 use crate::{
     hist::{Delays, Unit, human, render_log2, render_summary},
-    record::cni::TracedCall,
+    record::{cni::TracedCall, recorder::Stuck},
     session::{AddressEvent, Outcome, SocketError},
     text::terminal,
 };
@@ -193,6 +193,23 @@ pub fn socket_line_in(error: &SocketError, zone: FixedOffset) -> String {
         error.count,
         terminal(&error.comm),
         error.pid,
+    )
+}
+
+/// One line for an address tentative too long, in the live lines' columns: when it became
+/// tentative, its pod, interface and address, and for how long so far.
+#[must_use]
+pub fn stuck_line_in(stuck: &Stuck, zone: FixedOffset) -> String {
+    let width = time_width(zone);
+    format!(
+        "{:<width$}  {:<POD$} {:<IFACE$} {:<ADDRESS$} {:>DELAY$}  {:>DELAY$}  STILL TENTATIVE: DAD has not ended \
+         (a link down?)",
+        stuck.since.with_timezone(&zone).format("%H:%M:%S%.3f").to_string(),
+        terminal(&stuck.label()),
+        terminal(&stuck.ifname),
+        stuck.addr.to_string(),
+        human(stuck.tentative_ns),
+        "-",
     )
 }
 

@@ -12,12 +12,14 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use super::{
-    display::{Interval, Zone, call_line_in, header_row, line_in, local_zone, render_interval, socket_line_in},
+    display::{
+        Interval, Zone, call_line_in, header_row, line_in, local_zone, render_interval, socket_line_in, stuck_line_in,
+    },
     pod_wait::{DonePod, PodWindows},
 };
 use crate::{
     hist::{Delays, Summary, Unit},
-    record::cni::TracedCall,
+    record::{cni::TracedCall, recorder::Stuck},
     session::{AddressEvent, CniCall, Outcome, SocketError},
 };
 
@@ -185,6 +187,29 @@ impl Live {
         }
     }
 
+    /// An address tentative too long: a line (or an object) once, while it lasts.
+    pub fn stuck(&mut self, stuck: &Stuck) {
+        match self.options.format {
+            LiveFormat::Text if self.options.lines => {
+                let zone = (self.zone)(stuck.since);
+                if self.header_zone != Some(zone) {
+                    self.header(zone);
+                }
+                let line = format!("{}\n", stuck_line_in(stuck, zone));
+                self.write(&line);
+            }
+            LiveFormat::Text => {}
+            LiveFormat::Jsonl => self.json(&Record::Stuck {
+                label: stuck.label(),
+                netns_inode: stuck.netns_inode,
+                ifname: &stuck.ifname,
+                addr: stuck.addr,
+                since: stuck.since,
+                tentative_ns: stuck.tentative_ns,
+            }),
+        }
+    }
+
     /// Pods with no address in flight (`busy` holds the namespaces that have one) and none
     /// finished since the last sweep are done; with `all`, every pod seen (the end).
     pub fn sweep(&mut self, busy: &HashSet<u32>, all: bool) {
@@ -259,6 +284,15 @@ enum Record<'a> {
         label: String,
         #[serde(flatten)]
         error: &'a SocketError,
+    },
+    /// An address still tentative past `--stuck-after`, said once while it lasts.
+    Stuck {
+        label: String,
+        netns_inode: u32,
+        ifname: &'a str,
+        addr: std::net::Ipv6Addr,
+        since: DateTime<Utc>,
+        tentative_ns: u64,
     },
     /// The summary of an interval (`--interval`).
     Interval {

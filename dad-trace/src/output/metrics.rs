@@ -71,6 +71,8 @@ pub struct Metrics {
     socket_errors: Family<Labels, Counter>,
     lost: Counter,
     in_flight: Gauge,
+    oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    stuck: Gauge,
     sysctls: Family<Labels, Gauge>,
     new_pod_dad: Gauge,
     pods_by_dad: Family<Labels, Counter>,
@@ -168,6 +170,19 @@ impl Metrics {
             "Addresses tentative right now",
             in_flight.clone(),
         );
+        let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "oldest_tentative",
+            "How long the oldest address tentative right now has been (0 when none is)",
+            Unit::Seconds,
+            oldest.clone(),
+        );
+        let stuck = Gauge::default();
+        registry.register(
+            "stuck_addresses",
+            "Addresses tentative right now for longer than --stuck-after (DAD waiting for a link that is down, or never ending)",
+            stuck.clone(),
+        );
         let sysctls = Family::default();
         registry.register(
             "node_sysctl",
@@ -195,6 +210,8 @@ impl Metrics {
             socket_errors,
             lost,
             in_flight,
+            oldest,
+            stuck,
             sysctls,
             new_pod_dad,
             pods_by_dad,
@@ -365,6 +382,12 @@ impl Metrics {
         self.in_flight.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// The oldest address in flight's age (0 when none is), and how many are stuck.
+    pub fn set_stuck(&self, oldest_ns: Option<u64>, stuck: usize) {
+        self.oldest.set(oldest_ns.unwrap_or(0) as f64 / 1e9);
+        self.stuck.set(i64::try_from(stuck).unwrap_or(i64::MAX));
+    }
+
     /// The exposition text.
     #[must_use]
     pub fn render(&self) -> String {
@@ -511,6 +534,20 @@ mod tests {
             (value(&text, "dad_trace_pod_dad_wait_seconds_sum{") - wait).abs() < 1e-6,
             "{text}"
         );
+    }
+
+    /// The oldest address in flight and the stuck ones, as the sweep says them.
+    #[test]
+    fn stuck_addresses_and_the_oldest_age() {
+        let metrics = Metrics::new("tracepoint", "6.18", false);
+        metrics.set_stuck(Some(12_500_000_000), 2);
+        let text = metrics.render();
+        assert!(text.contains("dad_trace_oldest_tentative_seconds 12.5\n"), "{text}");
+        assert!(text.contains("dad_trace_stuck_addresses 2\n"), "{text}");
+        metrics.set_stuck(None, 0);
+        let text = metrics.render();
+        assert!(text.contains("dad_trace_oldest_tentative_seconds 0.0\n"), "{text}");
+        assert!(text.contains("dad_trace_stuck_addresses 0\n"), "{text}");
     }
 
     /// Socket errors count up by what each read added, labelled by syscall and cause.

@@ -12,7 +12,7 @@ use crate::{
     node::synthetic::SyntheticPod,
     record::{
         cni::TracedCall,
-        recorder::{Kept, Output, Sweep},
+        recorder::{Kept, Output, Stuck, Sweep},
     },
     session::{AddressEvent, PodSettings, SocketError},
 };
@@ -159,6 +159,13 @@ impl Output for Sinks {
         }
     }
 
+    /// An address tentative too long: shown (the gauges come with the sweep).
+    fn stuck(&mut self, stuck: &Stuck) {
+        if let Some(live) = self.live.as_mut() {
+            live.stuck(stuck);
+        }
+    }
+
     fn follows_pods(&self) -> bool {
         self.metrics.is_some() || self.live.is_some()
     }
@@ -169,6 +176,7 @@ impl Output for Sinks {
         if let Some(metrics) = &self.metrics {
             metrics.set_lost(sweep.lost_events);
             metrics.set_in_flight(sweep.in_flight);
+            metrics.set_stuck(sweep.oldest_ns, sweep.stuck);
             // Cheap (a dozen small files) and a tuning applied while the agent runs shows.
             metrics.set_sysctls(&crate::node::sysctl::snapshot());
             metrics.sweep_pods(&sweep.busy);
@@ -298,6 +306,8 @@ mod tests {
                 busy: HashSet::new(),
                 in_flight: 0,
                 lost_events: 0,
+                oldest_ns: None,
+                stuck: 0,
             });
             sinks.tick(event.time);
             sinks.address(event);

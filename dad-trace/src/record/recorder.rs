@@ -53,8 +53,8 @@ pub trait Enrich {
     fn host_inode(&self) -> u32;
     /// Once a second: forget what is no longer needed.
     fn tick(&mut self);
-    /// Who a process failing a socket call is: its namespace, pod and container.
-    fn process(&mut self, netns_inode: u32, pid: u32) -> Whose;
+    /// Who a namespace is (its name, pod), and with `pid` the container of that process.
+    fn whose(&mut self, netns_inode: u32, pid: Option<u32>) -> Whose;
 }
 
 /// A process as a socket error names it.
@@ -74,6 +74,9 @@ pub trait Output {
     fn call(&mut self, traced: TracedCall);
     /// A socket error seen for the first time (`new`), or `added` more failures of it.
     fn socket_error(&mut self, error: &SocketError, new: bool, added: u64);
+    /// An address has been tentative longer than the recording's `stuck_after`: said once,
+    /// while it lasts.
+    fn stuck(&mut self, stuck: &Stuck);
     /// Whether the output follows pods, so sweeps must say which namespaces are busy.
     fn follows_pods(&self) -> bool;
     /// Once a second: `busy` holds the namespaces with an address in flight or held for a
@@ -103,6 +106,23 @@ pub struct Sweep {
     pub busy: HashSet<u32>,
     pub in_flight: usize,
     pub lost_events: u64,
+    /// How long the oldest address in flight has been tentative, and how many have been
+    /// longer than `stuck_after`.
+    pub oldest_ns: Option<u64>,
+    pub stuck: usize,
+}
+
+/// An address tentative for longer than it should be: DAD waits for a link that is down, or
+/// nothing ends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stuck {
+    pub whose: Whose,
+    pub netns_inode: u32,
+    pub ifname: String,
+    pub addr: Ipv6Addr,
+    /// Since when (wall clock), and how long so far.
+    pub since: DateTime<Utc>,
+    pub tentative_ns: u64,
 }
 
 /// Whether an address still sits in its namespace, and how.
@@ -126,6 +146,19 @@ pub fn presence(rows: Option<&[Inet6Row]>, ifindex: i32, addr: Ipv6Addr) -> Pres
                 Presence::Settled
             }
         })
+}
+
+impl Stuck {
+    /// The namespace as addresses are labelled.
+    #[must_use]
+    pub fn label(&self) -> String {
+        AddressEvent::label_of(
+            self.whose.host_netns,
+            self.whose.pod.as_ref(),
+            self.whose.netns_name.as_deref(),
+            self.netns_inode,
+        )
+    }
 }
 
 /// A finished address as the kernel saw it; enrichment adds names, pod, peer and holders.
@@ -210,6 +243,9 @@ pub struct Recorder<E, O> {
     undecodable: u64,
     looks: Vec<Look>,
     sockets: SocketErrors,
+    /// In flight this long, an address is stuck; those said so, by kernel address.
+    stuck_ns: u64,
+    said_stuck: HashSet<u64>,
     /// The socket errors as the session keeps them, named at first sight.
     socket_errors: std::collections::BTreeMap<sockets::Key, SocketError>,
 }
@@ -228,6 +264,8 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             undecodable: 0,
             looks: Vec::new(),
             sockets: SocketErrors::default(),
+            stuck_ns: u64::MAX,
+            said_stuck: HashSet::new(),
             socket_errors: std::collections::BTreeMap::new(),
         }
     }
@@ -237,6 +275,13 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
     #[must_use]
     pub fn attached_at(mut self, attached_ns: u64) -> Self {
         self.tracker = Tracker::attached_at(attached_ns);
+        self
+    }
+
+    /// Says an address is stuck once it has been tentative for `stuck_ns`.
+    #[must_use]
+    pub fn stuck_after(mut self, stuck_ns: u64) -> Self {
+        self.stuck_ns = stuck_ns;
         self
     }
 
@@ -323,16 +368,51 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
         } else {
             HashSet::new()
         };
+        let oldest_ns = self
+            .tracker
+            .in_flight()
+            .map(|entry| now_ns.saturating_sub(entry.start_ns))
+            .max();
+        let stuck = self.say_stuck(now_ns);
         self.output.sweep(&Sweep {
             busy,
             in_flight: self.tracker.in_flight_len(),
             lost_events,
+            oldest_ns,
+            stuck,
         });
         self.tracker.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
         self.sockets.prune(now_ns.saturating_sub(DEAD_MEMORY_NS));
         self.enricher.tick();
         self.act_on_looks(lost_events);
         self.look_at_silent(now_ns, stale_ns);
+    }
+
+    /// Says each address newly past `stuck_ns`; returns how many are past it now.
+    fn say_stuck(&mut self, now_ns: u64) -> usize {
+        let stuck: Vec<_> = self
+            .tracker
+            .in_flight()
+            .filter(|entry| now_ns.saturating_sub(entry.start_ns) >= self.stuck_ns)
+            .map(|entry| (entry.first.clone(), entry.start_ns))
+            .collect();
+        let current: HashSet<u64> = stuck.iter().map(|(first, _)| first.ifa).collect();
+        // An address that ended (or was found gone) can be stuck again if it comes back.
+        self.said_stuck.retain(|ifa| current.contains(ifa));
+        for (first, start_ns) in &stuck {
+            if self.said_stuck.insert(first.ifa) {
+                let whose = self.enricher.whose(first.netns.inode, None);
+                self.output.stuck(&Stuck {
+                    whose,
+                    netns_inode: first.netns.inode,
+                    ifname: first.ifname.clone(),
+                    addr: first.addr,
+                    since: self.clock.wall(*start_ns),
+                    tentative_ns: now_ns.saturating_sub(*start_ns),
+                });
+            }
+        }
+        stuck.len()
     }
 
     fn act_on_looks(&mut self, lost_events: u64) {
@@ -411,7 +491,7 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             let error = match self.socket_errors.entry(change.key) {
                 std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::btree_map::Entry::Vacant(entry) => {
-                    let whose = self.enricher.process(tally.first.netns_inode, tally.first.pid);
+                    let whose = self.enricher.whose(tally.first.netns_inode, Some(tally.first.pid));
                     entry.insert(socket_error(tally, whose, self.clock))
                 }
             };
@@ -592,12 +672,12 @@ mod tests {
             self.ticks += 1;
         }
 
-        fn process(&mut self, netns_inode: u32, pid: u32) -> Whose {
+        fn whose(&mut self, netns_inode: u32, pid: Option<u32>) -> Whose {
             Whose {
                 host_netns: netns_inode == HOST.inode,
                 netns_name: self.names.get(&netns_inode).cloned(),
                 pod: None,
-                container_id: Some(format!("c{pid}")),
+                container_id: pid.map(|pid| format!("c{pid}")),
             }
         }
     }
@@ -752,6 +832,54 @@ mod tests {
                 && socket_lines[0].ends_with("EADDRNOTAVAIL 3 times by server[77], during DAD"),
             "{printed}"
         );
+    }
+
+    /// An address tentative past `stuck_after` is said once while it lasts, with how long so
+    /// far; it counts as stuck in every sweep until it ends.
+    #[test]
+    fn an_address_tentative_too_long_is_said_stuck_once() {
+        let enricher = FakeEnricher {
+            names: HashMap::from([(POD.inode, "cni-1".to_string())]),
+            present: HashMap::from([(
+                POD,
+                vec![Inet6Row {
+                    addr: "fd00::5".parse().expect("literal"),
+                    ifindex: 2,
+                    flags: 0xc0,
+                    ifname: "eth0".into(),
+                }],
+            )]),
+            ..FakeEnricher::default()
+        };
+        let lines = Lines::default();
+        let mut recorder = recorder(enricher, &lines).stuck_after(10_000 * MS);
+        let [queued, ..] = <[Reading; 3]>::try_from(dad(0, 0x1000, "fd00::5")).expect("three");
+        recorder.on_reading(queued);
+        let stuck_lines = || {
+            let printed = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+            printed
+                .lines()
+                .filter(|line| line.contains("STILL TENTATIVE"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        for now_ms in [5_000, 9_999] {
+            recorder.sweep(now_ms * MS, u64::MAX, 0);
+        }
+        assert!(stuck_lines().is_empty(), "not stuck before 10 s");
+        for now_ms in [10_000, 11_000, 30_000] {
+            recorder.sweep(now_ms * MS, u64::MAX, 0);
+        }
+        let said = stuck_lines();
+        assert_eq!(said.len(), 1, "said once: {said:?}");
+        assert!(
+            said[0].starts_with("10:00:00.000  cni-1            eth0       fd00::5 ") && said[0].contains("10.00 s"),
+            "{said:?}"
+        );
+        assert_eq!(recorder.say_stuck(31_000 * MS), 1, "still stuck");
+        let session = recorder.into_session(0, 32_000 * MS);
+        assert_eq!(session.unfinished.len(), 1);
+        assert_eq!(session.unfinished[0].tentative_so_far_ns, 32_000 * MS);
     }
 
     /// A pod namespace's settings, read when its first address came, end on its pod.

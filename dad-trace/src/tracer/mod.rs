@@ -46,6 +46,8 @@ pub struct RecordOptions {
     pub verbose: bool,
     /// An in-flight address unseen this long is checked for existence.
     pub stale_after: Duration,
+    /// An address tentative this long is said to be stuck (a line, a gauge), while it lasts.
+    pub stuck_after: Duration,
     /// Print one line per finished address.
     pub lines: bool,
     /// The live view on standard output: format, intervals, unit.
@@ -83,6 +85,7 @@ impl Default for RecordOptions {
             ring_bytes: dad_trace_common::DEFAULT_RING_BYTES,
             verbose: false,
             stale_after: Duration::from_secs(3),
+            stuck_after: Duration::from_secs(10),
             lines: false,
             live: LiveView::default(),
             stop: None,
@@ -167,7 +170,9 @@ impl Started {
             };
             sinks = sinks.with_live(live::Live::new(Box::new(std::io::stdout()), options));
         }
-        let recorder = programs.recorder(enricher, sinks, session);
+        let recorder = programs
+            .recorder(enricher, sinks, session)
+            .stuck_after(u64::try_from(opts.stuck_after.as_nanos()).unwrap_or(u64::MAX));
         Ok(Self {
             programs,
             readings,

@@ -353,10 +353,10 @@ impl Enrich for Enricher {
         log::trace!("{} namespaces remembered", self.book.remembered());
     }
 
-    fn process(&mut self, netns_inode: u32, pid: u32) -> Whose {
+    fn whose(&mut self, netns_inode: u32, pid: Option<u32>) -> Whose {
         let info = self.netns(netns_inode);
         // Read while the process may still live; gone, it names no container.
-        let container_id = proc::pod_of(&self.proc_root, pid).container_id;
+        let container_id = pid.and_then(|pid| proc::pod_of(&self.proc_root, pid).container_id);
         Whose {
             host_netns: self.is_host(netns_inode),
             netns_name: info.name,
