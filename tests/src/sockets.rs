@@ -32,7 +32,17 @@ pub enum Attempt {
     FreeBind,
     /// `connect()` a UDP socket to a neighbour on the pod's prefix, every `pause`.
     Connect { pause: Duration },
+    /// What dad-trace must not take for a pod's failure: binds to an IPv4 address the pod
+    /// lacks (`EADDRNOTAVAIL` too, but not IPv6), an IPv6 bind with a short address (`EINVAL`),
+    /// then a child process that fails [`ODD_CHILD_BINDS`] binds to the tentative address and
+    /// is gone before dad-trace reads its count. `failures` is the child's.
+    OddInputs,
 }
+
+/// Binds the child of [`Attempt::OddInputs`] fails.
+pub const ODD_CHILD_BINDS: u64 = 5;
+/// IPv4 binds of [`Attempt::OddInputs`].
+pub const ODD_IPV4_BINDS: u64 = 3;
 
 /// What the application saw: its failures with `EADDRNOTAVAIL`, and whether it got there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,6 +170,7 @@ fn run(attempt: Attempt) -> io::Result<Seen> {
                 succeeded: true,
             })
         }
+        Attempt::OddInputs => odd_inputs(addr),
         Attempt::Connect { pause } => {
             let neighbour: Ipv6Addr = "fd00:5d::99".parse().expect("literal");
             loop {
@@ -178,6 +189,64 @@ fn run(attempt: Attempt) -> io::Result<Seen> {
                     return Ok(seen);
                 }
             }
+        }
+    }
+}
+
+fn odd_inputs(addr: Ipv6Addr) -> io::Result<Seen> {
+    for _ in 0..ODD_IPV4_BINDS {
+        match UdpSocket::bind("10.77.0.1:0") {
+            Err(e) if is_unavailable(&e) => {}
+            other => {
+                return Err(io::Error::other(format!(
+                    "an IPv4 bind to a missing address: {other:?}"
+                )));
+            }
+        }
+    }
+    let socket = new_udp()?;
+    let sockaddr = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: 0,
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr { s6_addr: addr.octets() },
+        sin6_scope_id: 0,
+    };
+    // SAFETY: a valid address, said to be shorter than it is.
+    let rc = unsafe { libc::bind(socket.as_raw_fd(), (&raw const sockaddr).cast(), 20) };
+    if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+        return Err(io::Error::other("a short IPv6 address was not refused with EINVAL"));
+    }
+    // A child that fails and exits at once: only the kernel's count remembers it.
+    // SAFETY: the child calls only async-signal-safe functions (socket, bind, _exit).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let mut failed = 0;
+            for _ in 0..ODD_CHILD_BINDS {
+                // SAFETY: plain syscalls on a fresh socket of this child.
+                unsafe {
+                    let fd = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM, 0);
+                    let size = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+                    if libc::bind(fd, (&raw const sockaddr).cast(), size) != 0 {
+                        failed += 1;
+                    }
+                    libc::close(fd);
+                }
+            }
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(failed) }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: waits for the child this function made.
+            if unsafe { libc::waitpid(child, &raw mut status, 0) } != child {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Seen {
+                failures: u64::try_from(libc::WEXITSTATUS(status)).unwrap_or_default(),
+                succeeded: false,
+            })
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use dad_trace::kernel::BackendChoice;
 use integration_tests::{
     needs_root,
-    sockets::{Attempt, PodDad, assert_counted_exactly, errors_of, scenario},
+    sockets::{Attempt, ODD_CHILD_BINDS, ODD_IPV4_BINDS, PodDad, assert_counted_exactly, errors_of, scenario},
     stock_dad_settings,
 };
 
@@ -86,5 +86,35 @@ fn freebind_no_dad_and_optimistic_dad_bind_at_once() {
             );
             assert!(session.sockets.is_some(), "{name}: socket errors were traced");
         }
+    }
+}
+
+/// Input that is not a pod's IPv6 failure: an IPv4 address, a short IPv6 address, and a
+/// process gone before its count is read. The IPv4 failures are counted apart, the short
+/// address is no failure of interest, the gone process keeps its count and its name.
+#[test]
+fn other_families_short_addresses_and_gone_processes() {
+    if needs_root() {
+        let _sysctls = stock_dad_settings();
+        let (session, seen) = scenario(BACKEND, "dts-odd", PodDad::Long, Attempt::OddInputs);
+        assert_eq!(seen.failures, ODD_CHILD_BINDS, "the child failed every bind: {seen:?}");
+        let tracing = session.sockets.as_ref().expect("socket errors were traced");
+        assert!(tracing.other_family >= ODD_IPV4_BINDS, "{tracing:?}");
+        let ours: Vec<_> = session
+            .socket_errors
+            .iter()
+            .filter(|error| error.netns_name.as_deref() == Some("dts-odd"))
+            .collect();
+        assert_eq!(ours.len(), 1, "the child's binds only: {ours:#?}");
+        let child = ours[0];
+        assert_ne!(child.pid, std::process::id());
+        assert_eq!(child.count, ODD_CHILD_BINDS);
+        assert_eq!(
+            child.addr,
+            Some(integration_tests::sockets::POD_ADDR.parse().expect("literal"))
+        );
+        assert!(child.tentative_for_ns.is_some(), "{child:#?}");
+        assert!(!child.comm.is_empty());
+        assert!(errors_of(&session, "dts-odd").is_empty(), "nothing of this process");
     }
 }
