@@ -11,10 +11,13 @@ use integration_tests::{
 #[test]
 fn every_program_passes_the_verifier() {
     if needs_root() {
-        // Every program of both backends (fallbacks too), and the CNI exec and exit.
+        // Every program of both backends (fallbacks too), the CNI exec and exit, and the
+        // socket error programs.
         assert_eq!(
             load_every_program(),
-            dad_trace::kernel::probes::programs().len() + dad_trace::kernel::probes::PROC_HOOKS.len()
+            dad_trace::kernel::probes::programs().len()
+                + dad_trace::kernel::probes::PROC_HOOKS.len()
+                + dad_trace::kernel::sockets::SOCKET_HOOKS.len()
         );
     }
 }

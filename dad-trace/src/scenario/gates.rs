@@ -156,9 +156,11 @@ fn check(gate: Expectation, pods: &[PodRun], baseline_ns: u64, fast_slack_ms: u6
                 }
             }
             Expectation::Fast { under_ms } => {
-                if pod.app_failures.is_some_and(|failures| failures > 0) {
+                // Without DAD an address is still tentative until its DAD work item runs
+                // (a few ms in an emulated guest): one bind may land there, a retry not.
+                if pod.app_failures.is_some_and(|failures| failures > 1) {
                     problems.push(format!(
-                        "{}: its application failed {} binds with DAD gone",
+                        "{}: its application failed {} binds with DAD gone (one retry outlasts the DAD work item)",
                         pod.name,
                         pod.app_failures.unwrap_or_default()
                     ));
@@ -286,9 +288,10 @@ mod tests {
             ..run("b", 10, Some(1))
         };
         assert!(check(fast, &[pod(0, 0)], 0, 0).is_empty());
+        assert!(check(fast, &[pod(1, 1)], 0, 0).is_empty(), "the DAD work item's window");
         assert_eq!(
             check(fast, &[pod(2, 2)], 0, 0),
-            ["b: its application failed 2 binds with DAD gone"]
+            ["b: its application failed 2 binds with DAD gone (one retry outlasts the DAD work item)"]
         );
         assert!(
             check(
