@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::node::netns::{addresses_here, in_netns};
 
 /// How often the application looks for its address, and retries a failed bind.
-const LOOK: Duration = Duration::from_millis(5);
+const LOOK: Duration = Duration::from_millis(20);
 const RETRY: Duration = Duration::from_millis(50);
 /// How long it tries at all: past any DAD of the scenario's phases.
 const PATIENCE: Duration = Duration::from_secs(15);
