@@ -351,12 +351,20 @@ impl Btf {
                 out.push_str(" *");
             }
             Kind::Const | Kind::Volatile | Kind::Restrict => {
-                out.push_str(match ty.kind {
-                    Kind::Const => "const ",
-                    Kind::Volatile => "volatile ",
-                    _ => "restrict ",
-                });
-                self.spell_into(ty.size_or_ref, out, depth + 1);
+                let qualifier = match ty.kind {
+                    Kind::Const => "const",
+                    Kind::Volatile => "volatile",
+                    _ => "restrict",
+                };
+                // A qualified pointer takes the qualifier after its star: `char *const`.
+                if self.get(ty.size_or_ref).is_some_and(|target| target.kind == Kind::Ptr) {
+                    self.spell_into(ty.size_or_ref, out, depth + 1);
+                    out.push_str(qualifier);
+                } else {
+                    out.push_str(qualifier);
+                    out.push(' ');
+                    self.spell_into(ty.size_or_ref, out, depth + 1);
+                }
             }
             Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64 | Kind::Fwd => {
                 let keyword = match ty.kind {
@@ -518,6 +526,179 @@ mod tests {
         let mut b = Builder::new();
         b.record("odd", 30, 0, 0, &[]);
         assert_eq!(Btf::parse(b.build()).err(), Some(FormatError::UnknownKind(30, 1)));
+    }
+
+    /// BTF kinds as the format numbers them; `KIND_FLAG` sets the info word's top bit.
+    const INT: u32 = 1;
+    const PTR: u32 = 2;
+    const STRUCT: u32 = 4;
+    const UNION: u32 = 5;
+    const ENUM: u32 = 6;
+    const FWD: u32 = 7;
+    const TYPEDEF: u32 = 8;
+    const VOLATILE: u32 = 9;
+    const CONST: u32 = 10;
+    const RESTRICT: u32 = 11;
+    const FUNC_PROTO: u32 = 13;
+    const TYPE_TAG: u32 = 18;
+    const ENUM64: u32 = 19;
+    const KIND_FLAG: u32 = 0x80;
+
+    /// `built` (a [`Builder`] blob) laid out again: a `header_len`-byte header (the known
+    /// fields, then zeros) and the string section before the type section, which ends the blob.
+    fn strings_then_types(built: &[u8], header_len: usize) -> Vec<u8> {
+        let field = |at| u32_at(built, at).expect("header") as usize;
+        let (types_len, strings_len) = (field(12), field(20));
+        let types = &built[HEADER_LEN..HEADER_LEN + types_len];
+        let strings = &built[HEADER_LEN + types_len..][..strings_len];
+        let mut blob = built[..4].to_vec();
+        for word in [header_len, strings_len, types_len, 0, strings_len] {
+            blob.extend_from_slice(&u32::try_from(word).expect("small").to_le_bytes());
+        }
+        blob.resize(header_len, 0);
+        blob.extend_from_slice(strings);
+        blob.extend_from_slice(types);
+        blob
+    }
+
+    #[test]
+    fn sections_are_found_where_the_header_puts_them() {
+        let mut b = Builder::new();
+        b.record("int", INT, 0, 4, &[32]);
+        b.record("long", INT, 0, 8, &[64]);
+        let built = b.build();
+        // A newer kernel's longer header: the fields past the known ones are skipped.
+        let btf = Btf::parse(strings_then_types(&built, 32)).expect("strings first, longer header");
+        assert_eq!(btf.len(), 3);
+        assert_eq!(btf.spell(2), "long", "the type section found past the strings");
+        assert_eq!(btf.size_of(2), Some(8));
+        let mut truncated = strings_then_types(&built, HEADER_LEN);
+        truncated.pop();
+        assert_eq!(
+            Btf::parse(truncated).err(),
+            Some(FormatError::Layout("sections past the end")),
+            "the type section's last byte is missing"
+        );
+        let mut short = built;
+        short[4..8].copy_from_slice(&16_u32.to_le_bytes());
+        assert_eq!(
+            Btf::parse(short).err(),
+            Some(FormatError::Layout("header length")),
+            "a header shorter than its own fields"
+        );
+    }
+
+    #[test]
+    fn void_alone_is_empty() {
+        let btf = Btf::parse(Builder::new().build()).expect("no types is valid BTF");
+        assert_eq!(btf.len(), 1);
+        assert!(btf.is_empty());
+        assert!(btf.get(1).is_none());
+        assert!(!sample().is_empty());
+    }
+
+    #[test]
+    fn records_decode_kind_and_kind_flag() {
+        let mut b = Builder::new();
+        b.record("sock", FWD, 0, 0, &[]); // 1
+        b.record("bpf_attr", FWD | KIND_FLAG, 0, 0, &[]); // 2
+        b.record("int", INT, 0, 4, &[32]); // 3
+        // Bitfields: with kind_flag a member's offset word is (bit size << 24) | bit offset.
+        let members = b.member_words(&[("low", 3, 4 << 24), ("high", 3, (4 << 24) | 32)]);
+        b.record("flags", STRUCT | KIND_FLAG, 2, 8, &members); // 4
+        let btf = Btf::parse(b.build()).expect("valid BTF");
+        assert!(btf.get(0).is_none(), "0 is void, not a record");
+        assert!(btf.get(5).is_none());
+        let (sock, attr) = (btf.get(1).expect("sock"), btf.get(2).expect("bpf_attr"));
+        assert_eq!((sock.kind, sock.kind_flag), (Kind::Fwd, false));
+        assert_eq!((attr.kind, attr.kind_flag), (Kind::Fwd, true));
+        assert_eq!(btf.name(&attr), "bpf_attr");
+        assert_eq!(btf.get(4).map(|ty| (ty.kind, ty.kind_flag)), Some((Kind::Struct, true)));
+        assert_eq!(
+            btf.offset_of(4, "high"),
+            Some((4, 3)),
+            "the bit size is not part of the offset"
+        );
+    }
+
+    #[test]
+    fn types_are_spelled_as_c_writes_them() {
+        let mut b = Builder::new();
+        b.record("int", INT, 0, 4, &[32]); // 1
+        b.record("char", INT, 0, 1, &[8]); // 2
+        b.record("", CONST, 0, 2, &[]); // 3: const char
+        b.record("", PTR, 0, 3, &[]); // 4: const char *
+        b.record("", VOLATILE, 0, 1, &[]); // 5: volatile int
+        b.record("", PTR, 0, 2, &[]); // 6: char *
+        b.record("", RESTRICT, 0, 6, &[]); // 7: char *restrict
+        b.record("", CONST, 0, 4, &[]); // 8: const char *const
+        let members = b.member_words(&[("i", 1, 0), ("c", 2, 0)]);
+        b.record("either", UNION, 2, 4, &members); // 9
+        b.record("", UNION, 2, 4, &members); // 10
+        let values = b.param_words(&[("RUNNING", 0)]); // name, value
+        b.record("state", ENUM, 1, 4, &values); // 11
+        let values = b.member_words(&[("BIG", 0, 1)]); // name, low and high 32 bits
+        b.record("wide", ENUM64, 1, 8, &values); // 12
+        b.record("sock", FWD, 0, 0, &[]); // 13
+        b.record("bpf_attr", FWD | KIND_FLAG, 0, 0, &[]); // 14
+        let params = b.param_words(&[("", 4)]);
+        b.record("", FUNC_PROTO, 1, 1, &params); // 15
+        b.record("", PTR, 0, 15, &[]); // 16: int (*)(const char *)
+        b.record("user", TYPE_TAG, 0, 1, &[]); // 17: int __user
+        b.record("", PTR, 0, 17, &[]); // 18: int __user *
+        b.record("", PTR, 0, 0, &[]); // 19: void *
+        b.record("state_t", TYPEDEF, 0, 11, &[]); // 20
+        let btf = Btf::parse(b.build()).expect("valid BTF");
+        let spelled: Vec<String> = (0..=20).map(|id| btf.spell(id)).collect();
+        assert_eq!(
+            spelled,
+            [
+                "void",
+                "int",
+                "char",
+                "const char",
+                "const char *",
+                "volatile int",
+                "char *",
+                "char *restrict",
+                "const char *const",
+                "union either",
+                "union (anonymous)",
+                "enum state",
+                "enum wide",
+                "struct sock",
+                "union bpf_attr",
+                "(function)",
+                "(function) *",
+                "int",
+                "int *",
+                "void *",
+                "state_t",
+            ]
+        );
+        assert_eq!(btf.spell(21), "?", "an id past the last type");
+    }
+
+    #[test]
+    fn spelling_stops_at_sixteen_levels() {
+        let mut b = Builder::new();
+        b.record("int", INT, 0, 4, &[32]); // 1
+        for id in 1..=16 {
+            b.record("", PTR, 0, id, &[]); // 2..=17: id - 1 pointers to int
+        }
+        // Malformed BTF: records that refer to themselves.
+        b.record("", PTR, 0, 18, &[]); // 18
+        b.record("", CONST, 0, 19, &[]); // 19
+        b.record("tag", TYPE_TAG, 0, 20, &[]); // 20
+        b.record("", CONST, 0, 22, &[]); // 21: a const pointer to itself
+        b.record("", PTR, 0, 21, &[]); // 22
+        let btf = Btf::parse(b.build()).expect("valid layout");
+        assert_eq!(btf.spell(16), format!("int{}", " *".repeat(15)));
+        assert_eq!(btf.spell(17), format!("?{}", " *".repeat(16)), "int is 16 levels down");
+        assert_eq!(btf.spell(18), format!("?{}", " *".repeat(16)));
+        assert_eq!(btf.spell(19), format!("{}?", "const ".repeat(16)));
+        assert_eq!(btf.spell(20), "?");
+        assert_eq!(btf.spell(21), format!("?{}", " *const".repeat(8)));
     }
 
     /// The running kernel's own BTF (readable by anyone where the kernel publishes it).
