@@ -53,6 +53,10 @@ fn session(events: usize, with_pods: bool) -> Session {
             addr: Ipv6Addr::new(0xfd00, 0xdad, 0, 0, 0, 0, (index >> 16) as u16, index as u16),
             tentative_ns,
             dad_ns: Some(tentative_ns - 2_000_000),
+            link_wait_ns: Some(20_000),
+            delay_ns: Some(300_000_000),
+            probing_ns: Some(tentative_ns - 300_020_000),
+            optimistic: false,
             outcome: if index % 1000 == 999 {
                 Outcome::Failed
             } else {

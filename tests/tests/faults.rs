@@ -415,3 +415,59 @@ fn churn_of_ten_thousand_addresses_leaves_nothing_in_flight() {
     assert!(session.unfinished.is_empty(), "{:?}", session.unfinished.first());
     assert_sane(&session);
 }
+
+/// A pod whose host-side veth is held down for 3 s after its address is added
+/// (aws/amazon-vpc-cni-k8s#3764): DAD starts only on a ready link, so the wait is mostly the
+/// link's, and the phases add up to the tentative time.
+#[test]
+fn a_host_veth_held_down_is_a_wait_for_the_link() {
+    if needs_root() {
+        let _sysctls = stock_dad_settings();
+        let pod = TestNetns::new("dtp-link");
+        // The pair made here, the pod's end up and the host's not yet: the pod's eth0 has
+        // never had a carrier, so the kernel holds DAD until it has one. (A carrier lost later
+        // would not: the interface stays ready.) Deleting the namespace deletes the pair.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", "dtp-link-h"])
+            .output();
+        integration_tests::netns::ip(&[
+            "link",
+            "add",
+            "dtp-link-h",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            "dtp-link",
+        ]);
+        pod.ip(&["link", "set", "eth0", "up"]);
+        let name = pod.name.clone();
+        // After the link comes up: a random delay of up to 1 s, then 1 s of probing.
+        let (session, ()) = record_during(options(), Duration::from_millis(3500), move || {
+            integration_tests::netns::ip(&["-n", &name, "-6", "addr", "add", "fd00:5f::1/64", "dev", "eth0"]);
+            std::thread::sleep(Duration::from_secs(3));
+            integration_tests::netns::ip(&["link", "set", "dtp-link-h", "up"]);
+        });
+        pod.wait_settled(addr("fd00:5f::1"));
+        let events = events_of(&session, "dtp-link", addr("fd00:5f::1"));
+        assert_eq!(events.len(), 1, "{:#?}", session.events);
+        let event = events[0];
+        println!(
+            "tentative {} ns: link wait {:?}, delay {:?}, probing {:?}",
+            event.tentative_ns, event.link_wait_ns, event.delay_ns, event.probing_ns
+        );
+        assert_eq!(event.outcome, Outcome::Settled);
+        let link_wait = event.link_wait_ns.expect("the wait for the link is seen");
+        assert!(link_wait >= 2_500_000_000, "{event:#?}");
+        let probing = event.probing_ns.expect("the first probe is seen");
+        let parts = link_wait + event.delay_ns.unwrap_or(0) + probing;
+        assert!(
+            parts.abs_diff(event.tentative_ns) <= 1_000_000,
+            "phases {parts} ns vs tentative {} ns",
+            event.tentative_ns
+        );
+        assert!(!event.optimistic);
+    }
+}

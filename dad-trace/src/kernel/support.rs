@@ -188,8 +188,17 @@ pub fn render(support: &KernelSupport) -> String {
         );
     }
     out.push_str("(* = attached by that backend on this kernel)\n");
+    out.push_str(PHASE_BOUNDARIES);
     out
 }
+
+/// Which boundaries of an address's wait each backend sees (the session's `link_wait_ns`,
+/// `delay_ns`, `probing_ns`; null where not seen).
+const PHASE_BOUNDARIES: &str = "Why an address waited (link_wait_ns, delay_ns, probing_ns):\n\
+    \x20 tracepoint: all three when DAD starts inside a DAD work item; when a link comes up the kick is seen only \
+    once its random delay expired, so that delay is in link_wait_ns and delay_ns is null\n\
+    \x20 kprobe: link_wait_ns (the kick is hooked); no hook at the first probe, so delay_ns and probing_ns are null \
+    (dad_ns holds both)\n";
 
 fn render_hook(out: &mut String, support: &KernelSupport, plan: &Plan, hook: &HookDef, prefix: &str) {
     use std::fmt::Write as _;

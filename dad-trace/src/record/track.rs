@@ -5,7 +5,7 @@
 //! Pure: mutation-tested (cargo xtask mutants).
 use std::collections::{HashMap, hash_map::Entry};
 
-use dad_trace_common::{Hook, hooks::Ends};
+use dad_trace_common::{Hook, IFA_F_OPTIMISTIC, hooks::Ends};
 
 use crate::{
     kernel::events::{IfaState, Observation},
@@ -20,11 +20,19 @@ pub struct Finished {
     /// When the address was first seen tentative (`CLOCK_MONOTONIC` ns).
     pub start_ns: u64,
     pub end_ns: u64,
-    /// When DAD probing began, if it did.
+    /// When DAD probing began, if it did: its last kick (a link that came back restarts it).
     pub dad_begin_ns: Option<u64>,
+    /// When the first probe after that kick went out (the tracepoint backend sees each DAD
+    /// step; the kprobe backend has no hook there).
+    pub first_probe_ns: Option<u64>,
+    /// Whether the kick itself was seen, not only its delay's expiry (a kick outside a DAD
+    /// work item, when a link comes up, shows on the workqueue only once its delay expired).
+    pub kick_seen: bool,
     pub outcome: Outcome,
     /// First seen mid-flight (the tracer started during DAD): the delays are lower bounds.
     pub partial: bool,
+    /// Usable while tentative (`IFA_F_OPTIMISTIC` when first seen).
+    pub optimistic: bool,
 }
 
 impl Finished {
@@ -37,6 +45,28 @@ impl Finished {
     pub fn dad_ns(&self) -> Option<u64> {
         self.dad_begin_ns.map(|begin| self.end_ns.saturating_sub(begin))
     }
+
+    /// Tentative before DAD began: waiting for the link (DAD starts only on a ready link).
+    /// Unknown for an address first seen mid-flight.
+    #[must_use]
+    pub fn link_wait_ns(&self) -> Option<u64> {
+        let begin = self.dad_begin_ns.filter(|_| !self.partial)?;
+        Some(begin.saturating_sub(self.start_ns))
+    }
+
+    /// DAD began → its first probe: the random delay before probing (unknown when the kick
+    /// was seen only at its delay's expiry: then `link_wait_ns` holds the delay).
+    #[must_use]
+    pub fn delay_ns(&self) -> Option<u64> {
+        let begin = self.dad_begin_ns.filter(|_| self.kick_seen)?;
+        Some(self.first_probe_ns?.saturating_sub(begin))
+    }
+
+    /// The first probe → the end: `dad_transmits` × `retrans_time`, give or take.
+    #[must_use]
+    pub fn probing_ns(&self) -> Option<u64> {
+        self.first_probe_ns.map(|probe| self.end_ns.saturating_sub(probe))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -45,16 +75,23 @@ pub struct InFlight {
     pub start_ns: u64,
     pub last_seen_ns: u64,
     pub dad_begin_ns: Option<u64>,
+    /// The probes the last kick set (`dad_probes` then), and when the first went out.
+    kick_probes: Option<u8>,
+    first_probe_ns: Option<u64>,
+    kick_seen: bool,
     pub partial: bool,
 }
 
 impl InFlight {
     fn finish(self, last: Observation, end_ns: u64, outcome: Outcome) -> Finished {
         Finished {
+            optimistic: self.first.flags & IFA_F_OPTIMISTIC != 0,
             last,
             start_ns: self.start_ns,
             end_ns,
             dad_begin_ns: self.dad_begin_ns,
+            first_probe_ns: self.first_probe_ns.filter(|_| self.dad_begin_ns.is_some()),
+            kick_seen: self.kick_seen,
             outcome,
             partial: self.partial,
         }
@@ -165,20 +202,27 @@ impl Tracker {
         match obs.hook {
             // Each kick probes from scratch (`addrconf_dad_kick` resets the probe count): a
             // DAD restarted when the link came back is timed from the restart.
-            Hook::DadBegin | Hook::DadKick => entry.dad_begin_ns = Some(obs.ts_ns),
+            Hook::DadBegin | Hook::DadKick => entry.kicked(obs),
             // Queued before DAD begins (PREDAD): created, or restarted from scratch after the
             // link went down and up (`addrconf_dad_run`).
-            Hook::WorkQueued if obs.state == IfaState::PreDad => entry.dad_begin_ns = None,
+            Hook::WorkQueued if obs.state == IfaState::PreDad => entry.stopped(),
             Hook::WorkQueued if probing => {
-                entry.dad_begin_ns.get_or_insert(obs.ts_ns);
+                if entry.dad_begin_ns.is_none() {
+                    entry.kicked(obs);
+                }
             }
             // After a DAD step the work is re-armed; when it is not, DAD stopped (link not
-            // ready) and restarts from scratch later, so its clock restarts too.
+            // ready) and restarts from scratch later, so its clock restarts too. A step that
+            // spent a probe (the count below what the kick set) sent one.
             Hook::WorkDone if probing && obs.work_pending => {
-                entry.dad_begin_ns.get_or_insert(obs.ts_ns);
+                if entry.dad_begin_ns.is_none() {
+                    entry.kicked(obs);
+                } else if entry.kick_probes.is_some_and(|probes| obs.dad_probes < probes) {
+                    entry.first_probe_ns.get_or_insert(obs.ts_ns);
+                }
             }
-            Hook::WorkDone if probing => entry.dad_begin_ns = None,
-            Hook::DadStop => entry.dad_begin_ns = None,
+            Hook::WorkDone if probing => entry.stopped(),
+            Hook::DadStop => entry.stopped(),
             _ => {}
         }
         reused.or(superseded)
@@ -201,8 +245,11 @@ impl Tracker {
             start_ns: self.attached_ns,
             end_ns: obs.ts_ns,
             dad_begin_ns: probing.then_some(self.attached_ns),
+            first_probe_ns: None,
+            kick_seen: false,
             outcome,
             partial: true,
+            optimistic: obs.flags & IFA_F_OPTIMISTIC != 0,
         })
     }
 
@@ -276,8 +323,27 @@ impl InFlight {
             start_ns: obs.ts_ns,
             last_seen_ns: obs.ts_ns,
             dad_begin_ns: None,
+            kick_probes: None,
+            first_probe_ns: None,
+            kick_seen: false,
             partial,
         }
+    }
+
+    /// DAD (re)started: probing is timed from here.
+    fn kicked(&mut self, obs: &Observation) {
+        self.dad_begin_ns = Some(obs.ts_ns);
+        self.kick_probes = Some(obs.dad_probes);
+        self.first_probe_ns = None;
+        // A queued work item in state DAD is a delayed kick whose delay just expired.
+        self.kick_seen = obs.hook != Hook::WorkQueued;
+    }
+
+    /// DAD stopped: it restarts from scratch.
+    fn stopped(&mut self) {
+        self.dad_begin_ns = None;
+        self.kick_probes = None;
+        self.first_probe_ns = None;
     }
 }
 
@@ -648,5 +714,91 @@ mod tests {
         tracker.observe(&next);
         assert_eq!(tracker.drain().len(), 1);
         assert_eq!(tracker.in_flight_len(), 0);
+    }
+
+    fn probes(mut obs: Observation, dad_probes: u8) -> Observation {
+        obs.dad_probes = dad_probes;
+        obs
+    }
+
+    /// The tracepoint backend sees each DAD step: the begin step (the kick inside it), the
+    /// first probe (one probe spent), the end. The phases add up to the tentative time.
+    #[test]
+    fn tracepoint_phases_split_the_wait() {
+        let mut tracker = Tracker::default();
+        let steps = [
+            probes(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true), 0),
+            probes(obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true), 1),
+            probes(obs(400, Hook::WorkQueued, IfaState::Dad, 0xc0, true), 1),
+            probes(obs(401, Hook::WorkDone, IfaState::Dad, 0xc0, true), 0),
+            probes(obs(1401, Hook::WorkQueued, IfaState::Dad, 0xc0, true), 0),
+        ];
+        for step in &steps {
+            assert_eq!(tracker.observe(step), None);
+        }
+        let done = tracker
+            .observe(&obs(1402, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        let phases = (done.link_wait_ns(), done.delay_ns(), done.probing_ns());
+        assert_eq!(phases, (Some(MS), Some(400 * MS), Some(1001 * MS)));
+        assert_eq!(MS + 400 * MS + 1001 * MS, done.tentative_ns());
+        assert!(!done.optimistic);
+    }
+
+    /// A link left down: the begin step stops DAD (not re-armed); the link coming up kicks it
+    /// outside any work item, seen when its delay expired. The wait for the link holds that
+    /// delay; the delay itself is unknown.
+    #[test]
+    fn tracepoint_link_wait_is_until_dad_restarts() {
+        let mut tracker = Tracker::default();
+        let steps = [
+            probes(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true), 0),
+            probes(obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, false), 0),
+            probes(obs(3300, Hook::WorkQueued, IfaState::Dad, 0xc0, true), 1),
+            probes(obs(3301, Hook::WorkDone, IfaState::Dad, 0xc0, true), 0),
+        ];
+        for step in &steps {
+            assert_eq!(tracker.observe(step), None);
+        }
+        let done = tracker
+            .observe(&obs(4301, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!(
+            (done.link_wait_ns(), done.delay_ns(), done.probing_ns()),
+            (Some(3300 * MS), None, Some(1000 * MS))
+        );
+        assert_eq!(done.dad_ns(), Some(1001 * MS));
+    }
+
+    /// The kprobe backend sees the kick itself but no probe: the wait for the link only.
+    /// An optimistic address says so; a partial one has no known wait for the link.
+    #[test]
+    fn kprobe_phases_and_optimistic_and_partial_addresses() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc4, false));
+        tracker.observe(&probes(obs(2, Hook::DadKick, IfaState::Dad, 0xc4, false), 1));
+        let done = tracker
+            .observe(&obs(1900, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!(
+            (done.link_wait_ns(), done.delay_ns(), done.probing_ns()),
+            (Some(2 * MS), None, None)
+        );
+        assert!(done.optimistic, "0x04 when first seen");
+        let mut late = Tracker::attached_at(100 * MS);
+        let partial = late
+            .observe(&obs(1900, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!((partial.link_wait_ns(), partial.delay_ns()), (None, None));
+        // Stopped and kicked again by the hook: the kick is seen, the clock restarts.
+        let mut restarted = Tracker::default();
+        restarted.observe(&obs(0, Hook::AddrAdded, IfaState::PreDad, 0xc0, false));
+        restarted.observe(&probes(obs(2, Hook::DadKick, IfaState::Dad, 0xc0, false), 1));
+        restarted.observe(&obs(10, Hook::DadStop, IfaState::PreDad, 0xc0, false));
+        restarted.observe(&probes(obs(3000, Hook::DadKick, IfaState::Dad, 0xc0, false), 1));
+        let done = restarted
+            .observe(&obs(4000, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!(done.link_wait_ns(), Some(3000 * MS));
     }
 }

@@ -97,6 +97,19 @@ pub struct AddressEvent {
     pub tentative_ns: u64,
     /// DAD begin → completed; null when no DAD ran (e.g. `accept_dad=0`).
     pub dad_ns: Option<u64>,
+    /// Why it waited, in phases that add up to `tentative_ns`: for the link (DAD begins only
+    /// on a ready link), the random delay before the first probe, the probes. Null where the
+    /// backend cannot see a boundary (the kprobe backend has no hook at the first probe) or
+    /// the address was first seen mid-flight.
+    #[serde(default)]
+    pub link_wait_ns: Option<u64>,
+    #[serde(default)]
+    pub delay_ns: Option<u64>,
+    #[serde(default)]
+    pub probing_ns: Option<u64>,
+    /// Usable while tentative (optimistic DAD).
+    #[serde(default)]
+    pub optimistic: bool,
     pub outcome: Outcome,
     /// First seen mid-flight: the delays are lower bounds.
     #[serde(default)]
@@ -309,6 +322,10 @@ pub(crate) mod tests {
             addr: "fd00:dad::1".parse().expect("literal address"),
             tentative_ns: 1_400_000_000,
             dad_ns: None,
+            link_wait_ns: None,
+            delay_ns: None,
+            probing_ns: None,
+            optimistic: false,
             outcome: Outcome::Settled,
             partial: false,
             node: None,
