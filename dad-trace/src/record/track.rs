@@ -206,11 +206,7 @@ impl Tracker {
             // Queued before DAD begins (PREDAD): created, or restarted from scratch after the
             // link went down and up (`addrconf_dad_run`).
             Hook::WorkQueued if obs.state == IfaState::PreDad => entry.stopped(),
-            Hook::WorkQueued if probing => {
-                if entry.dad_begin_ns.is_none() {
-                    entry.kicked(obs);
-                }
-            }
+            Hook::WorkQueued if probing && entry.dad_begin_ns.is_none() => entry.kicked(obs),
             // After a DAD step the work is re-armed; when it is not, DAD stopped (link not
             // ready) and restarts from scratch later, so its clock restarts too. A step that
             // spent a probe (the count below what the kick set) sent one.
