@@ -192,7 +192,11 @@ fn probes_verify_loads_every_program() {
         .iter()
         .map(|(_, hook)| hook.program)
         .chain(probes::PROC_HOOKS.iter().map(|hook| hook.program))
-        .chain(dad_trace::kernel::sockets::SOCKET_HOOKS.iter().map(|hook| hook.target.program))
+        .chain(
+            dad_trace::kernel::sockets::SOCKET_HOOKS
+                .iter()
+                .map(|hook| hook.target.program),
+        )
         .collect();
     for program in &programs {
         let line = stdout

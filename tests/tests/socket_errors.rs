@@ -79,6 +79,16 @@ fn freebind_no_dad_and_optimistic_dad_bind_at_once() {
         ] {
             let (session, seen) = scenario(BACKEND, name, dad, attempt);
             assert!(seen.succeeded && seen.failures == 0, "{name}: {seen:?}");
+            if dad == PodDad::Optimistic {
+                // The address was usable while DAD ran, and the session says so.
+                let pod_addr: std::net::Ipv6Addr = integration_tests::sockets::POD_ADDR.parse().expect("literal");
+                let event = session
+                    .events
+                    .iter()
+                    .find(|event| event.netns_name.as_deref() == Some(name) && event.addr == pod_addr)
+                    .unwrap_or_else(|| panic!("{name}: its address finished: {:#?}", session.events));
+                assert!(event.optimistic && event.dad_ns.is_some(), "{event:#?}");
+            }
             assert!(
                 errors_of(&session, name).is_empty(),
                 "{name}: {:#?}",
