@@ -148,6 +148,15 @@ fn pod(
         (None, Some((first, last))) => span_ns(first, last),
         (None, None) => None,
     };
+    // An optimistic address is usable from its start, the others once settled.
+    let usable = group
+        .iter()
+        .map(|event| if event.optimistic { event.started() } else { event.time })
+        .max();
+    let waited_while_usable_ns = match (add_start.zip(add_end), usable.zip(last)) {
+        (Some(add), Some(window)) if group.iter().any(|event| event.optimistic) => Some(overlap_ns(window, add)),
+        _ => None,
+    };
     let sandbox_id = calls.iter().find_map(|traced| traced.call.container_id.clone());
     let identity = runtime(Some(inode), sandbox_id.as_deref());
     let mut pod_identity = group
@@ -175,6 +184,7 @@ fn pod(
         node: None,
         cni_add_ns: add_start.zip(add_end).and_then(|(start, end)| span_ns(start, end)),
         dad_wait_ns,
+        waited_while_usable_ns,
         pod_start_ns: sandbox_created
             .zip(container_started)
             .and_then(|(created, started)| span_ns(created, started)),
@@ -276,6 +286,26 @@ mod tests {
         assert_eq!(pod.cni_calls.len(), 2);
         assert!(pod.dad_share_of_add().is_some_and(|share| share > 0.97));
         assert_eq!(pod.netns_name.as_deref(), Some("pod-10"));
+    }
+
+    /// Optimistic addresses are usable from their start: what the ADD waited after every
+    /// address was usable is the plugin's wait, said apart. None without optimistic ones.
+    #[test]
+    fn an_add_that_waits_though_its_addresses_are_usable() {
+        let mut optimistic = event(10, 30, 1900, Some(1800), Outcome::Settled);
+        optimistic.optimistic = true;
+        // Link-local (not optimistic) settles at 520; the pod address usable from 30.
+        let events = vec![event(10, 20, 500, Some(400), Outcome::Settled), optimistic];
+        let calls = vec![call("ADD", 0, Some(1950), Some(10))];
+        let (pods, _) = build(&events, calls.clone(), 1, &mut no_runtime);
+        // Usable at 520 (the link-local settled), the last settled at 1930: 1410 ms waited.
+        assert_eq!(pods[0].waited_while_usable_ns, Some(1410 * MS));
+        assert_eq!(pods[0].dad_wait_ns, Some(1910 * MS));
+        let plain = vec![event(10, 20, 500, Some(400), Outcome::Settled)];
+        let (pods, _) = build(&plain, calls, 1, &mut no_runtime);
+        assert_eq!(pods[0].waited_while_usable_ns, None);
+        let (pods, _) = build(&events, Vec::new(), 1, &mut no_runtime);
+        assert_eq!(pods[0].waited_while_usable_ns, None, "no ADD to have waited");
     }
 
     #[test]

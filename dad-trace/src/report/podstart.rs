@@ -297,6 +297,7 @@ pub(crate) mod tests {
             node: None,
             cni_add_ns: Some(add_ms * ms),
             dad_wait_ns: Some(dad_ms * ms),
+            waited_while_usable_ns: None,
             pod_start_ns: Some(u64::try_from(add_end + 50).expect("positive") * ms),
             timeline: Timeline {
                 sandbox_created: Some(at(0)),

@@ -87,6 +87,10 @@ pub struct PodStart {
     /// The pod's tentative wait (first address tentative → last settled) inside the ADD when
     /// an ADD was traced, else the whole wait; null when no address of it was traced.
     pub dad_wait_ns: Option<u64>,
+    /// With optimistic addresses: how long the ADD kept waiting for DAD to end although every
+    /// address was already usable (the plugin's wait, not the kernel's); null without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_while_usable_ns: Option<u64>,
     /// Sandbox created → first container started, where the runtime says both.
     pub pod_start_ns: Option<u64>,
     pub timeline: Timeline,
@@ -176,6 +180,7 @@ mod tests {
             node: None,
             cni_add_ns: Some(2_000_000_000),
             dad_wait_ns: Some(1_900_000_000),
+            waited_while_usable_ns: None,
             pod_start_ns: Some(4_000_000_000),
             timeline: Timeline::default(),
             cni_calls: Vec::new(),
