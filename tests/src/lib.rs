@@ -321,9 +321,15 @@ pub fn per_address_kernel_maps() -> Vec<String> {
     ebpf.maps()
         .filter(|(name, map)| match map {
             aya::maps::Map::RingBuf(_) | aya::maps::Map::PerCpuArray(_) | aya::maps::Map::Array(_) => false,
+            // Bounded LRU maps of another kind: followed CNI processes, and socket error
+            // counts per (namespace, process, syscall, address); neither is per DAD address.
             aya::maps::Map::LruHashMap(data) => {
-                *name != dad_trace_common::TRACKED_MAP
-                    || data.info().map(|info| info.max_entries()).ok() != Some(dad_trace_common::TRACKED_MAX)
+                let bound = match *name {
+                    dad_trace_common::TRACKED_MAP => dad_trace_common::TRACKED_MAX,
+                    dad_trace_common::sockets::SOCKET_ERRORS_MAP => dad_trace_common::sockets::SOCKET_ERRORS_MAX,
+                    _ => return true,
+                };
+                data.info().map(|info| info.max_entries()).ok() != Some(bound)
             }
             _ => true,
         })

@@ -97,9 +97,9 @@ pub fn summarize(errors: &[SocketError], traced: bool) -> SocketSummary {
 
 /// `12 failed binds, 1 failed connect` (or `none`).
 fn counts(by_syscall: &BTreeMap<String, u64>) -> String {
+    // Every entry counts at least one failure: the kernel makes a key at its first.
     let parts: Vec<String> = by_syscall
         .iter()
-        .filter(|(_, count)| **count > 0)
         .map(|(syscall, count)| {
             let plural = if *count == 1 { "" } else { "s" };
             format!("{count} failed {}{plural}", terminal(syscall))
@@ -239,6 +239,12 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("  ns-c: none by server[40]; 4 not DAD's\n"), "{text}");
+        assert!(
+            text.contains(
+                "  team/web: 5 failed binds by web\\x1b[2J[40], the address tentative 300.0 ms at the first\n"
+            ),
+            "nothing said of what was not DAD's when there is none: {text}"
+        );
         assert!(!text.contains('\x1b'), "names are escaped: {text}");
     }
 
