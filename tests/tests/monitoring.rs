@@ -16,7 +16,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     }
     let dir = deploy_dir();
     let checked = run_promtool(&dir, &["check", "rules", "alerts.rules.yaml"]).expect("promtool check rules");
-    assert!(checked.contains("SUCCESS: 3 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 4 rules found"), "{checked}");
     let tested = run_promtool(&dir, &["test", "rules", "alerts.test.yaml"]).expect("promtool test rules");
     println!("{tested}");
     assert!(tested.contains("SUCCESS"), "{tested}");
