@@ -9,7 +9,6 @@
 //!   fills before bpftrace's program runs. (CPU or wall time of the ping-pong per round trip
 //!   could not tell the variants apart: a kworker's wake-up varies by far more.)
 use std::{
-    collections::HashSet,
     io::{BufRead as _, BufReader},
     path::Path,
     process::{Child, ChildStdout, Command, Stdio},
@@ -19,14 +18,13 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::Array,
-    programs::{RawTracePoint, loaded_programs},
+    programs::RawTracePoint,
     sys::{Stats, enable_stats},
 };
 use dad_trace::kernel::{Kernel, VMLINUX_BTF, loader, probes};
-use dad_trace_common::{BRACKET_BUCKETS, BRACKET_MAP, BRACKET_NS};
 
 use crate::{
+    bpf_stats::{Stat, bracket_median, new_programs, stat},
     pty::{self, PingPong},
     stats::Spread,
 };
@@ -153,32 +151,6 @@ fn bpftrace_script(config: &dad_trace_common::Config) -> String {
          if (($flags & 0x40) == 0 && @start[$ifa] != 0) {{\n    @tentative_us = hist((nsecs - @start[$ifa]) / 1000);\n    \
          delete(@start[$ifa]);\n  }}\n}}\n"
     )
-}
-
-/// Programs that appeared while `attach` ran.
-fn new_programs(attach: impl FnOnce() -> anyhow::Result<Attached>) -> anyhow::Result<(Attached, HashSet<u32>)> {
-    let ids = || -> HashSet<u32> { loaded_programs().flatten().map(|info| info.id()).collect() };
-    let before = ids();
-    let attached = attach()?;
-    let after = ids();
-    Ok((attached, after.difference(&before).copied().collect()))
-}
-
-/// Run time and count summed over some programs.
-#[derive(Clone, Copy, Default)]
-struct Stat {
-    run_ns: u64,
-    runs: u64,
-}
-
-fn stat(ids: &HashSet<u32>) -> Stat {
-    loaded_programs()
-        .flatten()
-        .filter(|info| ids.contains(&info.id()))
-        .fold(Stat::default(), |sum, info| Stat {
-            run_ns: sum.run_ns + u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
-            runs: sum.runs + info.run_count(),
-        })
 }
 
 /// Program run time per event of one variant, over the windows.
@@ -310,27 +282,14 @@ fn bracketed(hooks: &Hooks, ping_pong: &PingPong, variant: Variant, iterations: 
     attach("bracket_close")?;
     ping_pong.run(iterations)?;
     drop(between);
-    let counts: Array<_, u64> = Array::try_from(ebpf.map(BRACKET_MAP).context("the bracket map")?)?;
-    let counts: Vec<u64> = (0..BRACKET_BUCKETS)
-        .map(|bucket| counts.get(&bucket, 0).unwrap_or(0))
-        .collect();
-    let events: u64 = counts.iter().sum();
+    let (median, events) = bracket_median(&ebpf)?;
     if events < iterations {
         bail!(
             "{}: {events} events bracketed in {iterations} round trips",
             variant.label()
         );
     }
-    let mut seen = 0;
-    let middle = counts
-        .iter()
-        .position(|count| {
-            seen += count;
-            seen * 2 >= events
-        })
-        .unwrap_or(0);
-    // The bucket's middle.
-    Ok(((middle as u64 * BRACKET_NS) as f64 + BRACKET_NS as f64 / 2.0, events))
+    Ok((median, events))
 }
 
 struct PathCosts {

@@ -18,6 +18,7 @@
 
 mod accuracy;
 mod big;
+mod bpf_stats;
 mod cost;
 mod flood;
 mod progress;

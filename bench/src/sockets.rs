@@ -10,7 +10,6 @@
 //! Event source: a loop of successful IPv6 UDP `bind` and `connect` calls (with the socket's
 //! `socket` and `close`) pinned to CPU 0.
 use std::{
-    collections::HashSet,
     net::{Ipv6Addr, SocketAddrV6, UdpSocket},
     path::Path,
     time::{Duration, Instant},
@@ -19,14 +18,16 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::Array,
-    programs::{RawTracePoint, loaded_programs},
+    programs::RawTracePoint,
     sys::{Stats, enable_stats},
 };
 use dad_trace::kernel::{Kernel, VMLINUX_BTF, loader, sockets::SOCKET_HOOKS};
-use dad_trace_common::{BRACKET_BUCKETS, BRACKET_MAP, BRACKET_NS};
 
-use crate::{pty, stats::Spread};
+use crate::{
+    bpf_stats::{Stat, bracket_median, new_programs, stat},
+    pty,
+    stats::Spread,
+};
 
 const TRACEPOINT: &str = "sys_exit";
 
@@ -113,22 +114,6 @@ fn sockets_for(window: Duration) -> anyhow::Result<u64> {
     Ok(rounds)
 }
 
-#[derive(Clone, Copy, Default)]
-struct Stat {
-    run_ns: u64,
-    runs: u64,
-}
-
-fn stat(ids: &HashSet<u32>) -> Stat {
-    loaded_programs()
-        .flatten()
-        .filter(|info| ids.contains(&info.id()))
-        .fold(Stat::default(), |sum, info| Stat {
-            run_ns: sum.run_ns + u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
-            runs: sum.runs + info.run_count(),
-        })
-}
-
 pub struct ProgramCost {
     pub variant: Variant,
     pub ns_per_run: Spread,
@@ -196,13 +181,7 @@ fn measure_pinned(windows: usize, window: Duration, rounds: usize, calls: u64) -
 fn program_costs(setup: &Setup, windows: usize, window: Duration) -> anyhow::Result<(Vec<ProgramCost>, f64)> {
     let mut attached = Vec::new();
     for variant in Variant::MEASURED {
-        let before: HashSet<u32> = loaded_programs().flatten().map(|info| info.id()).collect();
-        let ebpf = setup.attach(variant)?;
-        let ids: HashSet<u32> = loaded_programs()
-            .flatten()
-            .map(|info| info.id())
-            .filter(|id| !before.contains(id))
-            .collect();
+        let (ebpf, ids) = new_programs(|| setup.attach(variant))?;
         if ids.is_empty() {
             bail!("{} loaded no program", variant.label());
         }
@@ -245,26 +224,14 @@ fn bracketed(setup: &Setup, variant: Variant, calls: u64) -> anyhow::Result<f64>
     attach_raw(&mut ebpf, "bracket_close")?;
     sockets(calls)?;
     drop(between);
-    let counts: Array<_, u64> = Array::try_from(ebpf.map(BRACKET_MAP).context("the bracket map")?)?;
-    let counts: Vec<u64> = (0..BRACKET_BUCKETS)
-        .map(|bucket| counts.get(&bucket, 0).unwrap_or(0))
-        .collect();
-    let events: u64 = counts.iter().sum();
+    let (median, events) = bracket_median(&ebpf)?;
     if events < calls {
         bail!(
             "{}: {events} syscall exits bracketed in {calls} rounds",
             variant.label()
         );
     }
-    let mut seen = 0;
-    let middle = counts
-        .iter()
-        .position(|count| {
-            seen += count;
-            seen * 2 >= events
-        })
-        .unwrap_or(0);
-    Ok((middle as u64 * BRACKET_NS) as f64 + BRACKET_NS as f64 / 2.0)
+    Ok(median)
 }
 
 fn path_costs(setup: &Setup, rounds: usize, calls: u64) -> anyhow::Result<(Spread, PathCost, Vec<PathCost>)> {

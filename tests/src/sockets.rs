@@ -85,9 +85,9 @@ fn is_unavailable(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
 }
 
-/// `bind(fd, addr)` through libc: std's `UdpSocket::bind` makes a new socket each time.
-fn bind_raw(fd: i32, addr: SocketAddrV6) -> io::Result<()> {
-    let sockaddr = libc::sockaddr_in6 {
+/// An IPv6 socket address as the kernel reads it.
+fn sockaddr6(addr: SocketAddrV6) -> libc::sockaddr_in6 {
+    libc::sockaddr_in6 {
         sin6_family: libc::AF_INET6 as libc::sa_family_t,
         sin6_port: addr.port().to_be(),
         sin6_flowinfo: 0,
@@ -95,7 +95,12 @@ fn bind_raw(fd: i32, addr: SocketAddrV6) -> io::Result<()> {
             s6_addr: addr.ip().octets(),
         },
         sin6_scope_id: 0,
-    };
+    }
+}
+
+/// `bind(fd, addr)` through libc: std's `UdpSocket::bind` makes a new socket each time.
+fn bind_raw(fd: i32, addr: SocketAddrV6) -> io::Result<()> {
+    let sockaddr = sockaddr6(addr);
     // SAFETY: a valid socket address of the size given.
     let rc = unsafe {
         libc::bind(
@@ -205,13 +210,7 @@ fn odd_inputs(addr: Ipv6Addr) -> io::Result<Seen> {
         }
     }
     let socket = new_udp()?;
-    let sockaddr = libc::sockaddr_in6 {
-        sin6_family: libc::AF_INET6 as libc::sa_family_t,
-        sin6_port: 0,
-        sin6_flowinfo: 0,
-        sin6_addr: libc::in6_addr { s6_addr: addr.octets() },
-        sin6_scope_id: 0,
-    };
+    let sockaddr = sockaddr6(SocketAddrV6::new(addr, 0, 0, 0));
     // SAFETY: a valid address, said to be shorter than it is.
     let rc = unsafe { libc::bind(socket.as_raw_fd(), (&raw const sockaddr).cast(), 20) };
     if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
