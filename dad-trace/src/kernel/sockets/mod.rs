@@ -152,3 +152,48 @@ impl SocketCounts {
             .map_or(0, |values| values.iter().sum())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn facts(socket: Result<dad_trace_common::sockets::SocketConfig, String>, btf_id: Option<u32>) -> KernelFacts {
+        KernelFacts {
+            config: dad_trace_common::Config::default(),
+            functions: Vec::new(),
+            queue_work_btf_id: None,
+            proc: Err("not read".into()),
+            socket,
+            sys_exit_btf_id: btf_id,
+            changed_prototypes: BTreeMap::new(),
+        }
+    }
+
+    /// `probes` says what this kernel offers for socket errors, and why not: never a failed
+    /// start, always a reason.
+    #[test]
+    fn probes_say_why_socket_errors_are_not_counted() {
+        let everything = render(&facts(Ok(Default::default()), Some(7)));
+        assert_eq!(everything.matches(" available ").count(), 2, "{everything}");
+        let no_typedef = render(&facts(Ok(Default::default()), None));
+        assert!(
+            no_typedef.contains("tp_btf      not in BTF (no sys_exit tracepoint without CONFIG_FTRACE_SYSCALLS)"),
+            "{no_typedef}"
+        );
+        assert!(
+            no_typedef.contains("or sys_exit                raw_tp      available"),
+            "{no_typedef}"
+        );
+        let other_arch = render(&facts(
+            Err("socket errors are counted on x86_64 and aarch64, not on riscv64".into()),
+            Some(7),
+        ));
+        assert_eq!(
+            other_arch.matches("not available: socket errors are counted").count(),
+            2,
+            "{other_arch}"
+        );
+    }
+}
