@@ -175,9 +175,9 @@ mod tests {
     /// start, always a reason.
     #[test]
     fn probes_say_why_socket_errors_are_not_counted() {
-        let everything = render(&facts(Ok(Default::default()), Some(7)));
+        let everything = render(&facts(Ok(dad_trace_common::sockets::SocketConfig::default()), Some(7)));
         assert_eq!(everything.matches(" available ").count(), 2, "{everything}");
-        let no_typedef = render(&facts(Ok(Default::default()), None));
+        let no_typedef = render(&facts(Ok(dad_trace_common::sockets::SocketConfig::default()), None));
         assert!(
             no_typedef.contains("tp_btf      not in BTF (no sys_exit tracepoint without CONFIG_FTRACE_SYSCALLS)"),
             "{no_typedef}"
