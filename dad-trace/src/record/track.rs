@@ -797,4 +797,27 @@ mod tests {
             .expect("settled");
         assert_eq!(done.link_wait_ns(), Some(3000 * MS));
     }
+
+    /// The workqueue hooks end an address by the state read with them, as the hook table
+    /// says: DEAD aborts (removed while its work was queued); ERRDAD fails when the failure
+    /// queues the work, and is no end of its own after a step.
+    #[test]
+    fn workqueue_states_end_an_address_as_the_table_says() {
+        let mut tracker = Tracker::default();
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        let aborted = tracker
+            .observe(&obs(5, Hook::WorkDone, IfaState::Dead, 0xc0, false))
+            .expect("ended");
+        assert_eq!(aborted.outcome, Outcome::Aborted);
+        let mut failing = Tracker::default();
+        failing.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        assert_eq!(
+            failing.observe(&obs(5, Hook::WorkDone, IfaState::ErrDad, 0xc8, false)),
+            None
+        );
+        let failed = failing
+            .observe(&obs(6, Hook::WorkQueued, IfaState::ErrDad, 0xc8, true))
+            .expect("failed");
+        assert_eq!(failed.outcome, Outcome::Failed);
+    }
 }

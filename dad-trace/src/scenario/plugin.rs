@@ -79,11 +79,14 @@ pub fn cni(plugin: Plugin, command: &str, cni_dir: &Path, config: &str, name: &s
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("run CNI plugin {binary}"))?;
-    child
-        .stdin
-        .take()
-        .context("plugin stdin")?
-        .write_all(config.as_bytes())?;
+    let written = child.stdin.take().context("plugin stdin")?.write_all(config.as_bytes());
+    // A plugin that exits without reading its configuration (a broken one) still says why
+    // in its output: the exit below reports it.
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e.into());
+    }
     let output = child.wait_with_output()?;
     let wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     if !output.status.success() {
