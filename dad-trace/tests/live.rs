@@ -398,7 +398,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", self.0]).status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", self.0]).output();
     }
 }
 

@@ -820,4 +820,39 @@ mod tests {
             .expect("failed");
         assert_eq!(failed.outcome, Outcome::Failed);
     }
+
+    /// A DAD step that could not take the RTNL lock re-arms itself without probing
+    /// (`addrconf_dad_work` retries a jiffy later): it is no probe; the step that spends
+    /// one is.
+    #[test]
+    fn a_step_that_spends_no_probe_is_not_the_first_probe() {
+        let mut tracker = Tracker::default();
+        let steps = [
+            probes(obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true), 0),
+            probes(obs(1, Hook::WorkDone, IfaState::Dad, 0xc0, true), 1),
+            probes(obs(200, Hook::WorkDone, IfaState::Dad, 0xc0, true), 1),
+            probes(obs(401, Hook::WorkDone, IfaState::Dad, 0xc0, true), 0),
+        ];
+        for step in &steps {
+            assert_eq!(tracker.observe(step), None);
+        }
+        let done = tracker
+            .observe(&obs(1402, Hook::WorkDone, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert_eq!((done.delay_ns(), done.probing_ns()), (Some(400 * MS), Some(1001 * MS)));
+    }
+
+    /// An address first seen at its end says whether it was optimistic, from that one look.
+    #[test]
+    fn an_unseen_end_says_whether_it_was_optimistic() {
+        let mut tracker = Tracker::attached_at(0);
+        let plain = tracker
+            .observe(&obs(10, Hook::DadCompleted, IfaState::PostDad, 0x80, false))
+            .expect("settled");
+        assert!(plain.partial && !plain.optimistic);
+        let mut optimistic = obs(20, Hook::DadCompleted, IfaState::PostDad, 0x84, false);
+        optimistic.ifa += 0x100;
+        let done = tracker.observe(&optimistic).expect("settled");
+        assert!(done.partial && done.optimistic);
+    }
 }
