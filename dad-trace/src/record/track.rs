@@ -855,4 +855,22 @@ mod tests {
         let done = tracker.observe(&optimistic).expect("settled");
         assert!(done.partial && done.optimistic);
     }
+
+    /// The end of a new address object in the memory of an in-flight one (freed unseen):
+    /// the old one is what ends, aborted when last seen; the new one's end, never seen
+    /// tentative, is no address of its own.
+    #[test]
+    fn an_end_in_reused_memory_aborts_the_old_address() {
+        let mut tracker = Tracker::attached_at(0);
+        tracker.observe(&obs(0, Hook::WorkQueued, IfaState::PreDad, 0xc0, true));
+        tracker.observe(&obs(5, Hook::WorkDone, IfaState::Dad, 0xc0, true));
+        let mut reused = obs(900, Hook::DadCompleted, IfaState::PostDad, 0x80, false);
+        reused.created = 8;
+        let ended = tracker.observe(&reused).expect("the old address ends");
+        assert_eq!(
+            (ended.outcome, ended.end_ns, ended.last.created),
+            (Outcome::Aborted, 5 * MS, 7)
+        );
+        assert_eq!(tracker.in_flight_len(), 0);
+    }
 }
