@@ -16,15 +16,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::{
-    Ebpf,
-    programs::RawTracePoint,
-    sys::{Stats, enable_stats},
-};
+use aya::{Ebpf, programs::RawTracePoint};
 use dad_trace::kernel::{Kernel, VMLINUX_BTF, loader, probes};
 
 use crate::{
-    bpf_stats::{Stat, bracket_median, new_programs, stat},
+    bpf_stats::{self, Measured, bracket_median},
     pty::{self, PingPong},
     stats::Spread,
 };
@@ -37,6 +33,12 @@ pub enum Variant {
     BtfTracepoint,
     RawFallback,
     Bpftrace,
+}
+
+impl Measured for Variant {
+    fn label(self) -> &'static str {
+        Variant::label(self)
+    }
 }
 
 impl Variant {
@@ -153,24 +155,8 @@ fn bpftrace_script(config: &dad_trace_common::Config) -> String {
     )
 }
 
-/// Program run time per event of one variant, over the windows.
-pub struct ProgramCost {
-    pub variant: Variant,
-    /// ns per program run (both tracepoints), median over windows.
-    pub ns_per_run: Spread,
-    /// Per-window ratio to the empty program in the same window.
-    pub ratio_to_empty: Spread,
-}
-
-/// Whole-path cost of one variant per `workqueue_queue_work` event: the median time between
-/// the bracketing programs with it between them, minus that with nothing between them in
-/// the same round, ns.
-pub struct PathCost {
-    pub variant: Variant,
-    pub added_ns: Spread,
-    /// Per round: this variant's added time over the empty program's.
-    pub ratio_to_empty: Spread,
-}
+pub type ProgramCost = bpf_stats::ProgramCost<Variant>;
+pub type PathCost = bpf_stats::PathCost<Variant>;
 
 pub struct KernelCost {
     pub windows: usize,
@@ -211,11 +197,11 @@ fn measure_pinned(windows: usize, window: Duration, rounds: usize, iterations: u
         rounds,
         iterations,
         bracketed_events: paths.events,
-        bracket_base_ns: paths.base,
+        bracket_base_ns: paths.costs.base,
         programs,
         events_per_trip,
-        noise: paths.noise,
-        paths: paths.costs,
+        noise: paths.costs.noise,
+        paths: paths.costs.costs,
     })
 }
 
@@ -225,42 +211,12 @@ fn program_costs(
     windows: usize,
     window: Duration,
 ) -> anyhow::Result<(Vec<ProgramCost>, f64)> {
-    let mut attached = Vec::new();
-    for variant in Variant::MEASURED {
-        let (handle, ids) = new_programs(|| hooks.attach(variant))?;
-        if ids.is_empty() {
-            bail!("{} loaded no program", variant.label());
-        }
-        attached.push((variant, handle, ids));
-    }
-    // Counting stays on while the fd is open and stops if this process dies.
-    let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let mut per_window: Vec<Vec<f64>> = vec![Vec::new(); attached.len()];
-    let (mut trips, mut empty_runs) = (0, 0);
-    for _ in 0..windows {
-        let before: Vec<Stat> = attached.iter().map(|(_, _, ids)| stat(ids)).collect();
-        let run = ping_pong.run_for(window)?;
-        trips += run.iterations;
-        for (index, (variant, _, ids)) in attached.iter().enumerate() {
-            let after = stat(ids);
-            let runs = after.runs - before[index].runs;
-            if *variant == Variant::Empty {
-                empty_runs += runs;
-            }
-            per_window[index].push((after.run_ns - before[index].run_ns) as f64 / runs.max(1) as f64);
-        }
-    }
-    let empty = per_window[0].clone();
-    let programs = attached
-        .iter()
-        .zip(&per_window)
-        .map(|((variant, _, _), values)| ProgramCost {
-            variant: *variant,
-            ns_per_run: Spread::of(values.iter().copied()),
-            ratio_to_empty: Spread::of(values.iter().zip(&empty).map(|(value, empty)| value / empty)),
-        })
-        .collect();
-    Ok((programs, empty_runs as f64 / trips.max(1) as f64))
+    bpf_stats::program_costs(
+        &Variant::MEASURED,
+        |variant| hooks.attach(variant),
+        windows,
+        || Ok(ping_pong.run_for(window)?.iterations),
+    )
 }
 
 /// Time from `bracket_open` to `bracket_close` per queue event, with `variant` attached
@@ -293,45 +249,16 @@ fn bracketed(hooks: &Hooks, ping_pong: &PingPong, variant: Variant, iterations: 
 }
 
 struct PathCosts {
-    noise: PathCost,
-    costs: Vec<PathCost>,
-    base: Spread,
+    costs: bpf_stats::PathCosts<Variant>,
     events: u64,
 }
 
 fn path_costs(hooks: &Hooks, ping_pong: &PingPong, rounds: usize, iterations: u64) -> anyhow::Result<PathCosts> {
-    // Each round: nothing, every variant, nothing again; the order of the variants rotates.
-    let (mut noise, mut base) = (Vec::new(), Vec::new());
-    let mut added: Vec<Vec<f64>> = vec![Vec::new(); Variant::MEASURED.len()];
     let mut fewest = u64::MAX;
-    for round in 0..rounds {
-        let mut timed = |variant| -> anyhow::Result<f64> {
-            let (median, events) = bracketed(hooks, ping_pong, variant, iterations)?;
-            fewest = fewest.min(events);
-            Ok(median)
-        };
-        let first = timed(Variant::Nothing)?;
-        for offset in 0..Variant::MEASURED.len() {
-            let index = (round + offset) % Variant::MEASURED.len();
-            added[index].push(timed(Variant::MEASURED[index])? - first);
-        }
-        noise.push(timed(Variant::Nothing)? - first);
-        base.push(first);
-    }
-    let empty = added[0].clone();
-    let cost = |variant, values: &[f64]| PathCost {
-        variant,
-        added_ns: Spread::of(values.iter().copied()),
-        ratio_to_empty: Spread::of(values.iter().zip(&empty).map(|(value, empty)| value / empty.max(1.0))),
-    };
-    Ok(PathCosts {
-        noise: cost(Variant::Nothing, &noise),
-        costs: Variant::MEASURED
-            .iter()
-            .zip(&added)
-            .map(|(variant, values)| cost(*variant, values))
-            .collect(),
-        base: Spread::of(base),
-        events: fewest,
-    })
+    let costs = bpf_stats::path_costs(Variant::Nothing, &Variant::MEASURED, rounds, |variant| {
+        let (median, events) = bracketed(hooks, ping_pong, variant, iterations)?;
+        fewest = fewest.min(events);
+        Ok(median)
+    })?;
+    Ok(PathCosts { costs, events: fewest })
 }

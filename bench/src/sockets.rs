@@ -16,15 +16,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::{
-    Ebpf,
-    programs::RawTracePoint,
-    sys::{Stats, enable_stats},
-};
+use aya::{Ebpf, programs::RawTracePoint};
 use dad_trace::kernel::{Kernel, VMLINUX_BTF, loader, sockets::SOCKET_HOOKS};
 
 use crate::{
-    bpf_stats::{Stat, bracket_median, new_programs, stat},
+    bpf_stats::{self, Measured, bracket_median},
     pty,
     stats::Spread,
 };
@@ -38,6 +34,12 @@ pub enum Variant {
     Empty,
     Btf,
     Raw,
+}
+
+impl Measured for Variant {
+    fn label(self) -> &'static str {
+        Variant::label(self)
+    }
 }
 
 impl Variant {
@@ -114,17 +116,8 @@ fn sockets_for(window: Duration) -> anyhow::Result<u64> {
     Ok(rounds)
 }
 
-pub struct ProgramCost {
-    pub variant: Variant,
-    pub ns_per_run: Spread,
-    pub ratio_to_empty: Spread,
-}
-
-pub struct PathCost {
-    pub variant: Variant,
-    pub added_ns: Spread,
-    pub ratio_to_empty: Spread,
-}
+pub type ProgramCost = bpf_stats::ProgramCost<Variant>;
+pub type PathCost = bpf_stats::PathCost<Variant>;
 
 pub struct SocketCost {
     pub windows: usize,
@@ -179,40 +172,12 @@ fn measure_pinned(windows: usize, window: Duration, rounds: usize, calls: u64) -
 }
 
 fn program_costs(setup: &Setup, windows: usize, window: Duration) -> anyhow::Result<(Vec<ProgramCost>, f64)> {
-    let mut attached = Vec::new();
-    for variant in Variant::MEASURED {
-        let (ebpf, ids) = new_programs(|| setup.attach(variant))?;
-        if ids.is_empty() {
-            bail!("{} loaded no program", variant.label());
-        }
-        attached.push((variant, ebpf, ids));
-    }
-    let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let mut per_window: Vec<Vec<f64>> = vec![Vec::new(); attached.len()];
-    let (mut rounds, mut empty_runs) = (0, 0);
-    for _ in 0..windows {
-        let before: Vec<Stat> = attached.iter().map(|(_, _, ids)| stat(ids)).collect();
-        rounds += sockets_for(window)?;
-        for (index, (variant, _, ids)) in attached.iter().enumerate() {
-            let after = stat(ids);
-            let runs = after.runs - before[index].runs;
-            if *variant == Variant::Empty {
-                empty_runs += runs;
-            }
-            per_window[index].push((after.run_ns - before[index].run_ns) as f64 / runs.max(1) as f64);
-        }
-    }
-    let empty = per_window[0].clone();
-    let programs = attached
-        .iter()
-        .zip(&per_window)
-        .map(|((variant, _, _), values)| ProgramCost {
-            variant: *variant,
-            ns_per_run: Spread::of(values.iter().copied()),
-            ratio_to_empty: Spread::of(values.iter().zip(&empty).map(|(value, empty)| value / empty)),
-        })
-        .collect();
-    Ok((programs, empty_runs as f64 / rounds.max(1) as f64))
+    bpf_stats::program_costs(
+        &Variant::MEASURED,
+        |variant| setup.attach(variant),
+        windows,
+        || sockets_for(window),
+    )
 }
 
 /// The median time from `bracket_open` to `bracket_close` per syscall exit, with `variant`
@@ -235,27 +200,8 @@ fn bracketed(setup: &Setup, variant: Variant, calls: u64) -> anyhow::Result<f64>
 }
 
 fn path_costs(setup: &Setup, rounds: usize, calls: u64) -> anyhow::Result<(Spread, PathCost, Vec<PathCost>)> {
-    let (mut noise, mut base) = (Vec::new(), Vec::new());
-    let mut added: Vec<Vec<f64>> = vec![Vec::new(); Variant::MEASURED.len()];
-    for round in 0..rounds {
-        let first = bracketed(setup, Variant::Nothing, calls)?;
-        for offset in 0..Variant::MEASURED.len() {
-            let index = (round + offset) % Variant::MEASURED.len();
-            added[index].push(bracketed(setup, Variant::MEASURED[index], calls)? - first);
-        }
-        noise.push(bracketed(setup, Variant::Nothing, calls)? - first);
-        base.push(first);
-    }
-    let empty = added[0].clone();
-    let cost = |variant, values: &[f64]| PathCost {
-        variant,
-        added_ns: Spread::of(values.iter().copied()),
-        ratio_to_empty: Spread::of(values.iter().zip(&empty).map(|(value, empty)| value / empty.max(1.0))),
-    };
-    let paths = Variant::MEASURED
-        .iter()
-        .zip(&added)
-        .map(|(variant, values)| cost(*variant, values))
-        .collect();
-    Ok((Spread::of(base), cost(Variant::Nothing, &noise), paths))
+    let costs = bpf_stats::path_costs(Variant::Nothing, &Variant::MEASURED, rounds, |variant| {
+        bracketed(setup, variant, calls)
+    })?;
+    Ok((costs.base, costs.noise, costs.costs))
 }
