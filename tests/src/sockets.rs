@@ -116,42 +116,43 @@ fn bind_raw(fd: i32, addr: SocketAddrV6) -> io::Result<()> {
     }
 }
 
+/// Calls `call` until it works, at most `tries` times, `pause` apart (none: at once) and
+/// not past `deadline`, counting its `EADDRNOTAVAIL` failures; any other error ends it.
+fn count_failures(
+    tries: u64,
+    pause: Duration,
+    deadline: Instant,
+    mut call: impl FnMut() -> io::Result<()>,
+) -> io::Result<Seen> {
+    let mut seen = Seen::default();
+    for _ in 0..tries {
+        match call() {
+            Ok(()) => {
+                return Ok(Seen {
+                    succeeded: true,
+                    ..seen
+                });
+            }
+            Err(e) if is_unavailable(&e) => seen.failures += 1,
+            Err(e) => return Err(e),
+        }
+        if !pause.is_zero() && !retry(deadline, pause) {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
 /// Runs `attempt` against the pod's address, in this thread's namespace.
 fn run(attempt: Attempt) -> io::Result<Seen> {
     let addr: Ipv6Addr = POD_ADDR.parse().expect("literal");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Seen::default();
+    let local = SocketAddrV6::new(addr, 0, 0, 0);
     match attempt {
-        Attempt::Bind { pause } => loop {
-            match UdpSocket::bind(SocketAddrV6::new(addr, 0, 0, 0)) {
-                Ok(_) => {
-                    return Ok(Seen {
-                        succeeded: true,
-                        ..seen
-                    });
-                }
-                Err(e) if is_unavailable(&e) => seen.failures += 1,
-                Err(e) => return Err(e),
-            }
-            if !retry(deadline, pause) {
-                return Ok(seen);
-            }
-        },
+        Attempt::Bind { pause } => count_failures(u64::MAX, pause, deadline, || UdpSocket::bind(local).map(drop)),
         Attempt::SpinBind { tries } => {
             let socket = new_udp()?;
-            for _ in 0..tries {
-                match bind_raw(socket.as_raw_fd(), SocketAddrV6::new(addr, 0, 0, 0)) {
-                    Ok(()) => {
-                        return Ok(Seen {
-                            succeeded: true,
-                            ..seen
-                        });
-                    }
-                    Err(e) if is_unavailable(&e) => seen.failures += 1,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(seen)
+            count_failures(tries, Duration::ZERO, deadline, || bind_raw(socket.as_raw_fd(), local))
         }
         Attempt::FreeBind => {
             let socket = new_udp()?;
@@ -169,7 +170,7 @@ fn run(attempt: Attempt) -> io::Result<Seen> {
             if rc != 0 {
                 return Err(io::Error::last_os_error());
             }
-            bind_raw(socket.as_raw_fd(), SocketAddrV6::new(addr, 0, 0, 0))?;
+            bind_raw(socket.as_raw_fd(), local)?;
             Ok(Seen {
                 failures: 0,
                 succeeded: true,
@@ -177,23 +178,8 @@ fn run(attempt: Attempt) -> io::Result<Seen> {
         }
         Attempt::OddInputs => odd_inputs(addr),
         Attempt::Connect { pause } => {
-            let neighbour: Ipv6Addr = "fd00:5d::99".parse().expect("literal");
-            loop {
-                let socket = new_udp()?;
-                match socket.connect(SocketAddrV6::new(neighbour, 53, 0, 0)) {
-                    Ok(()) => {
-                        return Ok(Seen {
-                            succeeded: true,
-                            ..seen
-                        });
-                    }
-                    Err(e) if is_unavailable(&e) => seen.failures += 1,
-                    Err(e) => return Err(e),
-                }
-                if !retry(deadline, pause) {
-                    return Ok(seen);
-                }
-            }
+            let neighbour = SocketAddrV6::new("fd00:5d::99".parse().expect("literal"), 53, 0, 0);
+            count_failures(u64::MAX, pause, deadline, || new_udp()?.connect(neighbour))
         }
     }
 }
