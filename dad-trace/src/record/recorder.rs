@@ -250,6 +250,7 @@ pub struct Recorder<E, O> {
     /// In flight this long, an address is stuck; those said so, by kernel address.
     stuck_ns: u64,
     said_stuck: HashSet<u64>,
+    socket_keys_forgotten: u64,
     /// The socket errors as the session keeps them, named at first sight.
     socket_errors: std::collections::BTreeMap<sockets::Key, SocketError>,
 }
@@ -270,6 +271,7 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             sockets: SocketErrors::default(),
             stuck_ns: u64::MAX,
             said_stuck: HashSet::new(),
+            socket_keys_forgotten: 0,
             socket_errors: std::collections::BTreeMap::new(),
         }
     }
@@ -488,7 +490,12 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
                 end_ns: None,
             })
             .collect();
-        for change in self.sockets.update(read, &in_flight, now_ns) {
+        let changes = self.sockets.update(read, &in_flight, now_ns);
+        for key in self.sockets.take_forgotten() {
+            self.socket_errors.remove(&key);
+            self.socket_keys_forgotten += 1;
+        }
+        for change in changes {
             let Some(tally) = self.sockets.get(&change.key) else {
                 continue;
             };
@@ -504,6 +511,12 @@ impl<E: Enrich, O: Output> Recorder<E, O> {
             set_cause(error, tally.cause);
             self.output.socket_error(error, change.new, change.added);
         }
+    }
+
+    /// Socket error keys forgotten to stay within the bound (see `record::sockets`).
+    #[must_use]
+    pub fn socket_keys_forgotten(&self) -> u64 {
+        self.socket_keys_forgotten
     }
 
     /// An interval of the live view ended at `now_ns` (monotonic).

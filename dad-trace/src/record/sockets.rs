@@ -79,14 +79,62 @@ pub struct Change {
 /// userspace after the count (both travel a second at most).
 const REMATCH_NS: u64 = 5_000_000_000;
 
-#[derive(Default)]
+/// Keys kept at most: twice what the kernel's map holds, so there is always room to forget
+/// a key the kernel has forgotten too (an agent runs for months; processes come and go).
+pub const KEPT_MAX: usize = 2 * dad_trace_common::sockets::SOCKET_ERRORS_MAX as usize;
+
 pub struct SocketErrors {
     tallies: BTreeMap<Key, Tally>,
     /// Tentative periods that ended, kept for failures read after them; oldest first.
     ended: VecDeque<Window>,
+    bound: usize,
+    /// Keys forgotten to stay within `bound`, not yet taken by [`SocketErrors::take_forgotten`].
+    forgotten: Vec<Key>,
+}
+
+impl Default for SocketErrors {
+    fn default() -> Self {
+        Self::with_bound(KEPT_MAX)
+    }
 }
 
 impl SocketErrors {
+    /// Keeps at most `bound` keys: past it, those the kernel no longer counts (absent from
+    /// the last read) go, the least recently failing first.
+    #[must_use]
+    pub fn with_bound(bound: usize) -> Self {
+        Self {
+            tallies: BTreeMap::new(),
+            ended: VecDeque::new(),
+            bound,
+            forgotten: Vec::new(),
+        }
+    }
+
+    /// The keys forgotten since the last call.
+    pub fn take_forgotten(&mut self) -> Vec<Key> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    /// Forgets keys past the bound among those `read` did not name, least recent first.
+    fn forget_past_bound(&mut self, read: &std::collections::HashSet<Key>) {
+        let excess = self.tallies.len().saturating_sub(self.bound);
+        if excess == 0 {
+            return;
+        }
+        let mut idle: Vec<(u64, Key)> = self
+            .tallies
+            .iter()
+            .filter(|(key, _)| !read.contains(*key))
+            .map(|(key, tally)| (tally.last_ns, *key))
+            .collect();
+        idle.sort_unstable();
+        for (_, key) in idle.into_iter().take(excess) {
+            self.tallies.remove(&key);
+            self.forgotten.push(key);
+        }
+    }
+
     /// An address stopped being tentative.
     pub fn ended(&mut self, window: Window) {
         self.ended.push_back(window);
@@ -107,6 +155,7 @@ impl SocketErrors {
     /// `now_ns`: the keys new or grown since the last read, in key order.
     pub fn update(&mut self, read: Vec<SocketFailure>, in_flight: &[Window], now_ns: u64) -> Vec<Change> {
         let windows: Vec<Window> = in_flight.iter().chain(&self.ended).copied().collect();
+        let named: std::collections::HashSet<Key> = read.iter().map(key_of).collect();
         let mut changes = Vec::new();
         for failure in read {
             let key = key_of(&failure);
@@ -130,6 +179,7 @@ impl SocketErrors {
                 tally.cause = cause(&windows, &tally.first);
             }
         }
+        self.forget_past_bound(&named);
         changes.sort_by_key(|change| change.key);
         changes
     }
@@ -354,5 +404,29 @@ mod tests {
             None,
             "its period was forgotten"
         );
+    }
+
+    /// A long-lived agent keeps a bounded number of keys: past the bound, keys the kernel no
+    /// longer counts go, least recently failing first; keys it still counts stay.
+    #[test]
+    fn keys_past_the_bound_are_forgotten_least_recent_first() {
+        let mut errors = SocketErrors::with_bound(2);
+        let at = |pid, last_ms| SocketFailure {
+            pid,
+            last_ns: last_ms * MS,
+            ..failure(Syscall::Bind, Some("fd00::1"), 1, 100)
+        };
+        errors.update(vec![at(1, 300), at(2, 200), at(3, 400)], &[], 500 * MS);
+        assert_eq!(errors.tallies().count(), 3, "all three are in the kernel's read");
+        assert!(errors.take_forgotten().is_empty());
+        // pid 1 and 2 left the kernel's map; 3 is still there, with a new key 4.
+        errors.update(vec![at(3, 400), at(4, 450)], &[], 1_500 * MS);
+        let kept: Vec<u32> = errors.tallies().map(|(key, _)| key.1).collect();
+        assert_eq!(kept, [3, 4], "the kernel's keys stay, the idle ones go");
+        assert_eq!(
+            errors.take_forgotten().iter().map(|key| key.1).collect::<Vec<_>>(),
+            [2, 1]
+        );
+        assert!(errors.take_forgotten().is_empty(), "taken once");
     }
 }

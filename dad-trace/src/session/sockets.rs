@@ -65,6 +65,10 @@ pub struct SocketTracing {
     /// for: not in `socket_errors`.
     pub unreadable: u64,
     pub lost: u64,
+    /// Keys dad-trace stopped keeping (past 8,192 at once, the least recently failing that
+    /// the kernel no longer counted): their entries are not in `socket_errors`.
+    #[serde(default)]
+    pub forgotten: u64,
 }
 
 #[cfg(test)]

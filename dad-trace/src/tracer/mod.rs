@@ -27,7 +27,7 @@ use crate::{
         enrich::{Enricher, cri::SocketChoice},
         recorder::Recorder,
     },
-    session::Session,
+    session::{Session, SocketTracing},
 };
 
 pub mod signals;
@@ -282,7 +282,7 @@ impl Drained {
             opts,
             ..
         } = started;
-        let mut session = tokio::task::block_in_place(|| {
+        let (mut session, forgotten) = tokio::task::block_in_place(|| {
             let mut recorder = recorder;
             // bcc's count means exactly that many intervals: no partial one after the last.
             let counted_out = opts
@@ -292,9 +292,12 @@ impl Drained {
             // The last counts: failures since the last sweep count too.
             recorder.socket_counts(programs.socket_failures(), monotonic_ns());
             recorder.close_live(monotonic_ns(), !counted_out);
-            recorder.into_session(programs.lost(), monotonic_ns())
+            let forgotten = recorder.socket_keys_forgotten();
+            (recorder.into_session(programs.lost(), monotonic_ns()), forgotten)
         });
-        session.sockets = programs.socket_tracing();
+        session.sockets = programs
+            .socket_tracing()
+            .map(|tracing| SocketTracing { forgotten, ..tracing });
         session.sysctls_end = sysctl::snapshot();
         programs.count_cni_losses(&mut session);
         drop(programs);

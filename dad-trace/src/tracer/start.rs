@@ -141,6 +141,7 @@ impl Programs {
             other_family: counts.stat(SocketStat::OtherFamily),
             unreadable: counts.stat(SocketStat::Unreadable),
             lost: counts.stat(SocketStat::Lost),
+            forgotten: 0,
         })
     }
 
