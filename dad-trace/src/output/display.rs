@@ -169,12 +169,7 @@ pub fn call_line_in(traced: &TracedCall, zone: FixedOffset) -> String {
 #[must_use]
 pub fn socket_line_in(error: &SocketError, zone: FixedOffset) -> String {
     let width = time_width(zone);
-    let label = AddressEvent::label_of(
-        error.host_netns,
-        error.pod.as_ref(),
-        error.netns_name.as_deref(),
-        error.netns_inode,
-    );
+    let label = error.label();
     let cause = if error.during_dad() {
         "during DAD"
     } else {

@@ -176,12 +176,7 @@ impl Live {
             }
             LiveFormat::Text => {}
             LiveFormat::Jsonl => self.json(&Record::SocketError {
-                label: AddressEvent::label_of(
-                    error.host_netns,
-                    error.pod.as_ref(),
-                    error.netns_name.as_deref(),
-                    error.netns_inode,
-                ),
+                label: error.label(),
                 error,
             }),
         }

@@ -295,14 +295,7 @@ impl Metrics {
         let mut labels = if error.host_netns {
             vec![(NAMESPACE_LABEL.to_string(), HOST_LABEL.to_string())]
         } else {
-            let label = || {
-                AddressEvent::label_of(
-                    false,
-                    error.pod.as_ref(),
-                    error.netns_name.as_deref(),
-                    error.netns_inode,
-                )
-            };
+            let label = || error.label();
             self.pod_labels(error.pod.as_ref(), label)
         };
         labels.push(("syscall".to_string(), error.syscall.clone()));

@@ -6,11 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use crate::{
-    hist::human,
-    session::{AddressEvent, SocketError},
-    text::terminal,
-};
+use crate::{hist::human, session::SocketError, text::terminal};
 
 /// Pods listed per session, most failures first.
 const LISTED: usize = 10;
@@ -56,12 +52,7 @@ pub struct SocketSummary {
 pub fn summarize(errors: &[SocketError], traced: bool) -> SocketSummary {
     let mut pods: BTreeMap<String, PodSocketErrors> = BTreeMap::new();
     for error in errors {
-        let label = AddressEvent::label_of(
-            error.host_netns,
-            error.pod.as_ref(),
-            error.netns_name.as_deref(),
-            error.netns_inode,
-        );
+        let label = error.label();
         let pod = pods.entry(label.clone()).or_insert_with(|| PodSocketErrors {
             pod: label,
             ..PodSocketErrors::default()

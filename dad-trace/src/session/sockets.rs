@@ -46,6 +46,17 @@ pub struct SocketError {
 }
 
 impl SocketError {
+    /// Its pod (or namespace), as addresses are labelled.
+    #[must_use]
+    pub fn label(&self) -> String {
+        super::AddressEvent::label_of(
+            self.host_netns,
+            self.pod.as_ref(),
+            self.netns_name.as_deref(),
+            self.netns_inode,
+        )
+    }
+
     /// Whether a tentative address caused it.
     #[must_use]
     pub fn during_dad(&self) -> bool {
@@ -76,6 +87,9 @@ mod tests {
     #[test]
     fn an_error_is_dad_s_doing_when_a_tentative_address_explains_it() {
         let mut error = crate::report::socket_errors::tests::error("ns-a", "bind", 1, Some(3));
+        assert_eq!(error.label(), "ns-a");
+        error.host_netns = true;
+        assert_eq!(error.label(), "host");
         assert!(error.during_dad());
         error.tentative_for_ns = None;
         assert!(!error.during_dad());
