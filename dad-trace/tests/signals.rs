@@ -28,7 +28,8 @@ fn remove_leftover_pods(prefix: &str) {
 fn interrupted_recording_saves(signal_kind: Signal, prefix: &str, after: Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("session.json");
-    // Not waited on until it traces: the signal may come before.
+    // Not waited on until it traces: the signal may come before. Only until its `main` runs:
+    // no process can handle a signal before then.
     let recording = Running::spawn(
         dad_trace()
             .args([
@@ -42,6 +43,7 @@ fn interrupted_recording_saves(signal_kind: Signal, prefix: &str, after: Duratio
             .args(["--synthetic-pods", "3", "-o"])
             .arg(&path),
     );
+    recording.until_handling_stop_signals();
     std::thread::sleep(after);
     // The pods' namespaces as they are when the signal goes: other tests' pods have the same
     // addresses (fd00:dad::N), so the session's pods are found by namespace inode.

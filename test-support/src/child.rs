@@ -108,6 +108,36 @@ impl Running {
         }
     }
 
+    /// Waits until the child holds or handles both SIGINT and SIGTERM (from the first line of
+    /// its `main`): before that, as for any process, their default action ends it. Fails the
+    /// test when it ends first or takes longer than two minutes.
+    pub fn until_handling_stop_signals(&self) {
+        let stops = (1_u64 << (Signal::SIGINT as u32 - 1)) | (1_u64 << (Signal::SIGTERM as u32 - 1));
+        let status = format!("/proc/{}/status", self.child().id());
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&status).unwrap_or_else(|e| panic!("read {status}: {e}"));
+            let mask = |field: &str| {
+                text.lines()
+                    .find_map(|line| line.strip_prefix(field))
+                    .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                    .unwrap_or_else(|| panic!("no {field} in {status}"))
+            };
+            if (mask("SigBlk:") | mask("SigCgt:")) & stops == stops {
+                return;
+            }
+            assert!(
+                !text.lines().any(|line| line.starts_with("State:\tZ")),
+                "the child ended before it held SIGINT and SIGTERM"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the child did not hold or handle SIGINT and SIGTERM within {ATTACH_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn child(&self) -> &Child {
         self.child.as_ref().expect("running until finished")
     }
