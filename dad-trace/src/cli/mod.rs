@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{
     files::write_atomically,
     kernel::{BackendChoice, VMLINUX_BTF},
-    output::filter::Filter,
+    output::{filter::Filter, otlp},
     record::enrich::cri::SocketChoice,
     tracer::RecordOptions,
 };
@@ -205,6 +205,14 @@ pub struct TraceArgs {
     /// Do not follow CNI plugin calls (pod start): DAD only.
     #[arg(long)]
     no_cni: bool,
+    /// Send pod start as OpenTelemetry traces (OTLP/HTTP, protobuf) to this collector
+    /// (`/v1/traces` is added unless the URL ends with it). Without it, the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` and other `OTEL_*` variables are read.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Trust this CA (PEM certificates) for an https collector, besides the system's roots.
+    #[arg(long, value_name = "FILE")]
+    otlp_ca_file: Option<PathBuf>,
 }
 
 fn parse_glob(text: &str) -> Result<glob::Pattern, String> {
@@ -244,6 +252,13 @@ impl TraceArgs {
                 ifname: self.ifname.clone(),
             },
             facts_helper: std::env::current_exe().ok(),
+            otlp: otlp::config::resolve(
+                &otlp::OtlpFlags {
+                    endpoint: self.otlp_endpoint.clone(),
+                    ca_file: self.otlp_ca_file.clone(),
+                },
+                &|name| std::env::var(name).ok(),
+            )?,
             ..RecordOptions::default()
         })
     }

@@ -12,12 +12,15 @@ use super::events::DecodeError;
 
 /// The largest value kept of each variable; a longer one is dropped (a truncated netns path or
 /// container id would name something else).
-const BOUNDS: [(&str, usize); 5] = [
+const BOUNDS: [(&str, usize); 7] = [
     ("CNI_COMMAND", 16),
     ("CNI_CONTAINERID", 256),
     ("CNI_NETNS", 4096),
     ("CNI_IFNAME", 16),
     ("CNI_ARGS", 4096),
+    // The W3C trace context libcni passes on (a version-00 traceparent is 55 bytes).
+    ("TRACEPARENT", 128),
+    ("TRACESTATE", 512),
 ];
 
 /// The CNI variables of one exec, as the runtime (or whoever ran the plugin) set them.
@@ -29,6 +32,9 @@ pub struct CniEnv {
     pub ifname: Option<String>,
     /// `CNI_ARGS`: `K=V;K=V`, where runtimes put `K8S_POD_NAMESPACE`, `K8S_POD_NAME`, ...
     pub args: Option<String>,
+    /// The caller's trace context, unchecked (see `session::trace_context`).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     /// Variables present but longer than dad-trace keeps (and so left out).
     pub oversized: Vec<&'static str>,
 }
@@ -58,6 +64,8 @@ impl CniEnv {
                 "CNI_CONTAINERID" => &mut parsed.container_id,
                 "CNI_NETNS" => &mut parsed.netns,
                 "CNI_IFNAME" => &mut parsed.ifname,
+                "TRACEPARENT" => &mut parsed.traceparent,
+                "TRACESTATE" => &mut parsed.tracestate,
                 _ => &mut parsed.args,
             };
             if slot.is_some() || parsed.oversized.contains(&name) {

@@ -192,6 +192,8 @@ mod tests {
                 exit_status: None,
                 exit_signal: None,
                 env_truncated: false,
+                trace_parent: None,
+                trace_state: None,
                 delegates: Vec::new(),
             },
             netns_inode: Some(4_026_532_400),

@@ -70,6 +70,8 @@ pub struct Metrics {
     addresses: Family<Labels, Counter>,
     socket_errors: Family<Labels, Counter>,
     lost: Counter,
+    otlp_exported: Counter,
+    otlp_dropped: Counter,
     in_flight: Gauge,
     oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     stuck: Gauge,
@@ -164,6 +166,18 @@ impl Metrics {
             "Kernel events dropped because the ring buffer was full",
             lost.clone(),
         );
+        let otlp_exported = Counter::default();
+        registry.register(
+            "otlp_spans_exported",
+            "Spans a collector accepted (--otlp-endpoint)",
+            otlp_exported.clone(),
+        );
+        let otlp_dropped = Counter::default();
+        registry.register(
+            "otlp_spans_dropped",
+            "Spans given up: the queue was full, the collector refused them or did not answer in time",
+            otlp_dropped.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_addresses",
@@ -209,6 +223,8 @@ impl Metrics {
             addresses,
             socket_errors,
             lost,
+            otlp_exported,
+            otlp_dropped,
             in_flight,
             oldest,
             stuck,
@@ -371,6 +387,17 @@ impl Metrics {
         }
     }
 
+    /// Brings the OTLP counters up to the exporter's running totals.
+    pub fn set_otlp(&self, stats: &crate::output::otlp::export::ExportStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (counter, total) in [(&self.otlp_exported, stats.exported.load(Relaxed)), (&self.otlp_dropped, stats.dropped.load(Relaxed))] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+    }
+
     pub fn set_in_flight(&self, count: usize) {
         self.in_flight.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
@@ -488,6 +515,8 @@ mod tests {
                 exit_status: Some(exit_status),
                 exit_signal: None,
                 env_truncated: false,
+                trace_parent: None,
+                trace_state: None,
                 delegates: Vec::new(),
             },
             netns_inode: Some(pod_event.netns_inode),

@@ -8,6 +8,7 @@ pub mod display;
 pub mod filter;
 pub mod live;
 pub mod metrics;
+pub mod otlp;
 mod pod_wait;
 pub mod serve;
 pub mod sinks;

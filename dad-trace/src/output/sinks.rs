@@ -6,7 +6,7 @@ use std::{collections::HashSet, net::Ipv6Addr, sync::Arc};
 use chrono::{DateTime, Utc};
 
 pub use super::display::{call_line, event_line};
-use super::{filter::Filter, live::Live, metrics::Metrics};
+use super::{filter::Filter, live::Live, metrics::Metrics, otlp::Otlp};
 use crate::{
     kernel::events::NetnsId,
     node::synthetic::SyntheticPod,
@@ -23,6 +23,8 @@ pub struct Sinks {
     filter: Filter,
     live: Option<Live>,
     metrics: Option<Arc<Metrics>>,
+    /// Spans for a collector; gone once the recording closed (its queue then drains).
+    otlp: Option<Otlp>,
     progress: Option<SyntheticProgress>,
     kept: Option<Vec<AddressEvent>>,
     kept_calls: Option<Vec<TracedCall>>,
@@ -61,6 +63,13 @@ impl Sinks {
     #[must_use]
     pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Sends what it sees as spans.
+    #[must_use]
+    pub fn with_otlp(mut self, otlp: Option<Otlp>) -> Self {
+        self.otlp = otlp;
         self
     }
 
@@ -125,6 +134,9 @@ impl Output for Sinks {
         if let Some(live) = self.live.as_mut() {
             live.address(&event);
         }
+        if let Some(otlp) = self.otlp.as_mut() {
+            otlp.address(&event);
+        }
         if let Some(kept) = self.kept.as_mut() {
             kept.push(event);
         }
@@ -143,6 +155,9 @@ impl Output for Sinks {
         if let Some(live) = self.live.as_mut() {
             live.call(&traced);
         }
+        if let Some(otlp) = self.otlp.as_mut() {
+            otlp.call(&traced);
+        }
         if let Some(kept) = self.kept_calls.as_mut() {
             kept.push(traced);
         }
@@ -156,6 +171,9 @@ impl Output for Sinks {
         }
         if let Some(live) = self.live.as_mut() {
             live.socket_error(error, new);
+        }
+        if let Some(otlp) = self.otlp.as_mut() {
+            otlp.socket_error(error);
         }
     }
 
@@ -173,7 +191,13 @@ impl Output for Sinks {
     /// Pods with no address in flight (`busy` holds the namespaces that have one) and none
     /// finished since the last sweep are done; the gauges are set.
     fn sweep(&mut self, sweep: &Sweep) {
+        if let Some(otlp) = self.otlp.as_mut() {
+            otlp.sweep(Utc::now());
+        }
         if let Some(metrics) = &self.metrics {
+            if let Some(otlp) = &self.otlp {
+                metrics.set_otlp(otlp.stats());
+            }
             metrics.set_lost(sweep.lost_events);
             metrics.set_in_flight(sweep.in_flight);
             metrics.set_stuck(sweep.oldest_ns, sweep.stuck);
@@ -195,6 +219,9 @@ impl Output for Sinks {
     fn close(&mut self, now: DateTime<Utc>, last_interval: bool) {
         if let Some(live) = self.live.as_mut() {
             live.close(now, last_interval);
+        }
+        if let Some(mut otlp) = self.otlp.take() {
+            otlp.close();
         }
     }
 

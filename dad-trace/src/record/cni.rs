@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use super::clock::Clock;
 use crate::{
     kernel::procs::{Exec, Exit, ProcEvent},
-    session::{AddressEvent, CniCall, Pod},
+    session::{
+        AddressEvent, CniCall, Pod,
+        trace_context::{self, TraceParent},
+    },
 };
 
 /// Processes followed at once; past it the oldest is given up (its exit, if it comes, is
@@ -127,6 +130,8 @@ impl CallTracker {
             exit_status: None,
             exit_signal: None,
             env_truncated: exec.env_truncated,
+            trace_parent: exec.env.traceparent.as_deref().and_then(TraceParent::parse),
+            trace_state: exec.env.tracestate.as_deref().and_then(trace_context::trace_state),
             delegates: Vec::new(),
         };
         if let Some(open) = self.open.get_mut(&exec.tgid) {

@@ -254,6 +254,8 @@ mod tests {
                 exit_status: Some(0),
                 exit_signal: None,
                 env_truncated: false,
+                trace_parent: None,
+                trace_state: None,
                 delegates: Vec::new(),
             },
             netns_inode: inode,

@@ -320,6 +320,8 @@ pub(crate) mod tests {
                 exit_status: Some(0),
                 exit_signal: None,
                 env_truncated: false,
+                trace_parent: None,
+                trace_state: None,
                 delegates: Vec::new(),
             }],
             settings: None,

@@ -20,6 +20,7 @@ pub mod file;
 pub mod pods;
 pub mod settings;
 pub mod sockets;
+pub mod trace_context;
 
 /// Marks a JSON document as a dad-trace session.
 pub const FORMAT: &str = "dad-trace-session";

@@ -32,6 +32,11 @@ pub struct CniCall {
     /// The environment was longer than dad-trace copies: variables past 16 KiB are unseen.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub env_truncated: bool,
+    /// The W3C trace context the caller passed (`TRACEPARENT`, `TRACESTATE`), when valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<super::trace_context::TraceParent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_state: Option<String>,
     /// Plugins this one ran (IPAM such as host-local, or tools), and theirs: a flat list in
     /// start order, the tree by `ppid`. Always empty on a delegate itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

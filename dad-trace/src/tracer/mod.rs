@@ -12,6 +12,7 @@
 //!    go (their removal is not traced as aborts); the file saved last.
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use tokio::sync::{Notify, mpsc};
 
 use self::{
@@ -21,7 +22,11 @@ use self::{
 use crate::{
     kernel::{BackendChoice, VMLINUX_BTF, loader::Reading},
     node::{synthetic::SyntheticPod, sysctl},
-    output::{LiveView, ServeOptions, filter, live, sinks::Sinks},
+    output::{
+        LiveView, ServeOptions, filter, live,
+        otlp::{self, export::Finisher},
+        sinks::Sinks,
+    },
     record::{
         clock::{monotonic_ns, peak_rss_kib},
         enrich::{Enricher, cri::SocketChoice},
@@ -71,6 +76,8 @@ pub struct RecordOptions {
     /// Follow CNI plugin calls (execs under these directories, beside the defaults).
     pub cni: bool,
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Send spans to a collector.
+    pub otlp: Option<otlp::OtlpConfig>,
 }
 
 impl Default for RecordOptions {
@@ -98,6 +105,7 @@ impl Default for RecordOptions {
             facts_helper: None,
             cni: true,
             cni_bin_dirs: Vec::new(),
+            otlp: None,
         }
     }
 }
@@ -114,7 +122,7 @@ impl RecordOptions {
 pub async fn record(opts: RecordOptions) -> anyhow::Result<Session> {
     // On the heap: a recording's state is large, and callers keep this future in theirs.
     let started = Box::pin(Started::start(opts)).await?;
-    Box::pin(started.follow()).await.drain().await.close()
+    Box::pin(started.follow()).await.drain().await.close().await
 }
 
 /// A recording attached, its outputs and enricher ready. Fields drop in declaration order:
@@ -125,6 +133,8 @@ pub struct Started {
     recorder: Recorder<Enricher, Sinks>,
     runtime: Option<Runtime>,
     _server: Option<Server>,
+    /// Sends the last spans once the recording closed.
+    otlp: Option<Finisher>,
     pods: Vec<SyntheticPod>,
     /// A signal came while the synthetic pods were created: nothing to follow.
     interrupted: bool,
@@ -157,9 +167,17 @@ impl Started {
             Some(count) => start::synthetic_pods(count, &opts.synthetic_prefix, &mut signals).await?,
             None => (Vec::new(), false),
         };
+        let (spans, otlp) = match &opts.otlp {
+            Some(config) => {
+                let (spans, finisher) = otlp::Otlp::start(config).context("--otlp-endpoint")?;
+                (Some(spans), Some(finisher))
+            }
+            None => (None, None),
+        };
         let mut sinks = Sinks::new(opts.keep_events)
             .with_filter(opts.filter.clone())
             .with_metrics(metrics)
+            .with_otlp(spans)
             .with_progress(&pods);
         if opts.shows_live() {
             let options = live::LiveOptions {
@@ -179,6 +197,7 @@ impl Started {
             recorder,
             runtime,
             _server: server,
+            otlp,
             pods,
             interrupted,
             signals,
@@ -273,13 +292,14 @@ impl Followed {
 impl Drained {
     /// Stage 4: the session, with what the kernel could not record; the programs go before
     /// the synthetic pods; the file is saved last.
-    pub fn close(self) -> anyhow::Result<Session> {
+    pub async fn close(self) -> anyhow::Result<Session> {
         let Followed { started, failure } = self.0;
         let Started {
             programs,
             recorder,
             pods,
             opts,
+            otlp,
             ..
         } = started;
         let (mut session, forgotten) = tokio::task::block_in_place(|| {
@@ -305,6 +325,11 @@ impl Drained {
         if let Some(path) = &opts.output {
             session.save(path)?;
             eprintln!("Session saved to {}", path.display());
+        }
+        // After the file: a collector that does not answer delays the exit, never the session.
+        if let (Some(finisher), Some(config)) = (otlp, &opts.otlp) {
+            let stats = finisher.finish(otlp::FINISH_DEADLINE).await;
+            eprintln!("{}", otlp::report(&stats, &config.url));
         }
         log::debug!("peak resident memory: {} KiB", peak_rss_kib());
         failure.map_or(Ok(session), Err)
