@@ -390,7 +390,10 @@ impl Metrics {
     /// Brings the OTLP counters up to the exporter's running totals.
     pub fn set_otlp(&self, stats: &crate::output::otlp::export::ExportStats) {
         use std::sync::atomic::Ordering::Relaxed;
-        for (counter, total) in [(&self.otlp_exported, stats.exported.load(Relaxed)), (&self.otlp_dropped, stats.dropped.load(Relaxed))] {
+        for (counter, total) in [
+            (&self.otlp_exported, stats.exported.load(Relaxed)),
+            (&self.otlp_dropped, stats.dropped.load(Relaxed)),
+        ] {
             let seen = counter.get();
             if total > seen {
                 counter.inc_by(total - seen);

@@ -99,7 +99,8 @@ impl Serialize for TraceParent {
 impl<'de> Deserialize<'de> for TraceParent {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Self::parse(&text).ok_or_else(|| serde::de::Error::custom("not a W3C traceparent (00-<trace id>-<span id>-<flags>)"))
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom("not a W3C traceparent (00-<trace id>-<span id>-<flags>)"))
     }
 }
 
@@ -107,9 +108,8 @@ impl<'de> Deserialize<'de> for TraceParent {
 /// spec's character set), else none.
 #[must_use]
 pub fn trace_state(text: &str) -> Option<String> {
-    let fits = !text.is_empty()
-        && text.len() <= TRACE_STATE_MAX
-        && text.bytes().all(|byte| (b' '..=b'~').contains(&byte));
+    let fits =
+        !text.is_empty() && text.len() <= TRACE_STATE_MAX && text.bytes().all(|byte| (b' '..=b'~').contains(&byte));
     fits.then(|| text.to_owned())
 }
 
@@ -167,7 +167,10 @@ mod tests {
         for edge in [b'/', b':', b'`', b'g'] {
             assert_eq!(nibble(edge), None, "{}", char::from(edge));
         }
-        assert_eq!((nibble(b'0'), nibble(b'9'), nibble(b'a'), nibble(b'f')), (Some(0), Some(9), Some(10), Some(15)));
+        assert_eq!(
+            (nibble(b'0'), nibble(b'9'), nibble(b'a'), nibble(b'f')),
+            (Some(0), Some(9), Some(10), Some(15))
+        );
     }
 
     #[test]
@@ -189,7 +192,10 @@ mod tests {
         assert_eq!(trace_state("a=\u{1b}[2J"), None);
         assert_eq!(trace_state("a=\u{7f}"), None);
         assert_eq!(trace_state("a=\u{1f}"), None);
-        assert_eq!(trace_state(&"x".repeat(TRACE_STATE_MAX)).map(|s| s.len()), Some(TRACE_STATE_MAX));
+        assert_eq!(
+            trace_state(&"x".repeat(TRACE_STATE_MAX)).map(|s| s.len()),
+            Some(TRACE_STATE_MAX)
+        );
         assert_eq!(trace_state(&"x".repeat(TRACE_STATE_MAX + 1)), None);
     }
 }

@@ -69,7 +69,10 @@ pub fn resolve(flags: &OtlpFlags, env: &dyn Fn(&str) -> Option<String>) -> Resul
     }
     let mut headers = pairs("OTEL_EXPORTER_OTLP_HEADERS", var("OTEL_EXPORTER_OTLP_HEADERS"))?;
     // The traces' own headers win over the general ones of the same name.
-    for (key, value) in pairs("OTEL_EXPORTER_OTLP_TRACES_HEADERS", var("OTEL_EXPORTER_OTLP_TRACES_HEADERS"))? {
+    for (key, value) in pairs(
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        var("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+    )? {
         headers.retain(|(kept, _)| !kept.eq_ignore_ascii_case(&key));
         headers.push((key, value));
     }
@@ -99,7 +102,10 @@ pub fn resolve(flags: &OtlpFlags, env: &dyn Fn(&str) -> Option<String>) -> Resul
 
 /// An endpoint used as it is (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
 fn url(name: &'static str, value: &str) -> Result<Uri, ConfigError> {
-    let bad = || ConfigError::Url { name, value: value.into() };
+    let bad = || ConfigError::Url {
+        name,
+        value: value.into(),
+    };
     let uri: Uri = value.trim().parse().map_err(|_| bad())?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
@@ -122,15 +128,24 @@ fn base_url(name: &'static str, value: &str) -> Result<Uri, ConfigError> {
         .map(|query| format!("?{query}"))
         .unwrap_or_default();
     let joined = format!("{path}{TRACES_PATH}{query}");
-    parts.path_and_query = Some(joined.parse().map_err(|_| ConfigError::Url { name, value: value.into() })?);
-    Uri::from_parts(parts).map_err(|_| ConfigError::Url { name, value: value.into() })
+    parts.path_and_query = Some(joined.parse().map_err(|_| ConfigError::Url {
+        name,
+        value: value.into(),
+    })?);
+    Uri::from_parts(parts).map_err(|_| ConfigError::Url {
+        name,
+        value: value.into(),
+    })
 }
 
 /// `k1=v1,k2=v2` with percent-encoded values, as the spec writes headers and resource
 /// attributes; at most [`PAIRS_MAX`] pairs.
 fn pairs(name: &'static str, value: Option<String>) -> Result<Vec<(String, String)>, ConfigError> {
     let Some(value) = value else { return Ok(Vec::new()) };
-    let bad = || ConfigError::Pairs { name, value: value.clone() };
+    let bad = || ConfigError::Pairs {
+        name,
+        value: value.clone(),
+    };
     let mut pairs = Vec::new();
     for pair in value.split(',').filter(|pair| !pair.trim().is_empty()) {
         let (key, val) = pair.split_once('=').ok_or_else(bad)?;
@@ -164,7 +179,10 @@ fn percent_decoded(text: &str) -> Option<String> {
 fn milliseconds(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
     match value.trim().parse::<u64>() {
         Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-        _ => Err(ConfigError::Timeout { name, value: value.into() }),
+        _ => Err(ConfigError::Timeout {
+            name,
+            value: value.into(),
+        }),
     }
 }
 
@@ -182,7 +200,11 @@ mod tests {
             endpoint: flag.map(Into::into),
             ca_file: None,
         };
-        resolve(&flags, &|name| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned()))
+        resolve(&flags, &|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
     }
 
     fn url_of(flag: Option<&str>, vars: &[(&str, &str)]) -> String {
@@ -193,21 +215,33 @@ mod tests {
     fn no_endpoint_means_no_export() {
         assert_eq!(resolved(None, &[]), Ok(None));
         assert_eq!(resolved(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")]), Ok(None));
-        let disabled = [("OTEL_SDK_DISABLED", "TRUE"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")];
+        let disabled = [
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+        ];
         assert_eq!(resolved(None, &disabled), Ok(None));
         // The command line is explicit: it wins over the switch.
         assert!(resolved(Some("http://c:4318"), &disabled).expect("valid").is_some());
-        let enabled = [("OTEL_SDK_DISABLED", "false"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")];
+        let enabled = [
+            ("OTEL_SDK_DISABLED", "false"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+        ];
         assert!(resolved(None, &enabled).expect("valid").is_some());
     }
 
     #[test]
     fn base_endpoints_get_the_traces_path_and_signal_endpoints_do_not() {
-        assert_eq!(url_of(Some("http://127.0.0.1:4318"), &[]), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(
+            url_of(Some("http://127.0.0.1:4318"), &[]),
+            "http://127.0.0.1:4318/v1/traces"
+        );
         assert_eq!(url_of(Some("http://c:4318/"), &[]), "http://c:4318/v1/traces");
         assert_eq!(url_of(Some("https://c/otlp?x=1"), &[]), "https://c/otlp/v1/traces?x=1");
         assert_eq!(url_of(Some("http://c:4318/v1/traces"), &[]), "http://c:4318/v1/traces");
-        assert_eq!(url_of(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]), "http://c:4318/v1/traces");
+        assert_eq!(
+            url_of(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]),
+            "http://c:4318/v1/traces"
+        );
         let signal = [
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/custom"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
@@ -218,14 +252,36 @@ mod tests {
 
     #[test]
     fn endpoints_that_are_not_http_urls_are_refused() {
-        for bad in ["c:4318", "ftp://c/", "http://", "/v1/traces", "http://a b/", "unix:///run/otel.sock"] {
+        for bad in [
+            "c:4318",
+            "ftp://c/",
+            "http://",
+            "/v1/traces",
+            "http://a b/",
+            "unix:///run/otel.sock",
+        ] {
             let error = resolved(Some(bad), &[]).expect_err(bad);
-            assert!(matches!(error, ConfigError::Url { name: "--otlp-endpoint", .. }), "{bad}: {error}");
+            assert!(
+                matches!(
+                    error,
+                    ConfigError::Url {
+                        name: "--otlp-endpoint",
+                        ..
+                    }
+                ),
+                "{bad}: {error}"
+            );
         }
         let error = resolved(None, &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "grpc://c")]).expect_err("refused");
-        assert!(error.to_string().starts_with("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "), "{error}");
+        assert!(
+            error.to_string().starts_with("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "),
+            "{error}"
+        );
         let error = resolved(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "nope")]).expect_err("refused");
-        assert!(error.to_string().starts_with("OTEL_EXPORTER_OTLP_ENDPOINT: "), "{error}");
+        assert!(
+            error.to_string().starts_with("OTEL_EXPORTER_OTLP_ENDPOINT: "),
+            "{error}"
+        );
     }
 
     #[test]
@@ -234,7 +290,13 @@ mod tests {
         assert!(resolved(flag, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).is_ok());
         for name in ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] {
             let error = resolved(flag, &[(name, "grpc")]).expect_err("refused");
-            assert_eq!(error, ConfigError::Protocol { name, value: "grpc".into() });
+            assert_eq!(
+                error,
+                ConfigError::Protocol {
+                    name,
+                    value: "grpc".into()
+                }
+            );
             assert!(error.to_string().contains("http/protobuf only"));
         }
     }
@@ -266,10 +328,14 @@ mod tests {
     fn the_service_name_comes_first_from_its_variable_then_the_attributes() {
         let resource = |vars: &[(&str, &str)]| resolved(Some("http://c"), vars).expect("valid").expect("set").resource;
         assert_eq!(resource(&[]), [("service.name".to_owned(), "dad-trace".to_owned())]);
-        let attributes = ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs,deployment.environment=prod");
+        let attributes = (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=from-attrs,deployment.environment=prod",
+        );
         assert_eq!(
             resource(&[attributes]),
-            [("service.name", "from-attrs"), ("deployment.environment", "prod")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+            [("service.name", "from-attrs"), ("deployment.environment", "prod")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
         assert_eq!(resource(&[attributes, ("OTEL_SERVICE_NAME", "agent")])[0].1, "agent");
     }
@@ -277,9 +343,11 @@ mod tests {
     #[test]
     fn timeouts_and_certificates_come_from_the_most_specific_setting() {
         let config = |flags: OtlpFlags, vars: &[(&str, &str)]| {
-            resolve(&flags, &|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
-                .expect("valid")
-                .expect("set")
+            resolve(&flags, &|name| {
+                vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+            })
+            .expect("valid")
+            .expect("set")
         };
         let flags = OtlpFlags {
             endpoint: Some("https://c".into()),
@@ -297,7 +365,10 @@ mod tests {
         assert_eq!(specific.timeout, Duration::from_millis(700));
         assert_eq!(specific.ca_file, Some(PathBuf::from("/traces.pem")));
         let general = config(flags.clone(), &[vars[0], vars[2]]);
-        assert_eq!((general.timeout, general.ca_file), (Duration::from_millis(2500), Some("/general.pem".into())));
+        assert_eq!(
+            (general.timeout, general.ca_file),
+            (Duration::from_millis(2500), Some("/general.pem".into()))
+        );
         let flagged = config(
             OtlpFlags {
                 ca_file: Some("/flag.pem".into()),
@@ -307,7 +378,10 @@ mod tests {
         );
         assert_eq!(flagged.ca_file, Some(PathBuf::from("/flag.pem")));
         for bad in ["0", "-1", "1.5", "soon"] {
-            let error = resolve(&flags, &|name| (name == "OTEL_EXPORTER_OTLP_TIMEOUT").then(|| bad.to_owned())).expect_err(bad);
+            let error = resolve(&flags, &|name| {
+                (name == "OTEL_EXPORTER_OTLP_TIMEOUT").then(|| bad.to_owned())
+            })
+            .expect_err(bad);
             assert!(matches!(error, ConfigError::Timeout { .. }), "{bad}");
         }
     }

@@ -151,7 +151,10 @@ impl Exporter {
     pub fn offer(&self, span: Span) {
         self.stats.pending.fetch_add(1, Ordering::Relaxed);
         if self.queue.try_send(span).is_err() {
-            self.stats.drop_spans(1, "the queue was full: the collector is slower than the spans come".into());
+            self.stats.drop_spans(
+                1,
+                "the queue was full: the collector is slower than the spans come".into(),
+            );
         }
     }
 
@@ -168,7 +171,8 @@ impl Finisher {
         if tokio::time::timeout(deadline, &mut self.task).await.is_err() {
             self.task.abort();
             let unsent = self.stats.pending.load(Ordering::Relaxed);
-            self.stats.drop_spans(unsent, format!("not sent within {deadline:?} of the end"));
+            self.stats
+                .drop_spans(unsent, format!("not sent within {deadline:?} of the end"));
         }
         self.stats
     }
@@ -185,7 +189,10 @@ fn connector(ca_file: Option<&Path>) -> Result<HttpsConnector<HttpConnector>, Se
             roots.add(certificate)?;
         }
     }
-    #[allow(deprecated, reason = "ring builds without cmake; a post-quantum key exchange is not needed to reach a collector")]
+    #[allow(
+        deprecated,
+        reason = "ring builds without cmake; a post-quantum key exchange is not needed to reach a collector"
+    )]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -210,7 +217,8 @@ fn ca_certificates(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'
     };
     let (mut file, size) = crate::files::open_regular(path, CA_FILE_MAX).map_err(|e| error(e.to_string()))?;
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, CA_FILE_MAX), &mut bytes).map_err(|e| error(e.to_string()))?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, CA_FILE_MAX), &mut bytes)
+        .map_err(|e| error(e.to_string()))?;
     let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| error(format!("not PEM certificates ({e})")))?;
@@ -277,7 +285,11 @@ async fn send(target: &Target, spans: Vec<Span>) -> Result<(), String> {
         let answer = tokio::time::timeout(target.timeout, async {
             let response = target.client.request(post).await.map_err(|e| format!("{e:#}"))?;
             let status = response.status();
-            let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(retry_after);
             // Read (bounded) so that the connection can carry the next batch.
             let _ = Limited::new(response.into_body(), ANSWER_MAX).collect().await;
             Ok::<_, String>((status, retry_after))
@@ -293,7 +305,9 @@ async fn send(target: &Target, spans: Vec<Span>) -> Result<(), String> {
         }
         let wait = match retry_after {
             Some(wait) if wait > RETRY_AFTER_MAX => {
-                return Err(format!("the collector answered {status}, retry after {wait:?} (longer than {RETRY_AFTER_MAX:?})"));
+                return Err(format!(
+                    "the collector answered {status}, retry after {wait:?} (longer than {RETRY_AFTER_MAX:?})"
+                ));
             }
             Some(wait) => wait,
             None => backoff,
@@ -308,7 +322,10 @@ async fn send(target: &Target, spans: Vec<Span>) -> Result<(), String> {
 fn retryable(status: StatusCode) -> bool {
     matches!(
         status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
     )
 }
 
@@ -346,10 +363,16 @@ mod tests {
         std::fs::write(&empty, "").expect("write");
         let error = ca_certificates(&empty).expect_err("refused").to_string();
         assert!(error.contains("no PEM certificate"), "{error}");
-        let missing = ca_certificates(&dir.path().join("missing.pem")).expect_err("refused").to_string();
+        let missing = ca_certificates(&dir.path().join("missing.pem"))
+            .expect_err("refused")
+            .to_string();
         assert!(missing.contains("missing.pem"), "{missing}");
         let garbage = dir.path().join("garbage.pem");
-        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").expect("write");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
         assert!(ca_certificates(&garbage).is_err());
     }
 }

@@ -138,7 +138,11 @@ impl Joiner {
         if event.host_netns {
             return vec![self.root(&event, &errors)];
         }
-        if let Some(parent) = self.parents.get(&event.netns_inode).filter(|parent| parent.adopts(&event)) {
+        if let Some(parent) = self
+            .parents
+            .get(&event.netns_inode)
+            .filter(|parent| parent.adopts(&event))
+        {
             let parent = Parent { ..*parent };
             return vec![self.child(&event, &parent, &errors)];
         }
@@ -164,7 +168,8 @@ impl Joiner {
             return;
         }
         let errors = self.errors.entry(key).or_default();
-        let same = |kept: &&mut SocketError| kept.pid == error.pid && kept.syscall == error.syscall && kept.addr == error.addr;
+        let same =
+            |kept: &&mut SocketError| kept.pid == error.pid && kept.syscall == error.syscall && kept.addr == error.addr;
         if let Some(kept) = errors.kept.iter_mut().find(same) {
             kept.clone_from(error);
         } else if errors.kept.len() < EVENTS_MAX {
@@ -231,7 +236,12 @@ impl Joiner {
     }
 
     fn forget_oldest_parent(&mut self) {
-        if let Some(&oldest) = self.parents.iter().min_by_key(|(_, parent)| parent.end).map(|(netns, _)| netns) {
+        if let Some(&oldest) = self
+            .parents
+            .iter()
+            .min_by_key(|(_, parent)| parent.end)
+            .map(|(netns, _)| netns)
+        {
             self.parents.remove(&oldest);
         }
     }
@@ -280,13 +290,18 @@ mod tests {
         assert!(joiner.address(address(5, 100, 1800), at(1800)).is_empty());
         assert_eq!(joiner.held(), 1);
         let spans = joiner.call(&add(5, 0, 1900), at(1900));
-        let [call, child] = spans.as_slice() else { panic!("{spans:?}") };
+        let [call, child] = spans.as_slice() else {
+            panic!("{spans:?}")
+        };
         assert_eq!(call.name, "cni.add");
         assert!(call.parent_span_id.is_empty());
         assert!(parent_of(child, call));
         assert_eq!(joiner.held(), 0);
         // An address finishing after its call is its child at once.
-        let [late] = joiner.address(address(5, 1000, 2500), at(2500)).try_into().expect("one span");
+        let [late] = joiner
+            .address(address(5, 1000, 2500), at(2500))
+            .try_into()
+            .expect("one span");
         assert!(parent_of(&late, call));
         assert_ne!(late.span_id, child.span_id);
     }
@@ -299,7 +314,10 @@ mod tests {
         traced.call.trace_parent = Some(parent);
         traced.call.trace_state = Some("k=v".into());
         let [call] = joiner.call(&traced, at(100)).try_into().expect("one span");
-        assert_eq!((call.trace_id.as_slice(), call.parent_span_id.as_slice()), (&parent.trace_id[..], &parent.parent_id[..]));
+        assert_eq!(
+            (call.trace_id.as_slice(), call.parent_span_id.as_slice()),
+            (&parent.trace_id[..], &parent.parent_id[..])
+        );
         assert_eq!(call.trace_state, "k=v");
         assert!(call.links.is_empty());
         // Unsampled: a trace of our own, linked to the caller's.
@@ -317,11 +335,18 @@ mod tests {
         // Created before the call began, after it ended, in another namespace, on the host.
         let mut host = address(5, 1500, 2100);
         host.host_netns = true;
-        for event in [address(5, 900, 2100), address(5, 2001, 2100), address(6, 1500, 2100), host] {
+        for event in [
+            address(5, 900, 2100),
+            address(5, 2001, 2100),
+            address(6, 1500, 2100),
+            host,
+        ] {
             let host_side = event.host_netns;
             let spans = joiner.address(event, at(2100));
             if host_side {
-                let [root] = spans.as_slice() else { panic!("a root at once") };
+                let [root] = spans.as_slice() else {
+                    panic!("a root at once")
+                };
                 assert!(root.parent_span_id.is_empty());
                 assert_eq!(value(&root.attributes, "k8s.node.name").as_deref(), Some("node-1"));
             } else {
@@ -331,7 +356,10 @@ mod tests {
         assert_eq!(joiner.held(), 3);
         // At the edges of the call it is still the call's.
         for (start, end) in [(1000, 3000), (2000, 3000)] {
-            let [child] = joiner.address(address(5, start, end), at(3000)).try_into().expect("one");
+            let [child] = joiner
+                .address(address(5, start, end), at(3000))
+                .try_into()
+                .expect("one");
             assert!(!child.parent_span_id.is_empty(), "{start}");
         }
     }
@@ -396,10 +424,25 @@ mod tests {
         other.tentative_for_ns = None;
         other.pid = 99;
         joiner.socket_error(&other);
-        let [root] = joiner.address(address(5, 0, 100), at(100)).into_iter().chain(joiner.close()).collect::<Vec<_>>().try_into().expect("one");
-        let failures: Vec<_> = root.events.iter().map(|e| value(&e.attributes, "socket.failures")).collect();
+        let [root] = joiner
+            .address(address(5, 0, 100), at(100))
+            .into_iter()
+            .chain(joiner.close())
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("one");
+        let failures: Vec<_> = root
+            .events
+            .iter()
+            .map(|e| value(&e.attributes, "socket.failures"))
+            .collect();
         assert_eq!(failures, [Some("9".into()), Some("3".into())]);
-        let next = joiner.address(address(5, 200, 300), at(300)).into_iter().chain(joiner.close()).next().expect("span");
+        let next = joiner
+            .address(address(5, 200, 300), at(300))
+            .into_iter()
+            .chain(joiner.close())
+            .next()
+            .expect("span");
         assert!(next.events.is_empty(), "the errors went with the first span");
     }
 
@@ -409,11 +452,20 @@ mod tests {
         for inode in 0..u32::try_from(HELD_MAX).expect("fits") {
             assert!(joiner.address(address(inode + 10, 0, 100), at(100)).is_empty());
         }
-        let [evicted] = joiner.address(address(1, 0, 100), at(100)).try_into().expect("the oldest goes");
-        assert_eq!(value(&evicted.attributes, "ipv6.dad.netns_inode").as_deref(), Some("10"));
+        let [evicted] = joiner
+            .address(address(1, 0, 100), at(100))
+            .try_into()
+            .expect("the oldest goes");
+        assert_eq!(
+            value(&evicted.attributes, "ipv6.dad.netns_inode").as_deref(),
+            Some("10")
+        );
         assert_eq!(joiner.held(), HELD_MAX);
         for inode in 0..=u32::try_from(HELD_MAX).expect("fits") {
-            joiner.call(&add(inode + 100_000, i64::from(inode), i64::from(inode) + 1), at(i64::from(inode) + 1));
+            joiner.call(
+                &add(inode + 100_000, i64::from(inode), i64::from(inode) + 1),
+                at(i64::from(inode) + 1),
+            );
         }
         assert_eq!(joiner.parents.len(), HELD_MAX);
         assert!(!joiner.parents.contains_key(&100_000), "the oldest call was forgotten");
@@ -430,6 +482,9 @@ mod tests {
             joiner.socket_error(&error);
         }
         let kept = &joiner.errors[&(0, "fd00::1".parse().expect("addr"))];
-        assert_eq!((kept.kept.len(), kept.dropped), (EVENTS_MAX, 40 + 1 - u32::try_from(EVENTS_MAX).expect("small")));
+        assert_eq!(
+            (kept.kept.len(), kept.dropped),
+            (EVENTS_MAX, 40 + 1 - u32::try_from(EVENTS_MAX).expect("small"))
+        );
     }
 }

@@ -45,7 +45,9 @@ pub struct Place {
 /// Nanoseconds since the epoch, as OTLP counts time (0 before 1970: never on a real clock).
 #[must_use]
 pub fn unix_nanos(time: DateTime<Utc>) -> u64 {
-    time.timestamp_nanos_opt().and_then(|nanos| u64::try_from(nanos).ok()).unwrap_or(0)
+    time.timestamp_nanos_opt()
+        .and_then(|nanos| u64::try_from(nanos).ok())
+        .unwrap_or(0)
 }
 
 /// The span's name for a CNI command: `cni.add`, `cni.del`, ...; `cni.call` for a command the
@@ -65,9 +67,18 @@ pub fn call_name(command: Option<&str>) -> &'static str {
 
 /// The span of a finished top-level CNI call; `end` stands in for a call still running.
 #[must_use]
-pub fn call_span(traced: &TracedCall, place: Place, trace_state: &str, link: Option<&TraceParent>, end: DateTime<Utc>) -> Span {
+pub fn call_span(
+    traced: &TracedCall,
+    place: Place,
+    trace_state: &str,
+    link: Option<&TraceParent>,
+    end: DateTime<Utc>,
+) -> Span {
     let call = &traced.call;
-    let mut attributes = vec![text("cni.plugin", call.plugin_name()), int("process.pid", call.pid.into())];
+    let mut attributes = vec![
+        text("cni.plugin", call.plugin_name()),
+        int("process.pid", call.pid.into()),
+    ];
     optional_text(&mut attributes, "cni.command", call.command.as_deref());
     optional_text(&mut attributes, "container.id", call.container_id.as_deref());
     optional_text(&mut attributes, "cni.netns", call.netns.as_deref());
@@ -83,7 +94,13 @@ pub fn call_span(traced: &TracedCall, place: Place, trace_state: &str, link: Opt
         (_, _, None) => error("still running when the recording stopped".into()),
         _ => Status::default(),
     };
-    let mut span = span(call_name(call.command.as_deref()), place, call.start, call.end().unwrap_or(end), attributes);
+    let mut span = span(
+        call_name(call.command.as_deref()),
+        place,
+        call.start,
+        call.end().unwrap_or(end),
+        attributes,
+    );
     span.status = Some(status);
     trace_state.clone_into(&mut span.trace_state);
     span.links = link.map(link_to).into_iter().collect();
@@ -93,7 +110,13 @@ pub fn call_span(traced: &TracedCall, place: Place, trace_state: &str, link: Opt
 /// The span of one address's tentative period, with the socket errors it caused as events
 /// (`dropped` more were not kept).
 #[must_use]
-pub fn address_span(event: &AddressEvent, place: Place, errors: &[SocketError], dropped: u32, node: Option<&str>) -> Span {
+pub fn address_span(
+    event: &AddressEvent,
+    place: Place,
+    errors: &[SocketError],
+    dropped: u32,
+    node: Option<&str>,
+) -> Span {
     let mut attributes = vec![
         text("network.interface.name", &event.ifname),
         text("ipv6.address", &event.addr.to_string()),
@@ -212,7 +235,10 @@ pub fn bounded(value: &str) -> &str {
     if value.len() <= VALUE_MAX {
         return value;
     }
-    let end = (0..=VALUE_MAX).rev().find(|&at| value.is_char_boundary(at)).unwrap_or(0);
+    let end = (0..=VALUE_MAX)
+        .rev()
+        .find(|&at| value.is_char_boundary(at))
+        .unwrap_or(0);
     &value[..end]
 }
 
@@ -253,7 +279,13 @@ pub(crate) mod tests {
 
     /// The value of `key` among `attributes`, as text.
     pub fn value(attributes: &[KeyValue], key: &str) -> Option<String> {
-        let value = attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()?;
+        let value = attributes
+            .iter()
+            .find(|kv| kv.key == key)?
+            .value
+            .as_ref()?
+            .value
+            .as_ref()?;
         Some(match value {
             Value::StringValue(text) => text.clone(),
             Value::IntValue(int) => int.to_string(),
@@ -337,7 +369,10 @@ pub(crate) mod tests {
         let traced = traced(Some(0), None, Some(5_000_000));
         let span = call_span(&traced, PLACE, "k=v", None, DateTime::<Utc>::MIN_UTC);
         assert_eq!(span.name, "cni.add");
-        assert_eq!((span.trace_id, span.span_id, span.parent_span_id), (vec![7; 16], vec![2; 8], vec![1; 8]));
+        assert_eq!(
+            (span.trace_id, span.span_id, span.parent_span_id),
+            (vec![7; 16], vec![2; 8], vec![1; 8])
+        );
         assert_eq!(span.end_time_unix_nano - span.start_time_unix_nano, 5_000_000);
         assert_eq!(span.start_time_unix_nano, unix_nanos(traced.call.start));
         assert_eq!(span.flags, 0x301);
@@ -368,12 +403,18 @@ pub(crate) mod tests {
         ] {
             let span = call_span(&traced, PLACE, "", None, end);
             let status = span.status.expect("status");
-            assert_eq!((status.code, status.message.as_str()), (i32::from(StatusCode::Error), message));
+            assert_eq!(
+                (status.code, status.message.as_str()),
+                (i32::from(StatusCode::Error), message)
+            );
             if traced.call.duration_ns.is_none() {
                 assert_eq!(span.end_time_unix_nano, unix_nanos(end));
             }
         }
-        assert_eq!(call_span(&traced(None, None, Some(1)), PLACE, "", None, end).status, Some(Status::default()));
+        assert_eq!(
+            call_span(&traced(None, None, Some(1)), PLACE, "", None, end).status,
+            Some(Status::default())
+        );
     }
 
     #[test]
@@ -384,11 +425,22 @@ pub(crate) mod tests {
             remote_parent: false,
             ..PLACE
         };
-        let span = call_span(&traced(Some(0), None, Some(1)), own, "", Some(&parent), DateTime::<Utc>::MIN_UTC);
+        let span = call_span(
+            &traced(Some(0), None, Some(1)),
+            own,
+            "",
+            Some(&parent),
+            DateTime::<Utc>::MIN_UTC,
+        );
         assert!(span.parent_span_id.is_empty());
         assert_eq!(span.flags, 0x101);
-        let [link] = span.links.as_slice() else { panic!("one link") };
-        assert_eq!((link.trace_id.as_slice(), link.span_id.as_slice()), (&parent.trace_id[..], &parent.parent_id[..]));
+        let [link] = span.links.as_slice() else {
+            panic!("one link")
+        };
+        assert_eq!(
+            (link.trace_id.as_slice(), link.span_id.as_slice()),
+            (&parent.trace_id[..], &parent.parent_id[..])
+        );
         assert_eq!(link.flags, 0x300);
     }
 
@@ -479,8 +531,13 @@ pub(crate) mod tests {
         let mut error = crate::report::socket_errors::tests::error("cni-1", "bind", 12, Some(3));
         error.container_id = Some("app-1".into());
         let span = address_span(&phased(), PLACE, std::slice::from_ref(&error), 0, None);
-        let [event] = span.events.as_slice() else { panic!("one event") };
-        assert_eq!((event.name.as_str(), event.time_unix_nano), ("socket.error", unix_nanos(error.time)));
+        let [event] = span.events.as_slice() else {
+            panic!("one event")
+        };
+        assert_eq!(
+            (event.name.as_str(), event.time_unix_nano),
+            ("socket.error", unix_nanos(error.time))
+        );
         for (key, expected) in [
             ("socket.syscall", "bind"),
             ("error.type", "EADDRNOTAVAIL"),
