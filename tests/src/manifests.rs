@@ -3,7 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::{apps::v1::DaemonSet, batch::v1::Job, core::v1::Container};
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    batch::v1::Job,
+    core::v1::{ConfigMap, Container, Namespace, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
 use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
 use serde_yaml_ng::Value;
 
@@ -69,6 +74,68 @@ pub fn daemonset() -> anyhow::Result<DaemonSet> {
 
 pub fn job() -> anyhow::Result<Job> {
     find("job.yaml", "Job")
+}
+
+/// The file of the node-local collector that dad-trace sends its traces to.
+pub const COLLECTOR: &str = "otel-collector.yaml";
+
+pub fn collector_daemonset() -> anyhow::Result<DaemonSet> {
+    find(COLLECTOR, "DaemonSet")
+}
+
+/// The collector's own configuration: the one key of its `ConfigMap`, parsed.
+pub fn collector_config() -> anyhow::Result<(String, Value)> {
+    let config_map: ConfigMap = find(COLLECTOR, "ConfigMap")?;
+    let data = config_map.data.unwrap_or_default();
+    let [(key, text)] = <[(String, String); 1]>::try_from(data.into_iter().collect::<Vec<_>>())
+        .map_err(|data| anyhow::anyhow!("one key in the collector's ConfigMap, not {}", data.len()))?;
+    let config = serde_yaml_ng::from_str(&text).with_context(|| format!("collector config {key}"))?;
+    Ok((key, config))
+}
+
+/// A document typed as its kind, when it is a Kubernetes object: `Ok(false)` for a document
+/// that is not (Prometheus rules, their tests, the `PrometheusRule` custom resource).
+pub fn typed_by_kind(document: &Value) -> anyhow::Result<bool> {
+    let Some(kind) = document.get("kind").and_then(Value::as_str) else {
+        return Ok(false);
+    };
+    let checked = match kind {
+        "Namespace" => typed::<Namespace>(document).map(drop),
+        "ServiceAccount" => typed::<ServiceAccount>(document).map(drop),
+        "ConfigMap" => typed::<ConfigMap>(document).map(drop),
+        "ClusterRole" => typed::<ClusterRole>(document).map(drop),
+        "ClusterRoleBinding" => typed::<ClusterRoleBinding>(document).map(drop),
+        "DaemonSet" => typed::<DaemonSet>(document).map(drop),
+        "Job" => typed::<Job>(document).map(drop),
+        "PrometheusRule" => return Ok(false),
+        other => bail!("kind {other}: add its type here"),
+    };
+    let name = document.get("metadata").and_then(|metadata| metadata.get("name"));
+    checked.with_context(|| format!("{kind} {name:?}"))?;
+    Ok(true)
+}
+
+/// The value of a container's environment variable, when it is a plain value.
+#[must_use]
+pub fn env_value<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == name)
+        .and_then(|var| var.value.as_deref())
+}
+
+/// The downward-API field a container's environment variable comes from.
+#[must_use]
+pub fn env_field<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == name)
+        .and_then(|var| var.value_from.as_ref()?.field_ref.as_ref())
+        .map(|field| field.field_path.as_str())
 }
 
 /// The container's arguments with `$(VAR)` references replaced as the kubelet would.

@@ -4,8 +4,12 @@ use std::net::SocketAddr;
 
 use clap::Parser as _;
 use dad_trace::cli::{Cli, Command};
-use integration_tests::manifests::{self, deploy_dir, expanded_args};
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use integration_tests::manifests::{self, deploy_dir, env_field, env_value, expanded_args};
+use k8s_openapi::api::{
+    core::v1::{Container, PodSpec, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use serde_yaml_ng::Value;
 
 /// The capabilities the agent needs, each explained in the README (Privileges in Kubernetes).
 const CAPABILITIES: &[&str] = &["BPF", "PERFMON", "SYSLOG", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"];
@@ -122,6 +126,240 @@ fn a_typo_in_a_manifest_is_caught() {
     document = serde_yaml_ng::from_str(&text).expect("yaml");
     let error = manifests::typed::<k8s_openapi::api::apps::v1::DaemonSet>(&document).expect_err("typo caught");
     assert!(format!("{error:#}").contains("hostPid"), "{error:#}");
+}
+
+#[test]
+fn every_kubernetes_object_in_deploy_is_typed() {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(deploy_dir()).expect("deploy/") {
+        let path = entry.expect("deploy/ entry").path();
+        if path.extension().and_then(|ext| ext.to_str()) != Some("yaml") {
+            continue;
+        }
+        let mut objects = 0;
+        for document in manifests::documents(&path).expect("YAML") {
+            let typed = manifests::typed_by_kind(&document).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            objects += usize::from(typed);
+        }
+        if objects > 0 {
+            files.push(
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .unwrap_or("?")
+                    .to_string(),
+            );
+        }
+    }
+    files.sort();
+    assert_eq!(files, ["daemonset.yaml", "job.yaml", manifests::COLLECTOR]);
+}
+
+/// The attributes dad-trace's OTLP exporter puts on each `cni.add`/`cni.del` span to name the
+/// pod of the CNI call (`container.id` is the sandbox id, which the Kubernetes API has not).
+const SPAN_POD_ATTRIBUTES: &[&str] = &["container.id", "k8s.pod.name", "k8s.namespace.name", "k8s.pod.uid"];
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The ids of the components a collector config section defines.
+fn defined(config: &Value, section: &str) -> Vec<String> {
+    let mut ids: Vec<String> = config[section]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, _)| id.as_str().map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The id, in the traces pipeline, of the one processor of a type (`groupbyattrs/pod` is a
+/// `groupbyattrs`), and its place.
+fn processor<'a>(processors: &[&'a str], kind: &str) -> (usize, &'a str) {
+    let found: Vec<(usize, &str)> = processors
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| id.split('/').next() == Some(kind))
+        .map(|(place, id)| (place, *id))
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} in {processors:?}");
+    found[0]
+}
+
+#[test]
+fn collector_moves_the_pod_of_a_cni_call_to_a_resource_k8s_attributes_associates() {
+    let (_, config) = manifests::collector_config().expect("collector config");
+    let traces = &config["service"]["pipelines"]["traces"];
+    // Every component the pipeline names is defined, and every defined one is used.
+    for section in ["receivers", "processors", "exporters"] {
+        let mut used: Vec<String> = strings(&traces[section]).into_iter().map(String::from).collect();
+        used.sort();
+        assert_eq!(defined(&config, section), used, "{section}");
+    }
+    let processors = strings(&traces["processors"]);
+    assert_eq!(
+        processors.first(),
+        Some(&"memory_limiter"),
+        "refuse data before anything else"
+    );
+    assert_eq!(processors.last(), Some(&"batch"));
+    let (group_at, group) = processor(&processors, "groupbyattrs");
+    let (k8s_at, k8s) = processor(&processors, "k8s_attributes");
+    assert!(
+        group_at < k8s_at,
+        "the pod is on a resource before k8s_attributes looks"
+    );
+    let grouped = strings(&config["processors"][group]["keys"]);
+    let k8s = &config["processors"][k8s];
+    let extracted = strings(&k8s["extract"]["metadata"]);
+    for key in &grouped {
+        assert!(SPAN_POD_ATTRIBUTES.contains(key), "{key} is on dad-trace's spans");
+    }
+    let associations = k8s["pod_association"].as_sequence().expect("pod_association");
+    assert!(!associations.is_empty());
+    for association in associations {
+        for source in association["sources"].as_sequence().expect("sources") {
+            // The connection is dad-trace's, not the pod's: only attributes can name the pod.
+            assert_eq!(source["from"].as_str(), Some("resource_attribute"), "{source:?}");
+            let name = source["name"].as_str().expect("name");
+            assert!(grouped.contains(&name), "{name} moved to the resource");
+            // Association only works by attributes the processor extracts.
+            assert!(extracted.contains(&name), "{name} in extract.metadata");
+        }
+    }
+    assert_eq!(k8s["passthrough"].as_bool(), Some(false));
+    // Only this node's pods are watched: the filter's variable holds the agent's node name.
+    let agent = manifests::collector_daemonset().expect(manifests::COLLECTOR);
+    let spec = agent.spec.expect("spec").template.spec.expect("pod spec");
+    let variable = k8s["filter"]["node_from_env_var"].as_str().expect("node filter");
+    assert_eq!(env_field(only_container(&spec), variable), Some("spec.nodeName"));
+}
+
+#[test]
+fn dad_trace_sends_its_traces_to_the_collector_on_its_node() {
+    let (key, config) = manifests::collector_config().expect("collector config");
+    let agent = manifests::collector_daemonset().expect(manifests::COLLECTOR);
+    let agent_spec = agent.spec.expect("spec").template.spec.expect("pod spec");
+    let daemonset = manifests::daemonset().expect("daemonset.yaml");
+    let spec = daemonset.spec.expect("spec").template.spec.expect("pod spec");
+    let container = only_container(&spec);
+    // Both in the node's network namespace, so the receiver on its loopback is dad-trace's.
+    assert_eq!(agent_spec.host_network, Some(true));
+    assert_eq!(spec.host_network, Some(true));
+    let http = config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+        .as_str()
+        .expect("OTLP/HTTP receiver");
+    let receiver: SocketAddr = http.parse().expect("receiver address");
+    assert!(receiver.ip().is_loopback(), "{receiver}: not exposed off the node");
+    // A literal URL: `http://$(HOST_IP):4318` would be no URL on an IPv6 node (no brackets).
+    let endpoint = env_value(container, "OTEL_EXPORTER_OTLP_ENDPOINT").expect("OTEL_EXPORTER_OTLP_ENDPOINT");
+    assert_eq!(endpoint, format!("http://{receiver}"));
+    assert_eq!(env_field(container, "K8S_NODE_NAME"), Some("spec.nodeName"));
+    // The agent reads the ConfigMap's key where its --config points, and is probed there.
+    let agent_container = only_container(&agent_spec);
+    let config_path = agent_container
+        .args
+        .iter()
+        .flatten()
+        .find_map(|arg| arg.strip_prefix("--config="))
+        .expect("--config");
+    let mount = agent_container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|mount| config_path == format!("{}/{key}", mount.mount_path))
+        .expect("--config in a mount");
+    let volume = agent_spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == mount.name)
+        .expect("mounted volume");
+    assert_eq!(
+        volume.config_map.as_ref().map(|map| map.name.as_str()),
+        Some("otel-agent")
+    );
+    let probe = agent_container
+        .readiness_probe
+        .as_ref()
+        .and_then(|probe| probe.tcp_socket.as_ref())
+        .expect("TCP readiness probe");
+    assert_eq!(probe.host.as_deref(), Some(receiver.ip().to_string().as_str()));
+    assert_eq!(
+        probe.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i32::from(receiver.port()))
+    );
+    // A pinned release of the contrib distribution (it has groupbyattrs and k8s_attributes).
+    let image = agent_container.image.as_deref().expect("image");
+    let version = image
+        .strip_prefix("otel/opentelemetry-collector-contrib:")
+        .expect("contrib image");
+    assert_eq!(
+        version.split('.').filter(|part| part.parse::<u32>().is_ok()).count(),
+        3,
+        "{image}"
+    );
+}
+
+#[test]
+fn collector_may_read_what_k8s_attributes_watches() {
+    let agent = manifests::collector_daemonset().expect(manifests::COLLECTOR);
+    let namespace = agent.metadata.namespace.clone().expect("namespace");
+    let account = agent
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec")
+        .service_account_name
+        .expect("serviceAccountName");
+    let service_account: ServiceAccount =
+        manifests::find(manifests::COLLECTOR, "ServiceAccount").expect("ServiceAccount");
+    assert_eq!(service_account.metadata.name.as_deref(), Some(account.as_str()));
+    assert_eq!(service_account.metadata.namespace.as_deref(), Some(namespace.as_str()));
+    let role: ClusterRole = manifests::find(manifests::COLLECTOR, "ClusterRole").expect("ClusterRole");
+    let binding: ClusterRoleBinding =
+        manifests::find(manifests::COLLECTOR, "ClusterRoleBinding").expect("ClusterRoleBinding");
+    assert_eq!(Some(binding.role_ref.name.as_str()), role.metadata.name.as_deref());
+    assert!(
+        binding
+            .subjects
+            .iter()
+            .flatten()
+            .any(|subject| subject.kind == "ServiceAccount"
+                && subject.name == account
+                && subject.namespace.as_deref() == Some(namespace.as_str())),
+        "bound to the agent's ServiceAccount"
+    );
+    let rules = role.rules.unwrap_or_default();
+    for (group, resource) in [("", "pods"), ("", "namespaces"), ("apps", "replicasets")] {
+        assert!(
+            rules.iter().any(|rule| {
+                let has = |list: Option<&[String]>, item: &str| list.unwrap_or_default().iter().any(|x| x == item);
+                has(rule.api_groups.as_deref(), group)
+                    && has(rule.resources.as_deref(), resource)
+                    && ["get", "list", "watch"]
+                        .iter()
+                        .all(|verb| rule.verbs.iter().any(|v| v == verb))
+            }),
+            "get, list, watch on {resource}"
+        );
+    }
+    // Read-only.
+    for rule in &rules {
+        assert!(
+            rule.verbs
+                .iter()
+                .all(|verb| ["get", "list", "watch"].contains(&verb.as_str())),
+            "{rule:?}"
+        );
+    }
 }
 
 #[test]
