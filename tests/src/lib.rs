@@ -273,6 +273,7 @@ pub fn cni_scenario(
             .collect(),
         prefix: "dtc-".into(),
         slack,
+        otlp: None,
     };
     let results = runtime().block_on(run(&opts)).expect("scenario runs");
     let table = render::table(&results);
@@ -303,6 +304,7 @@ pub fn scenario_phase(
         phases: vec![phase],
         prefix: "dtk-".into(),
         slack: dad_trace::scenario::gates::Slack::default(),
+        otlp: None,
     };
     let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     runtime()

@@ -42,6 +42,10 @@ enum Task {
         /// Pods per phase.
         #[arg(long, default_value_t = 20)]
         pods: usize,
+        /// Also send the phases' pod start as OpenTelemetry traces to a receiver started here,
+        /// and print them (trace ids, spans as trees) at the end.
+        #[arg(long)]
+        otlp: bool,
         /// Extra `dad-trace scenario` arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -155,6 +159,30 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}
+
+/// Runs the scenario `command` sending its spans to an OTLP receiver started for it, then
+/// prints what the receiver got. The receiver prints its endpoint first, and its traces once
+/// its standard input closes.
+fn demo_with_receiver(command: &mut Command) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    run(cargo().args(["build", "--release", "--package", "otlp-receiver"]))?;
+    let mut receiver = Command::new(workspace_root().join("target/release/otlp-receiver"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("start otlp-receiver")?;
+    let mut lines = std::io::BufReader::new(receiver.stdout.take().context("receiver stdout")?).lines();
+    let endpoint = lines.next().context("the receiver said nothing")??;
+    println!("OTLP receiver at {endpoint}");
+    let scenario = run(command.args(["--otlp-endpoint", &endpoint]));
+    drop(receiver.stdin.take());
+    println!("\nTraces the receiver got:");
+    for line in lines {
+        println!("{}", line?);
+    }
+    receiver.wait()?;
+    scenario
 }
 
 fn build_release() -> anyhow::Result<PathBuf> {
@@ -275,12 +303,16 @@ fn main() -> anyhow::Result<()> {
             }
             run(&mut command)
         }
-        Task::Demo { pods, args } => {
+        Task::Demo { pods, otlp, args } => {
             setup::ensure(Need::Run)?;
             let binary = build_release()?;
             let mut command = as_root(&binary);
             command.args(["scenario", "--pods", &pods.to_string()]).args(&args);
-            run(&mut command)
+            if otlp {
+                demo_with_receiver(&mut command)
+            } else {
+                run(&mut command)
+            }
         }
         Task::Test => check::test(),
         Task::Fuzz { seconds } => check::fuzz(check::FuzzFor::Seconds(seconds)).map(drop),

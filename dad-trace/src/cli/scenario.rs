@@ -5,6 +5,7 @@ use anyhow::Context as _;
 
 use crate::{
     kernel::BackendChoice,
+    output::otlp,
     scenario::{self, ScenarioOptions, gates, phases, plugin::Plugin, render},
 };
 
@@ -37,6 +38,10 @@ pub struct Scenario {
     /// JSON and exit.
     #[arg(long)]
     list: bool,
+    /// Send each phase's pod start as OpenTelemetry traces to this collector (OTLP/HTTP; see
+    /// `record --otlp-endpoint`).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 impl Scenario {
@@ -70,6 +75,13 @@ impl Scenario {
             phases,
             prefix: "dts-".into(),
             slack: gates::Slack::default(),
+            otlp: otlp::config::resolve(
+                &otlp::OtlpFlags {
+                    endpoint: self.otlp_endpoint,
+                    ca_file: None,
+                },
+                &|name| std::env::var(name).ok(),
+            )?,
         };
         let results = scenario::run(&opts).await?;
         if let Some(dir) = &self.output {

@@ -106,6 +106,8 @@ pub struct ScenarioOptions {
     pub prefix: String,
     /// Timing slack of slow machines (emulated VMs); none on real hardware.
     pub slack: gates::Slack,
+    /// Each phase's spans go to this collector.
+    pub otlp: Option<crate::output::otlp::OtlpConfig>,
 }
 
 /// Runs one phase: sysctls set (and restored when it ends, however it ends), recording
@@ -128,6 +130,7 @@ pub async fn run_phase(
         cri_socket: SocketChoice::Off,
         stop: Some(stop.clone()),
         cni_bin_dirs: vec![opts.cni_dir.clone()],
+        otlp: opts.otlp.clone(),
         ..RecordOptions::default()
     });
     let prefix = format!("{}{}-", opts.prefix, phase.name.chars().next().unwrap_or('p'));
