@@ -181,14 +181,30 @@ fn a_cni_add_joins_the_runtime_s_trace_with_its_addresses_under_it() {
     ] {
         assert_eq!(attribute(&add.span.attributes, key).as_deref(), Some(expected), "{key}");
     }
-    // Its addresses: every one the session has of the pod, each a child, timed alike.
+    check_children(&session, &spans, add);
+    // The malformed context: a trace of our own, no parent.
+    let own = adds
+        .iter()
+        .find(|r| hex(&r.span.trace_id) != trace_id)
+        .expect("the other ADD");
+    assert!(own.span.parent_span_id.is_empty());
+    let dels = spans_named(&spans, "cni.del");
+    assert!(
+        dels.iter()
+            .any(|r| hex(&r.span.trace_id) == trace_id && hex(&r.span.parent_span_id) == parent_id)
+    );
+    check_resource(&add.resource.attributes);
+}
+
+/// Every address the session has of the pod is a child of `add`, timed as the session says.
+fn check_children(session: &Session, spans: &[Received], add: &Received) {
     let pod_events: Vec<_> = session
         .events
         .iter()
         .filter(|e| e.netns_name.as_deref() == Some("dto-joined"))
         .collect();
     assert_eq!(pod_events.len(), 2, "eth0's link-local and its pod address");
-    let children: Vec<_> = spans_named(&spans, "ipv6.dad")
+    let children: Vec<_> = spans_named(spans, "ipv6.dad")
         .into_iter()
         .filter(|r| r.span.parent_span_id == add.span.span_id)
         .collect();
@@ -202,19 +218,10 @@ fn a_cni_add_joins_the_runtime_s_trace_with_its_addresses_under_it() {
         assert!(duration_ns(child).abs_diff(event.tentative_ns) < 1_000_000, "{event:?}");
         assert!(child.span.start_time_unix_nano >= add.span.start_time_unix_nano);
     }
-    // The malformed context: a trace of our own, no parent.
-    let own = adds
-        .iter()
-        .find(|r| hex(&r.span.trace_id) != trace_id)
-        .expect("the other ADD");
-    assert!(own.span.parent_span_id.is_empty());
-    let dels = spans_named(&spans, "cni.del");
-    assert!(
-        dels.iter()
-            .any(|r| hex(&r.span.trace_id) == trace_id && hex(&r.span.parent_span_id) == parent_id)
-    );
-    // The resource says who sent them.
-    let resource = &add.resource.attributes;
+}
+
+/// The resource says who sent the spans.
+fn check_resource(resource: &[otlp_receiver::KeyValue]) {
     assert_eq!(attribute(resource, "service.name").as_deref(), Some("dad-trace"));
     assert_eq!(
         attribute(resource, "service.version").as_deref(),

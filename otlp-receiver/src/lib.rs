@@ -4,6 +4,7 @@
 //! so that tests can play a healthy, busy, or hung collector.
 use std::{
     convert::Infallible,
+    fmt::Write as _,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -230,7 +231,10 @@ pub fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
 /// Lower-case hex, as trace and span ids are written.
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    bytes.iter().fold(String::new(), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    })
 }
 
 /// The spans as trees, one per trace: name, duration and the attributes that say what it
@@ -246,7 +250,7 @@ pub fn render_trees(spans: &[Received]) -> String {
     let mut out = String::new();
     for trace in traces {
         let members: Vec<&Span> = spans.iter().map(|r| &r.span).filter(|s| s.trace_id == trace).collect();
-        out.push_str(&format!("trace {}\n", hex(trace)));
+        let _ = writeln!(out, "trace {}", hex(trace));
         let ids: Vec<&[u8]> = members.iter().map(|s| s.span_id.as_slice()).collect();
         let mut roots: Vec<&Span> = members
             .iter()
@@ -279,14 +283,15 @@ fn render_span(out: &mut String, span: &Span, members: &[&Span], depth: usize) {
     } else {
         String::new()
     };
-    out.push_str(&format!(
-        "{}{} {:.1} ms{} {}\n",
+    let _ = writeln!(
+        out,
+        "{}{} {:.1} ms{} {}",
         "  ".repeat(depth),
         span.name,
         ms,
         parent,
         what.join(" ")
-    ));
+    );
     let mut children: Vec<&Span> = members
         .iter()
         .copied()

@@ -146,6 +146,7 @@ impl Exit {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant, reason = "one per plugin exec or exit: rare, moved once")]
 pub enum ProcEvent {
     Exec(Exec),
     Exit(Exit),

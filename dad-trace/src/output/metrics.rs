@@ -94,6 +94,41 @@ fn register_backend(registry: &mut Registry, backend: &str, kernel: &str) {
     );
 }
 
+/// `dad_trace_oldest_tentative_seconds` and `dad_trace_stuck_addresses`.
+fn stuck_gauges(registry: &mut Registry) -> (Gauge<f64, std::sync::atomic::AtomicU64>, Gauge) {
+    let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    registry.register_with_unit(
+        "oldest_tentative",
+        "How long the oldest address tentative right now has been (0 when none is)",
+        Unit::Seconds,
+        oldest.clone(),
+    );
+    let stuck = Gauge::default();
+    registry.register(
+        "stuck_addresses",
+        "Addresses tentative right now for longer than --stuck-after (DAD waiting for a link that is down, or never ending)",
+        stuck.clone(),
+    );
+    (oldest, stuck)
+}
+
+/// `dad_trace_otlp_spans_exported_total` and `..._dropped_total` (`--otlp-endpoint`).
+fn otlp_counters(registry: &mut Registry) -> (Counter, Counter) {
+    let exported = Counter::default();
+    registry.register(
+        "otlp_spans_exported",
+        "Spans a collector accepted (--otlp-endpoint)",
+        exported.clone(),
+    );
+    let dropped = Counter::default();
+    registry.register(
+        "otlp_spans_dropped",
+        "Spans given up: the queue was full, the collector refused them or did not answer in time",
+        dropped.clone(),
+    );
+    (exported, dropped)
+}
+
 /// `dad_trace_pods_total`: beside `node_new_pods_run_dad` (what the host's settings promise),
 /// what pods got. Its three series exist from the first scrape.
 fn pods_by_dad(registry: &mut Registry) -> Family<Labels, Counter> {
@@ -166,37 +201,14 @@ impl Metrics {
             "Kernel events dropped because the ring buffer was full",
             lost.clone(),
         );
-        let otlp_exported = Counter::default();
-        registry.register(
-            "otlp_spans_exported",
-            "Spans a collector accepted (--otlp-endpoint)",
-            otlp_exported.clone(),
-        );
-        let otlp_dropped = Counter::default();
-        registry.register(
-            "otlp_spans_dropped",
-            "Spans given up: the queue was full, the collector refused them or did not answer in time",
-            otlp_dropped.clone(),
-        );
+        let (otlp_exported, otlp_dropped) = otlp_counters(&mut registry);
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_addresses",
             "Addresses tentative right now",
             in_flight.clone(),
         );
-        let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register_with_unit(
-            "oldest_tentative",
-            "How long the oldest address tentative right now has been (0 when none is)",
-            Unit::Seconds,
-            oldest.clone(),
-        );
-        let stuck = Gauge::default();
-        registry.register(
-            "stuck_addresses",
-            "Addresses tentative right now for longer than --stuck-after (DAD waiting for a link that is down, or never ending)",
-            stuck.clone(),
-        );
+        let (oldest, stuck) = stuck_gauges(&mut registry);
         let sysctls = Family::default();
         registry.register(
             "node_sysctl",

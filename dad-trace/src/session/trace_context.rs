@@ -4,7 +4,7 @@
 //! kept, anything else means "start a new trace".
 //!
 //! Pure: mutation-tested (cargo xtask mutants).
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -74,7 +74,12 @@ fn nibble(digit: u8) -> Option<u8> {
 /// Lower-case hex of `bytes`, as trace ids are written.
 #[must_use]
 pub fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
 }
 
 impl fmt::Display for TraceParent {

@@ -21,7 +21,7 @@ use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use super::spans::{EVENTS_MAX, Place, address_span, call_span};
 use crate::{
     record::cni::TracedCall,
-    session::{AddressEvent, SocketError},
+    session::{AddressEvent, SocketError, trace_context::TraceParent},
 };
 
 /// How long a pod's finished address waits for its ADD call to finish.
@@ -97,7 +97,7 @@ impl Joiner {
     /// the spans of the addresses that waited for it.
     pub fn call(&mut self, traced: &TracedCall, now: DateTime<Utc>) -> Vec<Span> {
         let call = &traced.call;
-        let caller = call.trace_parent.filter(|parent| parent.sampled());
+        let caller = call.trace_parent.filter(TraceParent::sampled);
         let unsampled = call.trace_parent.filter(|parent| !parent.sampled());
         let place = Place {
             trace_id: caller.map_or_else(|| self.ids.random(), |parent| parent.trace_id),
@@ -250,7 +250,7 @@ impl Joiner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{output::otlp::spans::tests::value, session::trace_context::TraceParent};
+    use crate::output::otlp::spans::tests::value;
 
     const T0: i64 = 1_800_000_000;
 

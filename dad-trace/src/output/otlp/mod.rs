@@ -24,7 +24,7 @@ pub mod spans;
 /// How long the end of a recording waits for the last spans to be sent.
 pub const FINISH_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The node's name: the DaemonSet's `K8S_NODE_NAME` (from `spec.nodeName`), else the host name.
+/// The node's name: the `DaemonSet`'s `K8S_NODE_NAME` (from `spec.nodeName`), else the host name.
 #[must_use]
 pub fn node_name() -> String {
     std::env::var("K8S_NODE_NAME")
