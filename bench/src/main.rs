@@ -21,6 +21,7 @@ mod big;
 mod bpf_stats;
 mod cost;
 mod flood;
+mod otlp;
 mod progress;
 mod pty;
 mod render;
@@ -45,6 +46,7 @@ enum Part {
     Flood,
     Accuracy,
     Sockets,
+    Otlp,
 }
 
 #[derive(Parser)]
@@ -95,6 +97,11 @@ struct Args {
     duplicates: u16,
     #[arg(long, default_value_t = 1_000_000)]
     big_events: usize,
+    /// Addresses per OTLP run (more than the exporter's queue holds), and runs of each kind.
+    #[arg(long, default_value_t = 4000)]
+    otlp_addresses: u16,
+    #[arg(long, default_value_t = 3)]
+    otlp_rounds: usize,
 }
 
 /// Everything one run measured.
@@ -108,6 +115,7 @@ pub struct Results {
     soak: Option<soak::Soak>,
     flood: Option<flood::Flood>,
     accuracy: Option<accuracy::Accuracy>,
+    otlp: Option<otlp::OtlpCost>,
 }
 
 fn machine() -> String {
@@ -198,6 +206,10 @@ fn main() -> anyhow::Result<()> {
     if wanted(Part::Accuracy) {
         let _stage = progress::stage(&format!("accuracy: {} pods", args.accuracy_pods));
         results.accuracy = Some(accuracy::run(binary, dir.path(), args.accuracy_pods)?);
+    }
+    if wanted(Part::Otlp) {
+        let _stage = progress::stage(&format!("exporting spans: {} addresses", args.otlp_addresses));
+        results.otlp = Some(otlp::run(binary, dir.path(), args.otlp_addresses, args.otlp_rounds)?);
     }
     sysctls.restore()?;
     let table = render::render(&results, &machine(), &args.commit);

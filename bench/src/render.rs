@@ -61,6 +61,9 @@ pub fn render(results: &Results, machine: &str, commit: &str) -> String {
         );
     }
     flood(&mut out, results);
+    if let Some(cost) = &results.otlp {
+        crate::otlp::render(&mut out, cost);
+    }
     if let Some(accuracy) = &results.accuracy {
         let _ = writeln!(
             out,

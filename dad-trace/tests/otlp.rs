@@ -338,3 +338,37 @@ fn answer_code(answer: Answer) -> u16 {
         Answer::Accept | Answer::Never => 200,
     }
 }
+
+/// The collector goes away mid-run: what it accepted stays sent, the rest is dropped and
+/// counted, the session is whole.
+#[test]
+fn a_collector_killed_mid_run_costs_only_what_came_after() {
+    if !needs_root() {
+        return;
+    }
+    let receiver = Receiver::start(listen(), Answer::Accept).expect("receiver");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("session.json");
+    let recording = spawn_record(
+        dad_trace()
+            .args(["record", "--backend", "tracepoint", "--quiet", "--cri-socket", "none"])
+            .args(["--otlp-endpoint", &receiver.endpoint(), "-o"])
+            .arg(&path),
+    );
+    let first = dad_trace::node::synthetic::create_pods("dto-ka", 2).expect("pods");
+    // The host sides' spans go at once (a pod's own wait for a CNI call that never comes).
+    receiver.wait_for(Duration::from_secs(20), |spans| spans.len() >= 2);
+    let before = receiver.stop().len();
+    assert!(before >= 2, "the collector got {before} spans while it lived");
+    let second = dad_trace::node::synthetic::create_pods("dto-kb", 2).expect("pods");
+    std::thread::sleep(Duration::from_secs(3));
+    let output = recording.stop(Signal::SIGINT);
+    drop((first, second));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let session = Session::load(&path).expect("session");
+    let (sent, dropped) = span_counts(&stderr);
+    assert_eq!(sent, before, "{stderr}");
+    assert_eq!(sent + dropped, session.events.len(), "{stderr}");
+    assert!(dropped > 0, "{stderr}");
+}
