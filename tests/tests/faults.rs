@@ -143,50 +143,73 @@ fn duplicate_from_out_of_sight_is_said_to_come_from_off_this_node() {
 }
 
 /// A tenant names its pod's interface with a terminal escape sequence (Linux allows any
-/// byte but `/`, `:` and whitespace): the session keeps the name as it is, every printed form
-/// shows it escaped.
+/// byte but `/`, `:` and whitespace), or with a right-to-left override that would reorder
+/// what follows it on a terminal ("Trojan Source"), and its namespace too: the session keeps
+/// the names as they are, every printed form shows them escaped (live line, text, Markdown
+/// and HTML reports, JSON, metrics labels).
 #[test]
-fn an_interface_named_with_an_escape_sequence_is_shown_not_obeyed() {
+fn names_with_escape_sequences_or_bidi_overrides_are_shown_not_obeyed() {
     if !needs_root() {
         return;
     }
     let _sysctls = stock_dad_settings();
-    let hostile = "e\u{1b}[2J\u{7}x";
-    let (session, _netns) = record_during(options(), Duration::from_millis(500), move || {
-        let netns = TestNetns::new("dtf-esc");
-        integration_tests::netns::ip(&[
-            "link",
-            "add",
-            "dtf-esc-h",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            hostile,
-            "netns",
-            "dtf-esc",
-        ]);
-        integration_tests::netns::ip(&["link", "set", "dtf-esc-h", "up"]);
-        netns.ip(&["link", "set", hostile, "up"]);
-        netns.ip(&["addr", "add", "fd00:dad:f9::1/64", "dev", hostile]);
-        netns.wait_settled(addr("fd00:dad:f9::1"));
-        netns
-    });
-    let events = events_of(&session, "dtf-esc", addr("fd00:dad:f9::1"));
-    assert_eq!(events.len(), 1, "{:#?}", session.events);
-    assert_eq!(
-        events[0].ifname, hostile,
-        "the session keeps the name as the kernel has it"
-    );
-    let line = dad_trace::output::sinks::event_line(events[0]);
-    let report = dad_trace::report::render_text(&session.clone().fold(), true);
-    for printed in [&line, &report] {
-        assert!(!printed.chars().any(|c| c.is_control() && c != '\n'), "{printed:?}");
+    for (netns_name, hostile, escaped) in [
+        ("dtf-esc", "e\u{1b}[2J\u{7}x", "e\\x1b[2J\\x07x"),
+        ("dtf-bidi\u{202e}gnp", "ab\u{202e}oc", "ab\\u{202e}oc"),
+    ] {
+        let (session, _netns) = record_during(options(), Duration::from_millis(500), move || {
+            let netns = TestNetns::new(netns_name);
+            integration_tests::netns::ip(&[
+                "link",
+                "add",
+                "dtf-esc-h",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                hostile,
+                "netns",
+                netns_name,
+            ]);
+            integration_tests::netns::ip(&["link", "set", "dtf-esc-h", "up"]);
+            netns.ip(&["link", "set", hostile, "up"]);
+            netns.ip(&["addr", "add", "fd00:dad:f9::1/64", "dev", hostile]);
+            netns.wait_settled(addr("fd00:dad:f9::1"));
+            netns
+        });
+        let events = events_of(&session, netns_name, addr("fd00:dad:f9::1"));
+        assert_eq!(events.len(), 1, "{:#?}", session.events);
+        assert_eq!(
+            events[0].ifname, hostile,
+            "the session keeps the name as the kernel has it"
+        );
+        let line = dad_trace::output::sinks::event_line(events[0]);
+        let comparison = dad_trace::report::compare::compare(&[("before".into(), session.clone().fold())]);
+        let metrics = dad_trace::output::metrics::Metrics::new("tracepoint", "test", true);
+        metrics.observe(events[0]);
+        let printed = [
+            line.clone(),
+            dad_trace::report::render_text(&session.clone().fold(), true),
+            dad_trace::report::markdown::render_markdown(&comparison),
+            dad_trace::report::html::render(&comparison),
+            dad_trace::text::json(events[0], false).expect("json"),
+            metrics.render(),
+        ];
+        for text in &printed {
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| (c.is_control() && c != '\n') || dad_trace::text::is_format(c)),
+                "{text:?}"
+            );
+        }
+        assert!(line.contains(escaped), "{line}");
+        let json: serde_json::Value = serde_json::from_str(&printed[4]).expect("JSON");
+        assert_eq!(json["ifname"], hostile, "JSON escapes, a parser reads the name back");
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", "dtf-esc-h"])
+            .output();
     }
-    assert!(line.contains("e\\x1b[2J\\x07x"), "{line}");
-    let _ = std::process::Command::new("ip")
-        .args(["link", "del", "dtf-esc-h"])
-        .output();
 }
 
 /// CPU time this process has used so far (user + system, from /proc/self/stat).

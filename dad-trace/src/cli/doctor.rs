@@ -61,7 +61,7 @@ impl Doctor {
         };
         let text = match style {
             Some(style) => render_as(&audit, &diagnosis, style),
-            None => serde_json::to_string_pretty(&(&audit, &diagnosis))? + "\n",
+            None => crate::text::json(&(&audit, &diagnosis), true)? + "\n",
         };
         super::write_output(self.output.as_deref(), &text)
     }

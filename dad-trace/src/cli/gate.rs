@@ -72,7 +72,7 @@ impl Gate {
         let gate = self.gate();
         let verdict = gate.check(&Session::load_as(&self.before)?, &Session::load_as(&self.after)?);
         match self.format {
-            GateFormat::Json => super::out(&(serde_json::to_string_pretty(&verdict)? + "\n"))?,
+            GateFormat::Json => super::out(&(crate::text::json(&verdict, true)? + "\n"))?,
             GateFormat::Text | GateFormat::Markdown => super::out(&verdict.render())?,
         }
         if verdict.passed() {

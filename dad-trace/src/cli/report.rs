@@ -54,7 +54,7 @@ impl Report {
                 Format::Text => render_text(&session, self.per_pod),
                 Format::Markdown => markdown::render_markdown(&compare::compare(&[(label, session)])),
                 Format::Html => html::render(&compare::compare(&[(label, session)])),
-                Format::Json => serde_json::to_string_pretty(&summarize(&session))? + "\n",
+                Format::Json => crate::text::json(&summarize(&session), true)? + "\n",
             });
         }
         let comparison = compare::compare(&sessions);
@@ -62,7 +62,7 @@ impl Report {
             Format::Text => compare::render_text(&comparison),
             Format::Markdown => markdown::render_markdown(&comparison),
             Format::Html => html::render(&comparison),
-            Format::Json => serde_json::to_string_pretty(&comparison)? + "\n",
+            Format::Json => crate::text::json(&comparison, true)? + "\n",
         })
     }
 }

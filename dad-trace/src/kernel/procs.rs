@@ -274,6 +274,8 @@ mod tests {
         "CNI_IFNAME=eth0",
         "CNI_CONTAINERID=abc123",
         "CNI_PATH=/opt/cni/bin",
+        "TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "TRACESTATE=rt=1",
     ];
 
     #[test]
@@ -292,6 +294,11 @@ mod tests {
         assert_eq!(exec.env.arg("K8S_POD_NAMESPACE"), Some("team-a"));
         assert_eq!(exec.env.arg("K8S_POD_NAME"), Some("web-0"));
         assert_eq!(exec.env.arg("MISSING"), None);
+        assert_eq!(
+            exec.env.traceparent.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        assert_eq!(exec.env.tracestate.as_deref(), Some("rt=1"));
     }
 
     /// Each flag of the record reaches its own field, and only that one.

@@ -106,7 +106,7 @@ impl Live {
     }
 
     fn json(&mut self, record: &Record<'_>) {
-        match serde_json::to_string(record) {
+        match crate::text::json(record, false) {
             Ok(line) => self.write(&(line + "\n")),
             Err(e) => log::warn!("live JSON: {e}"),
         }

@@ -276,7 +276,10 @@ impl Metrics {
         if event.host_netns {
             let mut labels = vec![(NAMESPACE_LABEL.to_string(), HOST_LABEL.to_string())];
             if self.per_pod_labels {
-                labels.push((POD_LABEL.to_string(), event.pod_label()));
+                labels.push((
+                    POD_LABEL.to_string(),
+                    crate::text::terminal(&event.pod_label()).into_owned(),
+                ));
             }
             return labels;
         }
@@ -286,13 +289,15 @@ impl Metrics {
     /// A pod's labels: its Kubernetes namespace (or `(unknown)`), and with per-pod labels its
     /// name (or `label`, what else names it).
     fn pod_labels(&self, pod: Option<&Pod>, label: impl FnOnce() -> String) -> Labels {
-        let namespace = pod
-            .and_then(|pod| pod.namespace.clone())
-            .unwrap_or_else(|| UNKNOWN_LABEL.to_string());
+        // Label values are shown by dashboards and terminals: escaped as every name is.
+        let namespace = pod.and_then(|pod| pod.namespace.as_deref()).map_or_else(
+            || UNKNOWN_LABEL.to_string(),
+            |name| crate::text::terminal(name).into_owned(),
+        );
         let mut labels = vec![(NAMESPACE_LABEL.to_string(), namespace)];
         if self.per_pod_labels {
             let name = pod.and_then(|pod| pod.name.clone()).unwrap_or_else(label);
-            labels.push((POD_LABEL.to_string(), name));
+            labels.push((POD_LABEL.to_string(), crate::text::terminal(&name).into_owned()));
         }
         labels
     }
