@@ -101,7 +101,7 @@ fn scenario_restores_sysctls_when_a_phase_fails() {
                 "2",
                 "--phases",
                 "naive-tuning",
-                "--cni-dir",
+                "--cni-bin-dir",
             ])
             .arg(cni.path()),
     );

@@ -16,6 +16,7 @@ use super::Cli;
     dad-trace completions fish > ~/.config/fish/completions/dad-trace.fish\n    \
     source <(dad-trace completions bash)          # this shell only")]
 pub struct Completions {
+    /// The shell the script is for.
     #[arg(value_enum)]
     shell: clap_complete::Shell,
 }

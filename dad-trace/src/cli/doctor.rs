@@ -30,6 +30,7 @@ use crate::{
     sudo dad-trace doctor --format html -o doctor.html    # one offline page\n    \
     sudo dad-trace doctor --session before.json  # + what applications paid (socket errors)")]
 pub struct Doctor {
+    /// text for a terminal; json for machines; markdown for a ticket; html for one offline page.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// A recorded session: the socket errors applications had during DAD, and their fixes.
@@ -72,17 +73,19 @@ impl Doctor {
 #[command(after_help = "EXAMPLES:\n    \
     sudo dad-trace tune --apply --yes  # all/default accept_dad=0, devconf_inherit_init_net=1\n    \
     sudo dad-trace tune --revert       # put back what --apply saved")]
+#[command(group = clap::ArgGroup::new("action").required(true))]
 pub struct Tune {
     /// Apply: all/default `accept_dad=0` and `net.core.devconf_inherit_init_net=1`.
-    #[arg(long, conflicts_with = "revert", requires = "yes")]
+    #[arg(long, conflicts_with = "revert", requires = "yes", group = "action")]
     apply: bool,
     /// Put back the values saved by --apply.
-    #[arg(long)]
+    #[arg(long, group = "action")]
     revert: bool,
     /// Confirms --apply: DAD protects against duplicate addresses; only disable it in
     /// networks you control.
     #[arg(long)]
     yes: bool,
+    /// Where --apply saves the values it replaces, and --revert reads them back.
     #[arg(long, default_value = "/var/lib/dad-trace/tune-state.json", value_name = "FILE")]
     state: PathBuf,
 }
@@ -91,10 +94,9 @@ impl Tune {
     pub fn run(self) -> anyhow::Result<()> {
         let (verb, state) = if self.apply {
             ("applied; previous values saved in", tune::apply(&self.state)?)
-        } else if self.revert {
-            ("reverted from", tune::revert(&self.state)?)
         } else {
-            anyhow::bail!("say --apply --yes to apply the fix, or --revert to undo it");
+            // The parser requires one of the two.
+            ("reverted from", tune::revert(&self.state)?)
         };
         let mut text = String::new();
         for (name, value) in &state.previous {

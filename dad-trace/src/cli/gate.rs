@@ -15,8 +15,10 @@ use crate::{
     dad-trace gate before.json after.json --after-max-p99-ms 10 --format json\n    \
     dad-trace gate before.json after.json --require-change   # and faster for real, not noise")]
 pub struct Gate {
+    /// The session recorded before tuning (or with DAD on).
     #[arg(value_name = "BEFORE")]
     before: PathBuf,
+    /// The session recorded after tuning.
     #[arg(value_name = "AFTER")]
     after: PathBuf,
     /// Before tuning, pod addresses' tentative p50 must be above this.

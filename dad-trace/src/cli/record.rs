@@ -32,18 +32,18 @@ pub struct Record {
     #[arg(value_name = "INTERVAL", conflicts_with = "interval", value_parser = parse_interval)]
     interval_arg: Option<f64>,
     /// bcc style: how many intervals (as --count with an interval).
-    #[arg(value_name = "COUNT", conflicts_with = "count")]
+    #[arg(value_name = "COUNT", conflicts_with = "count", value_parser = parse_count)]
     count_arg: Option<usize>,
     /// Print the histograms of every interval of this many seconds, and the pods done in it
     /// (instead of a line per address and the histograms at the end).
     #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
     interval: Option<f64>,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(short = 'd', long, value_name = "SECONDS", value_parser = parse_interval)]
     pub duration: Option<f64>,
     /// Stop after N intervals with an interval (as bcc's tools); without one, after N
     /// addresses finished.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     count: Option<usize>,
     /// Histograms in milliseconds (as bcc's -m); without it the unit fits the delays.
     #[arg(short = 'm', long)]
@@ -53,11 +53,14 @@ pub struct Record {
     /// its addresses are done (`"pod"`) and each interval (`"interval"`).
     #[arg(long, value_enum, default_value_t = RecordFormat::Text)]
     format: RecordFormat,
+    /// JSON lines (as --format jsonl).
+    #[arg(short = 'j', conflicts_with = "format")]
+    jsonl: bool,
     /// Save the session as JSON (atomically; also on Ctrl-C).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Also print a table of every pod's delay.
-    #[arg(long, conflicts_with_all = ["interval", "interval_arg"])]
+    #[arg(short = 'P', long, conflicts_with_all = ["interval", "interval_arg"])]
     per_pod: bool,
     /// Create N synthetic pods (netns + veth + IPv6 address) while tracing, stop when they
     /// settled, and remove them.
@@ -77,16 +80,30 @@ enum RecordFormat {
     Jsonl,
 }
 
-/// An interval must be a positive number of seconds (a zero period would spin).
+/// An interval or a duration must be a positive number of seconds (a zero period would
+/// spin, a zero duration would record nothing).
 fn parse_interval(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(seconds) if seconds.is_finite() && seconds >= 0.001 => Ok(seconds),
-        Ok(_) => Err("an interval is at least 0.001 seconds".into()),
+        Ok(_) => Err("at least 0.001 seconds".into()),
         Err(e) => Err(format!("{text:?} is not a number of seconds: {e}")),
     }
 }
 
+/// A count of addresses or intervals: at least one (zero would stop before anything).
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("at least 1".into()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(format!("{text:?} is not a count: {e}")),
+    }
+}
+
 impl Record {
+    fn format(&self) -> RecordFormat {
+        if self.jsonl { RecordFormat::Jsonl } else { self.format }
+    }
+
     fn interval(&self) -> Option<f64> {
         self.interval.or(self.interval_arg)
     }
@@ -94,7 +111,7 @@ impl Record {
     /// Flags the parser accepts alone but that do nothing together: refused (exit code 2)
     /// rather than ignored.
     pub fn check(&self) -> Result<(), (ErrorKind, String)> {
-        if self.format == RecordFormat::Jsonl {
+        if self.format() == RecordFormat::Jsonl {
             for (set, flag, why) in [
                 (self.per_pod, "--per-pod", "every pod is an object of its own"),
                 (self.quiet, "--quiet", "the JSON lines are the output"),
@@ -122,7 +139,7 @@ impl Record {
         } else {
             (count, None)
         };
-        let format = match self.format {
+        let format = match self.format() {
             RecordFormat::Text => LiveFormat::Text,
             RecordFormat::Jsonl => LiveFormat::Jsonl,
         };

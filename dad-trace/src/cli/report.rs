@@ -18,13 +18,17 @@ use crate::{
     dad-trace report before.json after.json --format html -o r.html # offline page with charts\n    \
     dad-trace report node-*.json --merge                            # one report from several nodes")]
 pub struct Report {
+    /// Session files (`record -o`); two or more are compared side by side, first as before.
     #[arg(value_name = "SESSION", required = true)]
     files: Vec<PathBuf>,
-    #[arg(long)]
+    /// Also every pod's delay (text of one session, or of sessions merged).
+    #[arg(short = 'P', long)]
     per_pod: bool,
     /// Merge the sessions (e.g. one per node) into one before reporting.
     #[arg(long)]
     merge: bool,
+    /// text for a terminal; json for machines; markdown for a ticket; html for one offline
+    /// page with charts.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Write the report here instead of standard output.
@@ -33,6 +37,21 @@ pub struct Report {
 }
 
 impl Report {
+    /// `--per-pod` shows in the text of one session (or of several merged) only: refused
+    /// elsewhere (exit code 2), never ignored.
+    pub fn check(&self) -> Result<(), (clap::error::ErrorKind, String)> {
+        let one = self.merge || self.files.len() == 1;
+        if self.per_pod && (self.format != Format::Text || !one) {
+            return Err((
+                clap::error::ErrorKind::ArgumentConflict,
+                "--per-pod applies to the text report of one session (or of several merged with --merge); \
+                 json already has every pod (`pods`)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn run(self) -> anyhow::Result<()> {
         let text = self.render()?;
         super::write_output(self.output.as_deref(), &text)

@@ -19,13 +19,17 @@ use crate::{
     sudo dad-trace scenario -o results/                # sessions, report.md, report.html\n    \
     dad-trace scenario --list                          # the phases, as JSON")]
 pub struct Scenario {
-    #[arg(long, default_value_t = 20)]
-    pods: usize,
+    /// Pods set up per phase.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pods: u16,
     /// CNI plugin; falls back to plain veth pairs (and says so) when it is not installed.
     #[arg(long, value_enum, default_value_t = Plugin::Ptp)]
     plugin: Plugin,
-    #[arg(long, default_value = "/usr/lib/cni", value_name = "DIR")]
+    /// Where the CNI plugins are (ptp, bridge, host-local; Debian's containernetworking-plugins
+    /// puts them here).
+    #[arg(long = "cni-bin-dir", default_value = "/usr/lib/cni", value_name = "DIR")]
     cni_dir: PathBuf,
+    /// kprobe, tracepoint, or auto (as `record --backend`).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     /// Phases to run, in order.
@@ -70,7 +74,7 @@ impl Scenario {
         let opts = ScenarioOptions {
             plugin,
             cni_dir: self.cni_dir,
-            pods: self.pods,
+            pods: usize::from(self.pods),
             backend: self.backend,
             phases,
             prefix: "dts-".into(),

@@ -176,13 +176,7 @@ pub fn rows(comparison: &Comparison) -> Vec<Row> {
             let ratio = match (values.first().copied().flatten(), values.last().copied().flatten()) {
                 // Histograms hold at least 1 ns (a zero delay is recorded as 1).
                 (Some(first), Some(last)) if columns.len() > 1 => {
-                    let ratio = last as f64 / first.max(1) as f64;
-                    // Small ratios (DAD gone) keep two significant digits.
-                    Some(if ratio >= 0.01 {
-                        format!("{ratio:.2}x")
-                    } else {
-                        format!("{ratio:.1e}x")
-                    })
+                    Some(readable_ratio(last as f64 / first.max(1) as f64))
                 }
                 _ => None,
             };
@@ -360,6 +354,35 @@ pub(crate) fn render_settings(out: &mut String, comparison: &Comparison, line: i
     }
 }
 
+/// A last/first ratio as a person reads it: `1.05×` when not shorter, `16× shorter` or
+/// `1,600× shorter` (two significant digits) when it is, never `6.3e-4x`.
+#[must_use]
+pub fn readable_ratio(ratio: f64) -> String {
+    if !ratio.is_finite() || ratio <= 0.0 {
+        return "-".into();
+    }
+    if ratio >= 1.0 {
+        return format!("{ratio:.2}×");
+    }
+    let times = 1.0 / ratio;
+    // Below 9.95 one decimal shows (9.95 would print as 10.0).
+    if times < 9.95 {
+        return format!("{times:.1}× shorter");
+    }
+    // Two significant digits, then thousands separators.
+    let magnitude = 10_f64.powi(times.log10().floor() as i32 - 1);
+    let rounded = ((times / magnitude).round() * magnitude) as u64;
+    let digits = rounded.to_string();
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    format!("{grouped}× shorter")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use chrono::{DateTime, Utc};
@@ -413,6 +436,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn ratios_read_as_words_and_digits() {
+        for (ratio, text) in [
+            (1.0, "1.00×"),
+            (3.204, "3.20×"),
+            (0.5, "2.0× shorter"),
+            (0.1001, "10× shorter"),
+            (0.1006, "9.9× shorter"),
+            (0.0625, "16× shorter"),
+            (6.3e-4, "1,600× shorter"),
+            (5.3e-5, "19,000× shorter"),
+            (1e-6, "1,000,000× shorter"),
+            (0.0, "-"),
+            (f64::NAN, "-"),
+            (f64::INFINITY, "-"),
+        ] {
+            assert_eq!(readable_ratio(ratio), text, "{ratio}");
+        }
+    }
+
+    #[test]
     fn before_after_shows_ratio_outliers_and_changed_settings() {
         let before = session("node-a", &[1500, 1800, 2000, 1600], "0");
         let after = session("node-a", &[1, 2, 1, 1], "1");
@@ -426,7 +469,10 @@ pub(crate) mod tests {
         );
         assert_eq!(comparison.sessions[0].outliers[0].delay_ns, 2_000_000_000);
         let text = render_text(&comparison);
-        assert!(text.contains("tentative p50") && text.contains("6.3e-4x"), "{text}");
+        assert!(
+            text.contains("tentative p50") && text.contains("1,600× shorter"),
+            "{text}"
+        );
         assert!(text.contains("slowest pods in before: node-a-pod2 2.00 s"), "{text}");
         assert!(
             text.contains("setting net.core.devconf_inherit_init_net: 0 -> 1"),

@@ -64,14 +64,14 @@ pub fn write_outputs(results: &[PhaseResult], dir: &Path) -> anyhow::Result<()> 
 #[must_use]
 pub fn table(results: &[PhaseResult]) -> String {
     let mut out = String::from(
-        "\nphase          plugin      pods   ADD p50    ADD p99   traced p50  traced p99  doctor           gate\n",
+        "\nphase          plugin      pods   ADD p50    ADD p99   traced p50  traced p99  doctor                   gate\n",
     );
     let cell =
         |summary: Option<Summary>, pick: fn(&Summary) -> u64| summary.as_ref().map_or("-".into(), |s| human(pick(s)));
     for result in results {
         let _ = writeln!(
             out,
-            "{:<14} {:<10} {:>5} {:>9} {:>9} {:>11} {:>11}  {:<16} {}",
+            "{:<14} {:<10} {:>5} {:>9} {:>9} {:>11} {:>11}  {:<24} {}",
             result.phase,
             result.plugin_label(),
             result.pods.len(),
@@ -79,7 +79,7 @@ pub fn table(results: &[PhaseResult]) -> String {
             cell(result.add, |s| s.p99_ns),
             cell(result.traced, |s| s.p50_ns),
             cell(result.traced, |s| s.p99_ns),
-            format!("{:?}", result.doctor),
+            result.doctor.to_string(),
             if result.problems.is_empty() {
                 "ok".to_string()
             } else {

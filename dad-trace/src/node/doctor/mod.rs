@@ -196,6 +196,17 @@ pub enum Verdict {
     Tuned,
 }
 
+/// In words, as people read it (the JSON keeps the variant's name).
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::DadOn => "new pods run DAD",
+            Verdict::NaiveTuningTrap => "host tuned, new pods not",
+            Verdict::Tuned => "tuned",
+        })
+    }
+}
+
 /// The estimate for one interface of a live namespace, and for its live addresses.
 #[derive(Clone, Debug, Serialize)]
 pub struct InterfaceEstimate {

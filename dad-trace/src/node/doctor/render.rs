@@ -114,7 +114,7 @@ fn blocks(audit: &Audit, diagnosis: &Diagnosis) -> Vec<Block> {
             rows,
         ));
     }
-    out.push(Block::Heading(format!("Diagnosis ({:?})", diagnosis.verdict)));
+    out.push(Block::Heading(format!("Diagnosis: {}", diagnosis.verdict)));
     out.push(Block::Bullets(diagnosis.findings.clone()));
     out.push(Block::Paragraph(format!(
         "Estimated wait per new pod: {}",

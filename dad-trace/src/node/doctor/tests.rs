@@ -339,7 +339,7 @@ fn every_style_escapes_names_from_the_node() {
     assert!(!text.contains('\u{1b}') && text.contains("\\x1b"), "{text}");
     let md = render_as(&audit, &d, Style::Markdown);
     assert!(md.contains("&lt;b&gt;x&lt;/b&gt;\\|\\`") && !md.contains("<b>"), "{md}");
-    assert!(md.contains("## Diagnosis (DadOn)") && md.contains("| namespace | interface |"));
+    assert!(md.contains("## Diagnosis: new pods run DAD") && md.contains("| namespace | interface |"));
     let page = render_as(&audit, &d, Style::Html);
     assert!(
         page.contains("&lt;b&gt;x&lt;/b&gt;|`") && !page.contains("<b>"),
