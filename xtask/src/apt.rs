@@ -1,7 +1,8 @@
 //! Debian packages for other releases and architectures (bullseye kernels, arm64 kernels,
-//! arm64 busybox, CNI plugins and Rust standard library) through a project-local apt
-//! sources list and lists directory in the cache. The machine's apt configuration and dpkg
-//! architectures are left alone: these packages are only downloaded and unpacked.
+//! arm64 busybox, CNI plugins and Rust standard library; sid's containerd) through
+//! project-local apt sources lists and lists directories in the cache. The machine's apt
+//! configuration and dpkg architectures are left alone: these packages are only downloaded
+//! and unpacked.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -47,17 +48,23 @@ pub struct Apt {
 }
 
 impl Apt {
-    /// Writes the sources list and refreshes the lists when missing or stale.
+    /// bookworm and bullseye ([`SOURCES`]).
     pub fn local() -> anyhow::Result<Self> {
+        Self::with_sources("apt", SOURCES)
+    }
+
+    /// The apt state in `name` under the cache, for `sources` alone: writes the sources list
+    /// and refreshes the lists when missing or stale.
+    pub fn with_sources(name: &str, sources: &str) -> anyhow::Result<Self> {
         let apt = Self {
-            dir: cache_dir().join("apt"),
+            dir: cache_dir().join(name),
         };
         fs::create_dir_all(apt.dir.join("lists/partial"))?;
         fs::create_dir_all(apt.dir.join("archives/partial"))?;
-        let sources = apt.dir.join("sources.list");
-        let changed = fs::read_to_string(&sources).ok().as_deref() != Some(SOURCES);
+        let list = apt.dir.join("sources.list");
+        let changed = fs::read_to_string(&list).ok().as_deref() != Some(sources);
         if changed {
-            fs::write(&sources, SOURCES)?;
+            fs::write(&list, sources)?;
         }
         let stamp = apt.dir.join("lists/updated");
         let fresh = fs::metadata(&stamp)
@@ -107,14 +114,45 @@ impl Apt {
             .collect())
     }
 
+    /// The version apt would pick of `name` (`Candidate:` of `apt-cache policy`).
+    pub fn candidate(&self, name: &str) -> anyhow::Result<String> {
+        let output = self
+            .command("apt-cache")
+            .args(["policy", name])
+            .output()
+            .context("apt-cache policy")?;
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Candidate:"))
+            .map(|version| version.trim().to_string())
+            .filter(|version| version != "(none)")
+            .with_context(|| format!("the lists in {} have no {name}", self.dir.display()))
+    }
+
+    /// Whether the lists name this exact version (`apt-cache show` exits 0 either way: its
+    /// record says).
+    pub fn knows(&self, name: &str, version: &str) -> bool {
+        self.command("apt-cache")
+            .args(["show", &format!("{name}={version}")])
+            .output()
+            .is_ok_and(|output| {
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .any(|line| line.strip_prefix("Version: ") == Some(version))
+            })
+    }
+
     /// Downloads a package once and unpacks it into the cache; returns the unpacked root.
     pub fn unpacked(&self, deb: &Deb) -> anyhow::Result<PathBuf> {
+        self.unpacked_checked(deb, None)
+    }
+
+    /// As [`Self::unpacked`], the download checked against `sha256` (lower-case hex) when
+    /// given: a file that differs is deleted, and nothing is unpacked.
+    pub fn unpacked_checked(&self, deb: &Deb, sha256: Option<&str>) -> anyhow::Result<PathBuf> {
         let dir = cache_dir().join("debs");
-        let root =
-            cache_dir()
-                .join("unpacked")
-                .join(format!("{}_{}_{}", deb.name, deb.version.unwrap_or("newest"), deb.arch));
-        if root.join(".complete").exists() {
+        let root = deb.root();
+        if deb.is_unpacked() {
             return Ok(root);
         }
         fs::create_dir_all(&dir)?;
@@ -136,6 +174,13 @@ impl Apt {
         let Some(file) = find() else {
             bail!("apt-get download {} left no .deb in {}", deb.name, dir.display());
         };
+        if let Some(wanted) = sha256 {
+            let found = sha256_of(&file)?;
+            if found != wanted {
+                fs::remove_file(&file)?;
+                bail!("{}: sha256 {found}, expected {wanted} (deleted)", file.display());
+            }
+        }
         if root.exists() {
             fs::remove_dir_all(&root)?;
         }
@@ -154,6 +199,21 @@ pub struct Deb<'a> {
 }
 
 impl Deb<'_> {
+    /// Where the package is unpacked in the cache.
+    pub fn root(&self) -> PathBuf {
+        cache_dir().join("unpacked").join(format!(
+            "{}_{}_{}",
+            self.name,
+            self.version.unwrap_or("newest"),
+            self.arch
+        ))
+    }
+
+    /// Whether it has been unpacked there, completely.
+    pub fn is_unpacked(&self) -> bool {
+        self.root().join(".complete").exists()
+    }
+
     /// Whether `path` is this package's file (`name_version_arch.deb`, `:` encoded as `%3a`).
     fn is_file(&self, path: &Path) -> bool {
         let file = path
@@ -181,4 +241,18 @@ pub fn installed_version(package: &str) -> anyhow::Result<String> {
         bail!("{package} is not installed");
     }
     Ok(version)
+}
+
+/// The sha256 of a file, in lower-case hex (`sha256sum`).
+fn sha256_of(file: &Path) -> anyhow::Result<String> {
+    let output = Command::new("sha256sum").arg(file).output().context("sha256sum")?;
+    if !output.status.success() {
+        bail!(
+            "sha256sum {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text.split_whitespace().next().unwrap_or_default().to_string())
 }

@@ -174,6 +174,7 @@ const HOST_TESTS: &[&str] = &[
     "faults",
     "socket_errors",
     "runtime",
+    "runtime_otlp",
     "deploy",
     "doctor",
     "monitoring",

@@ -14,6 +14,7 @@ mod kind;
 mod mutants;
 mod progress;
 mod setup;
+mod sid;
 mod tiers;
 mod vm;
 
@@ -30,7 +31,11 @@ struct Cli {
 enum Task {
     /// Install what building needs: the eBPF toolchain (Debian packages, bpf-linker, a rustup
     /// link). Idempotent. `run`/`demo` add the CNI plugins, `test` the test stack.
-    Setup,
+    Setup {
+        /// Also what `test` needs: the test stack, and sid's containerd unpacked in the cache.
+        #[arg(long)]
+        test: bool,
+    },
     /// Set up, build, and trace 20 synthetic pods coming up (root). Extra args go to `record`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -291,7 +296,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Setup => setup::ensure(Need::Build),
+        Task::Setup { test } => setup::ensure(if test { Need::Test } else { Need::Build }),
         Task::Run { args } => {
             setup::ensure(Need::Run)?;
             let binary = build_release()?;

@@ -1,6 +1,7 @@
 //! What each task installs: building needs the eBPF toolchain; the main job (`demo`,
 //! `run`) adds the CNI plugins; only `test` (and `bench`) install the test stack, which
-//! includes services (containerd, Prometheus) a user's machine should not get by surprise.
+//! includes services (containerd, Prometheus) a user's machine should not get by surprise,
+//! and unpacks sid's containerd 2.x into the cache (sid.rs).
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -68,6 +69,10 @@ pub fn ensure(need: Need) -> anyhow::Result<()> {
         packages.extend(CROSS_PACKAGES);
     }
     install_packages(&packages)?;
+    if need >= Need::Test {
+        // The OTLP runtime test's containerd 2.x, unpacked beside the installed 1.6.
+        crate::sid::ensure_containerd()?;
+    }
     ebpf_toolchain_ready()
 }
 

@@ -1,5 +1,6 @@
-//! A real containerd (Debian's 1.6 with its CRI plugin, runc, the ptp CNI plugin on an IPv6
-//! range) started for one test, in its own directory, and everything it made removed on drop.
+//! A real containerd (Debian 12's 1.6, or sid's 2.x unpacked in the cache, with its CRI
+//! plugin, runc, the ptp CNI plugin on an IPv6 range) started for one test, in its own
+//! directory, and everything it made removed on drop.
 //!
 //! No registry is reachable: the sandbox (pause) image is built locally
 //! (`containerd/build-pause-image.sh`) and imported with `ctr`.
@@ -14,13 +15,17 @@ use std::{
 use anyhow::{Context as _, bail};
 use dad_trace::record::enrich::cri::CriClient;
 use k8s_cri::v1::{
-    Capability, ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, Int64Value, KeyValue,
-    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, Mount, MountPropagation, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile, StartContainerRequest,
-    StopPodSandboxRequest, security_profile::ProfileType,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
-use k8s_openapi::api::core::v1::PodSpec;
+
+pub use self::kubelet::container_config;
+
+mod cleanup;
+mod config;
+mod kubelet;
+pub mod sid;
 
 pub const PAUSE_IMAGE: &str = "localhost/dad-trace-pause:1";
 /// The pods' IPv6 range (ULA, only inside namespaces this test makes).
@@ -47,194 +52,26 @@ pub fn unavailable(cni_dir: &Path) -> Option<String> {
     None
 }
 
-/// A pod spec's only container as the kubelet hands it to the runtime: `$(VAR)` expanded,
-/// host paths of volumes mapped by `host_path` (the test's stand-ins for the node's), the
-/// security context translated, capabilities limited to `capabilities`.
-pub fn container_config(
-    spec: &PodSpec,
-    host_path: &dyn Fn(&str) -> String,
-    env: &[(&str, &str)],
-    capabilities: &[String],
-) -> anyhow::Result<ContainerConfig> {
-    let container = spec.containers.first().context("no container")?;
-    let volumes = spec.volumes.as_deref().unwrap_or_default();
-    let mut mounts = Vec::new();
-    for mount in container.volume_mounts.iter().flatten() {
-        let volume = volumes
-            .iter()
-            .find(|volume| volume.name == mount.name)
-            .with_context(|| format!("no volume {}", mount.name))?;
-        let path = &volume.host_path.as_ref().context("only hostPath volumes")?.path;
-        mounts.push(Mount {
-            container_path: mount.mount_path.clone(),
-            host_path: host_path(path),
-            readonly: mount.read_only == Some(true),
-            propagation: match mount.mount_propagation.as_deref() {
-                Some("HostToContainer") => MountPropagation::PropagationHostToContainer,
-                Some("Bidirectional") => MountPropagation::PropagationBidirectional,
-                _ => MountPropagation::PropagationPrivate,
-            }
-            .into(),
-            ..Mount::default()
-        });
-    }
-    let security = container.security_context.clone().unwrap_or_default();
-    let drop = security
-        .capabilities
-        .as_ref()
-        .and_then(|capabilities| capabilities.drop.clone())
-        .unwrap_or_default();
-    Ok(ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: container.name.clone(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: container.image.clone().context("no image")?,
-            ..ImageSpec::default()
-        }),
-        // The kubelet expands $(VAR) before the runtime sees the arguments.
-        args: crate::manifests::expanded_args(container, env)?,
-        envs: env
-            .iter()
-            .map(|(key, value)| KeyValue {
-                key: (*key).into(),
-                value: (*value).into(),
-            })
-            .collect(),
-        mounts,
-        linux: Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                capabilities: Some(Capability {
-                    add_capabilities: capabilities.to_vec(),
-                    drop_capabilities: drop,
-                    ..Capability::default()
-                }),
-                privileged: security.privileged == Some(true),
-                run_as_user: security.run_as_user.map(|value| Int64Value { value }),
-                readonly_rootfs: security.read_only_root_filesystem == Some(true),
-                no_new_privs: security.allow_privilege_escalation == Some(false),
-                seccomp: security.seccomp_profile.as_ref().map(|profile| SecurityProfile {
-                    profile_type: if profile.type_ == "RuntimeDefault" {
-                        ProfileType::RuntimeDefault
-                    } else {
-                        ProfileType::Unconfined
-                    }
-                    .into(),
-                    ..SecurityProfile::default()
-                }),
-                ..LinuxContainerSecurityContext::default()
-            }),
-            ..LinuxContainerConfig::default()
-        }),
-        ..ContainerConfig::default()
-    })
+/// Which containerd a test runs.
+pub enum Release {
+    /// The machine's (Debian 12's 1.6), from `PATH`.
+    Installed,
+    /// sid's 2.x unpacked at `root` (see [`sid`]), sending its spans to `otlp_endpoint`.
+    Sid { root: PathBuf, otlp_endpoint: String },
 }
 
 /// A running containerd; dropping it stops its pods and removes what it made.
 pub struct Containerd {
     dir: PathBuf,
     process: Child,
-    /// Host paths containerd 1.6 writes outside its root, removed when they did not exist before.
+    /// Where its `ctr` is: `PATH` when `None`.
+    bin_dir: Option<PathBuf>,
+    /// How long its spans may wait to be sent: it is stopped only after that (it drops the
+    /// last batch on SIGTERM).
+    export_delay: Option<Duration>,
+    /// Host paths containerd writes outside its root, removed when they did not exist before.
     created_outside: Vec<PathBuf>,
     runtime: tokio::runtime::Runtime,
-}
-
-fn config(dir: &Path, cni_dir: &Path, snapshotter: &str) -> String {
-    let dir = dir.display();
-    let cni_dir = cni_dir.display();
-    // restrict_oom_score_adj: runc cannot lower oom_score_adj without CAP_SYS_RESOURCE, which
-    // sandboxes such as CI runners may lack ("failed to update /proc/self/oom_score_adj").
-    format!(
-        r#"version = 2
-root = "{dir}/root"
-state = "{dir}/state"
-oom_score = 0
-
-[grpc]
-  address = "{dir}/containerd.sock"
-
-[ttrpc]
-  address = "{dir}/containerd.sock.ttrpc"
-
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "{dir}/opt"
-  [plugins."io.containerd.grpc.v1.cri"]
-    sandbox_image = "{PAUSE_IMAGE}"
-    stream_server_address = "127.0.0.1"
-    stream_server_port = "0"
-    enable_selinux = false
-    disable_apparmor = true
-    restrict_oom_score_adj = true
-    netns_mounts_under_state_dir = true
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "{snapshotter}"
-      default_runtime_name = "runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          SystemdCgroup = false
-          Root = "{dir}/runc"
-    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = "{cni_dir}"
-      conf_dir = "{dir}/net.d"
-      max_conf_num = 1
-"#
-    )
-}
-
-fn cni_config(dir: &Path) -> String {
-    format!(
-        r#"{{
-  "cniVersion": "1.0.0",
-  "name": "dad-trace-test",
-  "plugins": [
-    {{
-      "type": "ptp",
-      "ipMasq": false,
-      "ipam": {{
-        "type": "host-local",
-        "ranges": [[{{ "subnet": "{POD_SUBNET}" }}]],
-        "routes": [{{ "dst": "::/0" }}],
-        "dataDir": "{}/cni-ipam"
-      }}
-    }}
-  ]
-}}
-"#,
-        dir.display()
-    )
-}
-
-/// overlayfs when it mounts here (not on every file system), else the slower native copy.
-fn snapshotter(dir: &Path) -> &'static str {
-    let probe = dir.join("overlay-probe");
-    let [lower, upper, work, merged] = ["l", "u", "w", "m"].map(|name| probe.join(name));
-    for path in [&lower, &upper, &work, &merged] {
-        if std::fs::create_dir_all(path).is_err() {
-            return "native";
-        }
-    }
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        upper.display(),
-        work.display()
-    );
-    let mounted = nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .is_ok();
-    if mounted {
-        let _ = nix::mount::umount(&merged);
-    }
-    let _ = std::fs::remove_dir_all(&probe);
-    if mounted { "overlayfs" } else { "native" }
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
@@ -250,19 +87,34 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 }
 
 impl Containerd {
-    /// Starts containerd in `dir` and imports the locally built pause image.
+    /// Starts the machine's containerd in `dir` and imports the locally built pause image.
     pub fn start(dir: &Path, cni_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_release(dir, cni_dir, &Release::Installed)
+    }
+
+    /// Starts `release` in `dir` and imports the locally built pause image.
+    pub fn start_release(dir: &Path, cni_dir: &Path, release: &Release) -> anyhow::Result<Self> {
         let created_outside = ["/run/containerd", "/var/lib/cni"]
             .into_iter()
             .map(PathBuf::from)
             .filter(|path| !path.exists())
             .collect();
         std::fs::create_dir_all(dir.join("net.d"))?;
-        std::fs::write(dir.join("net.d/10-dad-trace-test.conflist"), cni_config(dir))?;
-        let snapshotter = snapshotter(dir);
-        std::fs::write(dir.join("config.toml"), config(dir, cni_dir, snapshotter))?;
+        std::fs::write(dir.join("net.d/10-dad-trace-test.conflist"), config::cni_config(dir))?;
+        let snapshotter = config::snapshotter(dir);
+        let (mut command, bin_dir, export_delay) = match release {
+            Release::Installed => {
+                std::fs::write(dir.join("config.toml"), config::config(dir, cni_dir, snapshotter))?;
+                (Command::new("containerd"), None, None)
+            }
+            Release::Sid { root, otlp_endpoint } => {
+                std::fs::write(dir.join("config.toml"), sid::config(dir, cni_dir, snapshotter))?;
+                let (command, bin_dir) = sid::command(root, otlp_endpoint)?;
+                (command, Some(bin_dir), Some(sid::EXPORT_DELAY))
+            }
+        };
         let log = File::create(dir.join("containerd.log"))?;
-        let process = Command::new("containerd")
+        let process = command
             .arg("--config")
             .arg(dir.join("config.toml"))
             .stdin(Stdio::null())
@@ -270,11 +122,13 @@ impl Containerd {
             .stderr(log)
             .process_group(0)
             .spawn()
-            .context("start containerd")?;
+            .with_context(|| format!("start {command:?}"))?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let containerd = Self {
             dir: dir.into(),
             process,
+            bin_dir,
+            export_delay,
             created_outside,
             runtime,
         };
@@ -282,11 +136,7 @@ impl Containerd {
         let image = dir.join("pause.tar");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("containerd/build-pause-image.sh");
         run(Command::new("sh").arg(script).arg(&image).arg(PAUSE_IMAGE))?;
-        run(Command::new("ctr")
-            .arg("-a")
-            .arg(containerd.socket())
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(&image))?;
+        containerd.import_image(&image)?;
         println!("containerd up in {} ({snapshotter} snapshotter)", dir.display());
         Ok(containerd)
     }
@@ -418,7 +268,13 @@ impl Containerd {
             };
             match self.runtime.block_on(client.service().run_pod_sandbox(request)) {
                 Ok(response) => return Ok(response.into_inner().pod_sandbox_id),
-                Err(status) if status.message().contains("cni config uninitialized") && Instant::now() < deadline => {
+                // 1.6 says "cni config uninitialized", 2.x "cni plugin not initialized".
+                Err(status)
+                    if ["cni config uninitialized", "cni plugin not initialized"]
+                        .iter()
+                        .any(|message| status.message().contains(message))
+                        && Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(300));
                 }
                 Err(status) => bail!(
@@ -432,7 +288,11 @@ impl Containerd {
 
     /// Imports an OCI archive into the CRI's image namespace.
     pub fn import_image(&self, archive: &Path) -> anyhow::Result<()> {
-        run(Command::new("ctr")
+        let ctr = self
+            .bin_dir
+            .as_ref()
+            .map_or_else(|| "ctr".into(), |dir| dir.join("ctr"));
+        run(Command::new(ctr)
             .arg("-a")
             .arg(self.socket())
             .args(["-n", "k8s.io", "images", "import"])
@@ -516,98 +376,5 @@ impl Containerd {
             )?;
         }
         Ok(())
-    }
-
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.process.id()).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.process.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-
-    /// Shims outlive containerd by design; ours are told apart by our socket on their command line.
-    fn kill_shims(&self) {
-        let socket = self.socket().display().to_string();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("containerd-shim") && cmdline.contains(&socket) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-    }
-
-    /// Mounts under our directory (snapshots, netns bind mounts, shm), deepest first.
-    fn unmount_all(&self) {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|line| line.split_whitespace().nth(1))
-            .filter(|path| Path::new(path).starts_with(&self.dir))
-            .collect();
-        ours.sort_unstable_by(|a, b| b.cmp(a));
-        for path in ours {
-            if nix::mount::umount(path).is_err() {
-                let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-    }
-
-    fn remove_cgroups() {
-        let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
-            return;
-        };
-        for controller in controllers.flatten() {
-            let parent = controller.path().join(CGROUP_PARENT.trim_start_matches('/'));
-            remove_cgroup_tree(&parent);
-        }
-    }
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(children) = std::fs::read_dir(dir) {
-        for child in children.flatten() {
-            if child.file_type().is_ok_and(|kind| kind.is_dir()) {
-                remove_cgroup_tree(&child.path());
-            }
-        }
-        let _ = std::fs::remove_dir(dir);
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if let Err(e) = self.remove_pods() {
-            println!("containerd cleanup: removing pods: {e:#}");
-        }
-        self.stop();
-        self.kill_shims();
-        std::thread::sleep(Duration::from_millis(300));
-        self.unmount_all();
-        Self::remove_cgroups();
-        for path in &self.created_outside {
-            let _ = std::fs::remove_dir_all(path);
-        }
-        // The CNI library caches each ADD's result under the network's name.
-        if let Ok(results) = std::fs::read_dir("/var/lib/cni/results") {
-            for result in results.flatten() {
-                if result.file_name().to_string_lossy().starts_with("dad-trace-test-") {
-                    let _ = std::fs::remove_file(result.path());
-                }
-            }
-        }
     }
 }
