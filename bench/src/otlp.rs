@@ -124,11 +124,12 @@ pub fn render(out: &mut String, cost: &OtlpCost) {
         out,
         "\n## Exporting spans (OTLP)\n\n{} addresses added at once on a veth in one namespace (all in DAD together), \
          recorded three ways in rotating order, {} runs each: one span per address. A \
-         receiver that never answers fills the exporter's queue (2,048 spans); the rest are dropped and counted. \
+         receiver that never answers fills the exporter's queue ({} spans); the rest are dropped and counted. \
          Median [smallest..largest]; the release binary is {:.1} MB.\n\n| exporting to | tracer CPU (ms) | × no exporter \
          | peak RSS (KiB) | spans received |\n|---|---:|---:|---:|---:|\n",
         cost.addresses,
         cost.rows.first().map_or(0, |row| row.cpu.len()),
+        dad_trace::output::otlp::export::QUEUE_MAX,
         cost.binary_bytes as f64 / 1e6,
     );
     let baseline: Vec<f64> = cost.rows[0].cpu.iter().map(|cpu| cpu.as_secs_f64()).collect();

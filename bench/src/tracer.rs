@@ -79,7 +79,7 @@ impl Tracer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             // Its own peak memory is logged at debug level when it ends.
-            .env("RUST_LOG", "warn,netlink_packet_route=error,dad_trace::record=debug")
+            .env("RUST_LOG", "warn,netlink_packet_route=error,dad_trace::tracer=debug")
             .spawn()
             .context("start dad-trace")?;
         let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);

@@ -35,7 +35,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use super::{config::OtlpConfig, spans::text};
 
 /// Spans waiting to be sent; past it new ones are dropped (and counted).
-pub const QUEUE_MAX: usize = 2048;
+pub const QUEUE_MAX: usize = 8192;
 /// Spans per request.
 pub const BATCH_MAX: usize = 512;
 /// How long a span may wait for others to fill its batch.
