@@ -88,8 +88,8 @@ fn run_once(
     if seen < usize::from(count) {
         bail!("{}: the tracer saw {seen} of {count} addresses", export.label());
     }
-    let received = receiver.map_or(0, |receiver| receiver.spans().len());
-    Ok((usage.cpu, usage.own_peak_kib, received))
+    let accepted = receiver.map_or(0, |receiver| receiver.spans().len());
+    Ok((usage.cpu, usage.own_peak_kib, accepted))
 }
 
 pub fn run(binary: &Path, dir: &Path, addresses: u16, rounds: usize) -> anyhow::Result<OtlpCost> {
@@ -132,7 +132,7 @@ pub fn render(out: &mut String, cost: &OtlpCost) {
         dad_trace::output::otlp::export::QUEUE_MAX,
         cost.binary_bytes as f64 / 1e6,
     );
-    let baseline: Vec<f64> = cost.rows[0].cpu.iter().map(|cpu| cpu.as_secs_f64()).collect();
+    let baseline: Vec<f64> = cost.rows[0].cpu.iter().map(Duration::as_secs_f64).collect();
     for row in &cost.rows {
         let ms: Vec<f64> = row.cpu.iter().map(|cpu| cpu.as_secs_f64() * 1e3).collect();
         let ratios: Vec<f64> = row

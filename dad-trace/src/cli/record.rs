@@ -17,6 +17,7 @@ use crate::{
 /// each interval instead, with the pods done in it; `--count N` then stops after N
 /// intervals, as in bcc's tools. Without an interval `--count N` stops after N addresses.
 #[derive(clap::Args)]
+#[allow(clippy::struct_excessive_bools, reason = "independent switches of one command line")]
 #[command(after_help = "EXAMPLES:\n    \
     sudo dad-trace record                           # until Ctrl-C\n    \
     sudo dad-trace record --duration 300 --per-pod  # five minutes, then every pod's delay\n    \

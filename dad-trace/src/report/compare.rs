@@ -371,11 +371,14 @@ pub fn readable_ratio(ratio: f64) -> String {
     }
     // Two significant digits, then thousands separators.
     let magnitude = 10_f64.powi(times.log10().floor() as i32 - 1);
+    // Positive (ratio > 0 above) and below 2^64 (ratio ≥ f64's smallest, times < 10^309
+    // saturates): the cast only drops the fraction, which round() already did.
+    #[allow(clippy::cast_sign_loss, reason = "positive: see above")]
     let rounded = ((times / magnitude).round() * magnitude) as u64;
     let digits = rounded.to_string();
     let mut grouped = String::new();
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);
