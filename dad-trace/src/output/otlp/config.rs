@@ -108,7 +108,7 @@ fn url(name: &'static str, value: &str) -> Result<Uri, ConfigError> {
     };
     let uri: Uri = value.trim().parse().map_err(|_| bad())?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
+        (Some("http" | "https"), Some(_)) => Ok(uri),
         _ => Err(bad()),
     }
 }
