@@ -372,3 +372,82 @@ fn a_collector_killed_mid_run_costs_only_what_came_after() {
     assert_eq!(sent + dropped, session.events.len(), "{stderr}");
     assert!(dropped > 0, "{stderr}");
 }
+
+/// https: a collector whose certificate the system does not trust gets nothing (every span
+/// counted as dropped, the reason said); given its CA with `--otlp-ca-file`, everything.
+#[test]
+fn https_trusts_the_system_roots_and_the_given_ca_only() {
+    if !needs_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str| dir.path().join(name);
+    std::fs::write(
+        file("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write");
+    // A private CA, and the collector's certificate signed by it.
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<std::ffi::OsString>; 3] = [
+        [
+            "req",
+            "-x509",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=dad-trace test CA",
+            "-keyout",
+        ]
+        .iter()
+        .map(Into::into)
+        .chain([file("ca.key").into(), "-out".into(), file("ca.pem").into()])
+        .chain(ec.iter().map(Into::into))
+        .collect(),
+        ["req", "-subj", "/CN=dad-trace test collector", "-keyout"]
+            .iter()
+            .map(Into::into)
+            .chain([file("key.pem").into(), "-out".into(), file("leaf.csr").into()])
+            .chain(ec.iter().map(Into::into))
+            .collect(),
+        ["x509", "-req", "-days", "1", "-in"]
+            .iter()
+            .map(Into::into)
+            .chain([
+                file("leaf.csr").into(),
+                "-CA".into(),
+                file("ca.pem").into(),
+                "-CAkey".into(),
+            ])
+            .chain([
+                file("ca.key").into(),
+                "-CAcreateserial".into(),
+                "-out".into(),
+                file("cert.pem").into(),
+            ])
+            .chain(["-extfile".into(), file("leaf.ext").into()])
+            .collect(),
+    ];
+    for step in steps {
+        let made = Command::new("openssl").args(&step).output();
+        if !made.as_ref().is_ok_and(|out| out.status.success()) {
+            skip(format!("openssl cannot make a test certificate: {made:?}"));
+            return;
+        }
+    }
+    let (cert, key) = (file("cert.pem"), file("key.pem"));
+    let read = |path: &Path| std::fs::read(path).expect("read");
+    let receiver = Receiver::start_tls(listen(), Answer::Accept, &read(&cert), &read(&key)).expect("receiver");
+    let (session, stderr) = record_against(&receiver.endpoint_tls(), &[], "dto-s");
+    assert_eq!(span_counts(&stderr), (0, session.events.len()), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    let ca = file("ca.pem");
+    let ca_path = ca.to_str().expect("utf-8");
+    let (session, stderr) = record_against(
+        &receiver.endpoint_tls(),
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_path)],
+        "dto-t",
+    );
+    assert_eq!(span_counts(&stderr), (session.events.len(), 0), "{stderr}");
+    assert_eq!(receiver.spans().len(), session.events.len());
+}

@@ -59,6 +59,29 @@ pub struct Receiver {
 impl Receiver {
     /// Listens on `listen` (port 0: any free one) in a thread of its own.
     pub fn start(listen: SocketAddr, answer: Answer) -> std::io::Result<Self> {
+        Self::start_with(listen, answer, None)
+    }
+
+    /// As [`Receiver::start`], over TLS with this PEM certificate chain and key.
+    pub fn start_tls(listen: SocketAddr, answer: Answer, cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<Self> {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+        let invalid = |e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string());
+        let certs = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| invalid(&e))?;
+        #[allow(deprecated, reason = "ring, as dad-trace's client uses")]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| invalid(&e))?;
+        Self::start_with(listen, answer, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(listen: SocketAddr, answer: Answer, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -69,7 +92,7 @@ impl Receiver {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let shared = Arc::clone(&state);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let thread = std::thread::spawn(move || runtime.block_on(serve(listener, shared, stopped)));
+        let thread = std::thread::spawn(move || runtime.block_on(serve(listener, shared, stopped, tls)));
         Ok(Self {
             addr,
             state,
@@ -82,6 +105,12 @@ impl Receiver {
     #[must_use]
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The same over TLS (`https://127.0.0.1:PORT`).
+    #[must_use]
+    pub fn endpoint_tls(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     pub fn set_answer(&self, answer: Answer) {
@@ -144,6 +173,7 @@ async fn serve(
     listener: std::net::TcpListener,
     state: Arc<Mutex<State>>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
@@ -155,9 +185,20 @@ async fn serve(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let state = Arc::clone(&state);
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |request| answer(request, Arc::clone(&state)));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    match tls {
+                        // A client that does not trust the certificate ends the handshake.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         }

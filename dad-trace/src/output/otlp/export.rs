@@ -283,7 +283,7 @@ async fn send(target: &Target, spans: Vec<Span>) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         post.headers_mut().extend(target.headers.clone());
         let answer = tokio::time::timeout(target.timeout, async {
-            let response = target.client.request(post).await.map_err(|e| format!("{e:#}"))?;
+            let response = target.client.request(post).await.map_err(|e| with_causes(&e))?;
             let status = response.status();
             let retry_after = response
                 .headers()
@@ -316,6 +316,18 @@ async fn send(target: &Target, spans: Vec<Span>) -> Result<(), String> {
         backoff *= 2;
     }
     Err("no attempt left".into())
+}
+
+/// An error with what caused it (hyper's own text says only "client error (Connect)").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// The statuses the OTLP specification says to retry.
