@@ -332,10 +332,7 @@ fn flags_that_do_nothing_together_exit_2() {
             "--per-pod does nothing with --format jsonl",
         ),
         (&["--interval", "1", "--quiet"][..], "cannot be used with"),
-        (
-            &["0"][..],
-            "invalid value '0' for '[INTERVAL]': at least 0.001 seconds",
-        ),
+        (&["0"][..], "invalid value '0' for '[INTERVAL]': at least 0.001 seconds"),
     ] {
         let (code, stderr) = exit_of(dad_trace().arg("record").args(args));
         assert_eq!(
