@@ -232,7 +232,9 @@ fn cpu_time() -> Duration {
 
 /// 500 DAD failures at once (anyone on the link can answer DAD for any address): each is
 /// named with its holder, and finding them costs a few looks through the node's namespaces,
-/// not one per failure.
+/// not one per failure. On a loaded machine the bridge drops a probe or an answer now and
+/// then, and that address settles: every address the kernel says failed must be traced as
+/// failed, and nearly all must fail for the flood to be one.
 #[test]
 fn five_hundred_duplicates_at_once_cost_a_few_looks() {
     const COUNT: u16 = 500;
@@ -259,7 +261,7 @@ fn five_hundred_duplicates_at_once_cost_a_few_looks() {
     holder.ip(&["-batch", file.to_str().expect("path")]);
     holder.wait_settled(Ipv6Addr::new(0xfd00, 0x0dad, 0xfa, 0, 0, 0, 0, COUNT));
     let cpu_before = cpu_time();
-    let (session, _namespaces) = record_during(options(), Duration::from_secs(1), move || {
+    let (session, namespaces) = record_during(options(), Duration::from_secs(1), move || {
         let copier = TestNetns::new("dtf-fc");
         copier.veth("portfc", Some("dtf-fbr"));
         bridge.ip(&["link", "set", "portfc", "master", "br0"]);
@@ -268,20 +270,33 @@ fn five_hundred_duplicates_at_once_cost_a_few_looks() {
         // the test measures).
         let deadline = Instant::now() + Duration::from_secs(20);
         let handle = std::path::Path::new("/run/netns/dtf-fc");
-        loop {
+        let kernel_failed = loop {
             let rows = dad_trace::node::netns::addresses_in(handle).expect("addresses");
-            let failed = rows
+            let ours: Vec<_> = rows.iter().filter(|row| row.addr.segments()[2] == 0xfa).collect();
+            let failed = ours
                 .iter()
-                .filter(|row| row.addr.segments()[2] == 0xfa && row.flags & dad_trace_common::IFA_F_DADFAILED != 0)
+                .filter(|row| row.flags & dad_trace_common::IFA_F_DADFAILED != 0)
                 .count();
-            if failed == usize::from(COUNT) {
-                break;
+            // A failed address keeps its tentative flag; any other tentative one is in DAD.
+            let in_dad = ours
+                .iter()
+                .filter(|row| {
+                    row.flags & dad_trace_common::IFA_F_TENTATIVE != 0
+                        && row.flags & dad_trace_common::IFA_F_DADFAILED == 0
+                })
+                .count();
+            if ours.len() == usize::from(COUNT) && in_dad == 0 {
+                break failed;
             }
-            assert!(Instant::now() < deadline, "{failed} of {COUNT} failed");
+            assert!(
+                Instant::now() < deadline,
+                "{failed} of {COUNT} failed, {in_dad} still in DAD"
+            );
             std::thread::sleep(Duration::from_millis(200));
-        }
-        (bridge, holder, copier)
+        };
+        (bridge, holder, copier, kernel_failed)
     });
+    let kernel_failed = namespaces.3;
     let cpu = cpu_time().saturating_sub(cpu_before);
     let failed: Vec<_> = session
         .events
@@ -289,10 +304,14 @@ fn five_hundred_duplicates_at_once_cost_a_few_looks() {
         .filter(|e| e.netns_name.as_deref() == Some("dtf-fc") && e.outcome == Outcome::Failed)
         .collect();
     println!(
-        "{} failures traced; this process used {cpu:?} of CPU meanwhile",
+        "{} failures traced of {kernel_failed} the kernel reports; this process used {cpu:?} of CPU meanwhile",
         failed.len()
     );
-    assert_eq!(failed.len(), usize::from(COUNT));
+    assert!(
+        kernel_failed >= usize::from(COUNT) * 9 / 10,
+        "only {kernel_failed} of {COUNT} failed"
+    );
+    assert_eq!(failed.len(), kernel_failed);
     for event in &failed {
         let sides: Vec<(&str, &str)> = event
             .duplicate_of
