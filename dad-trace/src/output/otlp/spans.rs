@@ -275,24 +275,10 @@ fn attribute(key: &str, value: Value) -> KeyValue {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
+    // The receiver's reading of an attribute, as the export tests use it.
+    pub use otlp_receiver::attribute as value;
 
-    /// The value of `key` among `attributes`, as text.
-    pub fn value(attributes: &[KeyValue], key: &str) -> Option<String> {
-        let value = attributes
-            .iter()
-            .find(|kv| kv.key == key)?
-            .value
-            .as_ref()?
-            .value
-            .as_ref()?;
-        Some(match value {
-            Value::StringValue(text) => text.clone(),
-            Value::IntValue(int) => int.to_string(),
-            Value::BoolValue(flag) => flag.to_string(),
-            other => format!("{other:?}"),
-        })
-    }
+    use super::*;
 
     /// A top-level `command` call of the pod in `/var/run/netns/<netns>`, `duration_ns` long.
     pub fn traced_call(command: &str, netns: &str, duration_ns: u64) -> TracedCall {
