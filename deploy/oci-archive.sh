@@ -25,7 +25,7 @@ MANIFESTS=""
 for PLATFORM in "$@"; do
     ARCH=${PLATFORM%%=*} ROOTFS=${PLATFORM#*=}
     # One uncompressed layer, so its digest is also its diff_id.
-    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$ROOTFS" -cf "$WORK/layer.tar" .
+    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --mode=u+rw,go+r,go-w -C "$ROOTFS" -cf "$WORK/layer.tar" .
     set -- $(blob "$WORK/layer.tar")
     LAYER=$1 LAYER_SIZE=$2
     printf '{"architecture":"%s","os":"linux","config":{"Entrypoint":%s,"Cmd":%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \

@@ -164,3 +164,27 @@ pub fn expanded_args(container: &Container, values: &[(&str, &str)]) -> anyhow::
         })
         .collect()
 }
+
+/// The pod `kubectl debug node/NODE -it --profile=sysadmin --image=IMAGE -- COMMAND…` makes
+/// (kubectl's node debugger): the node's root at /host, host PID, network and IPC, privileged.
+pub fn debug_node_pod(image: &str, command: &[&str]) -> anyhow::Result<k8s_openapi::api::core::v1::PodSpec> {
+    let command: Vec<String> = command.iter().map(ToString::to_string).collect();
+    let pod = serde_json::json!({
+        "containers": [{
+            "name": "debugger",
+            "image": image,
+            "command": command,
+            "stdin": true,
+            "tty": true,
+            "securityContext": {"privileged": true},
+            "volumeMounts": [{"name": "host-root", "mountPath": "/host"}],
+        }],
+        "hostIPC": true,
+        "hostNetwork": true,
+        "hostPID": true,
+        "restartPolicy": "Never",
+        "tolerations": [{"operator": "Exists"}],
+        "volumes": [{"name": "host-root", "hostPath": {"path": "/"}}],
+    });
+    serde_json::from_value(pod).context("kubectl's node debugger pod")
+}

@@ -434,3 +434,43 @@ fn kind_workflow_runs_the_shared_scenario_and_keeps_its_reports() {
     );
     assert_eq!(upload["with"]["path"].as_str(), Some("target/kind-e2e/"));
 }
+
+/// The release workflow builds what `cargo xtask dist` builds, on version tags, and attaches
+/// every file it writes: both tarballs, the OCI archive and the checksums.
+#[test]
+fn release_workflow_attaches_every_dist_file_to_tagged_releases() {
+    let root = deploy_dir().join("..");
+    let path = root.join(".github/workflows/release.yaml");
+    let workflow = manifests::documents(&path).expect("workflow YAML").remove(0);
+    let tags = &workflow["on"]["push"]["tags"];
+    assert_eq!(tags[0].as_str(), Some("v*"), "runs on version tags: {tags:?}");
+    assert_eq!(
+        workflow["permissions"]["contents"].as_str(),
+        Some("write"),
+        "may publish"
+    );
+    let steps = workflow["jobs"]["release"]["steps"].as_sequence().expect("steps");
+    let runs: Vec<&str> = steps.iter().filter_map(|step| step.get("run")?.as_str()).collect();
+    assert!(runs.iter().any(|run| run.contains("cargo xtask dist")), "{runs:?}");
+    assert!(
+        runs.iter().any(|run| run.contains("sha256sum -c SHA256SUMS")),
+        "{runs:?}"
+    );
+    let publish = runs
+        .iter()
+        .find(|run| run.contains("gh release create"))
+        .expect("a step creates the release");
+    for files in ["target/dist/*.tar.gz", "target/dist/*.tar", "target/dist/SHA256SUMS"] {
+        assert!(publish.contains(files), "{files} not attached: {publish}");
+    }
+    let help = std::process::Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--package", "xtask", "--", "--help"])
+        .current_dir(&root)
+        .output()
+        .expect("cargo run xtask");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("target/dist"),
+        "xtask dist writes where the workflow attaches from:\n{help}"
+    );
+}

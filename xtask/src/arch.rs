@@ -45,6 +45,14 @@ impl Arch {
         }
     }
 
+    /// The kernel's name (`uname -m`), as release files are named.
+    pub fn uname(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
     pub fn rust_target(self) -> &'static str {
         match self {
             Arch::Amd64 => "x86_64-unknown-linux-gnu",
@@ -58,12 +66,10 @@ impl Arch {
         // With --target, rustflags reach the target's crates but not build scripts or proc
         // macros, which run here.
         command.env_remove("RUSTFLAGS");
+        let flags = format!("-C target-feature=+crt-static {}", remapped_paths());
         match self {
             Arch::Amd64 => {
-                command.env(
-                    "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                    "-C target-feature=+crt-static",
-                );
+                command.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", flags);
             }
             Arch::Arm64 => {
                 let sysroot = aarch64_sysroot()?;
@@ -73,7 +79,7 @@ impl Arch {
                     .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
                     .env(
                         "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                        format!("--sysroot={} -C target-feature=+crt-static", sysroot.display()),
+                        format!("--sysroot={} {flags}", sysroot.display()),
                     );
             }
         }
@@ -109,6 +115,22 @@ impl Arch {
             .find_map(|message| message["executable"].as_str().map(PathBuf::from))
             .with_context(|| format!("cargo did not report the {target_name} executable"))
     }
+}
+
+/// Where the sources were built from, out of the binaries (panic locations name source
+/// files): a checkout anywhere, with cargo's home anywhere, builds the same bytes. Not for
+/// paths with white space, which these space-separated flags cannot carry.
+fn remapped_paths() -> String {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .unwrap_or_default();
+    [(crate::workspace_root(), "/dad-trace"), (cargo_home, "/cargo")]
+        .iter()
+        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
+        .filter(|flag| !flag.contains(char::is_whitespace))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A sysroot holding Debian's aarch64 standard library, of the same version as the

@@ -4,7 +4,7 @@ use std::{path::Path, process::Command, time::Instant};
 use anyhow::Context as _;
 
 use crate::{
-    cargo, image, is_root, run,
+    cargo, dist, image, is_root, run,
     setup::{self, Need},
     succeeds,
     tiers::{self, Tier},
@@ -60,9 +60,20 @@ pub fn test() -> anyhow::Result<()> {
     // The runtime tests run this image in containerd as the DaemonSet does.
     let built = Instant::now();
     image()?;
+    // The release files, packed twice: the same binaries must give the same bytes.
+    let first = std::fs::read_to_string(dist()?.join("SHA256SUMS"))?;
+    let again = std::fs::read_to_string(dist()?.join("SHA256SUMS"))?;
+    anyhow::ensure!(
+        first == again,
+        "cargo xtask dist packed the same binaries into different bytes:\n{first}\n{again}"
+    );
     // Built first, so that the background below competes with tests, not with this build.
     run(integration_tests().arg("--no-run"))?;
-    tiers.push(tiers::step("build: image, integration tests", 1, built.elapsed()));
+    tiers.push(tiers::step(
+        "build: image, dist twice, integration tests",
+        1,
+        built.elapsed(),
+    ));
     let (prepared_tx, prepared_rx) = std::sync::mpsc::channel();
     let background = std::thread::spawn(move || in_the_background(&prepared_tx));
     counted(integration_tests().args(SERIAL), &mut tiers);

@@ -13,12 +13,14 @@ mod check;
 mod kind;
 mod mutants;
 mod progress;
+mod release;
 mod setup;
 mod sid;
 mod tiers;
 mod vm;
 
 use arch::Arch;
+use release::{dist, image};
 use setup::Need;
 #[derive(Parser)]
 #[command(about = "dad-trace project tasks")]
@@ -114,13 +116,11 @@ enum Task {
     /// multi-platform OCI archive (no container engine needed): target/dad-trace-image.tar,
     /// for `ctr images import` or `podman load`.
     Image,
+    /// The release files in target/dist: a tarball per architecture (static binary, manual
+    /// pages, completions, README, licences), the image as an OCI archive, and SHA256SUMS.
+    /// The same commit gives the same bytes.
+    Dist,
 }
-
-/// Where `cargo xtask image` leaves the image; deploy/Containerfile copies the same binary.
-const IMAGE_ARCHIVE: &str = "target/dad-trace-image.tar";
-/// The manifests' `dad-trace:latest`, as the runtime normalizes it (what `ctr images import`
-/// must name it for the kubelet to find it without pulling).
-const IMAGE_REF: &str = "docker.io/library/dad-trace:latest";
 
 pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -205,77 +205,6 @@ pub(crate) fn static_binary(arch: Arch) -> anyhow::Result<PathBuf> {
     arch.build(&["build", "--package", "dad-trace"], "dad-trace")
 }
 
-/// One image for both architectures: the runtime picks its platform's manifest.
-pub(crate) fn image() -> anyhow::Result<PathBuf> {
-    let root = workspace_root().join("target/image-rootfs");
-    if root.exists() {
-        std::fs::remove_dir_all(&root)?;
-    }
-    // Completions and manual pages are the same for both: written by the binary that runs here.
-    let share = shell_files(&static_binary(Arch::Amd64)?)?;
-    let mut platforms = Vec::new();
-    for arch in Arch::ALL {
-        let binary = static_binary(arch)?;
-        let rootfs = root.join(arch.debian());
-        // Session files of the ad-hoc Job are written to a hostPath mounted here.
-        std::fs::create_dir_all(rootfs.join("var/lib/dad-trace"))?;
-        std::fs::create_dir_all(rootfs.join("tmp"))?;
-        std::fs::copy(&binary, rootfs.join("dad-trace")).with_context(|| format!("copy {}", binary.display()))?;
-        copy_tree(&share, &rootfs.join("usr/share"))?;
-        eprintln!("{} binary: {}", arch.debian(), binary.display());
-        platforms.push(format!("{}={}", arch.debian(), rootfs.display()));
-    }
-    let archive = workspace_root().join(IMAGE_ARCHIVE);
-    run(Command::new("sh")
-        .arg(workspace_root().join("deploy/oci-archive.sh"))
-        .arg(&archive)
-        .args([IMAGE_REF, r#"["/dad-trace"]"#, r#"["serve"]"#])
-        .args(&platforms))?;
-    std::fs::remove_dir_all(&root)?;
-    eprintln!("image {IMAGE_REF} (linux/amd64, linux/arm64): {}", archive.display());
-    Ok(archive)
-}
-
-/// Shell completions and manual pages, written by the binary itself into target/share (the
-/// layout of /usr/share, which deploy/Containerfile copies).
-fn shell_files(binary: &Path) -> anyhow::Result<PathBuf> {
-    let share = workspace_root().join("target/share");
-    let completions = [
-        ("bash", "bash-completion/completions/dad-trace"),
-        ("zsh", "zsh/vendor-completions/_dad-trace"),
-        ("fish", "fish/vendor_completions.d/dad-trace.fish"),
-    ];
-    for (shell, path) in completions {
-        let output = Command::new(binary).args(["completions", shell]).output()?;
-        if !output.status.success() {
-            bail!(
-                "{} completions {shell}: {}",
-                binary.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let path = share.join(path);
-        std::fs::create_dir_all(path.parent().context("completion directory")?)?;
-        std::fs::write(&path, output.stdout)?;
-    }
-    run(Command::new(binary).arg("man").arg("-o").arg(share.join("man/man1")))?;
-    Ok(share)
-}
-
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 fn bench(args: &[String]) -> anyhow::Result<()> {
     setup::ensure(Need::Test)?;
     let dad_trace = build_release()?;
@@ -328,6 +257,7 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => check::lint(),
         Task::Mutants { only, iterate } => mutants::mutants(&only, iterate),
         Task::Image => image().map(drop),
+        Task::Dist => dist().map(drop),
         Task::Bench { args } => bench(&args),
         Task::KindE2e {
             pods,

@@ -1,9 +1,5 @@
-//! `dad-trace completions` and `dad-trace man`: shell completions and manual pages made from
-//! the same clap definitions as the parser, so they cannot drift from it. The image installs
-//! both (`cargo xtask image`).
-use std::path::PathBuf;
-
-use anyhow::Context as _;
+//! `dad-trace completions`: shell completion scripts made from the same clap definitions as
+//! the parser, so they cannot drift from it. The image and the release tarballs carry them.
 use clap::CommandFactory as _;
 
 use super::Cli;
@@ -34,31 +30,5 @@ impl Completions {
             script = script.replace("dad__subcmd__trace", "dad__trace");
         }
         super::out(&script)
-    }
-}
-
-/// Write the manual pages (roff): dad-trace(1) and one per subcommand, dad-trace-SUB(1).
-#[derive(clap::Args)]
-#[command(after_help = "EXAMPLES:\n    \
-    dad-trace man -o /usr/local/share/man/man1   # every page\n    \
-    dad-trace man | man -l -                     # read dad-trace(1) now")]
-pub struct Man {
-    /// Write every page into this directory; without it, print dad-trace(1).
-    #[arg(short, long, value_name = "DIR")]
-    output: Option<PathBuf>,
-}
-
-impl Man {
-    pub fn run(self) -> anyhow::Result<()> {
-        let command = Cli::command();
-        let Some(dir) = self.output else {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(command).render(&mut out)?;
-            return super::out(&String::from_utf8_lossy(&out));
-        };
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        // dad-trace.1 plus dad-trace-SUB.1 for every visible subcommand.
-        clap_mangen::generate_to(command, &dir).with_context(|| format!("write pages to {}", dir.display()))?;
-        Ok(())
     }
 }

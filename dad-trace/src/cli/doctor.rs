@@ -1,8 +1,5 @@
 //! `dad-trace doctor` and `dad-trace tune`.
-use std::{
-    fmt::Write as _,
-    path::{Path, PathBuf},
-};
+use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::Context as _;
 
@@ -13,6 +10,7 @@ use crate::{
             self,
             render::{Style, render_as},
         },
+        host,
         netns::NETNS_DIR,
         tune,
     },
@@ -30,6 +28,8 @@ use crate::{
     sudo dad-trace doctor --format html -o doctor.html    # one offline page\n    \
     sudo dad-trace doctor --session before.json  # + what applications paid (socket errors)")]
 pub struct Doctor {
+    #[command(flatten)]
+    host: super::HostRootArg,
     /// text for a terminal; json for machines; markdown for a ticket; html for one offline page.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -43,7 +43,8 @@ pub struct Doctor {
 
 impl Doctor {
     pub fn run(self) -> anyhow::Result<()> {
-        let audit = doctor::audit(Path::new(NETNS_DIR));
+        self.host.apply()?;
+        let audit = doctor::audit(&host::path(NETNS_DIR));
         let mut diagnosis = doctor::diagnose(&audit);
         if let Some(path) = &self.session {
             let session = Session::load(path).with_context(|| format!("read the session {}", path.display()))?;
@@ -85,24 +86,29 @@ pub struct Tune {
     /// networks you control.
     #[arg(long)]
     yes: bool,
-    /// Where --apply saves the values it replaces, and --revert reads them back.
-    #[arg(long, default_value = "/var/lib/dad-trace/tune-state.json", value_name = "FILE")]
-    state: PathBuf,
+    /// Where --apply saves the values it replaces, and --revert reads them back
+    /// [default: /var/lib/dad-trace/tune-state.json, under --host-root].
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    #[command(flatten)]
+    host: super::HostRootArg,
 }
 
 impl Tune {
     pub fn run(self) -> anyhow::Result<()> {
+        self.host.apply()?;
+        let path = self.state.unwrap_or_else(|| host::path(tune::TUNE_STATE));
         let (verb, state) = if self.apply {
-            ("applied; previous values saved in", tune::apply(&self.state)?)
+            ("applied; previous values saved in", tune::apply(&path)?)
         } else {
             // The parser requires one of the two.
-            ("reverted from", tune::revert(&self.state)?)
+            ("reverted from", tune::revert(&path)?)
         };
         let mut text = String::new();
         for (name, value) in &state.previous {
             let _ = writeln!(text, "{name}: was {value}");
         }
-        let _ = writeln!(text, "{verb} {}", self.state.display());
+        let _ = writeln!(text, "{verb} {}", path.display());
         super::out(&text)
     }
 }

@@ -19,6 +19,7 @@ use crate::{
 pub mod completions;
 pub mod doctor;
 pub mod gate;
+pub mod man;
 pub mod probes;
 pub mod record;
 pub mod report;
@@ -55,7 +56,7 @@ pub enum Command {
     Report(report::Report),
     KernelFacts(probes::KernelFactsCommand),
     Completions(completions::Completions),
-    Man(completions::Man),
+    Man(man::Man),
     KernelDescription(probes::KernelDescription),
 }
 
@@ -160,9 +161,31 @@ pub(crate) fn warn_if_format_name(path: &Path) {
     }
 }
 
+/// Where the node's root is: shared by every command that reads the node.
+#[derive(clap::Args)]
+pub struct HostRootArg {
+    /// The node's root file system is mounted here (a `kubectl debug node` pod's /host): its
+    /// /run/netns, CRI sockets (the defaults and --cri-socket), /proc/sys and tune's state
+    /// file are read under it. Needs the host's PID and network namespaces.
+    #[arg(long, env = crate::node::host::HOST_ROOT_ENV, value_name = "DIR")]
+    host_root: Option<PathBuf>,
+}
+
+impl HostRootArg {
+    /// Takes the root for the rest of the run (before anything reads the node).
+    pub fn apply(&self) -> anyhow::Result<()> {
+        if let Some(root) = &self.host_root {
+            crate::node::host::set_root(root)?;
+        }
+        Ok(())
+    }
+}
+
 /// How to trace: shared by `record` and `serve`.
 #[derive(clap::Args)]
 pub struct TraceArgs {
+    #[command(flatten)]
+    host: HostRootArg,
     /// kprobe (precise, needs `CONFIG_KPROBES`), tracepoint (workqueue events, any kernel), or auto.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
@@ -222,6 +245,7 @@ fn parse_glob(text: &str) -> Result<glob::Pattern, String> {
 
 impl TraceArgs {
     fn options(&self, verbose: bool) -> anyhow::Result<RecordOptions> {
+        self.host.apply()?;
         let dirs = crate::kernel::cni_bin_dirs(&self.cni_bin_dirs);
         anyhow::ensure!(
             dirs.len() <= dad_trace_common::PREFIXES,

@@ -1,6 +1,7 @@
 //! The node itself: its network namespaces, its sysctls, the doctor that reads both, and
 //! synthetic pods (namespaces set up the way a CNI plugin sets up a pod).
 pub mod doctor;
+pub mod host;
 pub mod netns;
 pub mod synthetic;
 pub mod sysctl;

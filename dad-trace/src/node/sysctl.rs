@@ -18,7 +18,13 @@ pub fn path(name: &str) -> anyhow::Result<PathBuf> {
         well_formed,
         "{name:?} is not a sysctl name (dotted words, like net.core.somaxconn)"
     );
-    Ok(PathBuf::from("/proc/sys").join(name.replace('.', "/")))
+    Ok(root().join(name.replace('.', "/")))
+}
+
+/// Where this node's sysctls are (under `--host-root`).
+#[must_use]
+pub fn root() -> PathBuf {
+    super::host::path("/proc/sys")
 }
 
 pub fn read(name: &str) -> anyhow::Result<String> {

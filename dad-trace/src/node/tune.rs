@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::sysctl;
 use crate::files;
 
+/// Where `tune --apply` keeps what it replaced, on the node.
+pub const TUNE_STATE: &str = "/var/lib/dad-trace/tune-state.json";
+
 /// The settings `tune` applies, and doctor recommends.
 pub const RECOMMENDED: &[(&str, &str)] = &[
     ("net.ipv6.conf.all.accept_dad", "0"),

@@ -15,7 +15,7 @@ use crate::{
         sockets::{SocketCounts, SocketFailure},
     },
     node::{
-        self,
+        self, host,
         netns::NETNS_DIR,
         synthetic::{self, SyntheticPod},
     },
@@ -251,7 +251,7 @@ impl Runtime {
 
 /// The enricher, naming pods through the runtime when a CRI socket is in reach.
 pub(super) async fn enricher(opts: &RecordOptions) -> anyhow::Result<(Enricher, Option<Runtime>)> {
-    let enricher = Enricher::new(Path::new("/proc"), Path::new(NETNS_DIR))?;
+    let enricher = Enricher::new(Path::new("/proc"), &host::path(NETNS_DIR))?;
     // Synthetic pods are named by their namespace; no runtime knows them.
     let choice = if opts.synthetic_pods.is_some() && opts.cri_socket == SocketChoice::Auto {
         SocketChoice::Off

@@ -52,6 +52,7 @@ pub fn container_config(
             image: container.image.clone().context("no image")?,
             ..ImageSpec::default()
         }),
+        command: container.command.clone().unwrap_or_default(),
         // The kubelet expands $(VAR) before the runtime sees the arguments.
         args: crate::manifests::expanded_args(container, env)?,
         envs: env

@@ -308,7 +308,20 @@ impl Containerd {
         uid: &str,
         mut container: ContainerConfig,
     ) -> anyhow::Result<PathBuf> {
-        let sandbox_config = self.sandbox_config(namespace, name, uid, true);
+        let mut sandbox_config = self.sandbox_config(namespace, name, uid, true);
+        // The runtime allows a privileged container only in a privileged sandbox.
+        let privileged = container
+            .linux
+            .as_ref()
+            .and_then(|linux| linux.security_context.as_ref())
+            .is_some_and(|security| security.privileged);
+        if let Some(security) = sandbox_config
+            .linux
+            .as_mut()
+            .and_then(|linux| linux.security_context.as_mut())
+        {
+            security.privileged = privileged;
+        }
         let sandbox = self.run_sandbox(&sandbox_config)?;
         container.log_path = format!("{name}.log");
         let mut client = self.client()?;

@@ -111,7 +111,8 @@ fn read_int(path: &Path) -> i64 {
 
 /// Reads the calling thread's namespace (sysctls under `/proc/sys/net` are per-netns).
 fn namespace_here(name: String) -> anyhow::Result<NamespaceSettings> {
-    let conf = Path::new("/proc/sys/net/ipv6/conf");
+    let sysctls = sysctl::root();
+    let conf = &sysctls.join("net/ipv6/conf");
     let all = AllSettings {
         accept_dad: read_int(&conf.join("all/accept_dad")),
         optimistic_dad: read_int(&conf.join("all/optimistic_dad")),
@@ -130,11 +131,7 @@ fn namespace_here(name: String) -> anyhow::Result<NamespaceSettings> {
             dad_transmits: read_int(&path.join("dad_transmits")),
             optimistic_dad: read_int(&path.join("optimistic_dad")),
             router_solicitation_delay: read_int(&path.join("router_solicitation_delay")),
-            retrans_time_ms: read_int(
-                &Path::new("/proc/sys/net/ipv6/neigh")
-                    .join(&ifname)
-                    .join("retrans_time_ms"),
-            ),
+            retrans_time_ms: read_int(&sysctls.join("net/ipv6/neigh").join(&ifname).join("retrans_time_ms")),
             ifname,
         });
     }

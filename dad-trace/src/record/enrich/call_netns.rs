@@ -28,7 +28,7 @@ pub fn candidates(proc_root: &Path, path: &str, pids: &[u32]) -> Vec<PathBuf> {
         .filter(|&&pid| pid > 0)
         .map(|pid| proc_root.join(pid.to_string()).join("root").join(&relative))
         .collect();
-    candidates.push(path.to_path_buf());
+    candidates.push(crate::node::host::path(path));
     candidates
 }
 

@@ -17,7 +17,7 @@ use tokio::{net::UnixStream, sync::Notify};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::cri_starts::{first_starts, time_of};
-use crate::record::identity::SandboxIdentity;
+use crate::{node::host, record::identity::SandboxIdentity};
 
 /// Where containerd and CRI-O listen by default.
 pub const DEFAULT_SOCKETS: &[&str] = &[
@@ -76,12 +76,18 @@ impl SocketChoice {
     pub fn resolve(&self) -> Result<Option<PathBuf>, String> {
         match self {
             Self::Off => Ok(None),
-            Self::Path(path) if path.exists() => Ok(Some(path.clone())),
-            Self::Path(path) => Err(format!(
-                "CRI socket {} does not exist: give the runtime's socket with --cri-socket, or --cri-socket none",
-                path.display()
-            )),
-            Self::Auto => Ok(DEFAULT_SOCKETS.iter().map(PathBuf::from).find(|path| path.exists())),
+            Self::Path(path) => {
+                let path = host::path(path);
+                if path.exists() {
+                    Ok(Some(path))
+                } else {
+                    Err(format!(
+                        "CRI socket {} does not exist: give the runtime's socket with --cri-socket, or --cri-socket none",
+                        path.display()
+                    ))
+                }
+            }
+            Self::Auto => Ok(DEFAULT_SOCKETS.iter().map(host::path).find(|path| path.exists())),
         }
     }
 }
@@ -222,7 +228,7 @@ fn netns_inode(identity: &SandboxIdentity, proc_root: &Path) -> Option<u32> {
     let by_path = identity
         .netns_path
         .as_ref()
-        .and_then(|path| std::fs::metadata(path).ok());
+        .and_then(|path| std::fs::metadata(host::path(path)).ok());
     let by_pid = || {
         identity
             .pid
