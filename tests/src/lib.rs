@@ -14,6 +14,7 @@ pub mod manifests;
 pub mod monitoring;
 pub mod netns;
 pub mod prometheus;
+pub mod samples;
 pub mod sockets;
 
 use std::{collections::HashMap, net::Ipv6Addr, path::Path, time::Duration};

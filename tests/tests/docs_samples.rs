@@ -1,0 +1,215 @@
+//! The docs' sample output is the real thing: pods started by a real containerd, traced by
+//! the release binary (`record`, `serve`'s /metrics, `doctor`, `report` before and after the
+//! fix), and every `<!-- sample: NAME -->` block of README.md and docs/ checked against this
+//! run's output by shape (see `integration_tests::samples`). A format change that the docs do
+//! not follow fails here; `DAD_TRACE_BLESS=1` rewrites the blocks from the run instead.
+//! Root only; skips with a reason otherwise.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    containerd::{self, Containerd},
+    needs_root,
+    prometheus::free_loopback_port,
+    samples::{self, BLESS_ENV},
+    stock_dad_settings,
+};
+use nix::sys::signal::Signal;
+use test_support::{Running, skip, spawn_record};
+
+const CNI_DIR: &str = "/usr/lib/cni";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The static release binary `cargo xtask image` builds for this machine.
+fn release_binary() -> Option<PathBuf> {
+    let binary = workspace().join(format!(
+        "target/{}-unknown-linux-gnu/release/dad-trace",
+        std::env::consts::ARCH
+    ));
+    if binary.exists() {
+        Some(binary)
+    } else {
+        skip(format_args!(
+            "no release binary at {} (cargo xtask image builds it; cargo xtask test does first)",
+            binary.display()
+        ));
+        None
+    }
+}
+
+/// `$ sudo dad-trace ARGS` and what the binary printed to standard output for them.
+fn shown(args: &str, stdout: &[u8]) -> String {
+    format!("$ sudo dad-trace {args}\n{}", String::from_utf8_lossy(stdout))
+}
+
+fn run(binary: &Path, args: &[&str]) -> Vec<u8> {
+    let output = Command::new(binary).args(args).output().expect("run dad-trace");
+    assert!(
+        output.status.success(),
+        "dad-trace {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn start_pods(containerd: &Containerd, pods: &[(&str, &str, &str)]) {
+    for (namespace, name, uid) in pods {
+        containerd
+            .run_pod_with_container(namespace, name, uid)
+            .expect("pod starts");
+    }
+    // Let the last events arrive.
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+/// The metrics a reader looks at first, from a scrape: the DAD and pod-start families.
+fn metrics_excerpt(scrape: &str) -> String {
+    const FAMILIES: [&str; 3] = [
+        "dad_trace_tentative_seconds",
+        "dad_trace_pod_dad_wait_seconds",
+        "dad_trace_cni_add_seconds",
+    ];
+    scrape
+        .lines()
+        .filter(|line| {
+            FAMILIES.iter().any(|family| {
+                line.starts_with(&format!("# HELP {family} "))
+                    || line.starts_with(&format!("# TYPE {family} "))
+                    || line.starts_with(&format!("{family}_count"))
+                    || line.starts_with(&format!("{family}_sum"))
+            })
+        })
+        .fold(String::new(), |text, line| text + line + "\n")
+}
+
+fn scrape_when(port: u16, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scrape = ureq::get(format!("http://127.0.0.1:{port}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut response| response.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        if done(&scrape) {
+            return scrape;
+        }
+        assert!(Instant::now() < deadline, "metrics never showed the pods:\n{scrape}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn the_docs_samples_are_what_real_pods_print() {
+    if !needs_root() {
+        return;
+    }
+    if let Some(why) = containerd::unavailable(Path::new(CNI_DIR)) {
+        skip(why);
+        return;
+    }
+    let Some(binary) = release_binary() else {
+        return;
+    };
+    let expected = samples::all_samples(&workspace()).expect("the docs' samples");
+    assert!(!expected.is_empty(), "no <!-- sample: NAME --> block in README.md or docs/");
+    let _sysctls = stock_dad_settings();
+    let dir = tempfile::Builder::new()
+        .prefix("dts-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let containerd = Containerd::start(dir.path(), Path::new(CNI_DIR)).expect("containerd starts");
+    let socket = containerd.socket().display().to_string();
+    let (before, after) = (dir.path().join("before.json"), dir.path().join("after.json"));
+    let mut outputs = BTreeMap::new();
+
+    // Before: kernel defaults; the node agent runs beside the ad-hoc recording.
+    let port = free_loopback_port().port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = spawn_record(Command::new(&binary).args(["serve", "--listen", &listen, "--cri-socket", &socket]));
+    let record_args = ["record", "--per-pod", "--cri-socket", &socket, "-o", before.to_str().expect("utf-8")];
+    let record = spawn_record(Command::new(&binary).args(record_args));
+    start_pods(
+        &containerd,
+        &[
+            ("team-a", "web-0", "6a1c3c1e-0000-4000-8000-0000000000e1"),
+            ("team-a", "web-1", "6a1c3c1e-0000-4000-8000-0000000000e2"),
+            ("team-b", "db-0", "6a1c3c1e-0000-4000-8000-0000000000e3"),
+        ],
+    );
+    let scrape = scrape_when(port, |scrape| {
+        scrape.contains(r#"dad_trace_pod_dad_wait_seconds_count{k8s_namespace_name="team-b"} 1"#)
+    });
+    outputs.insert("metrics", format!("$ curl -s http://{listen}/metrics\n{}", metrics_excerpt(&scrape)));
+    stop(serve);
+    let printed = stop(record);
+    let text = String::from_utf8_lossy(&printed).into_owned();
+    let (live, histograms) = text.split_once("\n\n").expect("lines, then the histograms");
+    outputs.insert("record-live", format!("$ sudo dad-trace record --per-pod -o before.json\n{live}\n"));
+    outputs.insert("record-per-pod", histograms.to_string());
+    outputs.insert("doctor", shown("doctor", &run(&binary, &["doctor"])));
+
+    // After the fix: `tune` (put back below, and by the guard above if this fails).
+    let state = dir.path().join("tune.json");
+    let state = state.to_str().expect("utf-8");
+    run(&binary, &["tune", "--apply", "--yes", "--state", state]);
+    let record = spawn_record(Command::new(&binary).args([
+        "record",
+        "--cri-socket",
+        &socket,
+        "-o",
+        after.to_str().expect("utf-8"),
+    ]));
+    start_pods(
+        &containerd,
+        &[
+            ("team-a", "web-2", "6a1c3c1e-0000-4000-8000-0000000000e4"),
+            ("team-a", "web-3", "6a1c3c1e-0000-4000-8000-0000000000e5"),
+            ("team-b", "db-1", "6a1c3c1e-0000-4000-8000-0000000000e6"),
+        ],
+    );
+    stop(record);
+    run(&binary, &["tune", "--revert", "--state", state]);
+    let report = run(
+        &binary,
+        &["report", before.to_str().expect("utf-8"), after.to_str().expect("utf-8")],
+    );
+    outputs.insert("report", shown("report before.json after.json", &report).replace(dir.path().to_str().expect("utf-8"), "."));
+
+    let bless = std::env::var_os(BLESS_ENV).is_some();
+    let mut drifted = Vec::new();
+    for sample in &expected {
+        let output = outputs
+            .get(sample.name.as_str())
+            .unwrap_or_else(|| panic!("{}: no output named {}", sample.file.display(), sample.name));
+        if bless {
+            samples::bless(sample, output).expect("rewrite the sample");
+        } else if let Some(drift) = samples::drift(&sample.text, output) {
+            drifted.push(format!("{} ({}):\n{drift}", sample.name, sample.file.display()));
+        }
+    }
+    for name in outputs.keys() {
+        assert!(
+            expected.iter().any(|sample| sample.name == *name),
+            "no <!-- sample: {name} --> in the docs"
+        );
+    }
+    assert!(
+        drifted.is_empty(),
+        "the docs' samples no longer look like the output ({BLESS_ENV}=1 rewrites them):\n{}",
+        drifted.join("\n")
+    );
+}
+
+/// Stops a tracer as Ctrl-C does; returns what it printed.
+fn stop(running: Running) -> Vec<u8> {
+    let output = running.stop(Signal::SIGINT);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
+}
