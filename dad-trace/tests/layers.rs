@@ -1,4 +1,4 @@
-//! The layout's rules, checked on the sources (README, Layout): dependencies between the
+//! The layout's rules, checked on the sources (ARCHITECTURE.md, Stages): dependencies between the
 //! stages point one way, no two modules import each other, directly or in a ring, and every
 //! pure module (no I/O) is mutation-tested or says why not, by a marker `cargo xtask mutants`
 //! reads, which cannot lie about purity.

@@ -303,7 +303,7 @@ fn ctrl_c_shows_the_interval_so_far() {
             .arg(&path),
     );
     let pods = dad_trace::node::synthetic::create_pods("dtl-s", 2).expect("pods");
-    // Default DAD settles within 2.25 s (README, Testing).
+    // Default DAD settles within 2.25 s (CONTRIBUTING.md, Bounds the tests assert).
     std::thread::sleep(Duration::from_millis(2500));
     let output = recording.stop(Signal::SIGINT);
     drop(pods);

@@ -1,6 +1,7 @@
-//! What the README promises about the binary, run for real (root): the scenario restores
-//! sysctls when interrupted and when a phase fails, `--btf FILE` is used, `probes --verify`
-//! loads every program, and a kernel no backend attaches to exits 4.
+//! What the docs promise about the binary (docs/scenario.md, docs/usage.md, docs/kernels.md),
+//! run for real (root): the scenario restores sysctls when interrupted and when a phase fails,
+//! `--btf FILE` is used, `probes --verify` loads every program, and a kernel no backend
+//! attaches to exits 4.
 use std::{
     collections::BTreeSet,
     os::unix::fs::PermissionsExt as _,
@@ -263,7 +264,7 @@ fn a_closed_stdout_does_not_cost_the_session() {
 }
 
 /// Sessions are saved readable by others: a user without privileges reports one that root
-/// recorded, as the README says.
+/// recorded, as SECURITY.md says (Hostile input).
 #[test]
 fn another_user_reports_a_session_root_saved() {
     if !needs_root() {

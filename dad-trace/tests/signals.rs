@@ -240,7 +240,7 @@ fn two_processes_trace_at_once() {
 }
 
 /// No privileges, a missing capability, no BTF: a message saying what to do, and the exit
-/// code the README documents.
+/// code SECURITY.md documents (Exit codes).
 #[test]
 fn missing_privileges_and_kernel_support_have_exit_codes() {
     if !needs_root() {

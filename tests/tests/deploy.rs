@@ -1,5 +1,5 @@
 //! The deployment files, read with the Kubernetes API types, and checked for the least
-//! privilege the README documents. No root needed.
+//! privilege docs/kubernetes.md documents. No root needed.
 use std::net::SocketAddr;
 
 use clap::Parser as _;
@@ -11,7 +11,7 @@ use k8s_openapi::api::{
 };
 use serde_yaml_ng::Value;
 
-/// The capabilities the agent needs, each explained in the README (Privileges in Kubernetes).
+/// The capabilities the agent needs, each explained in docs/kubernetes.md (Privileges in Kubernetes).
 const CAPABILITIES: &[&str] = &["BPF", "PERFMON", "SYSLOG", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"];
 
 fn only_container(spec: &PodSpec) -> &Container {
@@ -364,7 +364,7 @@ fn collector_may_read_what_k8s_attributes_watches() {
 
 #[test]
 fn readme_explains_every_capability() {
-    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).expect("README");
+    let readme = std::fs::read_to_string(deploy_dir().join("../docs/kubernetes.md")).expect("docs/kubernetes.md");
     for capability in CAPABILITIES {
         assert!(
             readme.contains(&format!("`CAP_{capability}`")),

@@ -54,7 +54,7 @@ pub fn check_privileges() -> anyhow::Result<()> {
     }
     Err(Refusal::Privileges(
         "dad-trace needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8): \
-         run it with sudo, or in a pod with those capabilities (see README, Privileges)"
+         run it with sudo, or in a pod with those capabilities (see SECURITY.md, Privileges)"
             .into(),
     )
     .into())
