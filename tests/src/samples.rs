@@ -39,7 +39,11 @@ pub fn samples_in(file: &Path, text: &str) -> anyhow::Result<Vec<Sample>> {
             .filter(|&open| after[..open].trim_end_matches(" -->").trim().is_empty())
             .with_context(|| format!("{}: sample {name} is not followed by a ```text block", file.display()))?;
         let body = end + open + "\n```text\n".len();
-        let close = body + text[body..].find("\n```").context("unclosed sample block")?;
+        let close = if text[body..].starts_with("```") {
+            body
+        } else {
+            body + text[body..].find("\n```").context("unclosed sample block")?
+        };
         samples.push(Sample {
             file: file.to_path_buf(),
             name,
@@ -81,7 +85,12 @@ pub fn bless(sample: &Sample, text: &str) -> anyhow::Result<()> {
         .into_iter()
         .find(|found| found.name == sample.name)
         .context("sample gone")?;
-    contents.replace_range(current.range, text.trim_end_matches('\n'));
+    let mut text = text.trim_end_matches('\n').to_string();
+    if current.range.is_empty() {
+        // An empty block: its closing fence follows at once.
+        text.push('\n');
+    }
+    contents.replace_range(current.range, &text);
     std::fs::write(&sample.file, contents)?;
     Ok(())
 }
@@ -105,10 +114,17 @@ pub fn shape(line: &str) -> String {
 
 fn token_shape(token: &str) -> String {
     // Delays print in the unit that fits them.
-    if matches!(token, "s" | "ms" | "us" | "µs" | "ns" | "secs" | "msecs" | "usecs" | "nsecs") {
+    if matches!(
+        token,
+        "s" | "ms" | "us" | "µs" | "ns" | "secs" | "msecs" | "usecs" | "nsecs"
+    ) {
         return "<unit>".into();
     }
-    let bare = token.trim_matches(|c: char| matches!(c, ',' | '(' | ')' | '"' | '{' | '}' | '[' | ']'));
+    let bare = token.trim_matches(|c: char| matches!(c, ',' | '(' | ')' | '"' | '{' | '}' | '[' | ']' | '.'));
+    // A kernel release (`6.1.0-18-amd64`) differs from machine to machine.
+    if bare.starts_with(|c: char| c.is_ascii_digit()) && bare.contains('-') && bare.contains(char::is_alphabetic) {
+        return token.replace(bare, "<release>");
+    }
     let address = bare.split('/').next().unwrap_or(bare);
     if address.contains(':') && address.parse::<std::net::Ipv6Addr>().is_ok() {
         return token.replace(bare, "<addr>");
@@ -140,10 +156,7 @@ fn token_shape(token: &str) -> String {
 /// The shapes of `text`'s lines.
 #[must_use]
 pub fn shapes(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .map(shape)
-        .filter(|shape| !shape.is_empty())
-        .collect()
+    text.lines().map(shape).filter(|shape| !shape.is_empty()).collect()
 }
 
 /// What differs between the doc's sample and the output, as a readable list, if anything.
@@ -175,7 +188,12 @@ mod tests {
         let samples = samples_in(Path::new("x.md"), DOC).expect("samples");
         let found: Vec<(&str, &str)> = samples.iter().map(|s| (s.name.as_str(), s.text.as_str())).collect();
         assert_eq!(found, [("doctor", "line 1\nline 2"), ("report", "r")]);
-        assert!(samples_in(Path::new("x.md"), "<!-- sample: x -->\ntext\n").is_err(), "no block");
+        assert!(
+            samples_in(Path::new("x.md"), "<!-- sample: x -->\ntext\n").is_err(),
+            "no block"
+        );
+        let empty = samples_in(Path::new("x.md"), "<!-- sample: e -->\n```text\n```\n").expect("empty");
+        assert_eq!(empty[0].text, "");
     }
 
     #[test]
@@ -189,15 +207,26 @@ mod tests {
             shape("         0 -> 1          : 0        |                                        |")
         );
         assert_eq!(shape("ADD  ptp  container 0123456789abcdef0123"), "ADD ptp container #");
-        assert_eq!(shape("dad_trace_cni_add_seconds_count{plugin=\"ptp\"} 3"), "dad_trace_cni_add_seconds_count{plugin=\"ptp\"} #");
+        assert_eq!(
+            shape("dad_trace_cni_add_seconds_count{plugin=\"ptp\"} 3"),
+            "dad_trace_cni_add_seconds_count{plugin=\"ptp\"} #"
+        );
         assert_eq!(shape("990 ms"), shape("1.15 s"));
-        assert_ne!(shape("POD ADDRS DELAY"), shape("POD ADDRS DELAY FAILED"), "a new column is drift");
+        assert_eq!(shape("on kernel 6.18.44-fc-v1272."), shape("on kernel 6.1.0-18-amd64."));
+        assert_ne!(
+            shape("POD ADDRS DELAY"),
+            shape("POD ADDRS DELAY FAILED"),
+            "a new column is drift"
+        );
     }
 
     #[test]
     fn drift_names_the_lines_that_differ() {
         assert_eq!(drift("a 1\nb 2", "b 7\na 3\na 4"), None);
         let found = drift("a 1\nold 2", "a 1\nnew 2").expect("drift");
-        assert!(found.contains("only in the doc:    old #") && found.contains("only in the output: new #"), "{found}");
+        assert!(
+            found.contains("only in the doc:    old #") && found.contains("only in the output: new #"),
+            "{found}"
+        );
     }
 }

@@ -123,15 +123,12 @@ fn a_node_debug_pod_with_host_root_names_the_runtime_pods() {
         let events: Vec<_> = session
             .events
             .iter()
-            .filter(|event| event.pod.as_ref().and_then(|pod| pod.uid.as_deref()) == Some(uid))
+            .filter(|event| event.pod_label() == format!("{namespace}/{name}"))
             .collect();
         assert_eq!(events.len(), 2, "{namespace}/{name}: {events:#?}");
         for event in events {
-            assert_eq!(
-                event.pod_label(),
-                format!("{namespace}/{name}"),
-                "named through the runtime"
-            );
+            let pod = event.pod.as_ref().expect("pod");
+            assert_eq!(pod.uid.as_deref(), Some(uid), "named through the runtime: {pod:?}");
             assert!(
                 STOCK_DAD_NS.contains(&event.tentative_ns),
                 "{name}: {} ns outside {STOCK_DAD_NS:?}",

@@ -363,12 +363,12 @@ fn collector_may_read_what_k8s_attributes_watches() {
 }
 
 #[test]
-fn readme_explains_every_capability() {
+fn the_docs_explain_every_capability() {
     let readme = std::fs::read_to_string(deploy_dir().join("../docs/kubernetes.md")).expect("docs/kubernetes.md");
     for capability in CAPABILITIES {
         assert!(
             readme.contains(&format!("`CAP_{capability}`")),
-            "README explains CAP_{capability}"
+            "docs/kubernetes.md explains CAP_{capability}"
         );
     }
 }
@@ -472,5 +472,41 @@ fn release_workflow_attaches_every_dist_file_to_tagged_releases() {
     assert!(
         help.contains("target/dist"),
         "xtask dist writes where the workflow attaches from:\n{help}"
+    );
+}
+
+/// `kubectl apply -k deploy/` applies the agent, and `kustomize edit set image dad-trace=…`
+/// reaches its container: the kustomization's resources exist and name the image as the
+/// manifests spell it.
+#[test]
+fn the_kustomization_sets_the_agents_image_in_one_place() {
+    let documents = manifests::documents(&deploy_dir().join("kustomization.yaml")).expect("kustomization");
+    let kustomization = &documents[0];
+    assert_eq!(kustomization["kind"].as_str(), Some("Kustomization"));
+    let resources: Vec<&str> = kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .filter_map(|resource| resource.as_str())
+        .collect();
+    assert!(resources.contains(&"daemonset.yaml"), "{resources:?}");
+    for resource in &resources {
+        assert!(deploy_dir().join(resource).exists(), "{resource} listed but missing");
+    }
+    let daemonset = manifests::daemonset().expect("daemonset.yaml");
+    let image = daemonset
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec")
+        .containers[0]
+        .image
+        .clone()
+        .expect("image");
+    assert_eq!(
+        image.split(':').next(),
+        Some("dad-trace"),
+        "kustomize matches images by name: dad-trace=REGISTRY/dad-trace:VERSION"
     );
 }

@@ -118,7 +118,10 @@ fn the_docs_samples_are_what_real_pods_print() {
         return;
     };
     let expected = samples::all_samples(&workspace()).expect("the docs' samples");
-    assert!(!expected.is_empty(), "no <!-- sample: NAME --> block in README.md or docs/");
+    assert!(
+        !expected.is_empty(),
+        "no <!-- sample: NAME --> block in README.md or docs/"
+    );
     let _sysctls = stock_dad_settings();
     let dir = tempfile::Builder::new()
         .prefix("dts-")
@@ -133,7 +136,14 @@ fn the_docs_samples_are_what_real_pods_print() {
     let port = free_loopback_port().port();
     let listen = format!("127.0.0.1:{port}");
     let serve = spawn_record(Command::new(&binary).args(["serve", "--listen", &listen, "--cri-socket", &socket]));
-    let record_args = ["record", "--per-pod", "--cri-socket", &socket, "-o", before.to_str().expect("utf-8")];
+    let record_args = [
+        "record",
+        "--per-pod",
+        "--cri-socket",
+        &socket,
+        "-o",
+        before.to_str().expect("utf-8"),
+    ];
     let record = spawn_record(Command::new(&binary).args(record_args));
     start_pods(
         &containerd,
@@ -146,13 +156,22 @@ fn the_docs_samples_are_what_real_pods_print() {
     let scrape = scrape_when(port, |scrape| {
         scrape.contains(r#"dad_trace_pod_dad_wait_seconds_count{k8s_namespace_name="team-b"} 1"#)
     });
-    outputs.insert("metrics", format!("$ curl -s http://{listen}/metrics\n{}", metrics_excerpt(&scrape)));
+    outputs.insert(
+        "metrics",
+        format!("$ curl -s http://{listen}/metrics\n{}", metrics_excerpt(&scrape)),
+    );
     stop(serve);
     let printed = stop(record);
-    let text = String::from_utf8_lossy(&printed).into_owned();
-    let (live, histograms) = text.split_once("\n\n").expect("lines, then the histograms");
-    outputs.insert("record-live", format!("$ sudo dad-trace record --per-pod -o before.json\n{live}\n"));
-    outputs.insert("record-per-pod", histograms.to_string());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&printed.stdout),
+        String::from_utf8_lossy(&printed.stderr),
+    );
+    let here = dir.path().to_str().expect("utf-8");
+    outputs.insert(
+        "record-live",
+        format!("$ sudo dad-trace record --per-pod -o before.json\n{stderr}{stdout}").replace(here, "."),
+    );
+    outputs.insert("record-per-pod", section(&stdout, "Per-pod delay"));
     outputs.insert("doctor", shown("doctor", &run(&binary, &["doctor"])));
 
     // After the fix: `tune` (put back below, and by the guard above if this fails).
@@ -178,10 +197,34 @@ fn the_docs_samples_are_what_real_pods_print() {
     run(&binary, &["tune", "--revert", "--state", state]);
     let report = run(
         &binary,
-        &["report", before.to_str().expect("utf-8"), after.to_str().expect("utf-8")],
+        &[
+            "report",
+            before.to_str().expect("utf-8"),
+            after.to_str().expect("utf-8"),
+        ],
     );
-    outputs.insert("report", shown("report before.json after.json", &report).replace(dir.path().to_str().expect("utf-8"), "."));
+    let report = shown("report before.json after.json", &report).replace(here, ".");
+    let verdicts: String = report
+        .lines()
+        .filter(|line| line.contains("Kolmogorov"))
+        .fold(String::new(), |text, line| text + line + "\n");
+    assert!(
+        !verdicts.is_empty(),
+        "the report says whether the change is real:\n{report}"
+    );
+    outputs.insert("report-verdict", verdicts);
+    outputs.insert("report", report);
 
+    // The docs name a node, not the machine that ran this.
+    let hostname = nix::unistd::gethostname()
+        .expect("hostname")
+        .to_string_lossy()
+        .into_owned();
+    if hostname.len() >= 4 {
+        for output in outputs.values_mut() {
+            *output = output.replace(&hostname, "node-1");
+        }
+    }
     let bless = std::env::var_os(BLESS_ENV).is_some();
     let mut drifted = Vec::new();
     for sample in &expected {
@@ -208,8 +251,19 @@ fn the_docs_samples_are_what_real_pods_print() {
 }
 
 /// Stops a tracer as Ctrl-C does; returns what it printed.
-fn stop(running: Running) -> Vec<u8> {
+fn stop(running: Running) -> std::process::Output {
     let output = running.stop(Signal::SIGINT);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    output.stdout
+    output
+}
+
+/// The lines of `text` from the one starting with `first` to the next blank line.
+fn section(text: &str, first: &str) -> String {
+    let start = text
+        .find(&format!("\n{first}"))
+        .map(|at| at + 1)
+        .unwrap_or_else(|| panic!("no {first:?} in:\n{text}"));
+    let block = &text[start..];
+    let end = block.find("\n\n").map_or(block.len(), |end| end + 1);
+    block[..end].to_string()
 }

@@ -365,6 +365,17 @@ mod tests {
     }
 
     #[test]
+    fn a_call_adopts_only_held_addresses_of_its_namespace_and_time() {
+        let mut joiner = joiner();
+        // Held before the call arrives: another namespace in its time, its namespace before it.
+        assert!(joiner.address(address(6, 1500, 1800), at(1800)).is_empty());
+        assert!(joiner.address(address(5, 900, 1800), at(1800)).is_empty());
+        let spans = joiner.call(&add(5, 1000, 2000), at(2000));
+        assert_eq!(spans.len(), 1, "the call alone: {spans:?}");
+        assert_eq!(joiner.held(), 2);
+    }
+
+    #[test]
     fn held_addresses_become_roots_after_the_hold_or_at_close() {
         let mut joiner = joiner();
         joiner.address(address(5, 0, 100), at(100));

@@ -27,10 +27,12 @@ pub const VALUE_MAX: usize = 256;
 /// Socket errors kept as events of one address's span; more are counted as dropped.
 pub const EVENTS_MAX: usize = 16;
 
-/// `Span.flags`: the W3C trace flags in the low byte, and whether the parent is remote.
-const FLAG_SAMPLED: u32 = 0x01;
-const FLAG_HAS_IS_REMOTE: u32 = 0x100;
-const FLAG_IS_REMOTE: u32 = 0x200;
+/// `Span.flags`: the W3C trace flags in the low byte (ours: sampled, 0x01), 0x100 "whether
+/// the parent is remote is known", 0x200 "it is": our spans' with a parent in this process,
+/// with a remote one (a runtime's), and what a link to a remote span adds to its flags.
+const FLAGS_LOCAL_PARENT: u32 = 0x101;
+const FLAGS_REMOTE_PARENT: u32 = 0x301;
+const FLAGS_REMOTE: u32 = 0x300;
 
 /// Where a span sits: its trace, its own id, and its parent's (none for a root).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,12 +199,15 @@ fn span(name: &str, place: Place, start: DateTime<Utc>, end: DateTime<Utc>, attr
 }
 
 fn span_at(name: &str, place: Place, start: u64, end: u64, attributes: Vec<KeyValue>) -> Span {
-    let remote = if place.remote_parent { FLAG_IS_REMOTE } else { 0 };
     Span {
         trace_id: place.trace_id.to_vec(),
         span_id: place.span_id.to_vec(),
         parent_span_id: place.parent.map(|parent| parent.to_vec()).unwrap_or_default(),
-        flags: FLAG_SAMPLED | FLAG_HAS_IS_REMOTE | remote,
+        flags: if place.remote_parent {
+            FLAGS_REMOTE_PARENT
+        } else {
+            FLAGS_LOCAL_PARENT
+        },
         name: name.into(),
         kind: SpanKind::Internal.into(),
         start_time_unix_nano: start,
@@ -217,7 +222,7 @@ fn link_to(parent: &TraceParent) -> Link {
     Link {
         trace_id: parent.trace_id.to_vec(),
         span_id: parent.parent_id.to_vec(),
-        flags: u32::from(parent.flags) | FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE,
+        flags: u32::from(parent.flags) | FLAGS_REMOTE,
         ..Link::default()
     }
 }
@@ -355,6 +360,8 @@ pub(crate) mod tests {
         let traced = traced(Some(0), None, Some(5_000_000));
         let span = call_span(&traced, PLACE, "k=v", None, DateTime::<Utc>::MIN_UTC);
         assert_eq!(span.name, "cni.add");
+        // Work inside the node, neither a server's nor a client's.
+        assert_eq!(span.kind, i32::from(SpanKind::Internal));
         assert_eq!(
             (span.trace_id, span.span_id, span.parent_span_id),
             (vec![7; 16], vec![2; 8], vec![1; 8])

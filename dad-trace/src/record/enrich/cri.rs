@@ -224,11 +224,17 @@ impl CriClient {
 
 /// The inode of a sandbox's network namespace, through its path or its process. `proc_root`
 /// is the host's /proc (the sandbox process is only visible with the host PID namespace).
+/// Only a namespace file is believed: seen from a container whose mount of the node is
+/// private (a `kubectl debug` pod's /host), the path is the empty file under the mount.
 fn netns_inode(identity: &SandboxIdentity, proc_root: &Path) -> Option<u32> {
+    let nsfs = std::fs::metadata(proc_root.join("self/ns/net"))
+        .ok()
+        .map(|meta| meta.dev());
     let by_path = identity
         .netns_path
         .as_ref()
-        .and_then(|path| std::fs::metadata(host::path(path)).ok());
+        .and_then(|path| std::fs::metadata(host::path(path)).ok())
+        .filter(|meta| nsfs.is_none_or(|device| meta.dev() == device));
     let by_pid = || {
         identity
             .pid
@@ -408,6 +414,27 @@ mod tests {
         assert_eq!(SocketChoice::parse("none").resolve(), Ok(None));
         let missing = SocketChoice::parse("/nonexistent/cri.sock").resolve();
         assert!(missing.is_err_and(|e| e.contains("--cri-socket")));
+    }
+
+    #[test]
+    fn a_path_that_is_not_a_namespace_file_yields_to_the_process() {
+        // What a container with a private mount of the node sees: the empty file a namespace
+        // was mounted on.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stale = dir.path().join("cni-stale");
+        std::fs::write(&stale, "").expect("write");
+        let identity = SandboxIdentity {
+            sandbox_id: "abc".into(),
+            namespace: "team-a".into(),
+            name: "web-1".into(),
+            uid: "uid-1".into(),
+            netns_path: Some(stale),
+            pid: Some(std::process::id()),
+            created_at: None,
+            first_container_started: None,
+        };
+        let own = std::fs::metadata("/proc/self/ns/net").expect("own netns").ino() as u32;
+        assert_eq!(netns_inode(&identity, Path::new("/proc")), Some(own));
     }
 
     #[test]
