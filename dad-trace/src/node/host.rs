@@ -2,6 +2,8 @@
 //! mounted at when dad-trace runs in a debug pod (`kubectl debug node` mounts it at /host),
 //! as node_exporter's `--path.rootfs`. Set once, from `--host-root`, before anything reads
 //! the node. Processes are read from our own /proc: that needs the host PID namespace.
+//!
+//! Mutation-tested (cargo xtask mutants), not pure: `set_root` looks at the directory.
 use std::{
     path::{Component, Path, PathBuf},
     sync::OnceLock,
@@ -48,7 +50,6 @@ pub fn path(path: impl AsRef<Path>) -> PathBuf {
 }
 
 /// `path` inside `root`: only its plain names are kept, so no `..` leaves the root.
-/// Pure: mutation-tested (cargo xtask mutants).
 #[must_use]
 pub fn under(root: &Path, path: &Path) -> PathBuf {
     let mut inside = root.to_path_buf();

@@ -281,17 +281,27 @@ pub fn render_text(comparison: &Comparison) -> String {
             .max()
             .unwrap_or(0)
     };
-    let mut out = format!("{:<16}", "");
+    let metric = rows
+        .iter()
+        .map(|row| row.metric.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    let mut out = format!("{:<metric$}", "");
     for (i, label) in labels.iter().enumerate() {
         let _ = write!(out, "  {label:>w$}", w = width(i));
     }
     out.push_str(if labels.len() > 1 { "  last/first\n" } else { "\n" });
     for row in &rows {
-        let _ = write!(out, "{:<16}", row.metric);
+        let _ = write!(out, "{:<metric$}", row.metric);
         for (i, cell) in row.cells.iter().enumerate() {
             let _ = write!(out, "  {cell:>w$}", w = width(i));
         }
-        let _ = writeln!(out, "  {}", row.ratio.as_deref().unwrap_or(""));
+        match &row.ratio {
+            Some(ratio) => writeln!(out, "  {ratio}"),
+            None => writeln!(out),
+        }
+        .ok();
     }
     if let Some(line) = change_line(comparison, |label| terminal(label).into_owned()) {
         let _ = writeln!(out, "{line}");
@@ -482,6 +492,17 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("(* = before, # = after)"), "{text}");
+        // The table's columns line up under the header, however long a metric's name.
+        let table: Vec<&str> = text
+            .lines()
+            .take_while(|line| !line.starts_with("per-pod delay"))
+            .collect();
+        let header_end = table[0].find("before").expect("header") + "before".len();
+        for row in &table[1..] {
+            assert!(!row.ends_with(' '), "no trailing blanks: {row:?}");
+            let first_cell_end = row[..header_end].trim_end().len();
+            assert_eq!(first_cell_end, header_end, "{row:?} under {:?}", table[0]);
+        }
         assert!(text.contains("1024 -> 2047       : 4     0     |****"), "{text}");
         // The second session's bars have its own mark, scaled to the peak (3 of 4 pods).
         assert!(text.contains(&format!(": 0     3     |{}\n", "#".repeat(22))), "{text}");

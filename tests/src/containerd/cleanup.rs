@@ -56,6 +56,18 @@ impl Containerd {
         }
     }
 
+    /// The pods' namespaces it left in /run/netns (when it ended before removing its pods).
+    fn remove_node_netns(&self) {
+        let Some(before) = &self.node_netns else {
+            return;
+        };
+        for name in super::netns_names().difference(before) {
+            let path = Path::new("/run/netns").join(name);
+            let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     fn remove_cgroups() {
         let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
             return;
@@ -91,6 +103,7 @@ impl Drop for Containerd {
         self.kill_shims();
         std::thread::sleep(Duration::from_millis(300));
         self.unmount_all();
+        self.remove_node_netns();
         Self::remove_cgroups();
         for path in &self.created_outside {
             let _ = std::fs::remove_dir_all(path);

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use super::{PAUSE_IMAGE, POD_SUBNET};
 
-pub(super) fn config(dir: &Path, cni_dir: &Path, snapshotter: &str) -> String {
+/// `node_netns`: the pods' namespaces in /run/netns, as on a node; else in the test's state.
+pub(super) fn config(dir: &Path, cni_dir: &Path, snapshotter: &str, node_netns: bool) -> String {
+    let under_state_dir = !node_netns;
     let dir = dir.display();
     let cni_dir = cni_dir.display();
     // restrict_oom_score_adj: runc cannot lower oom_score_adj without CAP_SYS_RESOURCE, which
@@ -31,7 +33,7 @@ oom_score = 0
     enable_selinux = false
     disable_apparmor = true
     restrict_oom_score_adj = true
-    netns_mounts_under_state_dir = true
+    netns_mounts_under_state_dir = {under_state_dir}
     [plugins."io.containerd.grpc.v1.cri".containerd]
       snapshotter = "{snapshotter}"
       default_runtime_name = "runc"

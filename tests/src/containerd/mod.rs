@@ -71,7 +71,16 @@ pub struct Containerd {
     export_delay: Option<Duration>,
     /// Host paths containerd writes outside its root, removed when they did not exist before.
     created_outside: Vec<PathBuf>,
+    /// With the pods' namespaces in /run/netns: the names there before it started.
+    node_netns: Option<std::collections::BTreeSet<std::ffi::OsString>>,
     runtime: tokio::runtime::Runtime,
+}
+
+/// The names in /run/netns now.
+fn netns_names() -> std::collections::BTreeSet<std::ffi::OsString> {
+    std::fs::read_dir("/run/netns")
+        .map(|entries| entries.flatten().map(|entry| entry.file_name()).collect())
+        .unwrap_or_default()
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
@@ -92,8 +101,20 @@ impl Containerd {
         Self::start_release(dir, cni_dir, &Release::Installed)
     }
 
+    /// As [`Containerd::start`], with the pods' namespaces where a node's containerd keeps
+    /// them, in /run/netns (those it made are removed when dropped).
+    pub fn start_with_node_netns(dir: &Path, cni_dir: &Path) -> anyhow::Result<Self> {
+        let mut containerd = Self::start_inner(dir, cni_dir, &Release::Installed, true)?;
+        containerd.node_netns = Some(netns_names());
+        Ok(containerd)
+    }
+
     /// Starts `release` in `dir` and imports the locally built pause image.
     pub fn start_release(dir: &Path, cni_dir: &Path, release: &Release) -> anyhow::Result<Self> {
+        Self::start_inner(dir, cni_dir, release, false)
+    }
+
+    fn start_inner(dir: &Path, cni_dir: &Path, release: &Release, node_netns: bool) -> anyhow::Result<Self> {
         let created_outside = ["/run/containerd", "/var/lib/cni"]
             .into_iter()
             .map(PathBuf::from)
@@ -104,7 +125,10 @@ impl Containerd {
         let snapshotter = config::snapshotter(dir);
         let (mut command, bin_dir, export_delay) = match release {
             Release::Installed => {
-                std::fs::write(dir.join("config.toml"), config::config(dir, cni_dir, snapshotter))?;
+                std::fs::write(
+                    dir.join("config.toml"),
+                    config::config(dir, cni_dir, snapshotter, node_netns),
+                )?;
                 (Command::new("containerd"), None, None)
             }
             Release::Sid { root, otlp_endpoint } => {
@@ -130,6 +154,7 @@ impl Containerd {
             bin_dir,
             export_delay,
             created_outside,
+            node_netns: None,
             runtime,
         };
         containerd.wait_ready()?;
