@@ -6,6 +6,7 @@
 //! with `DAD_TRACE_BLESS=1`.
 use std::{
     collections::BTreeSet,
+    fmt::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -223,10 +224,10 @@ pub fn drift(sample: &str, output: &str) -> Option<String> {
     }
     let mut text = String::new();
     for gone in doc.difference(&now) {
-        text.push_str(&format!("  only in the doc:    {gone}\n"));
+        let _ = writeln!(text, "  only in the doc:    {gone}");
     }
     for new in now.difference(&doc) {
-        text.push_str(&format!("  only in the output: {new}\n"));
+        let _ = writeln!(text, "  only in the output: {new}");
     }
     Some(text)
 }

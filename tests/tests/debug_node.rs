@@ -116,7 +116,7 @@ fn a_node_debug_pod_with_host_root_names_the_runtime_pods() {
     for (namespace, name, uid) in pods {
         containerd.run_pod(namespace, name, uid).expect("pod sandbox");
     }
-    wait_for("session file", &log, Duration::from_secs(60), || session_path.exists());
+    wait_for("session file", &log, Duration::from_mins(1), || session_path.exists());
     println!("{}", container_output(&log));
     let session = Session::load(&session_path).expect("the session the debugger pod wrote");
     for (namespace, name, uid) in pods {
@@ -139,7 +139,7 @@ fn a_node_debug_pod_with_host_root_names_the_runtime_pods() {
 
     // A namespace named the way `ip netns add` names one, made before the debugger starts
     // (kubectl's /host mount is private: it holds the mounts of the moment it was made).
-    let named = NamedNetns::create(Path::new("/run/netns"), "dtn-doctor").expect("named netns");
+    let doctor_netns = NamedNetns::create(Path::new("/run/netns"), "dtn-doctor").expect("named netns");
     let doctor = ["/dad-trace", "doctor", "--host-root", "/host", "--format", "json"];
     let log = debug_pod(
         &containerd,
@@ -164,5 +164,5 @@ fn a_node_debug_pod_with_host_root_names_the_runtime_pods() {
         "doctor read the node's sysctls: {}",
         report[0]["host"]
     );
-    drop(named);
+    drop(doctor_netns);
 }

@@ -36,12 +36,12 @@ fn output(command: &mut Command) -> String {
 /// The ELF machine (`e_machine`) of a 64-bit little-endian executable, and whether it asks
 /// for a program interpreter (a dynamic loader: a static binary does not).
 fn elf_machine_and_interpreter(binary: &[u8]) -> (u16, bool) {
+    const PT_INTERP: u32 = 3;
     assert_eq!(&binary[..4], b"\x7fELF", "an ELF file");
     let u16_at = |at: usize| u16::from_le_bytes([binary[at], binary[at + 1]]);
     let u64_at = |at: usize| u64::from_le_bytes(binary[at..at + 8].try_into().expect("8 bytes"));
     let program_headers = usize::try_from(u64_at(0x20)).expect("offset");
     let (size, count) = (usize::from(u16_at(0x36)), usize::from(u16_at(0x38)));
-    const PT_INTERP: u32 = 3;
     let interpreter = (0..count).any(|index| {
         let at = program_headers + index * size;
         u32::from_le_bytes(binary[at..at + 4].try_into().expect("4 bytes")) == PT_INTERP

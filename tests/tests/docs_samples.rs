@@ -105,6 +105,104 @@ fn scrape_when(port: u16, done: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// What each sample shows, by name.
+type Outputs = BTreeMap<&'static str, String>;
+
+/// The node the samples come from: a containerd, the release binary, the sessions' directory.
+struct Node<'a> {
+    binary: &'a Path,
+    containerd: &'a Containerd,
+    socket: String,
+    dir: &'a Path,
+}
+
+impl Node<'_> {
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// With the kernel's defaults: `serve`'s metrics and `record --per-pod` while pods start,
+    /// then `doctor`.
+    fn before_the_fix(&self, outputs: &mut Outputs) {
+        let port = free_loopback_port().port();
+        let listen = format!("127.0.0.1:{port}");
+        let serve =
+            spawn_record(Command::new(self.binary).args(["serve", "--listen", &listen, "--cri-socket", &self.socket]));
+        let before = self.path("before.json");
+        let record = spawn_record(Command::new(self.binary).args([
+            "record",
+            "--per-pod",
+            "--cri-socket",
+            &self.socket,
+            "-o",
+            &before,
+        ]));
+        start_pods(
+            self.containerd,
+            &[
+                ("team-a", "web-0", "6a1c3c1e-0000-4000-8000-0000000000e1"),
+                ("team-a", "web-1", "6a1c3c1e-0000-4000-8000-0000000000e2"),
+                ("team-b", "db-0", "6a1c3c1e-0000-4000-8000-0000000000e3"),
+                ("team-b", "db-1", "6a1c3c1e-0000-4000-8000-0000000000e4"),
+                ("team-c", "api-0", "6a1c3c1e-0000-4000-8000-0000000000e5"),
+            ],
+        );
+        let scrape = scrape_when(port, |scrape| {
+            scrape.contains(r#"dad_trace_pod_dad_wait_seconds_count{k8s_namespace_name="team-c"} 1"#)
+        });
+        outputs.insert(
+            "metrics",
+            format!("$ curl -s http://{listen}/metrics\n{}", metrics_excerpt(&scrape)),
+        );
+        stop(serve);
+        let printed = stop(record);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&printed.stdout),
+            String::from_utf8_lossy(&printed.stderr),
+        );
+        outputs.insert(
+            "record-live",
+            format!("$ sudo dad-trace record --per-pod -o before.json\n{stderr}{stdout}"),
+        );
+        outputs.insert("record-per-pod", section(&stdout, "Per-pod delay"));
+        outputs.insert("doctor", shown("sudo dad-trace doctor", &run(self.binary, &["doctor"])));
+    }
+
+    /// After `tune --apply` (put back after, and by the caller's guard if this fails): a
+    /// recording of as many new pods, and the report of both.
+    fn after_the_fix(&self, outputs: &mut Outputs) {
+        let state = self.path("tune.json");
+        run(self.binary, &["tune", "--apply", "--yes", "--state", &state]);
+        let after = self.path("after.json");
+        let record =
+            spawn_record(Command::new(self.binary).args(["record", "--cri-socket", &self.socket, "-o", &after]));
+        start_pods(
+            self.containerd,
+            &[
+                ("team-a", "web-2", "6a1c3c1e-0000-4000-8000-0000000000f1"),
+                ("team-a", "web-3", "6a1c3c1e-0000-4000-8000-0000000000f2"),
+                ("team-b", "db-2", "6a1c3c1e-0000-4000-8000-0000000000f3"),
+                ("team-b", "db-3", "6a1c3c1e-0000-4000-8000-0000000000f4"),
+                ("team-c", "api-1", "6a1c3c1e-0000-4000-8000-0000000000f5"),
+            ],
+        );
+        stop(record);
+        run(self.binary, &["tune", "--revert", "--state", &state]);
+        let report = run(self.binary, &["report", &self.path("before.json"), &after]);
+        let report = shown("dad-trace report before.json after.json", &report);
+        let verdicts: String = report
+            .lines()
+            .filter(|line| line.contains("Kolmogorov"))
+            .fold(String::new(), |text, line| text + line + "\n");
+        assert!(
+            verdicts.contains("per-pod delay before -> after: a real change"),
+            "the fix is a real change for the report:\n{report}"
+        );
+        outputs.insert("report-verdict", verdicts);
+        outputs.insert("report", report);
+    }
+}
+
 #[test]
 fn the_docs_samples_are_what_real_pods_print() {
     if !needs_root() {
@@ -129,110 +227,37 @@ fn the_docs_samples_are_what_real_pods_print() {
         .expect("tempdir");
     // As on a node: the doctor finds the pods' namespaces in /run/netns.
     let containerd = Containerd::start_with_node_netns(dir.path(), Path::new(CNI_DIR)).expect("containerd starts");
-    let socket = containerd.socket().display().to_string();
-    let (before, after) = (dir.path().join("before.json"), dir.path().join("after.json"));
-    let mut outputs = BTreeMap::new();
+    let node = Node {
+        binary: &binary,
+        containerd: &containerd,
+        socket: containerd.socket().display().to_string(),
+        dir: dir.path(),
+    };
+    let mut outputs = Outputs::new();
+    node.before_the_fix(&mut outputs);
+    node.after_the_fix(&mut outputs);
+    as_on_any_node(&mut outputs, dir.path());
+    check_or_bless(&expected, &outputs);
+}
 
-    // Before: kernel defaults; the node agent runs beside the ad-hoc recording.
-    let port = free_loopback_port().port();
-    let listen = format!("127.0.0.1:{port}");
-    let serve = spawn_record(Command::new(&binary).args(["serve", "--listen", &listen, "--cri-socket", &socket]));
-    let record_args = [
-        "record",
-        "--per-pod",
-        "--cri-socket",
-        &socket,
-        "-o",
-        before.to_str().expect("utf-8"),
-    ];
-    let record = spawn_record(Command::new(&binary).args(record_args));
-    start_pods(
-        &containerd,
-        &[
-            ("team-a", "web-0", "6a1c3c1e-0000-4000-8000-0000000000e1"),
-            ("team-a", "web-1", "6a1c3c1e-0000-4000-8000-0000000000e2"),
-            ("team-b", "db-0", "6a1c3c1e-0000-4000-8000-0000000000e3"),
-            ("team-b", "db-1", "6a1c3c1e-0000-4000-8000-0000000000e4"),
-            ("team-c", "api-0", "6a1c3c1e-0000-4000-8000-0000000000e5"),
-        ],
-    );
-    let scrape = scrape_when(port, |scrape| {
-        scrape.contains(r#"dad_trace_pod_dad_wait_seconds_count{k8s_namespace_name="team-c"} 1"#)
-    });
-    outputs.insert(
-        "metrics",
-        format!("$ curl -s http://{listen}/metrics\n{}", metrics_excerpt(&scrape)),
-    );
-    stop(serve);
-    let printed = stop(record);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&printed.stdout),
-        String::from_utf8_lossy(&printed.stderr),
-    );
-    let here = dir.path().to_str().expect("utf-8");
-    outputs.insert(
-        "record-live",
-        format!("$ sudo dad-trace record --per-pod -o before.json\n{stderr}{stdout}").replace(here, "."),
-    );
-    outputs.insert("record-per-pod", section(&stdout, "Per-pod delay"));
-    outputs.insert("doctor", shown("sudo dad-trace doctor", &run(&binary, &["doctor"])));
-
-    // After the fix: `tune` (put back below, and by the guard above if this fails).
-    let state = dir.path().join("tune.json");
-    let state = state.to_str().expect("utf-8");
-    run(&binary, &["tune", "--apply", "--yes", "--state", state]);
-    let record = spawn_record(Command::new(&binary).args([
-        "record",
-        "--cri-socket",
-        &socket,
-        "-o",
-        after.to_str().expect("utf-8"),
-    ]));
-    start_pods(
-        &containerd,
-        &[
-            ("team-a", "web-2", "6a1c3c1e-0000-4000-8000-0000000000f1"),
-            ("team-a", "web-3", "6a1c3c1e-0000-4000-8000-0000000000f2"),
-            ("team-b", "db-2", "6a1c3c1e-0000-4000-8000-0000000000f3"),
-            ("team-b", "db-3", "6a1c3c1e-0000-4000-8000-0000000000f4"),
-            ("team-c", "api-1", "6a1c3c1e-0000-4000-8000-0000000000f5"),
-        ],
-    );
-    stop(record);
-    run(&binary, &["tune", "--revert", "--state", state]);
-    let report = run(
-        &binary,
-        &[
-            "report",
-            before.to_str().expect("utf-8"),
-            after.to_str().expect("utf-8"),
-        ],
-    );
-    let report = shown("dad-trace report before.json after.json", &report).replace(here, ".");
-    let verdicts: String = report
-        .lines()
-        .filter(|line| line.contains("Kolmogorov"))
-        .fold(String::new(), |text, line| text + line + "\n");
-    assert!(
-        verdicts.contains("per-pod delay before -> after: a real change"),
-        "the fix is a real change for the report:\n{report}"
-    );
-    outputs.insert("report-verdict", verdicts);
-    outputs.insert("report", report);
-
-    // The docs name a node, not the machine that ran this.
+/// The docs name files as the user gave them and a node, not this test's directory and machine.
+fn as_on_any_node(outputs: &mut Outputs, dir: &Path) {
     let hostname = nix::unistd::gethostname()
         .expect("hostname")
         .to_string_lossy()
         .into_owned();
-    if hostname.len() >= 4 {
-        for output in outputs.values_mut() {
+    for output in outputs.values_mut() {
+        *output = output.replace(&format!("{}/", dir.display()), "");
+        if hostname.len() >= 4 {
             *output = output.replace(&hostname, "node-1");
         }
     }
+}
+
+fn check_or_bless(expected: &[samples::Sample], outputs: &Outputs) {
     let bless = std::env::var_os(BLESS_ENV).is_some();
     let mut drifted = Vec::new();
-    for sample in &expected {
+    for sample in expected {
         let output = outputs
             .get(sample.name.as_str())
             .unwrap_or_else(|| panic!("{}: no output named {}", sample.file.display(), sample.name));
@@ -266,8 +291,7 @@ fn stop(running: Running) -> std::process::Output {
 fn section(text: &str, first: &str) -> String {
     let start = text
         .find(&format!("\n{first}"))
-        .map(|at| at + 1)
-        .unwrap_or_else(|| panic!("no {first:?} in:\n{text}"));
+        .map_or_else(|| panic!("no {first:?} in:\n{text}"), |at| at + 1);
     let block = &text[start..];
     let end = block.find("\n\n").map_or(block.len(), |end| end + 1);
     block[..end].to_string()

@@ -1,4 +1,4 @@
-//! `dad-trace man`: manual pages made from the parser's own definitions (clap_mangen), so
+//! `dad-trace man`: manual pages made from the parser's own definitions (`clap_mangen`), so
 //! they cannot drift from it, with the sections a manual page has and clap has not: EXAMPLES
 //! (the help's), EXIT STATUS, ENVIRONMENT, FILES and, for `record` and `report`, OUTPUT.
 use std::path::PathBuf;
@@ -49,7 +49,7 @@ impl Man {
     }
 }
 
-/// One page: clap_mangen's sections, then ours, then the version.
+/// One page: `clap_mangen`'s sections, then ours, then the version.
 fn page(command: &clap::Command, sub: Option<&str>) -> String {
     let man = clap_mangen::Man::new(command.clone());
     let mut out = Vec::new();

@@ -1,6 +1,6 @@
 //! Where the node's own files are: under `/`, or under the directory the node's root is
 //! mounted at when dad-trace runs in a debug pod (`kubectl debug node` mounts it at /host),
-//! as node_exporter's `--path.rootfs`. Set once, from `--host-root`, before anything reads
+//! as `node_exporter`'s `--path.rootfs`. Set once, from `--host-root`, before anything reads
 //! the node. Processes are read from our own /proc: that needs the host PID namespace.
 //!
 //! Mutation-tested (cargo xtask mutants), not pure: `set_root` looks at the directory.
