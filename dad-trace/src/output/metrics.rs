@@ -464,6 +464,26 @@ mod tests {
             .sum()
     }
 
+    /// Every metric the agent exposes is in the docs' table, so the docs cannot fall behind.
+    #[test]
+    fn every_metric_is_documented() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/kubernetes.md"))
+            .expect("docs/kubernetes.md");
+        let text = Metrics::new("tracepoint", "6.18", false).render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        assert!(names.len() > 10, "{text}");
+        for name in names {
+            assert!(
+                docs.contains(&format!("| `{name}")),
+                "{name} is not in docs/kubernetes.md's table"
+            );
+        }
+    }
+
     #[test]
     fn histogram_counts_match_the_settled_addresses() {
         let session = fixture();
