@@ -125,7 +125,7 @@ pub fn test() -> anyhow::Result<()> {
 /// The host kernel tests.
 fn integration_tests() -> Command {
     let mut command = cargo();
-    command.args(["test", "--no-fail-fast", "--package", "integration-tests"]);
+    command.args(["test", "--no-fail-fast", "--package", "integration-tests", "--lib"]);
     for target in HOST_TESTS {
         command.args(["--test", target]);
     }
@@ -189,6 +189,9 @@ const HOST_TESTS: &[&str] = &[
     "deploy",
     "doctor",
     "monitoring",
+    "debug_node",
+    "docs_samples",
+    "dist",
 ];
 /// Kernel tests share the kernel's sysctls and namespaces: one at a time, output shown (the
 /// tiers are counted from it).
@@ -343,4 +346,25 @@ pub fn lint() -> anyhow::Result<()> {
         .args(["-Z", "build-std=core", "--", "-D", "warnings"])
         .current_dir(workspace_root().join("dad-trace-ebpf"))
         .env("RUSTC_BOOTSTRAP", "1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A test file added under tests/tests must be run by `cargo xtask test` (only the VM
+    /// guests' runs the kernel matrix, in the guests).
+    #[test]
+    fn every_integration_test_file_runs_on_the_host_or_in_the_guests() {
+        let dir = workspace_root().join("tests/tests");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("tests/tests")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".rs").map(String::from))
+            .collect();
+        files.sort();
+        let mut run: Vec<String> = HOST_TESTS.iter().map(ToString::to_string).collect();
+        run.push("vm_kernel".into());
+        run.sort();
+        assert_eq!(files, run);
+    }
 }
