@@ -1,5 +1,8 @@
 //! `dad-trace completions`: shell completion scripts made from the same clap definitions as
 //! the parser, so they cannot drift from it. The image and the release tarballs carry them.
+//!
+//! Pure, not mutation-tested: it hands the parser to `clap_complete` and mends one spelling,
+//! which `tests/completions.rs` checks by completing with bash itself.
 use clap::CommandFactory as _;
 
 use super::Cli;

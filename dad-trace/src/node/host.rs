@@ -3,7 +3,7 @@
 //! as `node_exporter`'s `--path.rootfs`. Set once, from `--host-root`, before anything reads
 //! the node. Processes are read from our own /proc: that needs the host PID namespace.
 //!
-//! Mutation-tested (cargo xtask mutants), not pure: `set_root` looks at the directory.
+//! Pure: mutation-tested (cargo xtask mutants).
 use std::{
     path::{Component, Path, PathBuf},
     sync::OnceLock,
