@@ -118,8 +118,10 @@ impl Arch {
 }
 
 /// Where the sources were built from, out of the binaries (panic locations name source
-/// files): a checkout anywhere, with cargo's home anywhere, builds the same bytes. Not for
-/// paths with white space, which these space-separated flags cannot carry.
+/// files), so the userspace code names neither the checkout nor cargo's home. The kernel
+/// programs' BTF line info still names the checkout: aya-build sets that nested build's
+/// flags itself. Not for paths with white space, which these space-separated flags cannot
+/// carry.
 fn remapped_paths() -> String {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)

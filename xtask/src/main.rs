@@ -118,7 +118,7 @@ enum Task {
     Image,
     /// The release files in target/dist: a tarball per architecture (static binary, manual
     /// pages, completions, README, licences), the image as an OCI archive, and SHA256SUMS.
-    /// The same commit gives the same bytes.
+    /// Built in the same directory, the same commit gives the same bytes.
     Dist,
 }
 
