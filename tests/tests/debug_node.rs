@@ -25,15 +25,7 @@ fn image_archive() -> Option<PathBuf> {
         skip(why);
         return None;
     }
-    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dad-trace-image.tar");
-    if !archive.exists() {
-        skip(format_args!(
-            "no image at {} (cargo xtask image builds it; cargo xtask test does first)",
-            archive.display()
-        ));
-        return None;
-    }
-    Some(archive)
+    containerd::image_archive()
 }
 
 /// Runs `command` in a node debugger pod; returns its log file.
@@ -76,10 +68,7 @@ fn a_node_debug_pod_with_host_root_names_the_runtime_pods() {
         return;
     };
     let _sysctls = stock_dad_settings();
-    let dir = tempfile::Builder::new()
-        .prefix("dtn-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
+    let dir = containerd::test_dir("dtn-");
     let containerd = Containerd::start(dir.path(), Path::new(CNI_DIR)).expect("containerd starts");
     containerd.import_image(&archive).expect("import the dad-trace image");
 

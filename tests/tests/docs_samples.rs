@@ -221,10 +221,7 @@ fn the_docs_samples_are_what_real_pods_print() {
         "no <!-- sample: NAME --> block in README.md or docs/"
     );
     let _sysctls = stock_dad_settings();
-    let dir = tempfile::Builder::new()
-        .prefix("dts-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
+    let dir = containerd::test_dir("dts-");
     // As on a node: the doctor finds the pods' namespaces in /run/netns.
     let containerd = Containerd::start_with_node_netns(dir.path(), Path::new(CNI_DIR)).expect("containerd starts");
     let node = Node {

@@ -37,10 +37,7 @@ fn containerd_pods_are_named_with_their_delays() {
         return;
     }
     let _sysctls = stock_dad_settings();
-    let dir = tempfile::Builder::new()
-        .prefix("dtc-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
+    let dir = containerd::test_dir("dtc-");
     let containerd = Arc::new(Containerd::start(dir.path(), Path::new(CNI_DIR)).expect("containerd starts"));
     let pods = [
         ("team-a", "web-0", "6a1c3c1e-0000-4000-8000-000000000001"),
@@ -393,14 +390,9 @@ fn the_daemonset_runs_in_containerd_and_names_pods() {
     if !containerd_tests_allowed() {
         return;
     }
-    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dad-trace-image.tar");
-    if !archive.exists() {
-        skip(format_args!(
-            "no image at {} (cargo xtask image builds it; cargo xtask test does first)",
-            archive.display()
-        ));
+    let Some(archive) = containerd::image_archive() else {
         return;
-    }
+    };
     let daemonset = manifests::daemonset().expect("daemonset.yaml");
     let spec = daemonset.spec.expect("spec").template.spec.expect("pod spec");
     let container = &spec.containers[0];
@@ -411,10 +403,7 @@ fn the_daemonset_runs_in_containerd_and_names_pods() {
         "port {port} is taken on this machine: the agent could not listen"
     );
     let _sysctls = stock_dad_settings();
-    let dir = tempfile::Builder::new()
-        .prefix("dtd-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
+    let dir = containerd::test_dir("dtd-");
     let containerd = Containerd::start(dir.path(), Path::new(CNI_DIR)).expect("containerd starts");
     containerd.import_image(&archive).expect("import the dad-trace image");
 

@@ -18,7 +18,7 @@ use dad_trace::{
     tracer::RecordOptions,
 };
 use integration_tests::{
-    containerd::{Containerd, Release, sid},
+    containerd::{self, Containerd, Release, sid},
     needs_root, stock_dad_settings,
 };
 use otlp_receiver::{Answer, Received, Receiver, attribute};
@@ -53,10 +53,7 @@ fn containerd_s_sandbox_span_holds_dad_trace_s_cni_add() {
     let version = sid::version(&root).expect("containerd --version");
     let _sysctls = stock_dad_settings();
     let receiver = Receiver::start("127.0.0.1:0".parse().expect("literal"), Answer::Accept).expect("receiver");
-    let dir = tempfile::Builder::new()
-        .prefix("dto2-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
+    let dir = containerd::test_dir("dto2-");
     let release = Release::Sid {
         root,
         otlp_endpoint: receiver.endpoint(),

@@ -52,6 +52,29 @@ pub fn unavailable(cni_dir: &Path) -> Option<String> {
     None
 }
 
+/// A directory for one test's containerd and what it makes, under /tmp, removed when dropped.
+#[must_use]
+pub fn test_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("tempdir")
+}
+
+/// The image `cargo xtask image` builds, for the runtime to run; says why not when missing.
+#[must_use]
+pub fn image_archive() -> Option<PathBuf> {
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dad-trace-image.tar");
+    if archive.exists() {
+        return Some(archive);
+    }
+    test_support::skip(format_args!(
+        "no image at {} (cargo xtask image builds it; cargo xtask test does first)",
+        archive.display()
+    ));
+    None
+}
+
 /// Which containerd a test runs.
 pub enum Release {
     /// The machine's (Debian 12's 1.6), from `PATH`.
